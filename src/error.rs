@@ -1,0 +1,88 @@
+//! One error type for the whole library: an errno value that C callers branch on, plus
+//! the operation, the path and a cause for a person to read.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+
+/// A failed operation. `errno()` is the code the C API returns; `Display` is the text
+/// `nfslock_last_error()` shows.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{op}{}: {cause}", PathSuffix(.path.as_deref()))]
+pub struct Error {
+    errno: Errno,
+    op: &'static str,
+    path: Option<PathBuf>,
+    cause: String,
+}
+
+struct PathSuffix<'a>(Option<&'a Path>);
+
+impl fmt::Display for PathSuffix<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(p) => write!(f, " {}", p.display()),
+            None => Ok(()),
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn new(errno: Errno, op: &'static str, path: Option<&Path>, cause: impl Into<String>) -> Self {
+        Error { errno, op, path: path.map(Path::to_path_buf), cause: cause.into() }
+    }
+
+    /// An error from a system call on `path`, described by the syscall's own name.
+    pub fn sys(errno: Errno, op: &'static str, path: &Path, call: &str) -> Self {
+        Error::new(errno, op, Some(path), format!("{call}: {}", errno.desc()))
+    }
+
+    pub fn invalid(op: &'static str, cause: impl Into<String>) -> Self {
+        Error::new(Errno::EINVAL, op, None, cause)
+    }
+
+    /// The errno value (always positive) the C API returns for this error.
+    pub fn errno(&self) -> Errno {
+        self.errno
+    }
+
+    /// The errno value as a plain integer.
+    pub fn code(&self) -> i32 {
+        self.errno as i32
+    }
+
+    pub fn op(&self) -> &'static str {
+        self.op
+    }
+
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    pub fn cause(&self) -> &str {
+        &self.cause
+    }
+
+    /// Re-labels an error raised by a building block with the public operation that ran it.
+    pub(crate) fn in_op(mut self, op: &'static str) -> Self {
+        self.op = op;
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_names_operation_path_and_cause() {
+        let e = Error::sys(Errno::ENOENT, "nfslock_create", Path::new("/d/x"), "link");
+        assert_eq!(e.to_string(), "nfslock_create /d/x: link: No such file or directory");
+        assert_eq!(e.code(), libc::ENOENT);
+        let e = Error::invalid("nfslock_unlock", "handle is NULL");
+        assert_eq!(e.to_string(), "nfslock_unlock: handle is NULL");
+    }
+}

@@ -1,0 +1,15 @@
+//! libnfslock: locks that stay correct when the processes sharing them run on different
+//! machines over NFS or any shared POSIX filesystem.
+//!
+//! The safe Rust core is usable directly ([`lockfile`]); [`ffi`] is the C ABI over it,
+//! declared in `include/nfslock.h`.
+
+pub mod error;
+pub mod ffi;
+pub mod host;
+pub mod lockfile;
+pub mod record;
+mod sexp;
+
+pub use error::{Error, Result};
+pub use record::{Record, StartTime};

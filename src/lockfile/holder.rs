@@ -1,0 +1,135 @@
+//! Reading who holds a lock, and clearing the lock of a dead holder on this host.
+//!
+//! Clearing follows Core's protocol so that Core and libnfslock can clean the same file:
+//! open the lock file, take flock on it (exclusion between cleaners on one host), check
+//! that the name still refers to the inode judged dead, then unlink. A lock taken after
+//! the judgement is a different inode and is never removed.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::time::Duration;
+
+use nix::errno::Errno;
+
+use super::fsops::{self, FileId};
+use crate::record::{Record, MAX_RECORD_LEN};
+
+/// The state of a lock file as read once.
+#[derive(Debug)]
+pub enum Holder {
+    /// No lock file.
+    Free,
+    /// A lock file whose record parses.
+    Held { record: Record, file: FileId },
+}
+
+/// Why a lock file could not be read as a record.
+#[derive(Debug)]
+pub enum ReadError {
+    /// The lock file exists but is not a record (EBADMSG).
+    Bad(String),
+    /// A symlink where the lock file should be (ELOOP).
+    Symlink,
+    /// The system call failed.
+    Sys(Errno, &'static str),
+}
+
+/// Core's v1 protocol links `P` to `P.nfs_lock` first and writes the record after, so a
+/// lock that shares its inode with `P` may briefly show `P`'s old contents. Such a lock
+/// is read again after this pause before it is judged unreadable or dead.
+const V1_SETTLE: Duration = Duration::from_millis(50);
+
+pub fn read(lock_path: &Path, copy_path: &Path) -> Result<Holder, ReadError> {
+    match read_once(lock_path)? {
+        Ok(holder) => Ok(holder),
+        Err((file, why)) if !shares_inode(copy_path, file) => Err(ReadError::Bad(why)),
+        Err(_) => {
+            std::thread::sleep(V1_SETTLE);
+            read_once(lock_path)?.map_err(|(_, why)| ReadError::Bad(why))
+        }
+    }
+}
+
+/// Reads the record once; `Err((file, why))` when the file is not a record.
+#[allow(clippy::type_complexity)]
+fn read_once(lock_path: &Path) -> Result<Result<Holder, (FileId, String)>, ReadError> {
+    let fd = match fsops::open_existing(lock_path, false) {
+        Ok(fd) => fd,
+        Err(Errno::ENOENT) => return Ok(Ok(Holder::Free)),
+        Err(Errno::ELOOP) => return Err(ReadError::Symlink),
+        Err(e) => return Err(ReadError::Sys(e, "open")),
+    };
+    let st = fsops::fstat(&fd).map_err(|e| ReadError::Sys(e, "fstat"))?;
+    let file = FileId::from(&st);
+    if !fsops::is_regular(&st) {
+        return Ok(Err((file, "the lock file is not a regular file".into())));
+    }
+    let file_handle = File::from(fd);
+    let bytes = match fsops::read_capped(&file_handle, MAX_RECORD_LEN).map_err(|e| ReadError::Sys(e, "read"))? {
+        Some(b) => b,
+        None => return Ok(Err((file, format!("the lock file is larger than {MAX_RECORD_LEN} bytes")))),
+    };
+    Ok(match Record::parse(&bytes) {
+        Ok(record) => Ok(Holder::Held { record, file }),
+        Err(bad) => Err((file, format!("unreadable lock record: {}", bad.0))),
+    })
+}
+
+fn shares_inode(copy_path: &Path, file: FileId) -> bool {
+    fsops::id_of(copy_path).is_ok_and(|id| id == file)
+}
+
+/// The outcome of trying to clear a dead holder's lock.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Cleared {
+    /// The dead holder's lock file is gone (removed by us or by another cleaner).
+    Gone,
+    /// Another process is cleaning it, or it changed while we looked: try again later.
+    Busy,
+}
+
+/// Removes the lock file `lock_path` if it is still the file `dead` whose record
+/// `record` names a dead process of this host.
+pub fn clear_dead(lock_path: &Path, copy_path: &Path, dead: FileId, record: &Record) -> nix::Result<Cleared> {
+    // Core opens read-write so that flock works however the NFS client maps it.
+    let fd = match fsops::open_existing(lock_path, true) {
+        Err(Errno::EACCES | Errno::EPERM | Errno::EROFS) => fsops::open_existing(lock_path, false),
+        other => other,
+    };
+    let fd = match fd {
+        Ok(fd) => fd,
+        Err(Errno::ENOENT) => return Ok(Cleared::Gone),
+        Err(e) => return Err(e),
+    };
+    if FileId::from(&fsops::fstat(&fd)?) != dead {
+        return Ok(Cleared::Busy);
+    }
+    match fsops::try_flock_exclusive(&fd) {
+        Ok(()) => {}
+        Err(Errno::EWOULDBLOCK) => return Ok(Cleared::Busy),
+        Err(e) => return Err(e),
+    }
+    // Under the flock: is the name still this inode, and does it still say the same?
+    if fsops::id_of(lock_path).ok() != Some(dead) {
+        return Ok(Cleared::Busy);
+    }
+    if shares_inode(copy_path, dead) {
+        std::thread::sleep(V1_SETTLE);
+    }
+    let file = File::from(fd);
+    if reread(&file).as_ref() != Some(record) {
+        return Ok(Cleared::Busy);
+    }
+    match fsops::unlink(lock_path) {
+        Ok(()) | Err(Errno::ENOENT) => Ok(Cleared::Gone),
+        Err(e) => Err(e),
+    }
+    // `file` closes here, after the unlink, releasing the flock.
+}
+
+fn reread(file: &File) -> Option<Record> {
+    let mut buf = vec![0u8; MAX_RECORD_LEN + 1];
+    let n = file.read_at(&mut buf, 0).ok()?;
+    Record::parse(&buf[..n]).ok()
+}

@@ -1,0 +1,379 @@
+//! Lock files on shared directories, compatible on disk with Core's Nfs_lock.
+//!
+//! The lock on `P` is the file `P.nfs_lock`. It is taken by link(2) of a claim file that
+//! already holds the complete record (link is atomic on every NFS version), and released
+//! by unlinking it after checking it is still the file we linked. `P` also receives a copy
+//! of the record, as Core documents; unlock leaves `P` in place.
+//!
+//! Steady state, for a path this process locked before with the same message: create is
+//! one link(2), unlock one lstat(2) and one unlink(2).
+
+mod claim;
+mod fsops;
+mod holder;
+mod registry;
+mod wait;
+
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+
+use crate::error::{Error, Result};
+use crate::host::{self, Identity, Owner};
+use crate::record::Record;
+use fsops::FileId;
+use holder::{Cleared, Holder, ReadError};
+use registry::{state, Busy, Claim};
+
+/// The suffix Core's Nfs_lock appends to a path to name its lock file.
+pub const LOCK_SUFFIX: &str = ".nfs_lock";
+
+const NAME_MAX: usize = 255;
+const PATH_MAX: usize = 4096;
+/// How many times one attempt re-examines a lock that changed hands under it.
+const ROUNDS_PER_ATTEMPT: u32 = 4;
+
+const OP_CREATE: &str = "nfslock_create";
+const OP_BLOCKING: &str = "nfslock_blocking_create";
+const OP_UNLOCK: &str = "nfslock_unlock";
+const OP_UNLOCK_PATH: &str = "nfslock_unlock_path";
+const OP_READ: &str = "nfslock_get_hostname_and_pid";
+const OP_CRITICAL: &str = "nfslock_critical_section";
+
+/// The names one lock involves.
+#[derive(Debug, Clone)]
+struct Target {
+    /// `P`, absolute and without `.` components or doubled slashes: the process-wide key.
+    key: PathBuf,
+    /// `P.nfs_lock`.
+    lock: PathBuf,
+    lock_name: OsString,
+    dir: PathBuf,
+}
+
+impl Target {
+    fn new(op: &'static str, path: &Path) -> Result<Target> {
+        let bytes = path.as_os_str().as_bytes();
+        let invalid = |why: &str| Err(Error::new(Errno::EINVAL, op, Some(path), why));
+        if bytes.is_empty() {
+            return invalid("the path is empty");
+        }
+        if bytes.contains(&0) {
+            return invalid("the path contains a NUL byte");
+        }
+        let Some(name) = path.file_name().filter(|_| !bytes.ends_with(b"/")) else {
+            return invalid("the path names a directory, not a file");
+        };
+        if name.len() + LOCK_SUFFIX.len() > NAME_MAX {
+            let why = format!("the lock file name would be longer than {NAME_MAX} bytes");
+            return Err(Error::new(Errno::ENAMETOOLONG, op, Some(path), why));
+        }
+        let absolute = match std::env::current_dir() {
+            Ok(cwd) if path.is_relative() => cwd.join(path),
+            _ => path.to_path_buf(),
+        };
+        let key: PathBuf = absolute.components().collect();
+        let mut lock = key.clone().into_os_string();
+        lock.push(LOCK_SUFFIX);
+        if lock.len() >= PATH_MAX {
+            let why = format!("the lock file path would be longer than {PATH_MAX} bytes");
+            return Err(Error::new(Errno::ENAMETOOLONG, op, Some(path), why));
+        }
+        let mut lock_name = name.to_os_string();
+        lock_name.push(LOCK_SUFFIX);
+        let dir = key.parent().map_or_else(|| PathBuf::from("/"), Path::to_path_buf);
+        Ok(Target { key, lock: lock.into(), lock_name, dir })
+    }
+
+    fn error(&self, errno: Errno, op: &'static str, cause: impl Into<String>) -> Error {
+        Error::new(errno, op, Some(&self.key), cause)
+    }
+
+    fn sys(&self, errno: Errno, op: &'static str, call: &str, on: &Path) -> Error {
+        let cause = match errno {
+            Errno::ENOENT => format!("{call} {}: the directory {} does not exist", on.display(), self.dir.display()),
+            _ => format!("{call} {}: {}", on.display(), errno.desc()),
+        };
+        self.error(errno, op, cause)
+    }
+}
+
+/// A lock this process holds. Dropping it releases the lock (ignoring errors); call
+/// [`Lock::unlock`] to learn whether the release went as expected.
+#[derive(Debug)]
+pub struct Lock {
+    target: Target,
+    token: u64,
+    file: FileId,
+    generation: u64,
+    held: bool,
+}
+
+impl Lock {
+    /// The locked path `P` (absolute).
+    pub fn path(&self) -> &Path {
+        &self.target.key
+    }
+
+    /// The lock file `P.nfs_lock`.
+    pub fn lock_file(&self) -> &Path {
+        &self.target.lock
+    }
+
+    /// Releases the lock. ENOLCK: the lock file was removed or replaced by someone else
+    /// (nothing is removed). EPERM: this handle was inherited through fork (the parent's
+    /// lock is left alone).
+    pub fn unlock(mut self) -> Result<()> {
+        self.held = false;
+        self.release(OP_UNLOCK)
+    }
+
+    fn release(&self, op: &'static str) -> Result<()> {
+        let t = &self.target;
+        {
+            let mut st = state();
+            if st.generation != self.generation {
+                return Err(t.error(Errno::EPERM, op, "the handle was inherited through fork; only its owner releases it"));
+            }
+            // Forget the hold before the unlink, so that a thread of this process woken by
+            // the removal finds the path free.
+            if !st.release(&t.key, self.token) {
+                return Err(t.error(Errno::ENOLCK, op, "the lock was already released with nfslock_unlock_path"));
+            }
+        }
+        match registry::remove_if_ours(&t.lock, self.file) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(t.error(
+                Errno::ENOLCK,
+                op,
+                format!("{} was removed or replaced by someone else; nothing was removed", t.lock.display()),
+            )),
+            Err(e) => Err(t.sys(e, op, "unlink", &t.lock)),
+        }
+    }
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        if self.held {
+            let _ = self.release(OP_UNLOCK);
+        }
+    }
+}
+
+/// Tries once to take the lock on `path`. EAGAIN: a live process (or another host) holds
+/// it; EDEADLK: the calling thread holds it already.
+pub fn create(path: impl AsRef<Path>, message: &[u8]) -> Result<Lock> {
+    attempt(&Target::new(OP_CREATE, path.as_ref())?, message, OP_CREATE)
+}
+
+/// Takes the lock on `path`, waiting up to `timeout` (None: forever; zero: one attempt,
+/// EAGAIN). ETIMEDOUT when the timeout passes. Errors that waiting cannot cure
+/// (permissions, a missing directory, a symlink, an unreadable record, EDEADLK) return
+/// at once.
+pub fn blocking_create(path: impl AsRef<Path>, message: &[u8], timeout: Option<Duration>) -> Result<Lock> {
+    let t = Target::new(OP_BLOCKING, path.as_ref())?;
+    let start = Instant::now();
+    let mut backoff = wait::Backoff::new();
+    let mut watch = None;
+    loop {
+        let err = match attempt(&t, message, OP_BLOCKING) {
+            Ok(lock) => return Ok(lock),
+            Err(e) if !matches!(e.errno(), Errno::EAGAIN | Errno::EIO | Errno::ESTALE | Errno::EINTR) => return Err(e),
+            Err(e) => e,
+        };
+        let left = timeout.map_or(Duration::MAX, |t| t.saturating_sub(start.elapsed()));
+        if timeout == Some(Duration::ZERO) {
+            return Err(err);
+        }
+        if left.is_zero() {
+            let waited = timeout.unwrap_or_default().as_millis();
+            let cause = format!("gave up after {waited} ms; last attempt: {}", err.cause());
+            return Err(t.error(Errno::ETIMEDOUT, OP_BLOCKING, cause));
+        }
+        match &watch {
+            // Arm the watch, then try again at once: a release between the failed
+            // attempt and the watch would otherwise go unnoticed until the next poll.
+            None => watch = Some(wait::Watch::new(&t.dir, &t.lock_name)),
+            Some(Some(w)) => w.wait(backoff.next_delay().min(left)),
+            Some(None) => std::thread::sleep(backoff.next_delay().min(left)),
+        }
+    }
+}
+
+/// Removes the lock on `path` if this process holds it or its holder is a dead process
+/// of this host (Core's unlock_exn). EPERM: a live process or another host holds it;
+/// ENOENT: not locked; EAGAIN: another process is clearing it at this moment.
+pub fn unlock_path(path: impl AsRef<Path>) -> Result<()> {
+    let op = OP_UNLOCK_PATH;
+    let t = Target::new(op, path.as_ref())?;
+    let me = state().me();
+    let (record, file) = match read_holder(&t, op)? {
+        Holder::Free => return Err(t.error(Errno::ENOENT, op, "not locked")),
+        Holder::Held { record, file } => (record, file),
+    };
+    if me.wrote(&record) {
+        state().release_file(file);
+        return match registry::remove_if_ours(&t.lock, file) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(t.error(Errno::EAGAIN, op, "the lock changed hands while it was being removed")),
+            Err(e) => Err(t.sys(e, op, "unlink", &t.lock)),
+        };
+    }
+    match host::owner_of(&record, &me.host) {
+        Owner::Alive => Err(t.error(Errno::EPERM, op, format!("{}; it is alive", describe(&record)))),
+        Owner::OtherHost => Err(t.error(Errno::EPERM, op, format!("{}; another host's lock is never broken", describe(&record)))),
+        Owner::Dead => match holder::clear_dead(&t.lock, &t.key, file, &record) {
+            Ok(Cleared::Gone) => {
+                claim::sweep_orphans(&t.dir, &me.host);
+                Ok(())
+            }
+            Ok(Cleared::Busy) => Err(t.error(Errno::EAGAIN, op, "another process is clearing this lock")),
+            Err(e) => Err(t.sys(e, op, "clearing the dead holder's lock", &t.lock)),
+        },
+    }
+}
+
+/// Reads the record of the lock on `path`. ENOENT: not locked; EBADMSG: unreadable.
+pub fn read_record(path: impl AsRef<Path>) -> Result<Record> {
+    let t = Target::new(OP_READ, path.as_ref())?;
+    match read_holder(&t, OP_READ)? {
+        Holder::Free => Err(t.error(Errno::ENOENT, OP_READ, "not locked")),
+        Holder::Held { record, .. } => Ok(record),
+    }
+}
+
+/// Runs `f` holding the lock on `path` (taken as [`blocking_create`] does) and releases
+/// it afterwards, also when `f` panics. An error from the release is returned after `f`
+/// has run.
+pub fn critical_section<R>(
+    path: impl AsRef<Path>,
+    message: &[u8],
+    timeout: Option<Duration>,
+    f: impl FnOnce() -> R,
+) -> Result<R> {
+    let lock = blocking_create(path, message, timeout).map_err(|e| e.in_op(OP_CRITICAL))?;
+    let out = f();
+    lock.unlock().map_err(|e| e.in_op(OP_CRITICAL))?;
+    Ok(out)
+}
+
+fn read_holder(t: &Target, op: &'static str) -> Result<Holder> {
+    holder::read(&t.lock, &t.key).map_err(|e| match e {
+        ReadError::Bad(why) => t.error(Errno::EBADMSG, op, format!("{}: {why}", t.lock.display())),
+        ReadError::Symlink => t.error(
+            Errno::ELOOP,
+            op,
+            format!("{} is a symlink; it is never followed", t.lock.display()),
+        ),
+        ReadError::Sys(errno, call) => t.sys(errno, op, call, &t.lock),
+    })
+}
+
+fn describe(r: &Record) -> String {
+    format!(
+        "held by pid {} on host {} (message {:?})",
+        r.pid,
+        String::from_utf8_lossy(&r.host),
+        String::from_utf8_lossy(&r.message)
+    )
+}
+
+/// One attempt: reserve the path in this process, then take it on disk.
+fn attempt(t: &Target, message: &[u8], op: &'static str) -> Result<Lock> {
+    let (token, me, claim, copy_fresh, generation) = {
+        let mut st = state();
+        let token = st.reserve(&t.key, &t.lock).map_err(|busy| match busy {
+            Busy::ByThisThread => t.error(Errno::EDEADLK, op, "the calling thread already holds this lock"),
+            Busy::ByOtherThread => t.error(Errno::EAGAIN, op, "another thread of this process holds this lock"),
+        })?;
+        (token, st.me(), st.claim(&t.key, message), st.copy_is_fresh(&t.key, message), st.generation)
+    };
+    match take(t, message, &me, claim, op).and_then(|file| write_copy(t, message, &me, file, copy_fresh, op)) {
+        Ok(file) => {
+            state().confirm(&t.key, token, file);
+            Ok(Lock { target: t.clone(), token, file, generation, held: true })
+        }
+        Err(e) => {
+            state().release(&t.key, token);
+            Err(e)
+        }
+    }
+}
+
+/// Links a claim to `P.nfs_lock`, clearing a dead holder of this host on the way.
+fn take(t: &Target, message: &[u8], me: &Identity, cached: Option<Claim>, op: &'static str) -> Result<FileId> {
+    let mut claim = cached;
+    for _ in 0..ROUNDS_PER_ATTEMPT {
+        let c = match claim.take() {
+            Some(c) => c,
+            None => new_claim(t, message, me, op)?,
+        };
+        match fsops::link(&c.path, &t.lock) {
+            Ok(()) => return Ok(c.id),
+            // Our claim file was removed by someone: make a new one.
+            Err(Errno::ENOENT) if c.path.exists() || !t.dir.exists() => return Err(t.sys(Errno::ENOENT, op, "link", &t.lock)),
+            Err(Errno::ENOENT) => {
+                state().forget_claim(&t.key);
+                continue;
+            }
+            // A retransmitted LINK reports EEXIST (or EIO) although the first one worked:
+            // the lock file is then our own claim.
+            Err(Errno::EEXIST | Errno::EIO) if fsops::id_of(&t.lock) == Ok(c.id) => return Ok(c.id),
+            Err(Errno::EEXIST | Errno::EIO) => {}
+            Err(e) => return Err(t.sys(e, op, "link", &t.lock)),
+        }
+        state().set_copy_fresh(&t.key, None);
+        if let Holder::Held { record, file } = read_holder(t, op)? {
+            if me.wrote(&record) {
+                return Err(t.error(Errno::EAGAIN, op, "held by this process through another handle"));
+            }
+            match host::owner_of(&record, &me.host) {
+                Owner::Alive => return Err(t.error(Errno::EAGAIN, op, describe(&record))),
+                Owner::OtherHost => {
+                    let why = format!("{}; another host's lock is never broken", describe(&record));
+                    return Err(t.error(Errno::EAGAIN, op, why));
+                }
+                Owner::Dead => match holder::clear_dead(&t.lock, &t.key, file, &record) {
+                    Ok(Cleared::Gone) => claim::sweep_orphans(&t.dir, &me.host),
+                    Ok(Cleared::Busy) => {}
+                    Err(e) => return Err(t.sys(e, op, "clearing the dead holder's lock", &t.lock)),
+                },
+            }
+        }
+        claim = Some(c);
+    }
+    Err(t.error(Errno::EAGAIN, op, "the lock changed hands repeatedly while it was being examined"))
+}
+
+fn new_claim(t: &Target, message: &[u8], me: &Identity, op: &'static str) -> Result<Claim> {
+    let record = me.record(message).to_bytes();
+    let c = claim::create(&t.dir, &record, message).map_err(|e| t.sys(e, op, "creating a claim file in", &t.dir))?;
+    let dropped = state().keep_claim(&t.key, c.clone());
+    for path in dropped {
+        let _ = fsops::unlink(&path);
+    }
+    Ok(c)
+}
+
+/// Gives `P` our record unless it holds it already; undoes the lock if that fails.
+fn write_copy(t: &Target, message: &[u8], me: &Identity, file: FileId, fresh: bool, op: &'static str) -> Result<FileId> {
+    if fresh {
+        return Ok(file);
+    }
+    let record = me.record(message).to_bytes();
+    if let Err((errno, call)) = claim::write_copy(&t.dir, &t.key, &record) {
+        let _ = registry::remove_if_ours(&t.lock, file);
+        let cause = match errno {
+            Errno::ELOOP => format!("{} is a symlink; it is never followed", t.key.display()),
+            Errno::EISDIR => format!("{} is not a regular file", t.key.display()),
+            _ => format!("writing the record to {}: {call}: {}", t.key.display(), errno.desc()),
+        };
+        return Err(t.error(errno, op, cause));
+    }
+    state().set_copy_fresh(&t.key, Some(message));
+    Ok(file)
+}

@@ -1,0 +1,262 @@
+//! What this process knows about its own locks: which thread holds which path, the
+//! claim files it keeps ready, and whether a path's `P` copy is current. The state lives
+//! behind one mutex, is forgotten in a forked child (the child owns none of it), and is
+//! released at normal process exit.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, Once};
+
+use super::fsops::{self, FileId};
+use crate::host::Identity;
+
+/// A claim file: a private file holding this process's record for one lock path and one
+/// message, linked to `P.nfs_lock` to take the lock. Kept across acquisitions so that
+/// the steady state is one link(2) per acquisition.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub path: PathBuf,
+    pub id: FileId,
+    pub message: Vec<u8>,
+}
+
+/// A path this process holds or is acquiring.
+#[derive(Debug)]
+struct Held {
+    thread: u64,
+    token: u64,
+    /// Identity of the lock file once taken; None while the acquisition is in flight.
+    file: Option<FileId>,
+    lock_path: PathBuf,
+}
+
+/// How many claim files a process keeps ready; the least recently used is removed past
+/// this, so a process that locks many paths does not litter their directories.
+const MAX_CLAIMS: usize = 64;
+/// How many paths remember that their `P` copy holds our current record.
+const MAX_FRESH_COPIES: usize = 4096;
+
+pub struct State {
+    /// Bumped in every forked child: handles from before the fork belong to the parent.
+    pub generation: u64,
+    me: Option<Arc<Identity>>,
+    held: HashMap<PathBuf, Held>,
+    claims: HashMap<PathBuf, (Claim, u64)>,
+    claim_clock: u64,
+    fresh_copies: HashMap<PathBuf, Vec<u8>>,
+    next_token: u64,
+}
+
+static STATE: LazyLock<Mutex<State>> = LazyLock::new(|| {
+    Mutex::new(State {
+        generation: 0,
+        me: None,
+        held: HashMap::new(),
+        claims: HashMap::new(),
+        claim_clock: 0,
+        fresh_copies: HashMap::new(),
+        next_token: 1,
+    })
+});
+
+static HOOKS: Once = Once::new();
+static NEXT_THREAD: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    static THREAD: u64 = NEXT_THREAD.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A number unique to the calling thread for the life of the process (pthread ids are
+/// reused after a thread exits; these are not).
+pub fn this_thread() -> u64 {
+    THREAD.with(|t| *t)
+}
+
+/// Locks the process state, installing the fork and exit hooks on first use.
+pub fn state() -> MutexGuard<'static, State> {
+    HOOKS.call_once(install_hooks);
+    STATE.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Why a path cannot be taken by this thread right now, as far as this process knows.
+pub enum Busy {
+    /// The calling thread holds it already.
+    ByThisThread,
+    /// Another thread of this process holds it or is taking it.
+    ByOtherThread,
+}
+
+impl State {
+    pub fn me(&mut self) -> Arc<Identity> {
+        self.me.get_or_insert_with(|| Arc::new(Identity::of_this_process())).clone()
+    }
+
+    /// Reserves `key` for the calling thread before it touches the disk, so that two
+    /// threads of one process never race for the same path with the same claim file.
+    pub fn reserve(&mut self, key: &Path, lock_path: &Path) -> Result<u64, Busy> {
+        if let Some(h) = self.held.get(key) {
+            return Err(if h.thread == this_thread() { Busy::ByThisThread } else { Busy::ByOtherThread });
+        }
+        let token = self.next_token;
+        self.next_token += 1;
+        let held = Held { thread: this_thread(), token, file: None, lock_path: lock_path.to_path_buf() };
+        self.held.insert(key.to_path_buf(), held);
+        Ok(token)
+    }
+
+    /// Records that the reservation `token` now holds the lock file `file`.
+    pub fn confirm(&mut self, key: &Path, token: u64, file: FileId) {
+        if let Some(h) = self.held.get_mut(key).filter(|h| h.token == token) {
+            h.file = Some(file);
+        }
+    }
+
+    /// Ends the reservation or hold `token`; false when it was already ended (by
+    /// `nfslock_unlock_path` from this process).
+    pub fn release(&mut self, key: &Path, token: u64) -> bool {
+        let ours = self.held.get(key).is_some_and(|h| h.token == token);
+        if ours {
+            self.held.remove(key);
+        }
+        ours
+    }
+
+    /// Ends whatever hold this process has on the lock file `file` (any spelling of its path).
+    pub fn release_file(&mut self, file: FileId) {
+        self.held.retain(|_, h| h.file != Some(file));
+    }
+
+    pub fn claim(&mut self, key: &Path, message: &[u8]) -> Option<Claim> {
+        self.claim_clock += 1;
+        let clock = self.claim_clock;
+        let (claim, used) = self.claims.get_mut(key).filter(|(c, _)| c.message == message)?;
+        *used = clock;
+        Some(claim.clone())
+    }
+
+    /// Keeps `claim` for `key`; returns the claim files that are no longer kept and must be
+    /// removed (the one it replaces, or the least recently used one).
+    pub fn keep_claim(&mut self, key: &Path, claim: Claim) -> Vec<PathBuf> {
+        self.claim_clock += 1;
+        let mut dropped = Vec::new();
+        if let Some((old, _)) = self.claims.insert(key.to_path_buf(), (claim, self.claim_clock)) {
+            dropped.push(old.path);
+        }
+        if self.claims.len() > MAX_CLAIMS {
+            let oldest = self.claims.iter().min_by_key(|(_, (_, used))| *used).map(|(k, _)| k.clone());
+            if let Some((old, _)) = oldest.and_then(|k| self.claims.remove(&k)) {
+                dropped.push(old.path);
+            }
+        }
+        dropped
+    }
+
+    /// Forgets a claim file that disappeared from disk.
+    pub fn forget_claim(&mut self, key: &Path) {
+        self.claims.remove(key);
+    }
+
+    /// Whether `P` was last written by us with `message` and nobody has held it since.
+    pub fn copy_is_fresh(&self, key: &Path, message: &[u8]) -> bool {
+        self.fresh_copies.get(key).is_some_and(|m| m == message)
+    }
+
+    pub fn set_copy_fresh(&mut self, key: &Path, message: Option<&[u8]>) {
+        match message {
+            Some(m) => {
+                if self.fresh_copies.len() >= MAX_FRESH_COPIES {
+                    self.fresh_copies.clear();
+                }
+                self.fresh_copies.insert(key.to_path_buf(), m.to_vec());
+            }
+            None => {
+                self.fresh_copies.remove(key);
+            }
+        }
+    }
+
+    /// The child of a fork holds nothing: its pid and start time differ, and every lock
+    /// and claim file belongs to the parent. Nothing on disk is touched.
+    fn forget_after_fork(&mut self) {
+        self.generation += 1;
+        self.me = None;
+        self.held.clear();
+        self.claims.clear();
+        self.fresh_copies.clear();
+    }
+
+    /// Lock files this process holds and claim files it keeps, emptied from the state.
+    fn take_for_exit(&mut self) -> (Vec<(PathBuf, FileId)>, Vec<PathBuf>) {
+        let held = self.held.drain().filter_map(|(_, h)| Some((h.lock_path, h.file?))).collect();
+        let claims = self.claims.drain().map(|(_, (c, _))| c.path).collect();
+        (held, claims)
+    }
+}
+
+/// Removes `lock_path` if it is still the file `file` we took.
+pub fn remove_if_ours(lock_path: &Path, file: FileId) -> nix::Result<bool> {
+    match fsops::id_of(lock_path) {
+        Ok(id) if id == file => match fsops::unlink(lock_path) {
+            // ENOENT here is a retransmitted unlink whose first reply was lost.
+            Ok(()) | Err(nix::errno::Errno::ENOENT) => Ok(true),
+            Err(e) => Err(e),
+        },
+        Ok(_) | Err(nix::errno::Errno::ENOENT) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+// Fork safety: the state mutex is taken before fork and released on both sides, so a
+// child never inherits it locked by a thread that does not exist in the child.
+struct ForkGuard(std::cell::UnsafeCell<Option<MutexGuard<'static, State>>>);
+// SAFETY: only touched by the forking thread between prepare and parent/child hooks.
+unsafe impl Sync for ForkGuard {}
+static FORK_GUARD: ForkGuard = ForkGuard(std::cell::UnsafeCell::new(None));
+
+extern "C" fn before_fork() {
+    let guard = STATE.lock().unwrap_or_else(|p| p.into_inner());
+    // SAFETY: see ForkGuard.
+    unsafe { *FORK_GUARD.0.get() = Some(guard) };
+}
+
+extern "C" fn after_fork_in_parent() {
+    // SAFETY: see ForkGuard.
+    unsafe { (*FORK_GUARD.0.get()).take() };
+}
+
+extern "C" fn after_fork_in_child() {
+    // SAFETY: see ForkGuard.
+    if let Some(mut guard) = unsafe { (*FORK_GUARD.0.get()).take() } {
+        guard.forget_after_fork();
+    }
+}
+
+extern "C" fn at_exit() {
+    // Another thread may be inside the library; never wait for it forever at exit.
+    let mut state = None;
+    for _ in 0..100 {
+        if let Ok(s) = STATE.try_lock() {
+            state = Some(s);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let Some(mut state) = state else { return };
+    let (held, claims) = state.take_for_exit();
+    drop(state);
+    for (lock_path, file) in held {
+        let _ = remove_if_ours(&lock_path, file);
+    }
+    for claim in claims {
+        let _ = fsops::unlink(&claim);
+    }
+}
+
+fn install_hooks() {
+    // SAFETY: the hooks are plain extern "C" functions that live as long as the library.
+    unsafe {
+        libc::pthread_atfork(Some(before_fork), Some(after_fork_in_parent), Some(after_fork_in_child));
+        libc::atexit(at_exit);
+    }
+}

@@ -1,0 +1,141 @@
+//! Waiting for a lock: exponential back-off with jitter from about a millisecond to
+//! 100 ms, cut short the moment a process on this machine removes the lock file.
+//!
+//! inotify on the lock's directory sees removals made through this kernel, also on an
+//! NFS mount; releases on other machines are noticed by the back-off polls.
+
+use std::cell::Cell;
+use std::ffi::OsString;
+use std::os::fd::AsFd;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+
+const FIRST_DELAY: Duration = Duration::from_millis(1);
+const MAX_DELAY: Duration = Duration::from_millis(100);
+
+/// Delays that double from FIRST_DELAY up to MAX_DELAY, each drawn uniformly from the
+/// upper half of its step so that waiters do not retry in lockstep.
+pub struct Backoff {
+    step: Duration,
+}
+
+impl Backoff {
+    pub fn new() -> Self {
+        Backoff { step: FIRST_DELAY }
+    }
+
+    pub fn next_delay(&mut self) -> Duration {
+        let half = self.step / 2;
+        let jitter = Duration::from_nanos(random_u64() % (half.as_nanos() as u64 + 1));
+        let delay = half + jitter;
+        self.step = (self.step * 2).min(MAX_DELAY);
+        delay
+    }
+}
+
+/// Wakes a waiter when a name in one directory is removed or renamed away.
+pub struct Watch {
+    inotify: Inotify,
+    name: OsString,
+}
+
+impl Watch {
+    /// Watches `dir` for the removal of `name`; None when inotify is unavailable (the
+    /// waiter then relies on back-off alone).
+    pub fn new(dir: &Path, name: &std::ffi::OsStr) -> Option<Watch> {
+        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).ok()?;
+        let mask = AddWatchFlags::IN_DELETE | AddWatchFlags::IN_MOVED_FROM | AddWatchFlags::IN_ONLYDIR;
+        inotify.add_watch(dir, mask).ok()?;
+        Some(Watch { inotify, name: name.to_os_string() })
+    }
+
+    /// Sleeps up to `timeout`; returns early once the watched name is removed.
+    pub fn wait(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            let ms = PollTimeout::try_from(left.as_millis().max(1).min(i32::MAX as u128) as i32)
+                .unwrap_or(PollTimeout::MAX);
+            let mut fds = [PollFd::new(self.inotify.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, ms) {
+                Ok(0) => return,
+                Ok(_) => {
+                    let events = self.inotify.read_events().unwrap_or_default();
+                    if events.iter().any(|e| e.name.as_deref() == Some(self.name.as_os_str())) {
+                        return;
+                    }
+                }
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(_) => return std::thread::sleep(left),
+            }
+        }
+    }
+}
+
+/// A per-thread xorshift generator: jitter and claim names need unpredictability, not
+/// cryptographic strength, but claim names get their seed from getrandom(2).
+pub fn random_u64() -> u64 {
+    thread_local! {
+        static SEED: Cell<u64> = Cell::new(seed());
+    }
+    SEED.with(|s| {
+        let mut x = s.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.set(x);
+        x
+    })
+}
+
+fn seed() -> u64 {
+    let mut bytes = [0u8; 8];
+    // SAFETY: the buffer is valid for 8 bytes.
+    let got = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    let seed = u64::from_ne_bytes(bytes);
+    if got == 8 && seed != 0 {
+        seed
+    } else {
+        // getrandom unavailable: time and pid still differ between processes.
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        (t.as_nanos() as u64 ^ (u64::from(std::process::id()) << 32)) | 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_the_cap_with_jitter() {
+        let mut b = Backoff::new();
+        let delays: Vec<Duration> = (0..12).map(|_| b.next_delay()).collect();
+        assert!(delays[0] >= Duration::from_micros(500) && delays[0] <= FIRST_DELAY);
+        assert!(delays.iter().all(|d| *d <= MAX_DELAY));
+        assert!(delays[11] >= MAX_DELAY / 2);
+    }
+
+    #[test]
+    fn watch_wakes_on_removal_of_its_name_only() {
+        let dir = std::env::temp_dir().join(format!("nfslock-wait-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("other"), b"").unwrap();
+        std::fs::write(dir.join("x.nfs_lock"), b"").unwrap();
+        let w = Watch::new(&dir, "x.nfs_lock".as_ref()).unwrap();
+        std::fs::remove_file(dir.join("other")).unwrap();
+        let start = Instant::now();
+        w.wait(Duration::from_millis(50));
+        assert!(start.elapsed() >= Duration::from_millis(45), "another name must not wake it");
+        std::fs::remove_file(dir.join("x.nfs_lock")).unwrap();
+        let start = Instant::now();
+        w.wait(Duration::from_secs(5));
+        assert!(start.elapsed() < Duration::from_secs(4));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
