@@ -71,8 +71,10 @@ impl Target {
             let why = format!("the lock file name would be longer than {NAME_MAX} bytes");
             return Err(Error::new(Errno::ENAMETOOLONG, op, Some(path), why));
         }
-        let absolute = match std::env::current_dir() {
-            Ok(cwd) if path.is_relative() => cwd.join(path),
+        // A relative path is made absolute once, so that a later chdir cannot make a
+        // handle release another file. If the cwd is gone, the path is used as given.
+        let absolute = match path.is_relative().then(std::env::current_dir) {
+            Some(Ok(cwd)) => cwd.join(path),
             _ => path.to_path_buf(),
         };
         let key: PathBuf = absolute.components().collect();
