@@ -1,0 +1,107 @@
+//! Lost NFS replies: a retransmitted LINK reports EEXIST (or EIO) and a retransmitted
+//! REMOVE reports ENOENT although the first request succeeded. The library must count
+//! those as success (by the identity of its own file), and must still see a real EEXIST
+//! as "held". The faults come from an LD_PRELOAD shim (tests/shims/lost_reply.c) in a
+//! child run of this same test binary.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use nfslock::lockfile;
+
+const TEST: &str = "lost_replies_count_as_success";
+const CHILD_ENV: &str = "NFSLOCK_LOST_REPLY_CHILD_DIR";
+const CYCLES: usize = 100;
+
+fn build_shim() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("liblost_reply.so");
+    let target = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
+    let compiler = cc::Build::new()
+        .target(&target)
+        .host(&target)
+        .opt_level(1)
+        .cargo_metadata(false)
+        .get_compiler();
+    let status = compiler
+        .to_command()
+        .args(["-shared", "-fPIC", "-Wall", "-Wextra", "-Werror", "-o"])
+        .arg(&out)
+        .arg(root.join("tests/shims/lost_reply.c"))
+        .arg("-ldl")
+        .status()
+        .expect("runs the C compiler");
+    assert!(status.success(), "the shim compiles");
+    out
+}
+
+/// Runs in the child, under the shim.
+fn child(dir: &Path) {
+    let path = dir.join("p");
+    let lock = dir.join("p.nfs_lock");
+    let me = std::process::id() as i32;
+    for i in 0..CYCLES {
+        let held = if i % 2 == 0 {
+            lockfile::create(&path, b"lost replies").expect("create succeeds despite the lost reply")
+        } else {
+            lockfile::blocking_create(&path, b"lost replies", Some(Duration::from_secs(5))).expect("blocking_create succeeds")
+        };
+        assert_eq!(lockfile::read_record(&path).expect("the lock file is ours").pid, me);
+        held.unlock().expect("unlock succeeds despite the lost reply");
+        assert!(fs::symlink_metadata(&lock).is_err(), "the lock file is gone after unlock");
+    }
+    // A real EEXIST must still mean "held": another host's lock, linked in place (by a
+    // link the shim leaves alone, and an EEXIST that is real).
+    for var in ["NFSLOCK_SHIM_LOSE_LINK", "NFSLOCK_SHIM_LINK_EIO", "NFSLOCK_SHIM_LOSE_UNLINK"] {
+        std::env::remove_var(var);
+    }
+    let foreign = dir.join("foreign");
+    fs::write(&foreign, b"((host other-host.invalid)(pid 4242)(message theirs))").unwrap();
+    fs::hard_link(&foreign, &lock).unwrap();
+    let err = lockfile::create(&path, b"").expect_err("another host holds it");
+    assert_eq!(err.errno(), nix::errno::Errno::EAGAIN, "{err}");
+    assert_eq!(fs::read(&lock).unwrap(), fs::read(&foreign).unwrap(), "their lock is untouched");
+}
+
+#[test]
+fn lost_replies_count_as_success() {
+    if let Some(dir) = std::env::var_os(CHILD_ENV) {
+        return child(Path::new(&dir));
+    }
+    let shim = build_shim();
+    let base = std::env::temp_dir().join(format!("nfslock-lost-reply-{}", std::process::id()));
+    let modes: [&[&str]; 4] = [
+        &["NFSLOCK_SHIM_LOSE_LINK"],
+        &["NFSLOCK_SHIM_LINK_EIO"],
+        &["NFSLOCK_SHIM_LOSE_UNLINK"],
+        &["NFSLOCK_SHIM_LOSE_LINK", "NFSLOCK_SHIM_LOSE_UNLINK"],
+    ];
+    let mut failures = Vec::new();
+    for (n, mode) in modes.iter().enumerate() {
+        let dir = base.join(n.to_string());
+        fs::create_dir_all(&dir).unwrap();
+        let counter = base.join(format!("faults-{n}"));
+        let mut cmd = Command::new(std::env::current_exe().unwrap());
+        cmd.args(["--exact", TEST, "--nocapture", "--test-threads=1"])
+            .env(CHILD_ENV, &dir)
+            .env("LD_PRELOAD", &shim)
+            .env("NFSLOCK_SHIM_COUNT", &counter);
+        for var in *mode {
+            cmd.env(var, "1");
+        }
+        let out = cmd.output().expect("runs the child");
+        let faults = fs::metadata(&counter).map_or(0, |m| m.len());
+        if !out.status.success() || faults < CYCLES as u64 {
+            failures.push(format!(
+                "{mode:?}: status {}, {faults} faults injected\n{}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+    }
+    let _ = fs::remove_dir_all(&base);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
