@@ -21,10 +21,11 @@ pub struct Record {
 pub struct StartTime(pub i64);
 
 impl StartTime {
-    /// Core counts two start times within a second as the same process: `btime` in
-    /// /proc/stat moves by a second when the clock is stepped.
+    /// Two start times within a second are the same process (Core's rule, made
+    /// inclusive): `btime` in /proc/stat, from which both are computed, moves by whole
+    /// seconds when the realtime clock is stepped, so an exact 1 s difference is common.
     pub fn same_process(self, other: StartTime) -> bool {
-        (self.0 - other.0).abs() < 1_000_000
+        (self.0 - other.0).abs() <= 1_000_000
     }
 }
 
@@ -269,6 +270,7 @@ mod tests {
         assert_eq!(parse_utc("2024-01-15T10:30:00Z"), Some(T.0 - 120_000));
         assert_eq!(parse_utc("2024-01-15 11:30:00.12+01:00"), Some(T.0));
         assert!(StartTime(10).same_process(StartTime(999_999)));
-        assert!(!StartTime(0).same_process(StartTime(1_000_000)));
+        assert!(StartTime(0).same_process(StartTime(1_000_000)));
+        assert!(!StartTime(0).same_process(StartTime(1_000_001)));
     }
 }

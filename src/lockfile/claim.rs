@@ -11,6 +11,7 @@ use std::fs::File;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use nix::errno::Errno;
 
@@ -45,15 +46,22 @@ fn create_private(dir: &Path) -> nix::Result<(PathBuf, std::os::fd::OwnedFd)> {
     }
 }
 
-/// Creates a claim in `dir` holding `record` (durably: see fsops::write_durably).
+/// Creates a claim in `dir` holding `record` (durably: see fsops::write_durably), with
+/// this process's shared liveness flock on it.
 pub fn create(dir: &Path, record: &[u8], message: &[u8]) -> nix::Result<Claim> {
     let (path, fd) = create_private(dir)?;
-    let made = fsops::fstat(&fd).and_then(|st| {
-        fsops::write_durably(fd, record).map_err(|e| fsops::io_errno(&e))?;
-        Ok(FileId::from(&st))
+    let file = File::from(fd);
+    let made = fsops::fstat(&file).and_then(|st| {
+        fsops::write_durably(&file, record).map_err(|e| fsops::io_errno(&e))?;
+        // Where flock is unsupported (EOPNOTSUPP, ENOLCK) liveness falls back to pid and
+        // start time alone, as in Core.
+        match fsops::try_flock_shared(&file) {
+            Ok(()) | Err(Errno::EOPNOTSUPP | Errno::ENOLCK | Errno::EINVAL) => Ok(FileId::from(&st)),
+            Err(e) => Err(e),
+        }
     });
     match made {
-        Ok(id) => Ok(Claim { path, id, message: message.to_vec() }),
+        Ok(id) => Ok(Claim { path, id, message: message.to_vec(), liveness: Arc::new(file.into()) }),
         Err(e) => {
             let _ = fsops::unlink(&path);
             Err(e)
@@ -90,19 +98,23 @@ pub fn sweep_orphans(dir: &Path, this_host: &[u8]) {
             continue;
         }
         let path = dir.join(&name);
-        if orphan_record(&path).is_some_and(|r| host::owner_of(&r, this_host) == Owner::Dead) {
+        let Some((record, file)) = orphan_record(&path) else { continue };
+        // The flock proves no live process keeps this claim, whatever the record says;
+        // it is held until after the unlink.
+        if host::owner_of(&record, this_host) == Owner::Dead && fsops::try_flock_exclusive(&file).is_ok() {
             let _ = fsops::unlink(&path);
         }
     }
 }
 
-fn orphan_record(path: &Path) -> Option<Record> {
+fn orphan_record(path: &Path) -> Option<(Record, File)> {
     let fd = fsops::open_existing(path, false).ok()?;
     if !fsops::is_regular(&fsops::fstat(&fd).ok()?) {
         return None;
     }
-    let bytes = fsops::read_capped(&File::from(fd), MAX_RECORD_LEN).ok()??;
-    Record::parse(&bytes).ok()
+    let file = File::from(fd);
+    let bytes = fsops::read_capped(&file, MAX_RECORD_LEN).ok()??;
+    Some((Record::parse(&bytes).ok()?, file))
 }
 
 #[cfg(test)]

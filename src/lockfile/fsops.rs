@@ -89,8 +89,7 @@ pub fn fstat(fd: &impl AsFd) -> nix::Result<stat::FileStat> {
 
 /// Writes all of `data` at offset 0 and makes it durable, so that a lock linked to this
 /// file can never be seen, even after a crash, without its record.
-pub fn write_durably(fd: OwnedFd, data: &[u8]) -> std::io::Result<()> {
-    let file = File::from(fd);
+pub fn write_durably(file: &File, data: &[u8]) -> std::io::Result<()> {
     file.write_all_at(data, 0)?;
     file.sync_data()
 }
@@ -105,10 +104,20 @@ pub fn read_capped(file: &File, limit: usize) -> nix::Result<Option<Vec<u8>>> {
     }
 }
 
-/// flock(LOCK_EX|LOCK_NB): exclusion between cleaners on one host.
-pub fn try_flock_exclusive(fd: &OwnedFd) -> nix::Result<()> {
+/// flock(LOCK_EX|LOCK_NB): exclusion between cleaners on one host, and proof that no
+/// live process holds its shared liveness flock on the file.
+pub fn try_flock_exclusive(fd: &impl AsRawFd) -> nix::Result<()> {
+    flock(fd, libc::LOCK_EX | libc::LOCK_NB)
+}
+
+/// flock(LOCK_SH|LOCK_NB): a holder's "I am alive" mark on its own claim.
+pub fn try_flock_shared(fd: &impl AsRawFd) -> nix::Result<()> {
+    flock(fd, libc::LOCK_SH | libc::LOCK_NB)
+}
+
+fn flock(fd: &impl AsRawFd, op: libc::c_int) -> nix::Result<()> {
     // SAFETY: the fd is valid for the duration of the call.
-    retry(|| Errno::result(unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) }).map(drop))
+    retry(|| Errno::result(unsafe { libc::flock(fd.as_raw_fd(), op) }).map(drop))
 }
 
 pub fn io_errno(e: &std::io::Error) -> Errno {

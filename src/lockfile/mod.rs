@@ -33,6 +33,9 @@ pub const LOCK_SUFFIX: &str = ".nfs_lock";
 
 const NAME_MAX: usize = 255;
 const PATH_MAX: usize = 4096;
+/// Why a holder that looks dead is not cleared.
+const BUSY: &str = "its holder looks dead, but a live process still holds the lock file's flock \
+                    (the holder itself, or another process clearing it)";
 /// How many times one attempt re-examines a lock that changed hands under it.
 const ROUNDS_PER_ATTEMPT: u32 = 4;
 
@@ -136,17 +139,17 @@ impl Lock {
     fn release(&self, op: &'static str) -> Result<()> {
         let t = &self.target;
         {
-            let mut st = state();
+            let st = state();
             if st.generation != self.generation {
                 return Err(t.error(Errno::EPERM, op, "the handle was inherited through fork; only its owner releases it"));
             }
-            // Forget the hold before the unlink, so that a thread of this process woken by
-            // the removal finds the path free.
-            if !st.release(&t.key, self.token) {
+            if !st.holds(&t.key, self.token) {
                 return Err(t.error(Errno::ENOLCK, op, "the lock was already released with nfslock_unlock_path"));
             }
         }
-        match registry::remove_if_ours(&t.lock, self.file) {
+        let removed = registry::remove_if_ours(&t.lock, self.file);
+        registry::end_hold(&t.key, self.token);
+        match removed {
             Ok(true) => Ok(()),
             Ok(false) => Err(t.error(
                 Errno::ENOLCK,
@@ -200,7 +203,12 @@ pub fn blocking_create(path: impl AsRef<Path>, message: &[u8], timeout: Option<D
             // Arm the watch, then try again at once: a release between the failed
             // attempt and the watch would otherwise go unnoticed until the next poll.
             None => watch = Some(wait::Watch::new(&t.dir, &t.lock_name)),
-            Some(Some(w)) => w.wait(backoff.next_delay().min(left)),
+            Some(Some(w)) => {
+                let delay = backoff.next_delay().min(left);
+                if !registry::wait_for_other_thread(&t.key, delay) {
+                    w.wait(delay);
+                }
+            }
             Some(None) => std::thread::sleep(backoff.next_delay().min(left)),
         }
     }
@@ -218,8 +226,9 @@ pub fn unlock_path(path: impl AsRef<Path>) -> Result<()> {
         Holder::Held { record, file } => (record, file),
     };
     if me.wrote(&record) {
-        state().release_file(file);
-        return match registry::remove_if_ours(&t.lock, file) {
+        let removed = registry::remove_if_ours(&t.lock, file);
+        registry::end_holds_of_file(file);
+        return match removed {
             Ok(true) => Ok(()),
             Ok(false) => Err(t.error(Errno::EAGAIN, op, "the lock changed hands while it was being removed")),
             Err(e) => Err(t.sys(e, op, "unlink", &t.lock)),
@@ -233,7 +242,7 @@ pub fn unlock_path(path: impl AsRef<Path>) -> Result<()> {
                 claim::sweep_orphans(&t.dir, &me.host);
                 Ok(())
             }
-            Ok(Cleared::Busy) => Err(t.error(Errno::EAGAIN, op, "another process is clearing this lock")),
+            Ok(Cleared::Busy) => Err(t.error(Errno::EAGAIN, op, format!("{}; {BUSY}", describe(&record)))),
             Err(e) => Err(t.sys(e, op, "clearing the dead holder's lock", &t.lock)),
         },
     }
@@ -300,7 +309,7 @@ fn attempt(t: &Target, message: &[u8], op: &'static str) -> Result<Lock> {
             Ok(Lock { target: t.clone(), token, file, generation, held: true })
         }
         Err(e) => {
-            state().release(&t.key, token);
+            registry::end_hold(&t.key, token);
             Err(e)
         }
     }
@@ -309,6 +318,7 @@ fn attempt(t: &Target, message: &[u8], op: &'static str) -> Result<Lock> {
 /// Links a claim to `P.nfs_lock`, clearing a dead holder of this host on the way.
 fn take(t: &Target, message: &[u8], me: &Identity, cached: Option<Claim>, op: &'static str) -> Result<FileId> {
     let mut claim = cached;
+    let mut busy = None;
     for _ in 0..ROUNDS_PER_ATTEMPT {
         let c = match claim.take() {
             Some(c) => c,
@@ -322,9 +332,8 @@ fn take(t: &Target, message: &[u8], me: &Identity, cached: Option<Claim>, op: &'
                 state().forget_claim(&t.key);
                 continue;
             }
-            // A retransmitted LINK reports EEXIST (or EIO) although the first one worked:
-            // the lock file is then our own claim.
-            Err(Errno::EEXIST | Errno::EIO) if fsops::id_of(&t.lock) == Ok(c.id) => return Ok(c.id),
+            // A retransmitted LINK reports EEXIST (or EIO) although the first one worked.
+            Err(Errno::EEXIST | Errno::EIO) if link_took_effect(&t.lock, &c) => return Ok(c.id),
             Err(Errno::EEXIST | Errno::EIO) => {}
             Err(e) => return Err(t.sys(e, op, "link", &t.lock)),
         }
@@ -341,14 +350,29 @@ fn take(t: &Target, message: &[u8], me: &Identity, cached: Option<Claim>, op: &'
                 }
                 Owner::Dead => match holder::clear_dead(&t.lock, &t.key, file, &record) {
                     Ok(Cleared::Gone) => claim::sweep_orphans(&t.dir, &me.host),
-                    Ok(Cleared::Busy) => {}
+                    Ok(Cleared::Busy) => busy = Some(record),
                     Err(e) => return Err(t.sys(e, op, "clearing the dead holder's lock", &t.lock)),
                 },
             }
         }
         claim = Some(c);
     }
-    Err(t.error(Errno::EAGAIN, op, "the lock changed hands repeatedly while it was being examined"))
+    Err(match busy {
+        Some(record) => t.error(Errno::EAGAIN, op, format!("{}; {BUSY}", describe(&record))),
+        None => t.error(Errno::EAGAIN, op, "the lock changed hands repeatedly while it was being examined"),
+    })
+}
+
+/// Whether a link(2) that reported failure made our claim the lock file after all.
+/// First the cheap test, the lock file's inode; then the authoritative one the open(2)
+/// manual gives for NFS: our own claim's link count, read through a fresh open (close-to-
+/// open consistency revalidates its attributes), which a stale cached lookup of the
+/// lock name cannot fool. Our claim is linked nowhere but to this lock file.
+fn link_took_effect(lock: &Path, claim: &Claim) -> bool {
+    fsops::id_of(lock) == Ok(claim.id)
+        || fsops::open_existing(&claim.path, false)
+            .and_then(|fd| fsops::fstat(&fd))
+            .is_ok_and(|st| FileId::from(&st) == claim.id && st.st_nlink >= 2)
 }
 
 fn new_claim(t: &Target, message: &[u8], me: &Identity, op: &'static str) -> Result<Claim> {

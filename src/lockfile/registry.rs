@@ -4,9 +4,10 @@
 //! released at normal process exit.
 
 use std::collections::HashMap;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, MutexGuard, Once};
+use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard, Once};
 
 use super::fsops::{self, FileId};
 use crate::host::Identity;
@@ -19,6 +20,12 @@ pub struct Claim {
     pub path: PathBuf,
     pub id: FileId,
     pub message: Vec<u8>,
+    /// Kept open with a shared flock for as long as this process keeps the claim: the
+    /// kernel drops it when the process dies, so a cleaner that cannot take the flock
+    /// exclusively knows the holder is alive, whatever its pid and start time say.
+    /// Held, never read: its open file description carries the flock.
+    #[allow(dead_code)]
+    pub liveness: Arc<OwnedFd>,
 }
 
 /// A path this process holds or is acquiring.
@@ -112,19 +119,14 @@ impl State {
         }
     }
 
-    /// Ends the reservation or hold `token`; false when it was already ended (by
-    /// `nfslock_unlock_path` from this process).
-    pub fn release(&mut self, key: &Path, token: u64) -> bool {
-        let ours = self.held.get(key).is_some_and(|h| h.token == token);
-        if ours {
-            self.held.remove(key);
-        }
-        ours
+    /// Whether the reservation or hold `token` on `key` is still in force (false once
+    /// `nfslock_unlock_path` from this process ended it).
+    pub fn holds(&self, key: &Path, token: u64) -> bool {
+        self.held.get(key).is_some_and(|h| h.token == token)
     }
 
-    /// Ends whatever hold this process has on the lock file `file` (any spelling of its path).
-    pub fn release_file(&mut self, file: FileId) {
-        self.held.retain(|_, h| h.file != Some(file));
+    fn held_by_other_thread(&self, key: &Path) -> bool {
+        self.held.get(key).is_some_and(|h| h.thread != this_thread())
     }
 
     pub fn claim(&mut self, key: &Path, message: &[u8]) -> Option<Claim> {
@@ -192,6 +194,40 @@ impl State {
         let claims = self.claims.drain().map(|(_, (c, _))| c.path).collect();
         (held, claims)
     }
+}
+
+/// Woken whenever a hold ends, for threads waiting on another thread of this process.
+static RELEASED: Condvar = Condvar::new();
+
+/// Ends the reservation or hold `token` on `key`, and wakes this process's waiters.
+///
+/// A hold must end only after its lock file is gone: threads of one process share the
+/// claim of a path, so a sibling that linked it while the old link still stood would
+/// take the EEXIST for a lost reply of its own link.
+pub fn end_hold(key: &Path, token: u64) {
+    let mut st = state();
+    if st.holds(key, token) {
+        st.held.remove(key);
+    }
+    RELEASED.notify_all();
+}
+
+/// Ends whatever hold this process has on the lock file `file` (any spelling of its
+/// path), after that file was removed; see [`end_hold`].
+pub fn end_holds_of_file(file: FileId) {
+    state().held.retain(|_, h| h.file != Some(file));
+    RELEASED.notify_all();
+}
+
+/// If another thread of this process holds `key`, waits up to `timeout` for it to let
+/// go and returns true; returns false at once otherwise (the holder is elsewhere).
+pub fn wait_for_other_thread(key: &Path, timeout: std::time::Duration) -> bool {
+    let st = state();
+    if !st.held_by_other_thread(key) {
+        return false;
+    }
+    let _ = RELEASED.wait_timeout_while(st, timeout, |s| s.held_by_other_thread(key));
+    true
 }
 
 /// Removes `lock_path` if it is still the file `file` we took.

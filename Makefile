@@ -1,0 +1,129 @@
+# Makefile for libnfslock: a thin layer over cargo for what cargo does not do
+# (installing a C library with its header and pkg-config file, the C demo, the full
+# test run). Targets:
+#
+#   make build                      cargo build --release
+#   make install [PREFIX=/usr/local] [DESTDIR=]
+#                                   lib/libnfslock.so.X.Y.Z (+ .so.X, .so links),
+#                                   lib/libnfslock.a, include/nfslock.h,
+#                                   lib/pkgconfig/nfslock.pc
+#   make uninstall [PREFIX=] [DESTDIR=]
+#   make demo [PREFIX=/usr/local] [DEMO_ARGS=/tmp/some-path]
+#                                   install, then build examples/c/demo.c against the
+#                                   installed tree with pkg-config and run it
+#   make test                       scripts/deps, cargo test --all-targets,
+#                                   scripts/test-install (THE project test command)
+#   make header                     regenerate include/nfslock.h (cbindgen, via a test)
+#   make clean                      cargo clean
+
+PREFIX ?= /usr/local
+DESTDIR ?=
+CARGO ?= cargo
+PKG_CONFIG ?= pkg-config
+INSTALL ?= install
+# CC defaults to cc in GNU make already.
+
+# Where cargo puts its output; honour CARGO_TARGET_DIR like cargo does.
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+RELEASE_DIR := $(TARGET_DIR)/release
+
+# The version comes from Cargo.toml's [package] table, so it is written in one place.
+VERSION := $(shell sed -n '/^\[package\]/,/^\[/ s/^version *= *"\([^"]*\)".*/\1/p' Cargo.toml)
+ifeq ($(VERSION),)
+$(error could not read the package version from Cargo.toml)
+endif
+# The SONAME is libnfslock.so.$(MAJOR); build.rs sets it from the same version.
+MAJOR := $(firstword $(subst ., ,$(VERSION)))
+
+LIBDIR = $(PREFIX)/lib
+INCLUDEDIR = $(PREFIX)/include
+PKGCONFIGDIR = $(LIBDIR)/pkgconfig
+SHARED = libnfslock.so.$(VERSION)
+
+# --- native-static-libs -------------------------------------------------------
+# A C program linking the static library must also link the system libraries Rust's
+# std and our dependencies need (-lgcc_s -lpthread ... ); they go into the .pc file's
+# Libs.private. Only rustc knows that list, and it prints it
+# ("note: native-static-libs: ...") only while it actually compiles the crate as a
+# staticlib. To get it reliably, without churning the normal release build:
+#   * compile in a separate target dir (so `cargo build --release` stays fresh),
+#   * `cargo clean -p nfslock` there first, so rustc really runs for our crate
+#     (dependencies stay compiled; only this crate is rebuilt),
+#   * redo it only when a Rust input changed (make's own dependency check).
+NATIVE_LIBS := $(TARGET_DIR)/native-static-libs.txt
+NATIVE_LIBS_TARGET_DIR := $(TARGET_DIR)/native-static-libs
+RUST_INPUTS := Cargo.toml build.rs $(wildcard Cargo.lock) $(shell find src -type f 2>/dev/null)
+
+# The demo, built against the installed tree (not the build tree).
+DEMO := $(TARGET_DIR)/c/nfslock-demo
+DEMO_CFLAGS ?= -std=c11 -Wall -Wextra -Werror -pedantic -O2 -g
+DEMO_ARGS ?=
+
+.PHONY: all build install uninstall demo test header clean
+
+all: build
+
+build:
+	$(CARGO) build --release
+
+$(NATIVE_LIBS): $(RUST_INPUTS)
+	@mkdir -p $(TARGET_DIR)
+	@echo "computing native-static-libs (release build in $(NATIVE_LIBS_TARGET_DIR))"
+	$(CARGO) clean --release -p nfslock --target-dir $(NATIVE_LIBS_TARGET_DIR)
+	$(CARGO) rustc --release --lib --crate-type staticlib --color never \
+		--target-dir $(NATIVE_LIBS_TARGET_DIR) -- --print native-static-libs \
+		2>$@.log || { cat $@.log >&2; exit 1; }
+	sed -n 's/^note: native-static-libs: *//p' $@.log >$@.tmp
+	@test -s $@.tmp || { cat $@.log >&2; \
+		echo "error: rustc printed no native-static-libs line" >&2; exit 1; }
+	mv $@.tmp $@
+	@echo "native-static-libs: $$(cat $@)"
+
+install: build $(NATIVE_LIBS)
+	@test -f include/nfslock.h || { \
+		echo "error: include/nfslock.h is missing (make header)" >&2; exit 1; }
+	$(INSTALL) -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR)
+	$(INSTALL) -m 0755 $(RELEASE_DIR)/libnfslock.so $(DESTDIR)$(LIBDIR)/$(SHARED)
+	ln -sfn $(SHARED) $(DESTDIR)$(LIBDIR)/libnfslock.so.$(MAJOR)
+	ln -sfn libnfslock.so.$(MAJOR) $(DESTDIR)$(LIBDIR)/libnfslock.so
+	$(INSTALL) -m 0644 $(RELEASE_DIR)/libnfslock.a $(DESTDIR)$(LIBDIR)/libnfslock.a
+	$(INSTALL) -m 0644 include/nfslock.h $(DESTDIR)$(INCLUDEDIR)/nfslock.h
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' \
+		-e "s|@LIBS_PRIVATE@|$$(cat $(NATIVE_LIBS))|g" \
+		pkgconfig/nfslock.pc.in >$(TARGET_DIR)/nfslock.pc
+	$(INSTALL) -m 0644 $(TARGET_DIR)/nfslock.pc $(DESTDIR)$(PKGCONFIGDIR)/nfslock.pc
+	@# Refresh the loader cache for a real system install (root, no staging DESTDIR,
+	@# a prefix the loader searches); harmless to skip anywhere else.
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ] && \
+		{ [ "$(PREFIX)" = /usr/local ] || [ "$(PREFIX)" = /usr ]; } && \
+		command -v ldconfig >/dev/null; then echo ldconfig; ldconfig; fi
+
+uninstall:
+	rm -f $(DESTDIR)$(LIBDIR)/$(SHARED) $(DESTDIR)$(LIBDIR)/libnfslock.so.$(MAJOR) \
+		$(DESTDIR)$(LIBDIR)/libnfslock.so $(DESTDIR)$(LIBDIR)/libnfslock.a \
+		$(DESTDIR)$(INCLUDEDIR)/nfslock.h $(DESTDIR)$(PKGCONFIGDIR)/nfslock.pc
+
+# The demo compiles against what `install` put under PREFIX, found through
+# pkg-config, so it also checks the installed header and .pc file. The rpath lets it
+# run from any PREFIX without LD_LIBRARY_PATH or ldconfig.
+demo: install
+	@test -z "$(DESTDIR)" || { \
+		echo "error: make demo runs the installed library: DESTDIR is not supported" >&2; \
+		exit 1; }
+	@mkdir -p $(dir $(DEMO))
+	flags=$$(PKG_CONFIG_PATH=$(PREFIX)/lib/pkgconfig $(PKG_CONFIG) --cflags --libs nfslock) && \
+		$(CC) $(DEMO_CFLAGS) -o $(DEMO) examples/c/demo.c $$flags -Wl,-rpath,$(LIBDIR)
+	$(DEMO) $(DEMO_ARGS)
+
+test:
+	scripts/deps
+	$(CARGO) test --all-targets
+	scripts/test-install
+
+# The header is generated by cbindgen inside a test, which compares it byte for byte
+# with include/nfslock.h; with NFSLOCK_UPDATE_HEADER=1 it rewrites the file instead.
+header:
+	NFSLOCK_UPDATE_HEADER=1 $(CARGO) test --test header
+
+clean:
+	$(CARGO) clean

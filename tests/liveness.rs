@@ -1,0 +1,79 @@
+//! A live holder is never cleared, even when its record's start time no longer matches
+//! its process (as after the realtime clock was stepped: start times are computed from
+//! /proc/stat's btime, which moves with the clock). Its claim's flock proves it alive.
+//! Once it is killed, the same lock is cleared at once. One test: it forks.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+use nix::errno::Errno;
+use nfslock::{lockfile, Record, StartTime};
+
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn live_holder_with_shifted_start_time_is_not_cleared() {
+    let dir = TempDir(std::env::temp_dir().join(format!("nfslock-liveness-{}", std::process::id())));
+    fs::create_dir_all(&dir.0).unwrap();
+    let path = dir.0.join("p");
+    let lock = dir.0.join("p.nfs_lock");
+
+    let (mut ready_r, mut ready_w) = std::io::pipe().unwrap();
+    // SAFETY: the child only takes the lock, reports, and sleeps until it is killed.
+    let child = unsafe { libc::fork() };
+    assert!(child >= 0, "fork");
+    if child == 0 {
+        drop(ready_r);
+        let held = lockfile::create(&path, b"long job");
+        let _ = ready_w.write_all(if held.is_ok() { b"1" } else { b"0" });
+        std::mem::forget(held);
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+    }
+    drop(ready_w);
+    let mut ok = [0u8; 1];
+    ready_r.read_exact(&mut ok).unwrap();
+    let killed = scopeguard_kill(child);
+    assert_eq!(&ok, b"1", "the child took the lock");
+
+    // Shift the recorded start time by an hour, in place (same inode, as a clock step
+    // would make every reader compute it): by pid and start time the holder looks dead.
+    let mut record = Record::parse(&fs::read(&lock).unwrap()).unwrap();
+    record.start_time = record.start_time.map(|t| StartTime(t.0 - 3_600_000_000));
+    fs::OpenOptions::new().write(true).truncate(true).open(&lock).unwrap().write_all(&record.to_bytes()).unwrap();
+    let inode = fs::symlink_metadata(&lock).unwrap();
+
+    let err = lockfile::create(&path, b"thief").expect_err("a live holder keeps its lock");
+    assert_eq!(err.errno(), Errno::EAGAIN, "{err}");
+    let err = lockfile::unlock_path(&path).expect_err("and unlock_path does not clear it");
+    assert_eq!(err.errno(), Errno::EAGAIN, "{err}");
+    let now = fs::symlink_metadata(&lock).unwrap();
+    assert_eq!(std::os::unix::fs::MetadataExt::ino(&now), std::os::unix::fs::MetadataExt::ino(&inode));
+
+    drop(killed);
+    let taken = lockfile::create(&path, b"after the holder died").expect("a dead holder is cleared");
+    taken.unlock().unwrap();
+}
+
+/// Kills and reaps the child when dropped, also when an assertion fails first.
+fn scopeguard_kill(pid: libc::pid_t) -> impl Drop {
+    struct Kill(libc::pid_t);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            // SAFETY: signalling and reaping our own child.
+            unsafe {
+                libc::kill(self.0, libc::SIGKILL);
+                libc::waitpid(self.0, std::ptr::null_mut(), 0);
+            }
+        }
+    }
+    Kill(pid)
+}
