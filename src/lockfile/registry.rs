@@ -68,6 +68,13 @@ static STATE: LazyLock<Mutex<State>> = LazyLock::new(|| {
 });
 
 static HOOKS: Once = Once::new();
+/// Bumped in every forked child; read without the state lock by per-thread caches.
+static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
+
+/// How many forks separate this process from the first user of the library.
+pub fn fork_generation() -> u64 {
+    FORK_GENERATION.load(Ordering::Relaxed)
+}
 static NEXT_THREAD: AtomicU64 = AtomicU64::new(1);
 
 thread_local! {
@@ -182,6 +189,7 @@ impl State {
     /// and claim file belongs to the parent. Nothing on disk is touched.
     fn forget_after_fork(&mut self) {
         self.generation += 1;
+        FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
         self.me = None;
         self.held.clear();
         self.claims.clear();

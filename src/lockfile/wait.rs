@@ -4,14 +4,14 @@
 //! inotify on the lock's directory sees removals made through this kernel, also on an
 //! NFS mount; releases on other machines are noticed by the back-off polls.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::ffi::OsString;
 use std::os::fd::AsFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 
 const FIRST_DELAY: Duration = Duration::from_millis(1);
 const MAX_DELAY: Duration = Duration::from_millis(100);
@@ -36,9 +36,33 @@ impl Backoff {
     }
 }
 
+thread_local! {
+    /// One inotify instance per thread, kept for the thread's life: closing an inotify fd
+    /// waits for a kernel grace period (milliseconds), which a waiter that just won the
+    /// lock must not pay. Watches are added and removed per wait, which is cheap. The
+    /// fork generation it was made in tells a forked child to make its own.
+    static INOTIFY: RefCell<Option<(u64, Inotify)>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with this thread's inotify instance; None when inotify is unavailable.
+fn with_inotify<T>(f: impl FnOnce(&Inotify) -> Option<T>) -> Option<T> {
+    INOTIFY.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let generation = super::registry::fork_generation();
+        if slot.as_ref().is_none_or(|(g, _)| *g != generation) {
+            // A forked child must not read events off the instance it shares with its
+            // parent; dropping its copy of the fd leaves the parent's instance intact.
+            drop(slot.take());
+            let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).ok()?;
+            *slot = Some((generation, inotify));
+        }
+        f(&slot.as_ref()?.1)
+    })
+}
+
 /// Wakes a waiter when a name in one directory is removed or renamed away.
 pub struct Watch {
-    inotify: Inotify,
+    wd: WatchDescriptor,
     name: OsString,
 }
 
@@ -46,28 +70,41 @@ impl Watch {
     /// Watches `dir` for the removal of `name`; None when inotify is unavailable (the
     /// waiter then relies on back-off alone).
     pub fn new(dir: &Path, name: &std::ffi::OsStr) -> Option<Watch> {
-        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).ok()?;
         let mask = AddWatchFlags::IN_DELETE | AddWatchFlags::IN_MOVED_FROM | AddWatchFlags::IN_ONLYDIR;
-        inotify.add_watch(dir, mask).ok()?;
-        Some(Watch { inotify, name: name.to_os_string() })
+        let wd = with_inotify(|inotify| {
+            // Events left from an earlier wait of this thread are stale.
+            while inotify.read_events().is_ok_and(|events| !events.is_empty()) {}
+            inotify.add_watch(dir, mask).ok()
+        })?;
+        Some(Watch { wd, name: name.to_os_string() })
     }
 
     /// Sleeps up to `timeout`; returns early once the watched name is removed.
     pub fn wait(&self, timeout: Duration) {
+        let woken = with_inotify(|inotify| {
+            self.wait_on(inotify, timeout);
+            Some(())
+        });
+        if woken.is_none() {
+            std::thread::sleep(timeout);
+        }
+    }
+
+    fn wait_on(&self, inotify: &Inotify, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return;
             }
-            let ms = PollTimeout::try_from(left.as_millis().max(1).min(i32::MAX as u128) as i32)
+            let ms = PollTimeout::try_from(left.as_millis().clamp(1, i32::MAX as u128) as i32)
                 .unwrap_or(PollTimeout::MAX);
-            let mut fds = [PollFd::new(self.inotify.as_fd(), PollFlags::POLLIN)];
+            let mut fds = [PollFd::new(inotify.as_fd(), PollFlags::POLLIN)];
             match poll(&mut fds, ms) {
                 Ok(0) => return,
                 Ok(_) => {
-                    let events = self.inotify.read_events().unwrap_or_default();
-                    if events.iter().any(|e| e.name.as_deref() == Some(self.name.as_os_str())) {
+                    let events = inotify.read_events().unwrap_or_default();
+                    if events.iter().any(|e| e.wd == self.wd && e.name.as_deref() == Some(self.name.as_os_str())) {
                         return;
                     }
                 }
@@ -75,6 +112,12 @@ impl Watch {
                 Err(_) => return std::thread::sleep(left),
             }
         }
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        with_inotify(|inotify| inotify.rm_watch(self.wd).ok());
     }
 }
 
