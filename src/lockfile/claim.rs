@@ -10,6 +10,7 @@ use std::ffi::OsStr;
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -34,16 +35,40 @@ fn is_claim_name(name: &OsStr) -> bool {
 }
 
 /// Creates a file under a fresh unpredictable name in `dir`; retries name collisions.
-fn create_private(dir: &Path) -> nix::Result<(PathBuf, std::os::fd::OwnedFd)> {
+fn create_private(dir: &Path) -> nix::Result<(PathBuf, OwnedFd)> {
     let mut collisions = 0;
     loop {
         let path = fresh_name(dir);
         match fsops::create_new(&path) {
             Ok(fd) => return Ok((path, fd)),
-            Err(Errno::EEXIST) if collisions < 8 => collisions += 1,
+            Err(Errno::EEXIST) => {
+                if let Some(fd) = adopt_own_creation(&path) {
+                    return Ok((path, fd));
+                }
+                if collisions == 8 {
+                    return Err(Errno::EEXIST);
+                }
+                collisions += 1;
+            }
             Err(e) => return Err(e),
         }
     }
+}
+
+/// After EEXIST on a name nobody could predict, the file is almost certainly the one our
+/// own request created: an NFS server that sees a create retransmitted after a lost
+/// reply answers EEXIST. It is taken over if it looks exactly like a file we just
+/// created (a regular file of ours, empty, one link, not group- or world-writable);
+/// anything else counts as a collision and a new name is drawn.
+fn adopt_own_creation(path: &Path) -> Option<OwnedFd> {
+    let fd = fsops::open_existing(path, true).ok()?;
+    let st = fsops::fstat(&fd).ok()?;
+    let ours = fsops::is_regular(&st)
+        && st.st_uid == nix::unistd::geteuid().as_raw()
+        && st.st_size == 0
+        && st.st_nlink == 1
+        && st.st_mode & 0o022 == 0;
+    ours.then_some(fd)
 }
 
 /// Creates a claim in `dir` holding `record` (durably: see fsops::write_durably), with
@@ -81,12 +106,21 @@ pub fn write_copy(dir: &Path, copy_path: &Path, record: &[u8]) -> Result<(), (Er
         Err(e) => return Err((e, "lstat")),
     }
     let (tmp, fd) = create_private(dir).map_err(|e| (e, "open"))?;
-    let written = File::from(fd).write_all(record).map_err(|e| (fsops::io_errno(&e), "write"));
-    let placed = written.and_then(|()| fsops::rename(&tmp, copy_path).map_err(|e| (e, "rename")));
+    let file = File::from(fd);
+    let written = (&file).write_all(record).map_err(|e| (fsops::io_errno(&e), "write"));
+    let placed = written.and_then(|()| match fsops::rename(&tmp, copy_path) {
+        // A retransmitted rename finds its source gone: did ours put the file in place?
+        Err(Errno::ENOENT) if renamed_into_place(&file, copy_path) => Ok(()),
+        other => other.map_err(|e| (e, "rename")),
+    });
     if placed.is_err() {
         let _ = fsops::unlink(&tmp);
     }
     placed
+}
+
+fn renamed_into_place(file: &File, path: &Path) -> bool {
+    fsops::fstat(file).is_ok_and(|st| fsops::id_of(path) == Ok(FileId::from(&st)))
 }
 
 /// Removes the claim files in `dir` left by dead processes of this host.

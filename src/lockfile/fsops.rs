@@ -1,9 +1,15 @@
-//! The few filesystem operations the protocol is built from, each retried a bounded
-//! number of times on EINTR and ESTALE (an NFS handle invalidated by another client),
-//! and never following a symlink at the final path component.
+//! The few filesystem operations the protocol is built from, never following a symlink
+//! at the final path component.
+//!
+//! Most are retried a bounded number of times on EINTR, ESTALE (an NFS handle invalidated
+//! by another client) and EIO (a soft-mounted NFS request that timed out). That is safe
+//! for the reads, and for the changes whose repetition the caller recognises: a repeated
+//! link(2) or O_EXCL create reports EEXIST and a repeated rename(2) ENOENT, which the
+//! callers check against the identity of their own file. Removing the lock file is the
+//! exception: a blind second unlink(2) could remove a lock someone took in between, so
+//! [`unlink_if_is`] checks the name again before every attempt.
 
 use std::fs::File;
-use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -13,7 +19,7 @@ use nix::fcntl::{self, AtFlags, OFlag};
 use nix::sys::stat::{self, Mode, SFlag};
 use nix::unistd;
 
-/// How often a call is repeated after EINTR or ESTALE before the error is reported.
+/// How often a call is repeated after a transient error before the error is reported.
 const TRANSIENT_RETRIES: u32 = 8;
 
 /// Identity of a file: what a lock holder compares to know the lock file is its own.
@@ -33,10 +39,15 @@ pub fn retry<T>(mut call: impl FnMut() -> nix::Result<T>) -> nix::Result<T> {
     let mut left = TRANSIENT_RETRIES;
     loop {
         match call() {
-            Err(Errno::EINTR | Errno::ESTALE) if left > 0 => left -= 1,
+            Err(e) if is_transient(e) && left > 0 => left -= 1,
             result => return result,
         }
     }
+}
+
+/// Errors after which the same request may work, and may or may not have taken effect.
+pub fn is_transient(e: Errno) -> bool {
+    matches!(e, Errno::EINTR | Errno::ESTALE | Errno::EIO)
 }
 
 pub fn link(from: &Path, to: &Path) -> nix::Result<()> {
@@ -44,8 +55,39 @@ pub fn link(from: &Path, to: &Path) -> nix::Result<()> {
     retry(|| unistd::linkat(fcntl::AT_FDCWD, from, fcntl::AT_FDCWD, to, AtFlags::empty()))
 }
 
+/// Removes one of our private names (a claim or a temporary file): nobody else ever
+/// gives a file that name, so a repeated unlink can only find it gone.
 pub fn unlink(path: &Path) -> nix::Result<()> {
-    retry(|| unistd::unlink(path))
+    match retry(|| unistd::unlink(path)) {
+        Err(Errno::ENOENT) => Ok(()),
+        other => other,
+    }
+}
+
+/// Removes `path` if it is (still) the file `id`. Returns whether it did: false when the
+/// name was already gone or named another file before our first unlink(2).
+///
+/// The name is checked before every attempt, so an unlink(2) whose reply was lost (EIO,
+/// or ENOENT from a retransmission) is never repeated blindly onto a lock someone took in
+/// between: once we have sent one, a name that is gone or changed means ours worked.
+/// The window between the check and the unlink is the one every unlink-based lock has
+/// (Core's included): a lock file is removed only by its holder or a cleaner holding
+/// the dead holder's flock.
+pub fn unlink_if_is(path: &Path, id: FileId) -> nix::Result<bool> {
+    let mut sent = false;
+    for _ in 0..=TRANSIENT_RETRIES {
+        match id_of(path) {
+            Ok(now) if now == id => {}
+            Ok(_) | Err(Errno::ENOENT) => return Ok(sent),
+            Err(e) => return Err(e),
+        }
+        match unistd::unlink(path) {
+            Ok(()) | Err(Errno::ENOENT) => return Ok(true),
+            Err(e) if is_transient(e) => sent = true,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(Errno::EIO)
 }
 
 pub fn rename(from: &Path, to: &Path) -> nix::Result<()> {
@@ -94,14 +136,22 @@ pub fn write_durably(file: &File, data: &[u8]) -> std::io::Result<()> {
     file.sync_data()
 }
 
-/// Reads at most `limit` bytes; `Ok(None)` when the file holds more than that.
+/// Reads the file from its start, at most `limit` bytes; `Ok(None)` when it holds more.
+/// A transient error starts the read over.
 pub fn read_capped(file: &File, limit: usize) -> nix::Result<Option<Vec<u8>>> {
-    let mut buf = Vec::with_capacity(256);
-    match file.take(limit as u64 + 1).read_to_end(&mut buf) {
-        Ok(n) if n > limit => Ok(None),
-        Ok(_) => Ok(Some(buf)),
-        Err(e) => Err(io_errno(&e)),
-    }
+    retry(|| {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            match file.read_at(&mut chunk, buf.len() as u64) {
+                Ok(0) => return Ok(Some(buf)),
+                Ok(n) if buf.len() + n > limit => return Ok(None),
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(io_errno(&e)),
+            }
+        }
+    })
 }
 
 /// flock(LOCK_EX|LOCK_NB): exclusion between cleaners on one host, and proof that no

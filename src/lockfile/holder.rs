@@ -60,20 +60,33 @@ fn read_once(lock_path: &Path) -> Result<Result<Holder, (FileId, String)>, ReadE
         Err(Errno::ELOOP) => return Err(ReadError::Symlink),
         Err(e) => return Err(ReadError::Sys(e, "open")),
     };
-    let st = fsops::fstat(&fd).map_err(|e| ReadError::Sys(e, "fstat"))?;
+    let st = match fsops::fstat(&fd) {
+        Ok(st) => st,
+        Err(e) if vanished(e) => return Ok(Ok(Holder::Free)),
+        Err(e) => return Err(ReadError::Sys(e, "fstat")),
+    };
     let file = FileId::from(&st);
     if !fsops::is_regular(&st) {
         return Ok(Err((file, "the lock file is not a regular file".into())));
     }
     let file_handle = File::from(fd);
-    let bytes = match fsops::read_capped(&file_handle, MAX_RECORD_LEN).map_err(|e| ReadError::Sys(e, "read"))? {
-        Some(b) => b,
-        None => return Ok(Err((file, format!("the lock file is larger than {MAX_RECORD_LEN} bytes")))),
+    let bytes = match fsops::read_capped(&file_handle, MAX_RECORD_LEN) {
+        Ok(Some(b)) => b,
+        Ok(None) => return Ok(Err((file, format!("the lock file is larger than {MAX_RECORD_LEN} bytes")))),
+        Err(e) if vanished(e) => return Ok(Ok(Holder::Free)),
+        Err(e) => return Err(ReadError::Sys(e, "read")),
     };
     Ok(match Record::parse(&bytes) {
         Ok(record) => Ok(Holder::Held { record, file }),
         Err(bad) => Err((file, format!("unreadable lock record: {}", bad.0))),
     })
+}
+
+/// An error on a lock file we have open that means its holder removed it meanwhile: on
+/// NFS the server forgets a file once another client removes its last name, and our
+/// handle to it turns stale. The lock is free now, as if the open had come a moment later.
+fn vanished(e: Errno) -> bool {
+    matches!(e, Errno::ESTALE | Errno::ENOENT)
 }
 
 fn shares_inode(copy_path: &Path, file: FileId) -> bool {
@@ -121,10 +134,8 @@ pub fn clear_dead(lock_path: &Path, copy_path: &Path, dead: FileId, record: &Rec
     if reread(&file).as_ref() != Some(record) {
         return Ok(Cleared::Busy);
     }
-    match fsops::unlink(lock_path) {
-        Ok(()) | Err(Errno::ENOENT) => Ok(Cleared::Gone),
-        Err(e) => Err(e),
-    }
+    // Whether we or someone else removed it, the dead holder's lock is gone.
+    fsops::unlink_if_is(lock_path, dead).map(|_| Cleared::Gone)
     // `file` closes here, after the unlink, releasing the flock.
 }
 

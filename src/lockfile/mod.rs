@@ -326,10 +326,14 @@ fn take(t: &Target, message: &[u8], me: &Identity, cached: Option<Claim>, op: &'
         };
         match fsops::link(&c.path, &t.lock) {
             Ok(()) => return Ok(c.id),
-            // Our claim file was removed by someone: make a new one.
-            Err(Errno::ENOENT) if c.path.exists() || !t.dir.exists() => return Err(t.sys(Errno::ENOENT, op, "link", &t.lock)),
+            Err(Errno::ENOENT) if !t.dir.exists() => return Err(t.sys(Errno::ENOENT, op, "link", &t.lock)),
+            // Our claim was removed by someone, or this client's cached view of it is out
+            // of date (the kernel refuses to link an inode whose cached link count fell
+            // to 0, which a racing attribute refresh can leave behind): start over with
+            // a fresh claim.
             Err(Errno::ENOENT) => {
                 state().forget_claim(&t.key);
+                let _ = fsops::unlink(&c.path);
                 continue;
             }
             // A retransmitted LINK reports EEXIST (or EIO) although the first one worked.

@@ -240,15 +240,7 @@ pub fn wait_for_other_thread(key: &Path, timeout: std::time::Duration) -> bool {
 
 /// Removes `lock_path` if it is still the file `file` we took.
 pub fn remove_if_ours(lock_path: &Path, file: FileId) -> nix::Result<bool> {
-    match fsops::id_of(lock_path) {
-        Ok(id) if id == file => match fsops::unlink(lock_path) {
-            // ENOENT here is a retransmitted unlink whose first reply was lost.
-            Ok(()) | Err(nix::errno::Errno::ENOENT) => Ok(true),
-            Err(e) => Err(e),
-        },
-        Ok(_) | Err(nix::errno::Errno::ENOENT) => Ok(false),
-        Err(e) => Err(e),
-    }
+    fsops::unlink_if_is(lock_path, file)
 }
 
 // Fork safety: the state mutex is taken before fork and released on both sides, so a

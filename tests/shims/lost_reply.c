@@ -5,20 +5,46 @@
  *   NFSLOCK_SHIM_LOSE_LINK=1    every successful linkat to *.nfs_lock returns EEXIST
  *   NFSLOCK_SHIM_LINK_EIO=1     ... returns EIO instead
  *   NFSLOCK_SHIM_LOSE_UNLINK=1  every successful unlink of *.nfs_lock returns ENOENT
+ *   NFSLOCK_SHIM_LOSE_RENAME=1  every successful rename onto a name that is neither a
+ *                               lock nor a claim (the P copy) returns ENOENT
+ *   NFSLOCK_SHIM_LOSE_CREATE=1  every successful O_EXCL create of a .nfslock-* name is
+ *                               reported as EEXIST (the new file stays, closed)
+ *   NFSLOCK_SHIM_LINK_ENOENT=1  every other linkat to *.nfs_lock fails with ENOENT without
+ *                               linking (a client that believes the claim has no links)
+ *   NFSLOCK_SHIM_LSTAT_EIO=1    every other lstat of *.nfs_lock fails with EIO
+ *   NFSLOCK_SHIM_FSTAT_ESTALE=1 fstat of an open *.nfs_lock always fails with ESTALE (the
+ *                               file was removed by another NFS client)
  * A counter file named by NFSLOCK_SHIM_COUNT (if set) gets one byte per injected fault.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
-static int is_lock_name(const char *path) {
-    size_t n = strlen(path), s = strlen(".nfs_lock");
-    return n >= s && strcmp(path + n - s, ".nfs_lock") == 0;
+
+static int ends_with(const char *path, const char *suffix) {
+    size_t n = strlen(path), s = strlen(suffix);
+    return n >= s && strcmp(path + n - s, suffix) == 0;
 }
+
+static int is_claim_name(const char *path) {
+    const char *base = strrchr(path, '/');
+    return strncmp(base ? base + 1 : path, ".nfslock-", 9) == 0;
+}
+
+/* Alternates per fault kind: every other eligible call gets the fault. */
+static int every_other(int *flip) {
+    *flip = !*flip;
+    return *flip;
+}
+
+static int is_lock_name(const char *path) { return ends_with(path, ".nfs_lock"); }
 
 static void count_fault(void) {
     const char *file = getenv("NFSLOCK_SHIM_COUNT");
@@ -35,6 +61,12 @@ static void count_fault(void) {
 int linkat(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, int flags) {
     int (*real)(int, const char *, int, const char *, int) =
         (int (*)(int, const char *, int, const char *, int))dlsym(RTLD_NEXT, "linkat");
+    static int flip;
+    if (is_lock_name(newpath) && getenv("NFSLOCK_SHIM_LINK_ENOENT") && every_other(&flip)) {
+        count_fault();
+        errno = ENOENT;
+        return -1;
+    }
     int r = real(olddirfd, oldpath, newdirfd, newpath, flags);
     if (r == 0 && is_lock_name(newpath)) {
         if (getenv("NFSLOCK_SHIM_LOSE_LINK")) { count_fault(); errno = EEXIST; return -1; }
@@ -52,4 +84,83 @@ int unlink(const char *path) {
         return -1;
     }
     return r;
+}
+
+int renameat(int olddirfd, const char *oldpath, int newdirfd, const char *newpath) {
+    int (*real)(int, const char *, int, const char *) =
+        (int (*)(int, const char *, int, const char *))dlsym(RTLD_NEXT, "renameat");
+    int r = real(olddirfd, oldpath, newdirfd, newpath);
+    if (r == 0 && !is_lock_name(newpath) && !is_claim_name(newpath) && getenv("NFSLOCK_SHIM_LOSE_RENAME")) {
+        count_fault();
+        errno = ENOENT;
+        return -1;
+    }
+    return r;
+}
+
+static int exclusive_create(const char *path, int flags, int fd) {
+    if (fd >= 0 && (flags & O_CREAT) && (flags & O_EXCL) && is_claim_name(path) && getenv("NFSLOCK_SHIM_LOSE_CREATE")) {
+        close(fd);
+        count_fault();
+        errno = EEXIST;
+        return -1;
+    }
+    return fd;
+}
+
+/* The mode argument, present only with O_CREAT. */
+#define MODE_ARG(flags, mode)                                                               \
+    mode_t mode = 0;                                                                        \
+    if ((flags) & O_CREAT) {                                                                \
+        va_list ap;                                                                         \
+        va_start(ap, flags);                                                                \
+        mode = va_arg(ap, mode_t);                                                          \
+        va_end(ap);                                                                         \
+    }
+
+#define OPEN_SHIM(name)                                                                     \
+    int name(const char *path, int flags, ...) {                                            \
+        MODE_ARG(flags, mode)                                                               \
+        int (*real)(const char *, int, ...) = (int (*)(const char *, int, ...))dlsym(RTLD_NEXT, #name); \
+        return exclusive_create(path, flags, real(path, flags, mode));                      \
+    }
+OPEN_SHIM(open)
+OPEN_SHIM(open64)
+
+#define OPENAT_SHIM(name)                                                                   \
+    int name(int dirfd, const char *path, int flags, ...) {                                 \
+        MODE_ARG(flags, mode)                                                               \
+        int (*real)(int, const char *, int, ...) = (int (*)(int, const char *, int, ...))dlsym(RTLD_NEXT, #name); \
+        return exclusive_create(path, flags, real(dirfd, path, flags, mode));               \
+    }
+OPENAT_SHIM(openat)
+OPENAT_SHIM(openat64)
+
+int lstat(const char *path, struct stat *st) {
+    static int flip;
+    int (*real)(const char *, struct stat *) = (int (*)(const char *, struct stat *))dlsym(RTLD_NEXT, "lstat");
+    if (is_lock_name(path) && getenv("NFSLOCK_SHIM_LSTAT_EIO") && every_other(&flip)) {
+        count_fault();
+        errno = EIO;
+        return -1;
+    }
+    return real(path, st);
+}
+
+int fstat(int fd, struct stat *st) {
+    int (*real)(int, struct stat *) = (int (*)(int, struct stat *))dlsym(RTLD_NEXT, "fstat");
+    if (getenv("NFSLOCK_SHIM_FSTAT_ESTALE")) {
+        char link[64], target[4096];
+        snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+        ssize_t n = readlink(link, target, sizeof target - 1);
+        if (n > 0) {
+            target[n] = 0;
+            if (ends_with(target, ".nfs_lock")) {
+                count_fault();
+                errno = ESTALE;
+                return -1;
+            }
+        }
+    }
+    return real(fd, st);
 }

@@ -1,0 +1,233 @@
+//! A simulated host: a process tree in its own UTS namespace (its own host name), PID
+//! namespace (PIDs collide across hosts, as on a real cluster; /proc mounted for it) and
+//! mount namespace, where its own instance of the fault-injecting filesystem is mounted
+//! over the shared backing directory: one NFS client per host, each with its own caches.
+//!
+//! Everything a host starts lives inside its PID namespace, so killing the namespace's
+//! init ends it all, and the mount goes away with the mount namespace. The `unshare`
+//! process dies with the test process (PR_SET_PDEATHSIG), so nothing outlives a crash.
+
+use std::fs;
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// What one host's filesystem client does wrong.
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    pub lose_replies: f64,
+    pub transient: f64,
+    pub attr_cache_ms: u64,
+    pub clock_offset_ms: i64,
+}
+
+impl Faults {
+    fn args(&self, seed: u64) -> Vec<String> {
+        vec![
+            format!("--lose-replies={}", self.lose_replies),
+            format!("--transient={}", self.transient),
+            format!("--attr-cache-ms={}", self.attr_cache_ms),
+            format!("--clock-offset-ms={}", self.clock_offset_ms),
+            format!("--seed={seed}"),
+        ]
+    }
+}
+
+/// Paths shared by all hosts of one scenario.
+pub struct Site {
+    /// The backing directory: the "server's" disk.
+    pub backing: PathBuf,
+    /// Where each host mounts its client, the same path on every host.
+    pub mount: PathBuf,
+    /// Per-host control and statistics files of the filesystem instances.
+    pub state: PathBuf,
+    pub faultfs: PathBuf,
+    pub worker: PathBuf,
+}
+
+pub struct Host {
+    pub name: String,
+    faults: Faults,
+    unshare: Option<Child>,
+    /// nsenter, parent of the filesystem daemon; it ends when the namespace does.
+    filesystem: Option<Child>,
+    init: i32,
+    boots: u64,
+    stats: PathBuf,
+    seed: u64,
+}
+
+const BOOT_TIMEOUT: Duration = Duration::from_secs(20);
+
+impl Host {
+    pub fn boot(site: &Site, name: &str, faults: Faults, seed: u64) -> Host {
+        let stats = site.state.join(format!("{name}.stats"));
+        let mut host = Host { name: name.into(), faults, unshare: None, filesystem: None, init: 0, boots: 0, stats, seed };
+        host.start(site);
+        host
+    }
+
+    fn start(&mut self, site: &Site) {
+        self.boots += 1;
+        let mut cmd = Command::new("unshare");
+        cmd.args(["--uts", "--pid", "--mount", "--fork", "--mount-proc", "--propagation", "private", "--kill-child"])
+            .args(["--", "sh", "-c", "hostname \"$0\" && exec sleep 1000000", &self.name])
+            .stdin(Stdio::null());
+        // SAFETY: prctl in the child before exec only sets its parent-death signal.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let unshare = cmd.spawn().expect("unshare starts (util-linux)");
+        self.init = wait_for_init(unshare.id() as i32);
+        self.unshare = Some(unshare);
+        let ready = site.state.join(format!("{}.ready.{}", self.name, self.boots));
+        let _ = fs::remove_file(&ready);
+        let mut faultfs = self.enter();
+        faultfs
+            .arg(&site.faultfs)
+            .args(self.faults.args(self.seed + self.boots))
+            .arg(format!("--stats={}", self.stats.display()))
+            .arg(format!("--ready-file={}", ready.display()))
+            .arg(&site.backing)
+            .arg(&site.mount)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        // The filesystem runs inside the namespace and dies with it.
+        self.filesystem = Some(faultfs.spawn().expect("nsenter starts the filesystem"));
+        let start = Instant::now();
+        while !ready.exists() {
+            assert!(start.elapsed() < BOOT_TIMEOUT, "host {}: the filesystem did not come up", self.name);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A command that runs inside this host's namespaces.
+    fn enter(&self) -> Command {
+        let mut cmd = Command::new("nsenter");
+        cmd.args(["-t", &self.init.to_string(), "--uts", "--pid", "--mount", "--"]);
+        cmd.stdin(Stdio::null());
+        cmd
+    }
+
+    /// Starts the worker with `args` on this host.
+    pub fn spawn(&self, site: &Site, args: &[&str]) -> Child {
+        let mut cmd = self.enter();
+        cmd.arg(&site.worker).args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.spawn().expect("nsenter starts the worker")
+    }
+
+    /// Runs the worker with `args` to its end (killed past `limit`).
+    pub fn run(&self, site: &Site, args: &[&str], limit: Duration) -> Output {
+        finish(self.spawn(site, args), limit)
+    }
+
+    /// Crash and come back: every process of the host dies, a new namespace with the same
+    /// host name starts, with a new filesystem client (empty caches).
+    pub fn reboot(&mut self, site: &Site) {
+        self.halt();
+        self.start(site);
+    }
+
+    fn halt(&mut self) {
+        if let Some(mut unshare) = self.unshare.take() {
+            // SAFETY: signalling the namespace's init, which we started.
+            unsafe { libc::kill(self.init, libc::SIGKILL) };
+            let _ = unshare.kill();
+            let _ = unshare.wait();
+        }
+        if let Some(mut nsenter) = self.filesystem.take() {
+            let _ = nsenter.wait();
+        }
+    }
+
+    /// Faults this host's filesystem injected (lost replies and transient errors).
+    pub fn faults_injected(&self) -> u64 {
+        let text = fs::read_to_string(&self.stats).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| l.split_once('='))
+            .filter(|(k, _)| k.starts_with("lost_reply_") || k.starts_with("transient_"))
+            .filter_map(|(_, v)| v.trim().parse::<u64>().ok())
+            .sum()
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+/// The pid (in our namespace) of the child `unshare --fork` made: the new namespace's
+/// init, once it has become `sleep` (after setting the host name).
+fn wait_for_init(unshare: i32) -> i32 {
+    let start = Instant::now();
+    loop {
+        let children = fs::read_to_string(format!("/proc/{unshare}/task/{unshare}/children")).unwrap_or_default();
+        if let Some(pid) = children.split_whitespace().next().and_then(|p| p.parse::<i32>().ok()) {
+            if fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "sleep") {
+                return pid;
+            }
+        }
+        assert!(start.elapsed() < BOOT_TIMEOUT, "unshare did not start its namespace");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Waits for `child`, killing it past `limit`; the output says what happened.
+pub fn finish(mut child: Child, limit: Duration) -> Output {
+    let start = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if start.elapsed() > limit => {
+                let _ = child.kill();
+                break;
+            }
+            _ => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+    let status = child.wait().expect("waits for the worker");
+    let mut stdout = Vec::new();
+    let mut stderr = Vec::new();
+    if let Some(mut s) = child.stdout.take() {
+        let _ = s.read_to_end(&mut stdout);
+    }
+    if let Some(mut s) = child.stderr.take() {
+        let _ = s.read_to_end(&mut stderr);
+    }
+    Output { status, stdout, stderr }
+}
+
+/// Reads `key=value` from a worker's result line.
+pub fn field(out: &Output, key: &str) -> Option<String> {
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().last()?;
+    line.split_whitespace().find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=').map(str::to_string))
+}
+
+pub fn count(out: &Output, key: &str) -> u64 {
+    field(out, key).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+/// A fresh directory removed when dropped.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new(base: &Path, name: &str) -> Scratch {
+        let dir = base.join(name);
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("creates the scratch dir");
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
