@@ -138,7 +138,7 @@ static int mode_count(const char *path, const char *dir, int n)
             viol++; /* our lock was taken from us while we held it */
         }
     }
-    printf("acq=%d viol=%d err=%d\n", acq, viol, err);
+    printf("acq=%d viol=%d err=%d pid=%d\n", acq, viol, err, (int)getpid());
     return 0;
 }
 

@@ -126,6 +126,33 @@ impl Host {
         finish(self.spawn(site, args), limit)
     }
 
+    /// Starts live processes on this host until one has PID `pid` in the host's
+    /// namespace and returns it (None if the namespace has already gone past it). The
+    /// ones started on the way are ended.
+    pub fn occupy_pid(&self, pid: i32) -> Option<Child> {
+        let mut others = Vec::new();
+        let found = loop {
+            let mut cmd = self.enter();
+            cmd.args(["sh", "-c", "echo $$; exec sleep 1000"]).stdout(Stdio::piped());
+            let mut child = cmd.spawn().expect("nsenter starts sh");
+            let mut line = [0u8; 16];
+            let n = child.stdout.as_mut().and_then(|o| o.read(&mut line).ok()).unwrap_or(0);
+            let got: i32 = String::from_utf8_lossy(&line[..n]).trim().parse().unwrap_or(i32::MAX);
+            if got == pid {
+                break Some(child);
+            }
+            others.push(child);
+            if got > pid || others.len() > 64 {
+                break None;
+            }
+        };
+        for mut c in others {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        found
+    }
+
     /// Crash and come back: every process of the host dies, a new namespace with the same
     /// host name starts, with a new filesystem client (empty caches).
     pub fn reboot(&mut self, site: &Site) {
@@ -145,12 +172,16 @@ impl Host {
         }
     }
 
-    /// Faults this host's filesystem injected (lost replies and transient errors).
+    /// Faults this host's filesystem injected: lost replies, transient errors and
+    /// answers from its attribute cache.
     pub fn faults_injected(&self) -> u64 {
         let text = fs::read_to_string(&self.stats).unwrap_or_default();
         text.lines()
             .filter_map(|l| l.split_once('='))
-            .filter(|(k, _)| k.starts_with("lost_reply_") || k.starts_with("transient_"))
+            .filter(|(k, _)| {
+                // Answers served from the cache count: each may have been out of date.
+                ["lost_reply_", "transient_", "attr_cache_hits", "negative_entries"].iter().any(|p| k.starts_with(p))
+            })
             .filter_map(|(_, v)| v.trim().parse::<u64>().ok())
             .sum()
     }
