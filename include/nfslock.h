@@ -35,10 +35,28 @@
 #define NFSLOCK_VERSION_PATCH 0
 
 /**
+ * The most IDs one call may issue.
+ */
+#define MAX_IDS_PER_CALL (1 << 24)
+
+#define MAX_LINKS_PER_CLAIM 10000
+
+/**
+ * Session records larger than this are not records.
+ */
+#define MAX_LEN 4096
+
+/**
  * One held lock. Opaque: created by `nfslock_create`, `nfslock_blocking_create`;
  * destroyed by `nfslock_unlock` only.
  */
 typedef struct nfslock nfslock;
+
+/**
+ * An open session. Opaque: created by `nfslock_session_open`, destroyed by
+ * `nfslock_session_close` only. Thread-safe: any thread may use it.
+ */
+typedef struct nfslock_session nfslock_session;
 
 #ifdef __cplusplus
 extern "C" {
@@ -182,6 +200,150 @@ int nfslock_critical_section(const char *path,
                              int (*f)(void *ctx),
                              void *ctx,
                              int *f_result);
+
+/**
+ * Opens a session on the repository directory `dir` (created, with missing parents,
+ * if it does not exist) for the ID namespace `name` (NULL: "default"). `timeout_ms` is
+ * how long the session may go without a heartbeat before other sessions treat it as
+ * dead (0: 45000). Starts the session's heartbeat thread. Stores the handle in
+ * `*session_out`.
+ *
+ * Errors: EINVAL NULL or empty `dir`, NULL `session_out`, a `name` that is empty, ".",
+ * "..", or contains '/'; ENOTDIR, EACCES, EPERM, EROFS, ENOSPC creating the repository;
+ * ETIMEDOUT another process held the repository's guard lock past the timeout.
+ *
+ * # Safety
+ * `dir`, `name` are NULL or NUL-terminated strings; `session_out` is NULL or writable.
+ */
+int nfslock_session_open(const char *dir,
+                         const char *name,
+                         uint32_t timeout_ms,
+                         struct nfslock_session **session_out);
+
+/**
+ * Issues `n` consecutive new IDs into `ids_out` (room for `n`): each greater than
+ * every ID ever issued to any session of this repository and namespace and than every
+ * locked ID, all locked by this session. The counter is on stable storage before the
+ * call returns: a crash can leave gaps, never duplicates.
+ *
+ * Errors: EINVAL `n` is 0 or above 2^24, or would pass 2^64, NULL arguments; ENOENT
+ * the counter file is missing (see `nfslock_session_repair_counter`); EBADMSG it is
+ * corrupt; ESTALE the session expired (paused past its timeout, or reaped by others);
+ * EPERM called in a forked child; ETIMEDOUT the repository's guard stayed busy; I/O
+ * errors. Nothing is issued when the call fails.
+ *
+ * # Safety
+ * `s` is NULL or an open session; `ids_out` is NULL or valid for `n` writes.
+ */
+int nfslock_session_make_new_ids(struct nfslock_session *s,
+                                 size_t n,
+                                 uint64_t *ids_out);
+
+/**
+ * Locks those of the `n` IDs in `ids` that no other live session holds (locks of dead
+ * sessions are reclaimed on the way), and writes the IDs this session now holds of
+ * them (including ones it held already), in the given order without duplicates, to
+ * `locked_out` (room for `n`) and their count to `*n_locked`. IDs held by live
+ * sessions are skipped, not an error (Ganga's semantics).
+ *
+ * Errors: EINVAL NULL arguments (`ids`, `locked_out` may be NULL when `n` is 0), an ID
+ * of 2^64 - 1; ESTALE, EPERM, ENOENT, EBADMSG, ETIMEDOUT as for make_new_ids (locking an
+ * ID above the counter advances it). Nothing is newly locked when the call fails.
+ *
+ * # Safety
+ * `s` is NULL or an open session; `ids` is valid for `n` reads and `locked_out` for `n`
+ * writes (or NULL with `n` 0); `n_locked` is NULL or writable.
+ */
+int nfslock_session_lock_ids(struct nfslock_session *s,
+                             const uint64_t *ids,
+                             size_t n,
+                             uint64_t *locked_out,
+                             size_t *n_locked);
+
+/**
+ * Releases those of the `n` IDs in `ids` this session holds; writes them to
+ * `released_out` (room for `n`) and their count to `*n_released`. IDs held by other
+ * sessions, or by none, are left alone.
+ *
+ * Errors: EINVAL NULL arguments; ESTALE, EPERM as for make_new_ids; I/O errors (IDs
+ * released before the failure stay released).
+ *
+ * # Safety
+ * As for `nfslock_session_lock_ids`.
+ */
+int nfslock_session_release_ids(struct nfslock_session *s,
+                                const uint64_t *ids,
+                                size_t n,
+                                uint64_t *released_out,
+                                size_t *n_released);
+
+/**
+ * Describes the session holding `id` as "HOST (pid N) since YYYY-MM-DD
+ * HH:MM:SS.ffffffZ" (the time the session opened, on its host's clock) into `info`.
+ *
+ * Errors: ENOENT no live session holds `id`; ERANGE `info_len` is too small (nothing
+ * written); EBADMSG the holder's record is unreadable; EINVAL NULL arguments; ESTALE,
+ * EPERM as for make_new_ids.
+ *
+ * # Safety
+ * `s` is NULL or an open session; `info` is NULL or valid for `info_len` writes.
+ */
+int nfslock_session_get_lock_session(struct nfslock_session *s,
+                                     uint64_t id,
+                                     char *info,
+                                     size_t info_len);
+
+/**
+ * Removes the records and ID locks of dead sessions (also done by the heartbeat, and
+ * by lock_ids when it meets a dead holder); stores how many sessions in `*n_reaped`
+ * (NULL: not stored). A session on another host is dead once this process has seen its
+ * heartbeat unchanged for that session's timeout; one on this host as soon as its
+ * process is gone.
+ *
+ * Errors: EINVAL NULL session; ESTALE, EPERM as for make_new_ids; I/O errors.
+ *
+ * # Safety
+ * `s` is NULL or an open session; `n_reaped` is NULL or writable.
+ */
+int nfslock_session_reap_locks(struct nfslock_session *s,
+                               size_t *n_reaped);
+
+/**
+ * Verifies the repository on disk: a valid counter above every locked ID, every ID
+ * lock belonging to one session's claim, every record readable. 0, or EBADMSG with
+ * the findings in `nfslock_last_error()`.
+ *
+ * # Safety
+ * `s` is NULL or an open session.
+ */
+int nfslock_session_check(struct nfslock_session *s);
+
+/**
+ * For an operator, after the counter was lost or damaged: sets the next ID to at least
+ * `next_id`, and never below any locked ID or any ID this session has seen issued.
+ * Recreates a missing or corrupt counter; never lowers a valid one.
+ *
+ * Errors: EINVAL NULL session; ESTALE, EPERM, ETIMEDOUT as for make_new_ids; I/O
+ * errors.
+ *
+ * # Safety
+ * `s` is NULL or an open session.
+ */
+int nfslock_session_repair_counter(struct nfslock_session *s,
+                                   uint64_t next_id);
+
+/**
+ * Releases every ID the session holds, stops its heartbeat, removes its records, and
+ * frees the handle, in every case (the handle is invalid after the call).
+ *
+ * Errors: EINVAL NULL or not an open handle; EPERM called in a forked child on its
+ * parent's session (nothing on disk is touched); ESTALE the session had expired (its
+ * locks may belong to others now: nothing is removed); I/O errors removing files.
+ *
+ * # Safety
+ * `s` is NULL or a handle from `nfslock_session_open` not yet closed.
+ */
+int nfslock_session_close(struct nfslock_session *s);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -1,14 +1,16 @@
 //! libnfslock: locks that stay correct when the processes sharing them run on different
 //! machines over NFS or any shared POSIX filesystem.
 //!
-//! The safe Rust core is usable directly ([`lockfile`]); [`ffi`] is the C ABI over it,
+//! The safe Rust core is usable directly ([`lockfile`], [`session`]); [`ffi`] is the C ABI over it,
 //! declared in `include/nfslock.h`.
 
 pub mod error;
 pub mod ffi;
+mod fsops;
 pub mod host;
 pub mod lockfile;
 pub mod record;
+pub mod session;
 mod sexp;
 
 pub use error::{Error, Result};

@@ -165,7 +165,7 @@ fn num(s: &str, len: usize) -> Option<i64> {
 }
 
 /// Core's rendering: date `YYYY-MM-DD`, time `HH:MM:SS.ffffffZ`.
-fn format_utc(t: StartTime) -> (String, String) {
+pub(crate) fn format_utc(t: StartTime) -> (String, String) {
     let secs = t.0.div_euclid(1_000_000);
     let micros = t.0.rem_euclid(1_000_000);
     let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));

@@ -4,6 +4,7 @@
 mod boundary;
 pub mod errors;
 pub mod lockfile;
+pub mod session;
 
 /// Major version of the library this header belongs to.
 pub const NFSLOCK_VERSION_MAJOR: u32 = 0;

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use nix::errno::Errno;
 
-use super::fsops::{self, FileId};
+use crate::fsops::{self, FileId};
 use super::registry::Claim;
 use super::wait::random_u64;
 use crate::host::{self, Owner};

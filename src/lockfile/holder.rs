@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use nix::errno::Errno;
 
-use super::fsops::{self, FileId};
+use crate::fsops::{self, FileId};
 use crate::record::{Record, MAX_RECORD_LEN};
 
 /// The state of a lock file as read once.

@@ -9,7 +9,6 @@
 //! one link(2), unlock one lstat(2) and one unlink(2).
 
 mod claim;
-mod fsops;
 mod holder;
 mod registry;
 mod wait;
@@ -24,9 +23,17 @@ use nix::errno::Errno;
 use crate::error::{Error, Result};
 use crate::host::{self, Identity, Owner};
 use crate::record::Record;
-use fsops::FileId;
+use crate::fsops::{self, FileId};
 use holder::{Cleared, Holder, ReadError};
 use registry::{state, Busy, Claim};
+
+pub(crate) use registry::fork_generation;
+pub(crate) use wait::random_u64;
+
+/// This process's identity (host name, pid, start time), read once and cached.
+pub(crate) fn this_process() -> std::sync::Arc<Identity> {
+    state().me()
+}
 
 /// The suffix Core's Nfs_lock appends to a path to name its lock file.
 pub const LOCK_SUFFIX: &str = ".nfs_lock";

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard, Once};
 
-use super::fsops::{self, FileId};
+use crate::fsops::{self, FileId};
 use crate::host::Identity;
 
 /// A claim file: a private file holding this process's record for one lock path and one

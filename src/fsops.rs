@@ -170,6 +170,18 @@ fn flock(fd: &impl AsRawFd, op: libc::c_int) -> nix::Result<()> {
     retry(|| Errno::result(unsafe { libc::flock(fd.as_raw_fd(), op) }).map(drop))
 }
 
+/// fsync(2) of a directory: makes the names created or removed in it durable.
+pub fn sync_dir(dir: &Path) -> nix::Result<()> {
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let fd = retry(|| fcntl::open(dir, flags, Mode::empty()))?;
+    match unistd::fsync(&fd) {
+        // Some filesystems cannot sync a directory; their names are durable anyway
+        // (NFS: the server commits namespace changes before it replies).
+        Err(Errno::EINVAL | Errno::EOPNOTSUPP) => Ok(()),
+        other => other,
+    }
+}
+
 pub fn io_errno(e: &std::io::Error) -> Errno {
     e.raw_os_error().map_or(Errno::EIO, Errno::from_raw)
 }

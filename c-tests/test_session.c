@@ -1,0 +1,301 @@
+/*
+ * The session family through the C API: every function, its NULL and bad arguments,
+ * and each error code provoked for real (ENOENT and EBADMSG counters, ERANGE, ENOTDIR,
+ * EACCES, ESTALE after a pause, EPERM in a forked child).
+ */
+#include "harness.h"
+
+#include <grp.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define SHORT_MS 300
+
+static nfslock_session *open_session(const char *name, uint32_t timeout_ms)
+{
+    nfslock_session *s = NULL;
+    REQUIRE_RC(nfslock_session_open(tp("repo"), name, timeout_ms, &s), 0);
+    REQUIRE(s != NULL);
+    return s;
+}
+
+static void t_session_ids(void)
+{
+    nfslock_session *s = open_session(NULL, 0);
+    uint64_t ids[3] = {0};
+    CHECK_RC(nfslock_session_make_new_ids(s, 3, ids), 0);
+    CHECK(ids[1] == ids[0] + 1 && ids[2] == ids[1] + 1);
+    uint64_t more = 0;
+    CHECK_RC(nfslock_session_make_new_ids(s, 1, &more), 0);
+    CHECK(more == ids[2] + 1);
+    CHECK(exists(tp("repo/default.counter")));
+
+    /* lock_ids: held ones count as locked, duplicates once, order kept. */
+    uint64_t want[] = {100, ids[0], 100, 50};
+    uint64_t locked[4] = {0};
+    size_t n = 99;
+    CHECK_RC(nfslock_session_lock_ids(s, want, 4, locked, &n), 0);
+    CHECK(n == 3 && locked[0] == 100 && locked[1] == ids[0] && locked[2] == 50);
+    /* Locking 100 moved the counter past it. */
+    CHECK_RC(nfslock_session_make_new_ids(s, 1, &more), 0);
+    CHECK(more == 101);
+
+    char info[256];
+    CHECK_RC(nfslock_session_get_lock_session(s, 50, info, sizeof info), 0);
+    char expect[128];
+    snprintf(expect, sizeof expect, "%s (pid %d) since ", this_host(), (int)getpid());
+    CHECKF(strncmp(info, expect, strlen(expect)) == 0, "info \"%s\"", info);
+
+    uint64_t rel[] = {50, 51, 100};
+    uint64_t released[3] = {0};
+    CHECK_RC(nfslock_session_release_ids(s, rel, 3, released, &n), 0);
+    CHECK(n == 2 && released[0] == 50 && released[1] == 100);
+    CHECK_RC(nfslock_session_get_lock_session(s, 50, info, sizeof info), ENOENT);
+    CHECK(n == 2);
+
+    size_t reaped = 99;
+    CHECK_RC(nfslock_session_reap_locks(s, &reaped), 0);
+    CHECK(reaped == 0);
+    CHECK_RC(nfslock_session_reap_locks(s, NULL), 0);
+    CHECK_RC(nfslock_session_check(s), 0);
+    CHECK_RC(nfslock_session_lock_ids(s, NULL, 0, NULL, &n), 0);
+    CHECK(n == 0);
+    CHECK_RC(nfslock_session_close(s), 0);
+    /* Closing released everything: only the claim-free ID directory is left. */
+    CHECK(!exists(tp("repo/default.ids/50")));
+    CHECK(!exists(tp("repo/default.ids/101")));
+}
+
+static void t_session_einval(void)
+{
+    nfslock_session *s = NULL, *untouched = (nfslock_session *)&s;
+    CHECK_RC(nfslock_session_open(NULL, NULL, 0, &s), EINVAL);
+    CHECK_RC(nfslock_session_open("", NULL, 0, &s), EINVAL);
+    CHECK_RC(nfslock_session_open(tp("repo"), NULL, 0, NULL), EINVAL);
+    static const char *const bad_names[] = {"", ".", "..", "a/b"};
+    for (size_t i = 0; i < sizeof bad_names / sizeof bad_names[0]; i++) {
+        nfslock_session *out = untouched;
+        CHECK_RC(nfslock_session_open(tp("repo"), bad_names[i], 0, &out), EINVAL);
+        CHECK(out == untouched);
+    }
+    CHECK(s == NULL);
+    s = open_session("jobs", 0);
+    uint64_t id = 77, out[2] = {5, 5};
+    size_t n = 42;
+    CHECK_RC(nfslock_session_make_new_ids(NULL, 1, out), EINVAL);
+    CHECK_RC(nfslock_session_make_new_ids(s, 0, out), EINVAL);
+    CHECK_RC(nfslock_session_make_new_ids(s, 1, NULL), EINVAL);
+    CHECK_RC(nfslock_session_make_new_ids(s, SIZE_MAX, out), EINVAL);
+    CHECK(out[0] == 5);
+    CHECK_RC(nfslock_session_lock_ids(NULL, &id, 1, out, &n), EINVAL);
+    CHECK_RC(nfslock_session_lock_ids(s, NULL, 1, out, &n), EINVAL);
+    CHECK_RC(nfslock_session_lock_ids(s, &id, 1, NULL, &n), EINVAL);
+    CHECK_RC(nfslock_session_lock_ids(s, &id, 1, out, NULL), EINVAL);
+    uint64_t max = UINT64_MAX;
+    CHECK_RC(nfslock_session_lock_ids(s, &max, 1, out, &n), EINVAL);
+    CHECK_RC(nfslock_session_release_ids(NULL, &id, 1, out, &n), EINVAL);
+    CHECK_RC(nfslock_session_release_ids(s, NULL, 1, out, &n), EINVAL);
+    CHECK_RC(nfslock_session_release_ids(s, &id, 1, NULL, &n), EINVAL);
+    CHECK_RC(nfslock_session_release_ids(s, &id, 1, out, NULL), EINVAL);
+    CHECK(n == 42 && out[0] == 5);
+    char info[8];
+    CHECK_RC(nfslock_session_get_lock_session(NULL, 1, info, sizeof info), EINVAL);
+    CHECK_RC(nfslock_session_get_lock_session(s, 1, NULL, sizeof info), EINVAL);
+    CHECK_RC(nfslock_session_reap_locks(NULL, &n), EINVAL);
+    CHECK_RC(nfslock_session_check(NULL), EINVAL);
+    CHECK_RC(nfslock_session_repair_counter(NULL, 1), EINVAL);
+    CHECK_RC(nfslock_session_close(NULL), EINVAL);
+    CHECK(strstr(nfslock_last_error(), "nfslock_session_close") != NULL);
+    CHECK_RC(nfslock_session_close(s), 0);
+}
+
+static void t_session_counter_errors(void)
+{
+    nfslock_session *s = open_session("jobs", 0);
+    uint64_t ids[4];
+    CHECK_RC(nfslock_session_make_new_ids(s, 4, ids), 0);
+    char info[16];
+    /* ERANGE: the description does not fit (nothing written). */
+    memset(info, 'x', sizeof info);
+    CHECK_RC(nfslock_session_get_lock_session(s, ids[0], info, sizeof info), ERANGE);
+    CHECK(info[0] == 'x');
+    CHECK_RC(nfslock_session_get_lock_session(s, ids[3] + 1000, info, sizeof info), ENOENT);
+
+    /* ENOENT: a lost counter is not recreated from zero. */
+    REQUIRE(unlink(tp("repo/jobs.counter")) == 0);
+    uint64_t id = 0;
+    CHECK_RC(nfslock_session_make_new_ids(s, 1, &id), ENOENT);
+    CHECK(strstr(nfslock_last_error(), "jobs.counter") != NULL);
+    CHECK_RC(nfslock_session_check(s), EBADMSG);
+    CHECK(strstr(nfslock_last_error(), "missing") != NULL);
+    CHECK_RC(nfslock_session_repair_counter(s, 0), 0);
+    CHECK_RC(nfslock_session_make_new_ids(s, 1, &id), 0);
+    CHECK(id > ids[3]);
+
+    /* EBADMSG: a corrupt counter is detected, never read as a value. */
+    write_str(tp("repo/jobs.counter"), "nfslock-counter 1\nA 1 2 3\n");
+    CHECK_RC(nfslock_session_make_new_ids(s, 1, &id), EBADMSG);
+    CHECK_RC(nfslock_session_check(s), EBADMSG);
+    CHECK(strstr(nfslock_last_error(), "corrupt") != NULL);
+    CHECK_RC(nfslock_session_repair_counter(s, 500), 0);
+    CHECK_RC(nfslock_session_make_new_ids(s, 1, &id), 0);
+    CHECK(id == 500);
+    CHECK_RC(nfslock_session_repair_counter(s, 3), 0);
+    CHECK_RC(nfslock_session_make_new_ids(s, 1, &id), 0);
+    CHECK(id == 501);
+    CHECK_RC(nfslock_session_check(s), 0);
+    CHECK_RC(nfslock_session_close(s), 0);
+}
+
+static void t_session_enotdir(void)
+{
+    write_str(tp("file"), "");
+    nfslock_session *s = NULL;
+    CHECK_RC(nfslock_session_open(tp("file/repo"), NULL, 0, &s), ENOTDIR);
+    CHECK(s == NULL);
+}
+
+static void eacces_child(void *arg)
+{
+    (void)arg;
+    REQUIRE(setgroups(0, NULL) == 0);
+    REQUIRE(setgid(65534) == 0);
+    REQUIRE(setuid(65534) == 0);
+    nfslock_session *s = NULL;
+    CHECK_RC(nfslock_session_open(tp("repo"), "jobs", 0, &s), EACCES);
+    CHECK_RC(nfslock_session_open(tp("newrepo"), "jobs", 0, &s), EACCES);
+    CHECK(s == NULL);
+}
+
+static void t_session_eacces(void)
+{
+    REQUIRE(geteuid() == 0);
+    REQUIRE(chmod(T_DIR, 0755) == 0);
+    nfslock_session *s = open_session("jobs", 0);
+    CHECK_RC(nfslock_session_close(s), 0);
+    run_in_child(eacces_child, NULL);
+}
+
+/* A child holding ID 7 with a short timeout, told to go on through a pipe. */
+static void paused_child(int go, int done)
+{
+    nfslock_session *s = NULL;
+    if (nfslock_session_open(tp("repo"), "jobs", SHORT_MS, &s) != 0)
+        _exit(10);
+    uint64_t id = 7, out;
+    size_t n = 0;
+    if (nfslock_session_lock_ids(s, &id, 1, &out, &n) != 0 || n != 1)
+        _exit(11);
+    char c = 'h';
+    if (write(done, &c, 1) != 1 || read(go, &c, 1) != 1)
+        _exit(12);
+    int rc = nfslock_session_make_new_ids(s, 1, &out);
+    int rc_close = nfslock_session_close(s);
+    _exit(rc == ESTALE && rc_close == ESTALE ? 0 : 13);
+}
+
+static void t_session_estale_after_pause(void)
+{
+    int go[2], done[2];
+    REQUIRE(pipe(go) == 0 && pipe(done) == 0);
+    pid_t pid = fork_flushed();
+    REQUIRE(pid >= 0);
+    if (pid == 0)
+        paused_child(go[0], done[1]);
+    char c;
+    REQUIRE(read(done[0], &c, 1) == 1);
+    REQUIRE(kill(pid, SIGSTOP) == 0);
+    nfslock_session *s = open_session("jobs", SHORT_MS);
+    uint64_t id = 7, out = 0;
+    size_t n = 0;
+    long long start = now_ms();
+    while (n == 0 && now_ms() - start < 10000L * t_time_scale) {
+        CHECK_RC(nfslock_session_lock_ids(s, &id, 1, &out, &n), 0);
+        if (n == 0)
+            sleep_ms(20);
+    }
+    CHECKF(n == 1 && out == 7, "the paused session's ID %d was never reclaimed", 7);
+    CHECK(now_ms() - start >= SHORT_MS);
+    REQUIRE(kill(pid, SIGCONT) == 0);
+    REQUIRE(write(go[1], "g", 1) == 1);
+    int status = wait_status(pid);
+    CHECKF(status == 0, "the resumed session did not get ESTALE (child status %d)", status);
+    CHECK_RC(nfslock_session_close(s), 0);
+}
+
+static void t_session_eperm_in_fork(void)
+{
+    nfslock_session *s = open_session("jobs", 0);
+    uint64_t id = 0;
+    CHECK_RC(nfslock_session_make_new_ids(s, 1, &id), 0);
+    pid_t pid = fork_flushed();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        uint64_t other;
+        size_t n;
+        int ok = nfslock_session_make_new_ids(s, 1, &other) == EPERM &&
+                 nfslock_session_release_ids(s, &id, 1, &other, &n) == EPERM &&
+                 nfslock_session_close(s) == EPERM;
+        _exit(ok ? 0 : 1);
+    }
+    CHECK(wait_status(pid) == 0);
+    char info[256];
+    CHECK_RC(nfslock_session_get_lock_session(s, id, info, sizeof info), 0);
+    CHECK_RC(nfslock_session_close(s), 0);
+}
+
+static void t_session_processes_unique(void)
+{
+    enum { KIDS = 3, EACH = 100 };
+    int fds[KIDS][2];
+    pid_t pids[KIDS];
+    for (int k = 0; k < KIDS; k++) {
+        REQUIRE(pipe(fds[k]) == 0);
+        pids[k] = fork_flushed();
+        REQUIRE(pids[k] >= 0);
+        if (pids[k] == 0) {
+            nfslock_session *s = NULL;
+            if (nfslock_session_open(tp("repo"), "jobs", 0, &s) != 0)
+                _exit(1);
+            for (int i = 0; i < EACH; i++) {
+                uint64_t id;
+                if (nfslock_session_make_new_ids(s, 1, &id) != 0 || write(fds[k][1], &id, sizeof id) != sizeof id)
+                    _exit(2);
+            }
+            _exit(nfslock_session_close(s) == 0 ? 0 : 3);
+        }
+        close(fds[k][1]);
+    }
+    static uint64_t all[KIDS * EACH];
+    size_t count = 0;
+    for (int k = 0; k < KIDS; k++) {
+        uint64_t id, last = 0;
+        int first = 1;
+        while (read(fds[k][0], &id, sizeof id) == sizeof id && count < KIDS * EACH) {
+            CHECK(first || id > last);
+            first = 0;
+            last = id;
+            all[count++] = id;
+        }
+        close(fds[k][0]);
+        CHECK(wait_status(pids[k]) == 0);
+    }
+    CHECK(count == KIDS * EACH);
+    for (size_t i = 0; i < count; i++)
+        for (size_t j = i + 1; j < count; j++)
+            CHECKF(all[i] != all[j], "ID %llu issued twice", (unsigned long long)all[i]);
+}
+
+const struct test session_tests[] = {
+    {"session_ids", t_session_ids, 0, 0},
+    {"session_einval", t_session_einval, 0, 0},
+    {"session_counter_errors", t_session_counter_errors, 0, 0},
+    {"session_enotdir", t_session_enotdir, 0, 0},
+    {"session_eacces", t_session_eacces, 0, 0},
+    {"session_estale_after_pause", t_session_estale_after_pause, 0, 0},
+    {"session_eperm_in_fork", t_session_eperm_in_fork, 0, 0},
+    {"session_processes_unique", t_session_processes_unique, 0, 0},
+    {NULL, NULL, 0, 0},
+};

@@ -1,0 +1,189 @@
+//! The ID counter: the next ID a repository issues, stored durably so that no ID is ever
+//! issued twice.
+//!
+//! The file holds two checksummed slots, written in turn. An update rewrites only the
+//! older slot (one pwrite of one line, then fdatasync), so a crash in the middle of it
+//! leaves the newer slot, the value before the interrupted call, intact; IDs of a call
+//! that did not return were never handed out, so going back to that value issues
+//! nothing twice. A slot whose checksum fails is ignored; a file where neither slot is
+//! valid is corrupt and is never read as a value (the operator repairs it).
+//!
+//! Format, text with fixed widths (124 bytes):
+//!
+//! ```text
+//! nfslock-counter 1
+//! A 00000000000000000007 00000000000000001234 1c291ca3
+//! B 00000000000000000006 00000000000000001230 8f0e23d1
+//! ```
+//!
+//! Each slot line: its letter, a sequence number, the next ID, and the CRC-32 (hex) of
+//! the line up to that field. The valid slot with the higher sequence is the value.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use nix::errno::Errno;
+
+use crate::fsops;
+
+const HEADER: &[u8] = b"nfslock-counter 1\n";
+/// "A " + 20 digits + " " + 20 digits + " " + 8 hex + "\n"
+const SLOT_LEN: usize = 2 + 20 + 1 + 20 + 1 + 8 + 1;
+const FILE_LEN: usize = HEADER.len() + 2 * SLOT_LEN;
+const LABELS: [u8; 2] = [b'A', b'B'];
+
+/// The counter as read: its value and where the next update goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counter {
+    /// The next ID to issue.
+    pub next: u64,
+    seq: u64,
+    /// The slot holding the value (0 = A, 1 = B).
+    slot: usize,
+}
+
+/// Why the counter could not be read.
+#[derive(Debug)]
+pub enum ReadError {
+    Missing,
+    Corrupt(String),
+    Sys(Errno, &'static str),
+}
+
+fn slot_line(label: u8, seq: u64, next: u64) -> Vec<u8> {
+    let mut line = format!("{} {seq:020} {next:020} ", label as char).into_bytes();
+    let crc = crc32fast::hash(&line);
+    line.extend_from_slice(format!("{crc:08x}\n").as_bytes());
+    debug_assert_eq!(line.len(), SLOT_LEN);
+    line
+}
+
+fn parse_slot(label: u8, line: &[u8]) -> Option<(u64, u64)> {
+    let digits = |b: &[u8]| -> Option<u64> {
+        if b.len() != 20 || !b.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        std::str::from_utf8(b).ok()?.parse().ok()
+    };
+    if line.len() != SLOT_LEN || line[0] != label || line[1] != b' ' || line[22] != b' ' || line[43] != b' ' {
+        return None;
+    }
+    if line[SLOT_LEN - 1] != b'\n' {
+        return None;
+    }
+    let crc_text = std::str::from_utf8(&line[44..52]).ok()?;
+    if !crc_text.bytes().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()) {
+        return None;
+    }
+    let crc = u32::from_str_radix(crc_text, 16).ok()?;
+    if crc != crc32fast::hash(&line[..44]) {
+        return None;
+    }
+    Some((digits(&line[2..22])?, digits(&line[23..43])?))
+}
+
+/// Parses the whole file strictly: exact length and header; at least one valid slot.
+pub fn parse(bytes: &[u8]) -> Result<Counter, String> {
+    if bytes.len() != FILE_LEN {
+        return Err(format!("it is {} bytes long, not {FILE_LEN}", bytes.len()));
+    }
+    if !bytes.starts_with(HEADER) {
+        return Err("it does not start with `nfslock-counter 1`".into());
+    }
+    let slots: Vec<Option<(u64, u64)>> = (0..2)
+        .map(|i| {
+            let at = HEADER.len() + i * SLOT_LEN;
+            parse_slot(LABELS[i], &bytes[at..at + SLOT_LEN])
+        })
+        .collect();
+    let best = (0..2).filter_map(|i| slots[i].map(|(seq, next)| (seq, next, i))).max();
+    match best {
+        Some((seq, next, slot)) => Ok(Counter { next, seq, slot }),
+        None => Err("neither of its two slots has a valid checksum".into()),
+    }
+}
+
+/// A new counter file's contents, both slots holding `next`.
+pub fn initial(next: u64) -> Vec<u8> {
+    let mut bytes = HEADER.to_vec();
+    bytes.extend(slot_line(b'A', 1, next));
+    bytes.extend(slot_line(b'B', 0, next));
+    bytes
+}
+
+/// Opens and reads the counter for update (the caller holds the repository's guard).
+/// The file is opened afresh every time: on NFS, open is what revalidates a client's
+/// cached data (close-to-open consistency).
+pub fn read(path: &Path) -> Result<(File, Counter), ReadError> {
+    let fd = match fsops::open_existing(path, true) {
+        Ok(fd) => fd,
+        Err(Errno::ENOENT) => return Err(ReadError::Missing),
+        Err(Errno::ELOOP) => return Err(ReadError::Corrupt("it is a symlink".into())),
+        Err(e) => return Err(ReadError::Sys(e, "open")),
+    };
+    let st = fsops::fstat(&fd).map_err(|e| ReadError::Sys(e, "fstat"))?;
+    if !fsops::is_regular(&st) {
+        return Err(ReadError::Corrupt("it is not a regular file".into()));
+    }
+    let file = File::from(fd);
+    match fsops::read_capped(&file, FILE_LEN) {
+        Ok(Some(bytes)) => parse(&bytes).map(|c| (file, c)).map_err(ReadError::Corrupt),
+        Ok(None) => Err(ReadError::Corrupt(format!("it is longer than {FILE_LEN} bytes"))),
+        Err(e) => Err(ReadError::Sys(e, "read")),
+    }
+}
+
+/// Sets the next ID to `next` durably: rewrites the older slot, then fdatasync.
+pub fn advance(file: &File, current: &Counter, next: u64) -> nix::Result<Counter> {
+    let slot = 1 - current.slot;
+    let seq = current.seq + 1;
+    let line = slot_line(LABELS[slot], seq, next);
+    let at = (HEADER.len() + slot * SLOT_LEN) as u64;
+    // Not retried: after a failed fdatasync the kernel may have dropped the dirty page,
+    // so a second call could report success for data that never reached the disk.
+    file.write_all_at(&line, at).map_err(|e| fsops::io_errno(&e))?;
+    file.sync_data().map_err(|e| fsops::io_errno(&e))?;
+    Ok(Counter { next, seq, slot })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn initial_file_parses_to_its_value() {
+        let bytes = initial(42);
+        assert_eq!(bytes.len(), FILE_LEN);
+        assert_eq!(parse(&bytes).unwrap().next, 42);
+    }
+
+    #[test]
+    fn the_newer_valid_slot_wins_and_a_torn_slot_is_ignored() {
+        let mut bytes = initial(10);
+        let b_at = HEADER.len() + SLOT_LEN;
+        bytes[b_at..b_at + SLOT_LEN].copy_from_slice(&slot_line(b'B', 2, 15));
+        assert_eq!(parse(&bytes).unwrap().next, 15);
+        // A crash while rewriting B: half of the line is new.
+        bytes[b_at + 30] = b'9';
+        assert_eq!(parse(&bytes).unwrap().next, 10, "falls back to A");
+    }
+
+    #[test]
+    fn corrupt_files_are_rejected() {
+        let good = initial(7);
+        let mut both_bad = good.clone();
+        both_bad[HEADER.len() + 5] ^= 1;
+        both_bad[HEADER.len() + SLOT_LEN + 5] ^= 1;
+        let cases: [(&str, Vec<u8>); 5] = [
+            ("empty", Vec::new()),
+            ("truncated", good[..good.len() - 1].to_vec()),
+            ("header", [b"nfslock-counter 2\n".as_slice(), &good[HEADER.len()..]].concat()),
+            ("both slots", both_bad),
+            ("garbage", vec![b'x'; FILE_LEN]),
+        ];
+        for (what, bytes) in cases {
+            assert!(parse(&bytes).is_err(), "{what}");
+        }
+    }
+}

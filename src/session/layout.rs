@@ -1,0 +1,123 @@
+//! Where a repository's files are. For the ID namespace NAME in directory DIR:
+//!
+//! ```text
+//! DIR/NAME.counter            the next ID (counter.rs)
+//! DIR/NAME.guard[.nfs_lock]   a lock file serialising counter updates
+//! DIR/NAME.sessions/<sid>     one record per open session (record.rs)
+//! DIR/NAME.ids/<id>           one file per locked ID: a hard link of its session's claim
+//! DIR/NAME.ids/.claim-<sid>-<n>   the claims: "nfslock-idlock 1 session <sid>\n"
+//! ```
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+
+use crate::error::{Error, Result};
+
+/// The default ID namespace (a NULL name in the C API).
+pub const DEFAULT_NAME: &str = "default";
+const MAX_NAME: usize = 200;
+const CLAIM_PREFIX: &str = ".claim-";
+
+/// The paths of one repository and ID namespace.
+#[derive(Debug, Clone)]
+pub struct Repo {
+    pub dir: PathBuf,
+    pub counter: PathBuf,
+    pub guard: PathBuf,
+    pub sessions: PathBuf,
+    pub ids: PathBuf,
+}
+
+impl Repo {
+    pub fn new(op: &'static str, dir: &Path, name: &str) -> Result<Repo> {
+        let bad = |why: &str| Err(Error::new(Errno::EINVAL, op, Some(dir), format!("namespace {name:?}: {why}")));
+        if dir.as_os_str().is_empty() {
+            return Err(Error::new(Errno::EINVAL, op, None, "the directory path is empty"));
+        }
+        if name.is_empty() || name == "." || name == ".." {
+            return bad("not a usable name");
+        }
+        if name.len() > MAX_NAME {
+            return bad("longer than 200 bytes");
+        }
+        if name.bytes().any(|b| b == b'/' || b == 0) {
+            return bad("contains '/' or a NUL byte");
+        }
+        let file = |suffix: &str| dir.join(format!("{name}.{suffix}"));
+        Ok(Repo { dir: dir.to_path_buf(), counter: file("counter"), guard: file("guard"), sessions: file("sessions"), ids: file("ids") })
+    }
+
+    pub fn id_path(&self, id: u64) -> PathBuf {
+        self.ids.join(id.to_string())
+    }
+
+    pub fn session_path(&self, sid: &str) -> PathBuf {
+        self.sessions.join(sid)
+    }
+
+    pub fn claim_path(&self, sid: &str, n: u32) -> PathBuf {
+        self.ids.join(format!("{CLAIM_PREFIX}{sid}-{n}"))
+    }
+}
+
+/// A fresh session id: 16 lowercase hex digits nobody can predict.
+pub fn new_session_id() -> String {
+    format!("{:016x}", crate::lockfile::random_u64())
+}
+
+pub fn is_session_id(name: &[u8]) -> bool {
+    name.len() == 16 && name.iter().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+}
+
+/// What a name in the ids directory is.
+#[derive(Debug, PartialEq, Eq)]
+pub enum IdsEntry {
+    /// A locked ID.
+    Id(u64),
+    /// A session's claim: (session id, its number).
+    Claim(String, u32),
+    Other,
+}
+
+pub fn classify(name: &OsStr) -> IdsEntry {
+    let b = name.as_bytes();
+    if !b.is_empty() && b.len() <= 20 && b.iter().all(u8::is_ascii_digit) && (b == b"0" || b[0] != b'0') {
+        if let Some(id) = std::str::from_utf8(b).ok().and_then(|s| s.parse().ok()) {
+            return IdsEntry::Id(id);
+        }
+    }
+    if let Some(rest) = b.strip_prefix(CLAIM_PREFIX.as_bytes()) {
+        if rest.len() > 17 && is_session_id(&rest[..16]) && rest[16] == b'-' {
+            if let Some(n) = std::str::from_utf8(&rest[17..]).ok().and_then(|s| s.parse().ok()) {
+                return IdsEntry::Claim(String::from_utf8_lossy(&rest[..16]).into_owned(), n);
+            }
+        }
+    }
+    IdsEntry::Other
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_classified_exactly() {
+        assert_eq!(classify(OsStr::new("0")), IdsEntry::Id(0));
+        assert_eq!(classify(OsStr::new("18446744073709551615")), IdsEntry::Id(u64::MAX));
+        assert_eq!(classify(OsStr::new(".claim-0123456789abcdef-3")), IdsEntry::Claim("0123456789abcdef".into(), 3));
+        for other in ["007", "18446744073709551616", "1a", "", ".claim-0123456789abcdeF-3", ".claim-0123456789abcdef-", "x.nfs_lock"] {
+            assert_eq!(classify(OsStr::new(other)), IdsEntry::Other, "{other}");
+        }
+    }
+
+    #[test]
+    fn bad_names_are_einval() {
+        for name in ["", ".", "..", "a/b", "a\0b"] {
+            assert_eq!(Repo::new("t", Path::new("/d"), name).unwrap_err().errno(), Errno::EINVAL, "{name:?}");
+        }
+        assert_eq!(Repo::new("t", Path::new("/d"), "jobs").unwrap().counter, Path::new("/d/jobs.counter"));
+    }
+}

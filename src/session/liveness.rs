@@ -1,0 +1,202 @@
+//! Whether other sessions are alive, and removing the records of dead ones.
+//!
+//! A session is dead when its beat has not changed for its timeout as measured on the
+//! observer's own monotonic clock (no clocks of two hosts are ever compared), or at
+//! once when it lives on this host and its process is gone or is another process with
+//! the same pid. An observer can only call a session dead after watching it for a full
+//! timeout, so a fresh observer is slow to judge, never quick.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
+use std::fs::File;
+use std::os::unix::fs::DirEntryExt;
+use std::path::Path;
+use std::time::Instant;
+
+use nix::errno::Errno;
+
+use super::idlock;
+use super::layout::{classify, is_session_id, IdsEntry, Repo};
+use super::record::{SessionRecord, MAX_LEN};
+use crate::fsops::{self, FileId};
+use crate::host::{self, Owner};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Life {
+    Alive,
+    Dead,
+    /// No record: the session closed or was reaped; what is left of it is garbage.
+    Gone,
+}
+
+/// What this process has seen of other sessions' beats.
+#[derive(Debug, Default)]
+pub struct Observer {
+    seen: HashMap<String, (u64, Instant)>,
+}
+
+/// Reads a session's record. None: there is none.
+pub fn read_record(repo: &Repo, sid: &str) -> Result<Option<SessionRecord>, String> {
+    let fd = match fsops::open_existing(&repo.session_path(sid), false) {
+        Ok(fd) => fd,
+        Err(Errno::ENOENT) => return Ok(None),
+        Err(e) => return Err(format!("open: {}", e.desc())),
+    };
+    match fsops::read_capped(&File::from(fd), MAX_LEN) {
+        Ok(Some(bytes)) => SessionRecord::parse(&bytes).map(Some),
+        Ok(None) => Err(format!("larger than {MAX_LEN} bytes")),
+        Err(Errno::ESTALE) => Ok(None),
+        Err(e) => Err(format!("read: {}", e.desc())),
+    }
+}
+
+impl Observer {
+    /// Judges session `sid` from its record now and what was seen of it before. A
+    /// record that cannot be read or parsed counts as alive: never break what you
+    /// cannot read (`check` reports it).
+    pub fn judge(&mut self, repo: &Repo, sid: &str, this_host: &[u8]) -> Life {
+        let record = match read_record(repo, sid) {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                self.seen.remove(sid);
+                return Life::Gone;
+            }
+            Err(_) => return Life::Alive,
+        };
+        if host::owner_of(&record.owner, this_host) == Owner::Dead {
+            return Life::Dead;
+        }
+        let now = Instant::now();
+        match self.seen.get(sid) {
+            Some(&(beat, since)) if beat == record.beat => {
+                if now.duration_since(since) >= record.timeout {
+                    Life::Dead
+                } else {
+                    Life::Alive
+                }
+            }
+            _ => {
+                self.seen.insert(sid.to_string(), (record.beat, now));
+                Life::Alive
+            }
+        }
+    }
+}
+
+/// One readdir of the ids directory: (name, d_ino, what it is).
+pub struct Listing(Vec<(OsString, u64, IdsEntry)>);
+
+impl Listing {
+    pub fn read(repo: &Repo) -> nix::Result<Listing> {
+        let dir = std::fs::read_dir(&repo.ids).map_err(|e| fsops::io_errno(&e))?;
+        let mut entries = Vec::new();
+        for entry in dir {
+            let entry = entry.map_err(|e| fsops::io_errno(&e))?;
+            let name = entry.file_name();
+            let kind = classify(&name);
+            entries.push((name, entry.ino(), kind));
+        }
+        Ok(Listing(entries))
+    }
+
+    pub fn ids(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.0.iter().filter_map(|(_, ino, e)| match e {
+            IdsEntry::Id(id) => Some((*id, *ino)),
+            _ => None,
+        })
+    }
+
+    pub fn claims(&self) -> impl Iterator<Item = (&str, u32, u64)> + '_ {
+        self.0.iter().filter_map(|(_, ino, e)| match e {
+            IdsEntry::Claim(sid, n) => Some((sid.as_str(), *n, *ino)),
+            _ => None,
+        })
+    }
+}
+
+/// The session ids that have a record or a claim.
+pub fn known_sessions(repo: &Repo, listing: &Listing) -> nix::Result<HashSet<String>> {
+    let mut sids: HashSet<String> = listing.claims().map(|(sid, _, _)| sid.to_string()).collect();
+    for entry in std::fs::read_dir(&repo.sessions).map_err(|e| fsops::io_errno(&e))? {
+        let name = entry.map_err(|e| fsops::io_errno(&e))?.file_name();
+        if is_session_id(name.as_encoded_bytes()) {
+            sids.insert(name.to_string_lossy().into_owned());
+        }
+    }
+    Ok(sids)
+}
+
+/// Removes what session `sid` left: its record first (so that the session itself, if
+/// it was only paused, finds out on its next operation), then every ID lock linked to
+/// its claims, then the claims (last: while a claim exists its inode number cannot be
+/// reused by a new file). Returns how many ID locks were removed.
+pub fn reap(repo: &Repo, sid: &str, listing: &Listing) -> nix::Result<usize> {
+    match fsops::unlink(&repo.session_path(sid)) {
+        Ok(()) => {}
+        Err(e) => return Err(e),
+    }
+    let mut claims = Vec::new();
+    for (claim_sid, n, _) in listing.claims().filter(|(s, _, _)| *s == sid) {
+        let path = repo.claim_path(claim_sid, n);
+        match fsops::lstat(&path) {
+            Ok(st) => claims.push((path, FileId::from(&st), st.st_nlink)),
+            Err(Errno::ENOENT) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let inos: HashSet<u64> = claims.iter().map(|(_, f, _)| f.ino).collect();
+    let mut removed = 0;
+    for (id, ino) in listing.ids() {
+        if inos.contains(&ino) {
+            removed += remove_if_claimed(repo, id, &claims)?;
+        }
+    }
+    for (path, file, _) in &claims {
+        // Directory entries' inode numbers differ from st_ino on a few filesystems
+        // (overlayfs): a claim still linked elsewhere is then found by lstat of each ID.
+        if fsops::lstat(path).is_ok_and(|st| st.st_nlink > 1 && FileId::from(&st) == *file) {
+            for (id, _) in listing.ids() {
+                removed += remove_if_claimed(repo, id, &claims)?;
+            }
+            break;
+        }
+    }
+    for (path, _, _) in &claims {
+        fsops::unlink(path)?;
+    }
+    Ok(removed)
+}
+
+fn remove_if_claimed(repo: &Repo, id: u64, claims: &[(std::path::PathBuf, FileId, u64)]) -> nix::Result<usize> {
+    let path = repo.id_path(id);
+    let file = match fsops::id_of(&path) {
+        Ok(f) => f,
+        Err(Errno::ENOENT) => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    if claims.iter().any(|(_, c, _)| *c == file) && idlock::release(repo, id, file)? {
+        return Ok(1);
+    }
+    Ok(0)
+}
+
+/// Reaps every dead or vanished session other than `me`. Returns how many sessions.
+pub fn reap_dead(repo: &Repo, observer: &mut Observer, me: &str, this_host: &[u8]) -> nix::Result<usize> {
+    let listing = Listing::read(repo)?;
+    let mut reaped = 0;
+    for sid in known_sessions(repo, &listing)? {
+        if sid == me {
+            continue;
+        }
+        if observer.judge(repo, &sid, this_host) != Life::Alive {
+            reap(repo, &sid, &listing)?;
+            reaped += 1;
+        }
+    }
+    Ok(reaped)
+}
+
+/// Whether `dir` exists as a directory (not through a symlink).
+pub fn is_dir(dir: &Path) -> bool {
+    fsops::lstat(dir).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+}

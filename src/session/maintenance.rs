@@ -1,0 +1,190 @@
+//! Creating a repository, checking and repairing it, and closing a session.
+
+use std::collections::HashMap;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::errno::Errno;
+
+use super::counter;
+use super::heartbeat::enter;
+use super::idlock;
+use super::layout::{is_session_id, Repo};
+use super::liveness::{self, Listing};
+use super::ops::{guard, read_counter};
+use super::{locked, Shared, OP_OPEN};
+use crate::error::{Error, Result};
+use crate::fsops::{self, FileId};
+use crate::lockfile;
+
+const OP_CHECK: &str = "nfslock_session_check";
+const OP_REPAIR: &str = "nfslock_session_repair_counter";
+const OP_CLOSE: &str = "nfslock_session_close";
+/// How many findings `check` spells out in its message.
+const FINDINGS_SHOWN: usize = 5;
+
+fn mkdir(path: &Path) -> std::io::Result<()> {
+    match std::fs::DirBuilder::new().mode(0o755).create(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        other => other,
+    }
+}
+
+/// Creates the directory and, for a new repository, the counter (at 0) and the
+/// session and ID directories. The counter is made first: an ID directory without a
+/// counter is a repository whose counter was lost, which must not restart from 0.
+pub fn prepare_repository(repo: &Repo, timeout: Duration) -> Result<()> {
+    let io = |e: std::io::Error, what: &str, path: &Path| Error::sys(fsops::io_errno(&e), OP_OPEN, path, what);
+    std::fs::DirBuilder::new().recursive(true).mode(0o755).create(&repo.dir).map_err(|e| io(e, "creating the directory", &repo.dir))?;
+    if liveness::is_dir(&repo.ids) && liveness::is_dir(&repo.sessions) {
+        return Ok(());
+    }
+    let guard = lockfile::blocking_create(&repo.guard, b"nfslock session: creating the repository", Some(timeout))
+        .map_err(|e| e.in_op(OP_OPEN))?;
+    if !liveness::is_dir(&repo.ids) {
+        write_counter(repo, 0, false).map_err(|e| Error::sys(e, OP_OPEN, &repo.counter, "creating"))?;
+        mkdir(&repo.ids).map_err(|e| io(e, "creating", &repo.ids))?;
+    }
+    mkdir(&repo.sessions).map_err(|e| io(e, "creating", &repo.sessions))?;
+    fsops::sync_dir(&repo.dir).map_err(|e| Error::sys(e, OP_OPEN, &repo.dir, "fsync"))?;
+    let _ = guard.unlock();
+    Ok(())
+}
+
+/// Writes a counter file holding `next`: created only if missing, or (`replace`) put in
+/// place of whatever is there, atomically, by rename.
+fn write_counter(repo: &Repo, next: u64, replace: bool) -> nix::Result<()> {
+    let tmp = repo.dir.join(format!(".{}.{:016x}", file_name(&repo.counter), lockfile::random_u64()));
+    let file = std::fs::File::from(fsops::create_new(&tmp)?);
+    let placed = fsops::write_durably(&file, &counter::initial(next)).map_err(|e| fsops::io_errno(&e)).and_then(|()| {
+        if replace {
+            match fsops::rename(&tmp, &repo.counter) {
+                // A retransmitted RENAME whose first one worked.
+                Err(Errno::ENOENT) if fsops::fstat(&file).is_ok_and(|st| fsops::id_of(&repo.counter) == Ok(FileId::from(&st))) => Ok(()),
+                other => other,
+            }
+        } else {
+            match fsops::link(&tmp, &repo.counter) {
+                Ok(()) | Err(Errno::EEXIST) => Ok(()),
+                Err(e) => Err(e),
+            }
+        }
+    });
+    let _ = fsops::unlink(&tmp);
+    placed?;
+    fsops::sync_dir(&repo.dir)
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+pub fn check(shared: &Shared) -> Result<()> {
+    let _ids = enter(shared, OP_CHECK)?;
+    let repo = &shared.repo;
+    let mut findings = Vec::new();
+    let next = match counter::read(&repo.counter) {
+        Ok((_, c)) => Some(c.next),
+        Err(counter::ReadError::Missing) => {
+            findings.push(format!("the counter {} is missing", repo.counter.display()));
+            None
+        }
+        Err(counter::ReadError::Corrupt(why)) => {
+            findings.push(format!("the counter {} is corrupt: {why}", repo.counter.display()));
+            None
+        }
+        Err(counter::ReadError::Sys(e, call)) => return Err(Error::sys(e, OP_CHECK, &repo.counter, call)),
+    };
+    let listing = Listing::read(repo).map_err(|e| Error::sys(e, OP_CHECK, &repo.ids, "reading"))?;
+    let mut claims: HashMap<u64, String> = HashMap::new();
+    for (sid, n, ino) in listing.claims() {
+        let path = repo.claim_path(sid, n);
+        match idlock::holder_of(&path) {
+            Ok(Some(named)) if named == sid => {}
+            Ok(_) => findings.push(format!("{} is not a claim of session {sid}", path.display())),
+            Err(e) => return Err(Error::sys(e, OP_CHECK, &path, "reading")),
+        }
+        if let Some(other) = claims.insert(ino, sid.to_string()).filter(|o| o != sid) {
+            findings.push(format!("sessions {sid} and {other} share a claim file"));
+        }
+    }
+    for (id, ino) in listing.ids() {
+        if let Some(next) = next.filter(|&n| id >= n) {
+            findings.push(format!("ID {id} is locked, but the counter's next ID is {next}"));
+        }
+        let by_stat = || fsops::lstat(&repo.id_path(id)).is_ok_and(|st| claims.contains_key(&st.st_ino));
+        if !claims.contains_key(&ino) && !by_stat() {
+            findings.push(format!("ID {id} is locked by no session's claim"));
+        }
+    }
+    let sessions = std::fs::read_dir(&repo.sessions).map_err(|e| Error::sys(fsops::io_errno(&e), OP_CHECK, &repo.sessions, "reading"))?;
+    for entry in sessions.flatten() {
+        let name = entry.file_name();
+        let sid = name.to_string_lossy();
+        if !is_session_id(name.as_encoded_bytes()) {
+            findings.push(format!("{} is not a session record", entry.path().display()));
+        } else if let Err(why) = liveness::read_record(repo, &sid) {
+            findings.push(format!("session record {}: {why}", entry.path().display()));
+        }
+    }
+    if findings.is_empty() {
+        return Ok(());
+    }
+    let shown = findings.iter().take(FINDINGS_SHOWN).cloned().collect::<Vec<_>>().join("; ");
+    let more = findings.len().saturating_sub(FINDINGS_SHOWN);
+    let tail = if more > 0 { format!("; and {more} more") } else { String::new() };
+    Err(Error::new(Errno::EBADMSG, OP_CHECK, Some(&repo.dir), format!("{} problem(s): {shown}{tail}", findings.len())))
+}
+
+pub fn repair_counter(shared: &Shared, next_id: u64) -> Result<()> {
+    let mut ids = enter(shared, OP_REPAIR)?;
+    let repo = &shared.repo;
+    let guard = guard(shared, OP_REPAIR)?;
+    let listing = Listing::read(repo).map_err(|e| Error::sys(e, OP_REPAIR, &repo.ids, "reading"))?;
+    let above_locked = listing.ids().map(|(id, _)| id.saturating_add(1)).max().unwrap_or(0);
+    let floor = next_id.max(ids.known_next).max(above_locked);
+    let next = match read_counter(shared, OP_REPAIR) {
+        Ok((file, c)) if floor > c.next => counter::advance(&file, &c, floor).map_err(|e| Error::sys(e, OP_REPAIR, &repo.counter, "writing"))?.next,
+        Ok((_, c)) => c.next,
+        Err(e) if matches!(e.errno(), Errno::ENOENT | Errno::EBADMSG) => {
+            write_counter(repo, floor, true).map_err(|e| Error::sys(e, OP_REPAIR, &repo.counter, "writing"))?;
+            floor
+        }
+        Err(e) => return Err(e),
+    };
+    let _ = guard.unlock();
+    ids.known_next = ids.known_next.max(next);
+    Ok(())
+}
+
+/// Releases the session's IDs and removes its claims and record. A session that has
+/// expired touches nothing: its locks may belong to others by now.
+pub fn close(shared: &Shared) -> Result<()> {
+    let expired = locked(&shared.beat).expired.clone();
+    let mut ids = locked(&shared.ids);
+    if let Some(why) = expired {
+        ids.held.clear();
+        ids.claims.clear();
+        return Err(Error::new(Errno::ESTALE, OP_CLOSE, Some(&shared.repo.dir), why));
+    }
+    let mut first_error: Option<(Errno, PathBuf)> = None;
+    let mut note = |r: nix::Result<()>, path: PathBuf| {
+        if let Err(e) = r {
+            first_error.get_or_insert((e, path));
+        }
+    };
+    for (id, file) in std::mem::take(&mut ids.held) {
+        note(idlock::release(&shared.repo, id, file).map(drop), shared.repo.id_path(id));
+    }
+    for claim in std::mem::take(&mut ids.claims) {
+        note(fsops::unlink(&claim.path), claim.path.clone());
+    }
+    let record = shared.repo.session_path(&shared.sid);
+    let record_file = locked(&shared.beat).record_file;
+    note(fsops::unlink_if_is(&record, record_file).map(drop), record.clone());
+    match first_error {
+        None => Ok(()),
+        Some((e, path)) => Err(Error::sys(e, OP_CLOSE, &path, "removing")),
+    }
+}

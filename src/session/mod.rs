@@ -1,0 +1,223 @@
+//! Sessions and ID allocation, as Ganga's SessionLockManager offers them, made correct
+//! across hosts: unique increasing IDs from a durable counter, per-ID locks owned by a
+//! session, and the locks of dead sessions reclaimed.
+//!
+//! Every operation costs O(k) in the IDs it touches plus a constant: the counter is two
+//! fixed slots updated in place (counter.rs), an ID lock is one link(2) (idlock.rs).
+//! The on-disk layout is in layout.rs; liveness and reaping in liveness.rs.
+
+mod counter;
+mod heartbeat;
+mod idlock;
+mod layout;
+mod liveness;
+mod maintenance;
+mod ops;
+mod record;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+
+use crate::error::{Error, Result};
+use crate::fsops::{self, FileId};
+use crate::host::Identity;
+use crate::lockfile;
+use idlock::Claim;
+use layout::Repo;
+use liveness::Observer;
+use record::SessionRecord;
+
+pub use layout::DEFAULT_NAME;
+
+/// Ganga's default: a session unheard of for this long is dead.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(45_000);
+/// The most IDs one call may issue.
+pub const MAX_IDS_PER_CALL: usize = 1 << 24;
+
+const OP_OPEN: &str = "nfslock_session_open";
+
+/// An open session: it holds ID locks, and heartbeats until closed. Thread-safe.
+/// Dropping it closes it (ignoring errors); [`Session::close`] reports them.
+pub struct Session {
+    shared: Arc<Shared>,
+    heartbeat: Option<JoinHandle<()>>,
+    closed: bool,
+}
+
+/// What the handle and its heartbeat thread share.
+struct Shared {
+    repo: Repo,
+    sid: String,
+    me: Arc<Identity>,
+    timeout: Duration,
+    /// The fork generation the session was opened in: a forked child acts on nothing.
+    generation: u64,
+    /// Separate from `ids`, so that an operation waiting (for the counter's guard, say)
+    /// never holds up the heartbeat.
+    beat: Mutex<Beat>,
+    ids: Mutex<Ids>,
+    observer: Mutex<Observer>,
+    stop: Mutex<bool>,
+    wake: Condvar,
+}
+
+/// The session's record and heartbeat.
+struct Beat {
+    record: File,
+    record_file: FileId,
+    count: u64,
+    last: Instant,
+    /// Why the session can no longer act (ESTALE), once it knows.
+    expired: Option<String>,
+}
+
+/// The session's ID locks.
+struct Ids {
+    claims: Vec<Claim>,
+    next_claim: u32,
+    /// The IDs this session holds, and the claim each is linked to.
+    held: HashMap<u64, FileId>,
+    /// A lower bound of the counter's next ID (it never decreases).
+    known_next: u64,
+}
+
+impl Session {
+    /// Opens a session on repository `dir` (created if missing) for the ID namespace
+    /// `name` (None: "default"). `timeout` (None or zero: 45 s) is how long the session
+    /// may go without a heartbeat before others treat it as dead.
+    pub fn open(dir: impl AsRef<Path>, name: Option<&str>, timeout: Option<Duration>) -> Result<Session> {
+        let dir = dir.as_ref();
+        let repo = Repo::new(OP_OPEN, dir, name.unwrap_or(DEFAULT_NAME))?;
+        let timeout = timeout.filter(|t| !t.is_zero()).unwrap_or(DEFAULT_TIMEOUT);
+        maintenance::prepare_repository(&repo, timeout)?;
+        let me = lockfile::this_process();
+        let sid = layout::new_session_id();
+        let rec = SessionRecord { beat: 0, owner: me.record(b""), since: record::now(), timeout };
+        let path = repo.session_path(&sid);
+        let sys = |e: Errno, call: &str| Error::sys(e, OP_OPEN, &path, call);
+        let fd = fsops::create_new(&path).map_err(|e| sys(e, "creating the session record"))?;
+        let file = File::from(fd);
+        let made = fsops::write_durably(&file, &rec.to_bytes())
+            .map_err(|e| fsops::io_errno(&e))
+            .and_then(|()| fsops::fstat(&file));
+        let st = match made {
+            Ok(st) => st,
+            Err(e) => {
+                let _ = fsops::unlink(&path);
+                return Err(sys(e, "writing the session record"));
+            }
+        };
+        let beat = Beat { record: file, record_file: FileId::from(&st), count: 0, last: Instant::now(), expired: None };
+        let ids = Ids { claims: Vec::new(), next_claim: 0, held: HashMap::new(), known_next: 0 };
+        let shared = Arc::new(Shared {
+            repo,
+            sid,
+            me,
+            timeout,
+            generation: lockfile::fork_generation(),
+            beat: Mutex::new(beat),
+            ids: Mutex::new(ids),
+            observer: Mutex::new(Observer::default()),
+            stop: Mutex::new(false),
+            wake: Condvar::new(),
+        });
+        let heartbeat = heartbeat::start(shared.clone()).map_err(|e| {
+            let _ = fsops::unlink(&path);
+            Error::new(Errno::EAGAIN, OP_OPEN, Some(dir), format!("starting the heartbeat thread: {e}"))
+        })?;
+        Ok(Session { shared, heartbeat: Some(heartbeat), closed: false })
+    }
+
+    /// The repository directory.
+    pub fn dir(&self) -> &Path {
+        &self.shared.repo.dir
+    }
+
+    /// This session's id (the name of its record file).
+    pub fn id(&self) -> &str {
+        &self.shared.sid
+    }
+
+    /// Issues `n` consecutive new IDs, each greater than every ID issued before in this
+    /// repository and namespace and than every locked ID, locked by this session.
+    pub fn make_new_ids(&self, n: usize) -> Result<Vec<u64>> {
+        ops::make_new_ids(&self.shared, n)
+    }
+
+    /// Locks those of `ids` that no other live session holds; returns them (IDs this
+    /// session held already included), in the order given, without duplicates.
+    pub fn lock_ids(&self, ids: &[u64]) -> Result<Vec<u64>> {
+        ops::lock_ids(&self.shared, ids)
+    }
+
+    /// Releases those of `ids` this session holds; returns them.
+    pub fn release_ids(&self, ids: &[u64]) -> Result<Vec<u64>> {
+        ops::release_ids(&self.shared, ids)
+    }
+
+    /// Who holds `id`: "HOST (pid N) since TIME". ENOENT when no session holds it.
+    pub fn lock_holder(&self, id: u64) -> Result<String> {
+        ops::lock_holder(&self.shared, id)
+    }
+
+    /// Removes the records of dead sessions; returns how many sessions.
+    pub fn reap_locks(&self) -> Result<usize> {
+        ops::reap_locks(&self.shared)
+    }
+
+    /// Checks the repository's on-disk state: EBADMSG with the findings if it is not
+    /// consistent.
+    pub fn check(&self) -> Result<()> {
+        maintenance::check(&self.shared)
+    }
+
+    /// Sets the counter's next ID to at least `next_id` (and never below any ID known to
+    /// be issued or locked). Also recreates a missing or corrupt counter.
+    pub fn repair_counter(&self, next_id: u64) -> Result<()> {
+        maintenance::repair_counter(&self.shared, next_id)
+    }
+
+    /// Releases every ID this session holds, stops the heartbeat and removes the
+    /// session's records. EPERM in a forked child (nothing is touched).
+    pub fn close(mut self) -> Result<()> {
+        self.shut()
+    }
+
+    fn shut(&mut self) -> Result<()> {
+        self.closed = true;
+        let in_child = lockfile::fork_generation() != self.shared.generation;
+        if let Some(thread) = self.heartbeat.take() {
+            if in_child {
+                // The thread does not exist in a forked child: nothing to stop or join.
+                std::mem::forget(thread);
+            } else {
+                heartbeat::stop(&self.shared);
+                let _ = thread.join();
+            }
+        }
+        if in_child {
+            return Err(ops::forked(&self.shared, "nfslock_session_close"));
+        }
+        maintenance::close(&self.shared)
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if !self.closed {
+            let _ = self.shut();
+        }
+    }
+}
+
+/// Locks a mutex, also after a panic elsewhere (the ffi layer catches panics; the data
+/// stays consistent because every update is a single assignment or insert).
+fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

@@ -1,0 +1,268 @@
+//! The session operations on IDs: issuing, locking, releasing, and asking who holds one.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::time::Duration;
+
+use nix::errno::Errno;
+
+use super::counter::{self, Counter};
+use super::heartbeat::enter;
+use super::idlock::{self, Claim, Take, MAX_LINKS_PER_CLAIM};
+use super::liveness::{self, Life, Listing};
+use super::record::show_time;
+use super::{locked, Ids, Shared, MAX_IDS_PER_CALL};
+use crate::error::{Error, Result};
+use crate::fsops::FileId;
+use crate::lockfile::{self, Lock};
+
+const OP_MAKE: &str = "nfslock_session_make_new_ids";
+const OP_LOCK: &str = "nfslock_session_lock_ids";
+const OP_RELEASE: &str = "nfslock_session_release_ids";
+const OP_HOLDER: &str = "nfslock_session_get_lock_session";
+const OP_REAP: &str = "nfslock_session_reap_locks";
+/// How many times one allocation moves past IDs found locked above the counter (left by
+/// a session that crashed between locking and advancing the counter).
+const MAX_SKIPS: usize = 64;
+
+pub fn forked(shared: &Shared, op: &'static str) -> Error {
+    Error::new(Errno::EPERM, op, Some(&shared.repo.dir), "the session belongs to the parent of this forked process")
+}
+
+fn sys(shared: &Shared, op: &'static str, e: Errno, call: &str) -> Error {
+    Error::sys(e, op, &shared.repo.dir, call)
+}
+
+/// Takes the repository's guard, the lock file that serialises counter updates.
+pub(super) fn guard(shared: &Shared, op: &'static str) -> Result<Lock> {
+    let wait = shared.timeout.max(Duration::from_secs(1));
+    lockfile::blocking_create(&shared.repo.guard, b"nfslock session: counter update", Some(wait)).map_err(|e| e.in_op(op))
+}
+
+/// Reads the counter (under the guard); a missing or corrupt one is an error until the
+/// operator repairs it: starting again from zero would issue old IDs twice.
+pub(super) fn read_counter(shared: &Shared, op: &'static str) -> Result<(File, Counter)> {
+    let path = &shared.repo.counter;
+    counter::read(path).map_err(|e| match e {
+        counter::ReadError::Missing => Error::new(
+            Errno::ENOENT,
+            op,
+            Some(path),
+            "the ID counter is missing; it is not recreated from zero (that could issue IDs twice): \
+             call nfslock_session_repair_counter with the next ID to issue",
+        ),
+        counter::ReadError::Corrupt(why) => Error::new(
+            Errno::EBADMSG,
+            op,
+            Some(path),
+            format!("the ID counter is corrupt ({why}); call nfslock_session_repair_counter"),
+        ),
+        counter::ReadError::Sys(e, call) => Error::sys(e, op, path, call),
+    })
+}
+
+/// The claim new ID locks link to, starting a new one when the current one is full.
+fn claim(shared: &Shared, st: &mut Ids) -> nix::Result<usize> {
+    let full = st.claims.last().is_none_or(|c| c.links >= MAX_LINKS_PER_CLAIM);
+    if full {
+        let (claim, n) = idlock::create_claim(&shared.repo, &shared.sid, st.next_claim)?;
+        st.claims.push(claim);
+        st.next_claim = n + 1;
+    }
+    Ok(st.claims.len() - 1)
+}
+
+/// Links one ID to our current claim.
+fn take(shared: &Shared, st: &mut Ids, id: u64) -> nix::Result<Option<FileId>> {
+    let i = claim(shared, st)?;
+    let c: &mut Claim = &mut st.claims[i];
+    match idlock::take(&shared.repo, c, id)? {
+        Take::Ours => {
+            c.links += 1;
+            Ok(Some(c.file))
+        }
+        Take::Held => Ok(None),
+    }
+}
+
+fn undo(shared: &Shared, taken: &[(u64, FileId)]) {
+    for &(id, file) in taken {
+        let _ = idlock::release(&shared.repo, id, file);
+    }
+}
+
+/// Locks every ID of `start..end`, or none: Err(id) names one another session holds.
+fn take_range(shared: &Shared, st: &mut Ids, start: u64, end: u64) -> nix::Result<std::result::Result<Vec<(u64, FileId)>, u64>> {
+    let mut taken = Vec::with_capacity((end - start) as usize);
+    for id in start..end {
+        match take(shared, st, id) {
+            Ok(Some(file)) => taken.push((id, file)),
+            Ok(None) => {
+                undo(shared, &taken);
+                return Ok(Err(id));
+            }
+            Err(e) => {
+                undo(shared, &taken);
+                return Err(e);
+            }
+        }
+    }
+    Ok(Ok(taken))
+}
+
+pub fn make_new_ids(shared: &Shared, n: usize) -> Result<Vec<u64>> {
+    if n == 0 || n > MAX_IDS_PER_CALL {
+        return Err(Error::new(Errno::EINVAL, OP_MAKE, None, format!("n must be 1 to {MAX_IDS_PER_CALL}, not {n}")));
+    }
+    let mut st = enter(shared, OP_MAKE)?;
+    let guard = guard(shared, OP_MAKE)?;
+    let (file, counter) = read_counter(shared, OP_MAKE)?;
+    let overflow = || Error::new(Errno::EINVAL, OP_MAKE, Some(&shared.repo.counter), format!("{n} more IDs would pass 2^64"));
+    let mut start = counter.next;
+    let mut skips = 0;
+    // Under the guard nobody else links IDs at or above the counter (lock_ids advances
+    // the counter first), so an ID found locked here was left by a crashed session:
+    // the range starts again past it.
+    let taken = loop {
+        let end = start.checked_add(n as u64).ok_or_else(overflow)?;
+        match take_range(shared, &mut st, start, end) {
+            Ok(Ok(taken)) => break taken,
+            Ok(Err(held)) if skips < MAX_SKIPS => {
+                skips += 1;
+                start = held.checked_add(1).ok_or_else(overflow)?;
+            }
+            Ok(Err(_)) => {
+                return Err(Error::new(Errno::EAGAIN, OP_MAKE, Some(&shared.repo.ids), "too many IDs above the counter are locked"));
+            }
+            Err(e) => return Err(sys(shared, OP_MAKE, e, "locking a new ID in")),
+        }
+    };
+    let end = start + n as u64;
+    // The IDs are issued once the counter has passed them on stable storage.
+    if let Err(e) = counter::advance(&file, &counter, end) {
+        undo(shared, &taken);
+        return Err(Error::sys(e, OP_MAKE, &shared.repo.counter, "writing"));
+    }
+    drop(file);
+    // The counter is durable and the IDs locked: a guard someone else broke meanwhile
+    // changes neither, so its release error is not this call's failure.
+    let _ = guard.unlock();
+    st.known_next = st.known_next.max(end);
+    st.held.extend(taken.iter().copied());
+    Ok((start..end).collect())
+}
+
+pub fn lock_ids(shared: &Shared, ids: &[u64]) -> Result<Vec<u64>> {
+    let mut seen = HashSet::with_capacity(ids.len());
+    let ids: Vec<u64> = ids.iter().copied().filter(|id| seen.insert(*id)).collect();
+    let mut st = enter(shared, OP_LOCK)?;
+    let Some(&max) = ids.iter().max() else { return Ok(Vec::new()) };
+    if max >= st.known_next {
+        raise_counter(shared, &mut st, max)?;
+    }
+    let mut locked = Vec::with_capacity(ids.len());
+    let mut new = Vec::new();
+    let mut listing = None;
+    for id in ids {
+        if st.held.contains_key(&id) {
+            locked.push(id);
+            continue;
+        }
+        let mut outcome = take(shared, &mut st, id);
+        if matches!(outcome, Ok(None)) && holder_is_dead(shared, id, &mut listing) {
+            outcome = take(shared, &mut st, id);
+        }
+        match outcome {
+            Ok(Some(file)) => {
+                new.push((id, file));
+                locked.push(id);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                undo(shared, &new);
+                return Err(sys(shared, OP_LOCK, e, "locking an ID in"));
+            }
+        }
+    }
+    st.held.extend(new);
+    Ok(locked)
+}
+
+/// Moves the counter past `max` (under the guard) so that no later allocation issues
+/// an ID this call is about to lock.
+fn raise_counter(shared: &Shared, st: &mut Ids, max: u64) -> Result<()> {
+    let end = max.checked_add(1).ok_or_else(|| Error::new(Errno::EINVAL, OP_LOCK, None, "IDs go up to 2^64 - 2"))?;
+    let guard = guard(shared, OP_LOCK)?;
+    let (file, counter) = read_counter(shared, OP_LOCK)?;
+    let next = if counter.next < end {
+        counter::advance(&file, &counter, end).map_err(|e| Error::sys(e, OP_LOCK, &shared.repo.counter, "writing"))?.next
+    } else {
+        counter.next
+    };
+    drop(file);
+    let _ = guard.unlock();
+    st.known_next = st.known_next.max(next);
+    Ok(())
+}
+
+/// Whether the session holding `id` is dead (then its records are reaped at once).
+fn holder_is_dead(shared: &Shared, id: u64, listing: &mut Option<Listing>) -> bool {
+    let holder = match idlock::holder_of(&shared.repo.id_path(id)) {
+        Ok(Some(sid)) if sid != shared.sid => sid,
+        // Released meanwhile: try again.
+        Ok(None) => return true,
+        _ => return false,
+    };
+    if locked(&shared.observer).judge(&shared.repo, &holder, &shared.me.host) == Life::Alive {
+        return false;
+    }
+    if listing.is_none() {
+        *listing = Listing::read(&shared.repo).ok();
+    }
+    listing.as_ref().is_some_and(|l| liveness::reap(&shared.repo, &holder, l).is_ok())
+}
+
+pub fn release_ids(shared: &Shared, ids: &[u64]) -> Result<Vec<u64>> {
+    let mut st = enter(shared, OP_RELEASE)?;
+    let mut released = Vec::new();
+    for &id in ids {
+        let Some(file) = st.held.remove(&id) else { continue };
+        match idlock::release(&shared.repo, id, file) {
+            Ok(true) => released.push(id),
+            // Someone removed it (a reaper that judged us dead): no longer ours.
+            Ok(false) => {}
+            Err(e) => {
+                st.held.insert(id, file);
+                return Err(sys(shared, OP_RELEASE, e, "releasing an ID in"));
+            }
+        }
+    }
+    Ok(released)
+}
+
+pub fn lock_holder(shared: &Shared, id: u64) -> Result<String> {
+    let _st = enter(shared, OP_HOLDER)?;
+    let path = shared.repo.id_path(id);
+    let free = |why: String| Error::new(Errno::ENOENT, OP_HOLDER, Some(&path), why);
+    let sid = match idlock::holder_of(&path) {
+        Ok(Some(sid)) => sid,
+        Ok(None) => return Err(free(format!("no session holds ID {id}"))),
+        Err(e) => return Err(Error::sys(e, OP_HOLDER, &path, "reading")),
+    };
+    match liveness::read_record(&shared.repo, &sid) {
+        Ok(Some(r)) => Ok(format!(
+            "{} (pid {}) since {}",
+            String::from_utf8_lossy(&r.owner.host),
+            r.owner.pid,
+            show_time(r.since)
+        )),
+        Ok(None) => Err(free(format!("ID {id} is held by session {sid}, which has ended (its lock awaits reaping)"))),
+        Err(why) => Err(Error::new(Errno::EBADMSG, OP_HOLDER, Some(&shared.repo.session_path(&sid)), why)),
+    }
+}
+
+pub fn reap_locks(shared: &Shared) -> Result<usize> {
+    let _ids = enter(shared, OP_REAP)?;
+    liveness::reap_dead(&shared.repo, &mut locked(&shared.observer), &shared.sid, &shared.me.host)
+        .map_err(|e| sys(shared, OP_REAP, e, "reaping dead sessions in"))
+}

@@ -1,0 +1,303 @@
+//! Sessions and ID allocation through the Rust API: uniqueness across processes, crashes
+//! in the middle of allocation, reaping of dead sessions, a paused session finding out
+//! it expired, a missing or corrupt counter, bad input, fork.
+//!
+//! Child processes are this test binary run again with NFSLOCK_SESSION_CHILD set to a
+//! role (see `child_main`); each test bounds its children's lifetime.
+
+use std::collections::HashSet;
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nfslock::session::Session;
+use nix::errno::Errno;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+const CHILD: &str = "NFSLOCK_SESSION_CHILD";
+const CHILD_DIR: &str = "NFSLOCK_SESSION_DIR";
+const CHILD_TEST: &str = "child_main";
+const SHORT: Duration = Duration::from_millis(300);
+
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(tag: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("nfslock-session-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A child process that is killed when the test ends, whatever happens.
+struct Kid(Child);
+
+impl Drop for Kid {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(role: &str, dir: &Path) -> Kid {
+    let child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", CHILD_TEST, "--nocapture", "--test-threads=1", "-q"])
+        .env(CHILD, role)
+        .env(CHILD_DIR, dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    Kid(child)
+}
+
+/// Reads the child's next line that starts with `key=`, giving up after `limit`.
+fn expect_line(kid: &mut Kid, key: &str) -> String {
+    let out = kid.0.stdout.as_mut().unwrap();
+    let mut reader = BufReader::new(out);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).unwrap() == 0 {
+            panic!("the child ended before printing {key}=");
+        }
+        if let Some(v) = line.trim().strip_prefix(&format!("{key}=")) {
+            return v.to_string();
+        }
+    }
+}
+
+/// The roles children play.
+#[test]
+fn child_main() {
+    let Ok(role) = std::env::var(CHILD) else { return };
+    let dir = PathBuf::from(std::env::var_os(CHILD_DIR).unwrap());
+    let mut stdout = std::io::stdout();
+    match role.as_str() {
+        // Allocates forever, printing each ID after the call returned.
+        "allocate" => {
+            let s = Session::open(&dir, Some("jobs"), None).unwrap();
+            loop {
+                let ids = s.make_new_ids(1 + (std::process::id() as usize % 3)).unwrap();
+                for id in ids {
+                    writeln!(stdout, "id={id}").unwrap();
+                }
+                stdout.flush().unwrap();
+            }
+        }
+        // Allocates 200 IDs one call at a time, then exits (closing).
+        "allocate200" => {
+            let s = Session::open(&dir, Some("jobs"), None).unwrap();
+            for _ in 0..200 {
+                writeln!(stdout, "id={}", s.make_new_ids(1).unwrap()[0]).unwrap();
+            }
+            s.close().unwrap();
+            writeln!(stdout, "done=1").unwrap();
+        }
+        // Locks ID 7, reports, then waits for a line on stdin and tries an operation.
+        "hold7" => {
+            let s = Session::open(&dir, Some("jobs"), Some(SHORT)).unwrap();
+            assert_eq!(s.lock_ids(&[7]).unwrap(), vec![7]);
+            writeln!(stdout, "held=7").unwrap();
+            stdout.flush().unwrap();
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line).unwrap();
+            let outcome = s.lock_ids(&[8]).map_err(|e| e.errno());
+            writeln!(stdout, "after={outcome:?}").unwrap();
+            let closed = s.close().map_err(|e| e.errno());
+            writeln!(stdout, "close={closed:?}").unwrap();
+        }
+        other => panic!("unknown role {other}"),
+    }
+}
+
+#[test]
+fn ids_are_unique_and_increasing_across_processes() {
+    let scratch = Scratch::new("unique");
+    let mut kids: Vec<Kid> = (0..4).map(|_| spawn("allocate200", &scratch.0)).collect();
+    let mut all = HashSet::new();
+    for kid in &mut kids {
+        let out = kid.0.stdout.take().unwrap();
+        let mut last = None;
+        for line in BufReader::new(out).lines() {
+            let line = line.unwrap();
+            if let Some(id) = line.strip_prefix("id=") {
+                let id: u64 = id.parse().unwrap();
+                assert!(last.is_none_or(|l| id > l), "IDs of one session increase: {last:?} then {id}");
+                assert!(all.insert(id), "ID {id} issued twice");
+                last = Some(id);
+            }
+        }
+        assert!(kid.0.wait().unwrap().success());
+    }
+    assert_eq!(all.len(), 800);
+    // Everything the sessions held was released at close.
+    let s = Session::open(&scratch.0, Some("jobs"), None).unwrap();
+    assert!(fs::read_dir(scratch.0.join("jobs.ids")).unwrap().next().is_none(), "no ID lock is left");
+    let next = s.make_new_ids(1).unwrap()[0];
+    assert!(next > *all.iter().max().unwrap());
+    s.check().unwrap();
+    s.close().unwrap();
+}
+
+#[test]
+fn sigkill_during_allocation_never_reissues() {
+    let scratch = Scratch::new("sigkill");
+    let mut seen = HashSet::new();
+    for round in 0..5 {
+        let mut kid = spawn("allocate", &scratch.0);
+        let first: u64 = expect_line(&mut kid, "id").parse().unwrap();
+        assert!(seen.insert(first), "round {round}: ID {first} issued twice");
+        std::thread::sleep(Duration::from_millis(20 + 17 * round));
+        kill(Pid::from_raw(kid.0.id() as i32), Signal::SIGKILL).unwrap();
+        let _ = kid.0.wait();
+        let out = kid.0.stdout.take().unwrap();
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if let Some(id) = line.strip_prefix("id=") {
+                let id: u64 = id.parse().unwrap();
+                assert!(seen.insert(id), "round {round}: ID {id} issued twice");
+            }
+        }
+    }
+    let s = Session::open(&scratch.0, Some("jobs"), None).unwrap();
+    let next = s.make_new_ids(3).unwrap();
+    assert!(next.iter().all(|id| !seen.contains(id) && id > seen.iter().max().unwrap()));
+    // The killed sessions are on this host: they are dead at once, and reaped.
+    assert_eq!(s.reap_locks().unwrap(), 5);
+    let left: Vec<_> = fs::read_dir(scratch.0.join("jobs.ids")).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert_eq!(left.len(), 3 + 1, "our 3 IDs and our claim: {left:?}");
+    s.check().unwrap();
+    s.close().unwrap();
+}
+
+#[test]
+fn dead_sessions_are_reaped_and_their_ids_lockable() {
+    let scratch = Scratch::new("reap");
+    let mut kid = spawn("hold7", &scratch.0);
+    assert_eq!(expect_line(&mut kid, "held"), "7");
+    let me = Session::open(&scratch.0, Some("jobs"), None).unwrap();
+    assert_eq!(me.lock_ids(&[7, 9]).unwrap(), vec![9], "7 is held by a live session: skipped");
+    let holder = me.lock_holder(7).unwrap();
+    assert!(holder.contains(&format!("(pid {})", kid.0.id())), "{holder}");
+    assert!(holder.contains(" since "), "{holder}");
+    assert_eq!(me.release_ids(&[7]).unwrap(), Vec::<u64>::new(), "another session's ID is not released");
+    kill(Pid::from_raw(kid.0.id() as i32), Signal::SIGKILL).unwrap();
+    let _ = kid.0.wait();
+    assert_eq!(me.lock_ids(&[7]).unwrap(), vec![7], "a dead holder's ID is reclaimed");
+    assert_eq!(me.release_ids(&[7, 9, 11]).unwrap(), vec![7, 9]);
+    assert_eq!(me.lock_holder(7).unwrap_err().errno(), Errno::ENOENT);
+    me.check().unwrap();
+    me.close().unwrap();
+}
+
+#[test]
+fn a_paused_session_expires_and_gets_estale() {
+    let scratch = Scratch::new("pause");
+    let mut kid = spawn("hold7", &scratch.0);
+    assert_eq!(expect_line(&mut kid, "held"), "7");
+    let pid = Pid::from_raw(kid.0.id() as i32);
+    kill(pid, Signal::SIGSTOP).unwrap();
+    let me = Session::open(&scratch.0, Some("jobs"), Some(SHORT)).unwrap();
+    // A live but silent session is dead after its timeout, as this observer sees it.
+    let start = Instant::now();
+    while me.lock_ids(&[7]).unwrap().is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(10), "the paused session was never reaped");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(start.elapsed() >= SHORT, "reaped before its timeout: {:?}", start.elapsed());
+    kill(pid, Signal::SIGCONT).unwrap();
+    kid.0.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+    assert_eq!(expect_line(&mut kid, "after"), format!("Err({:?})", Errno::ESTALE));
+    assert_eq!(expect_line(&mut kid, "close"), format!("Err({:?})", Errno::ESTALE));
+    assert_eq!(me.lock_holder(7).unwrap().split(" (pid ").nth(1).map(|p| p.starts_with(&std::process::id().to_string())), Some(true));
+    me.close().unwrap();
+}
+
+#[test]
+fn a_missing_or_corrupt_counter_is_never_reset() {
+    let scratch = Scratch::new("counter");
+    let s = Session::open(&scratch.0, None, None).unwrap();
+    let first = s.make_new_ids(5).unwrap();
+    let counter = scratch.0.join("default.counter");
+    fs::remove_file(&counter).unwrap();
+    let err = s.make_new_ids(1).unwrap_err();
+    assert_eq!(err.errno(), Errno::ENOENT, "{err}");
+    assert!(err.to_string().contains("default.counter") && err.to_string().contains("repair"), "{err}");
+    assert_eq!(s.check().unwrap_err().errno(), Errno::EBADMSG);
+    // Repair to 0: never below what is known (the 5 IDs this session holds).
+    s.repair_counter(0).unwrap();
+    let next = s.make_new_ids(1).unwrap()[0];
+    assert!(next > *first.iter().max().unwrap(), "{next} after {first:?}");
+    s.check().unwrap();
+
+    fs::write(&counter, b"nfslock-counter 1\ngarbage\n").unwrap();
+    let err = s.make_new_ids(1).unwrap_err();
+    assert_eq!(err.errno(), Errno::EBADMSG, "{err}");
+    let check = s.check().unwrap_err();
+    assert!(check.to_string().contains("corrupt"), "{check}");
+    s.repair_counter(1000).unwrap();
+    assert_eq!(s.make_new_ids(1).unwrap(), vec![1000]);
+    // A valid counter is never lowered.
+    s.repair_counter(10).unwrap();
+    assert_eq!(s.make_new_ids(1).unwrap(), vec![1001]);
+    s.close().unwrap();
+}
+
+#[test]
+fn bad_input_is_einval_or_the_system_error() {
+    let scratch = Scratch::new("bad");
+    let s = Session::open(&scratch.0, Some("x"), None).unwrap();
+    assert_eq!(s.make_new_ids(0).unwrap_err().errno(), Errno::EINVAL);
+    assert_eq!(s.make_new_ids(usize::MAX).unwrap_err().errno(), Errno::EINVAL);
+    assert_eq!(s.lock_ids(&[u64::MAX]).unwrap_err().errno(), Errno::EINVAL);
+    assert_eq!(s.lock_ids(&[]).unwrap(), Vec::<u64>::new());
+    s.repair_counter(u64::MAX - 2).unwrap();
+    assert_eq!(s.make_new_ids(1).unwrap(), vec![u64::MAX - 2]);
+    assert_eq!(s.make_new_ids(2).unwrap_err().errno(), Errno::EINVAL, "would pass 2^64");
+    s.close().unwrap();
+    for name in ["", ".", "..", "a/b"] {
+        assert_eq!(Session::open(&scratch.0, Some(name), None).err().map(|e| e.errno()), Some(Errno::EINVAL), "{name:?}");
+    }
+    let file = scratch.0.join("plain-file");
+    fs::write(&file, b"").unwrap();
+    assert_eq!(Session::open(file.join("repo"), None, None).err().map(|e| e.errno()), Some(Errno::ENOTDIR));
+}
+
+#[test]
+fn a_forked_child_acts_on_nothing_of_its_parent() {
+    let scratch = Scratch::new("fork");
+    let s = Session::open(&scratch.0, None, None).unwrap();
+    let ids = s.make_new_ids(2).unwrap();
+    // SAFETY: the child only calls the library (async-signal-unsafe calls are fine: the
+    // test process has no other threads holding locks the child needs, besides the
+    // session's heartbeat, whose mutexes the library does not share with the child's calls).
+    match unsafe { nix::unistd::fork() }.unwrap() {
+        nix::unistd::ForkResult::Child => {
+            let code = match (s.make_new_ids(1).map_err(|e| e.errno()), s.release_ids(&ids).map_err(|e| e.errno())) {
+                (Err(Errno::EPERM), Err(Errno::EPERM)) => match s.close() {
+                    Err(e) if e.errno() == Errno::EPERM => 0,
+                    _ => 3,
+                },
+                _ => 2,
+            };
+            unsafe { libc::_exit(code) };
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            let status = nix::sys::wait::waitpid(child, None).unwrap();
+            assert_eq!(status, nix::sys::wait::WaitStatus::Exited(child, 0));
+        }
+    }
+    assert_eq!(s.release_ids(&ids).unwrap(), ids, "the parent still holds its IDs");
+    s.close().unwrap();
+}
