@@ -17,6 +17,7 @@
  *   read PATH               prints rc=NAME host=HEX pid=N message=HEX
  *   naive PATH DIR N MS     a deliberately naive link(2) lock (no check of its own
  *                           file after EEXIST), for showing that the rig's faults bite
+ * and the session modes of worker_session.c (ids, holdids, lockids).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -31,8 +32,9 @@
 #include <unistd.h>
 
 #include "nfslock.h"
+#include "worker.h"
 
-static const char *errname(int rc)
+const char *errname(int rc)
 {
     switch (rc) {
     case 0: return "OK";
@@ -246,6 +248,9 @@ int main(int argc, char **argv)
         return 2;
     }
     const char *mode = argv[1], *path = argv[2];
+    int status = session_mode(mode, argc, argv);
+    if (status >= 0)
+        return status;
     if (strcmp(mode, "count") == 0 && argc == 5)
         return mode_count(path, argv[3], atoi(argv[4]));
     if (strcmp(mode, "lost") == 0 && argc == 5)

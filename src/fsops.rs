@@ -125,14 +125,43 @@ pub fn create_new(path: &Path) -> nix::Result<OwnedFd> {
     retry(|| fcntl::open(path, flags, mode))
 }
 
+/// After EEXIST on a name nobody could predict, the file is almost certainly the one our
+/// own request created: an NFS server that sees a create retransmitted after a lost
+/// reply answers EEXIST. It is taken over if it looks exactly like a file we just
+/// created (a regular file of ours, empty, one link, not group- or world-writable);
+/// None otherwise (a real collision: the caller draws another name or fails).
+pub fn adopt_own_creation(path: &Path) -> Option<OwnedFd> {
+    let fd = open_existing(path, true).ok()?;
+    let st = fstat(&fd).ok()?;
+    let ours = is_regular(&st)
+        && st.st_uid == nix::unistd::geteuid().as_raw()
+        && st.st_size == 0
+        && st.st_nlink == 1
+        && st.st_mode & 0o022 == 0;
+    ours.then_some(fd)
+}
+
+/// Creates a new file under a name nobody could predict (O_EXCL); after EEXIST, takes
+/// over the file our own lost-reply request created (see [`adopt_own_creation`]).
+pub fn create_unpredictable(path: &Path) -> nix::Result<OwnedFd> {
+    match create_new(path) {
+        Err(Errno::EEXIST) => adopt_own_creation(path).ok_or(Errno::EEXIST),
+        other => other,
+    }
+}
+
 pub fn fstat(fd: &impl AsFd) -> nix::Result<stat::FileStat> {
     retry(|| stat::fstat(fd.as_fd()))
 }
 
 /// Writes all of `data` at offset 0 and makes it durable, so that a lock linked to this
 /// file can never be seen, even after a crash, without its record.
+///
+/// The write is repeated after a transient error (same bytes, same place); the sync is
+/// not: after a failed fsync the kernel may have dropped the dirty pages, and a second
+/// one could report success for data that never reached the disk.
 pub fn write_durably(file: &File, data: &[u8]) -> std::io::Result<()> {
-    file.write_all_at(data, 0)?;
+    retry(|| file.write_all_at(data, 0).map_err(|e| io_errno(&e))).map_err(|e| std::io::Error::from_raw_os_error(e as i32))?;
     file.sync_data()
 }
 

@@ -19,10 +19,12 @@ use std::process::Command;
 use std::time::Duration;
 
 use nfslock::lockfile;
+use nfslock::session::Session;
 
 const TEST: &str = "lost_replies_count_as_success";
 const CHILD_ENV: &str = "NFSLOCK_LOST_REPLY_CHILD_DIR";
 const CYCLES: usize = 100;
+const SESSION_CALLS: usize = 20;
 
 fn build_shim() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -67,6 +69,7 @@ fn child(dir: &Path) {
     // A real EEXIST must still mean "held": another host's lock, linked in place (by a
     // link the shim leaves alone, and an EEXIST that is real).
     let fstat_estale = cycles == 0;
+    let modes_set: Vec<&str> = ALL_MODES.iter().copied().filter(|v| std::env::var_os(v).is_some()).collect();
     for var in ALL_MODES {
         if *var != "NFSLOCK_SHIM_FSTAT_ESTALE" {
             std::env::remove_var(var);
@@ -84,6 +87,34 @@ fn child(dir: &Path) {
     }
     fs::remove_file(&lock).unwrap();
     fs::remove_file(&foreign).unwrap();
+    if !fstat_estale {
+        // The same faults again, for the session family.
+        for var in &modes_set {
+            std::env::set_var(var, "1");
+        }
+        sessions_work(dir);
+    }
+}
+
+/// The session family under the same faults: a repository created, IDs issued, locked
+/// and released, and nothing left behind by close.
+fn sessions_work(dir: &Path) {
+    let repo = dir.join("repo");
+    let s = Session::open(&repo, Some("jobs"), None).expect("open despite the faults");
+    let mut last = None;
+    for _ in 0..SESSION_CALLS {
+        let ids = s.make_new_ids(2).expect("make_new_ids despite the faults");
+        assert!(last.is_none_or(|l| ids[0] > l) && ids[1] == ids[0] + 1, "{last:?} then {ids:?}");
+        last = Some(ids[1]);
+    }
+    assert_eq!(s.lock_ids(&[1000, 1001]).expect("lock_ids"), vec![1000, 1001]);
+    assert_eq!(s.release_ids(&[1000, 1001, 999]).expect("release_ids"), vec![1000, 1001], "999 is nobody's");
+    s.check().expect("a consistent repository");
+    s.close().expect("close despite the faults");
+    for sub in ["jobs.ids", "jobs.sessions"] {
+        let left: Vec<_> = fs::read_dir(repo.join(sub)).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert!(left.is_empty(), "{sub} still holds {left:?}");
+    }
 }
 
 /// Every shim variable; a mode sets some of them.
@@ -96,6 +127,8 @@ const ALL_MODES: &[&str] = &[
     "NFSLOCK_SHIM_LINK_ENOENT",
     "NFSLOCK_SHIM_LSTAT_EIO",
     "NFSLOCK_SHIM_FSTAT_ESTALE",
+    "NFSLOCK_SHIM_WRITE_EIO",
+    "NFSLOCK_SHIM_MKDIR_EIO",
 ];
 
 /// What is left in the test directory that the library made: nothing once the child
@@ -117,7 +150,7 @@ fn lost_replies_count_as_success() {
     let shim = build_shim();
     let base = std::env::temp_dir().join(format!("nfslock-lost-reply-{}", std::process::id()));
     // (variables, how many faults the child must at least have met)
-    let modes: [(&[&str], u64); 9] = [
+    let modes: [(&[&str], u64); 11] = [
         (&["NFSLOCK_SHIM_LOSE_LINK"], CYCLES as u64),
         (&["NFSLOCK_SHIM_LINK_EIO"], CYCLES as u64),
         (&["NFSLOCK_SHIM_LOSE_UNLINK"], CYCLES as u64),
@@ -128,6 +161,10 @@ fn lost_replies_count_as_success() {
         (&["NFSLOCK_SHIM_LINK_ENOENT"], CYCLES as u64 / 2),
         (&["NFSLOCK_SHIM_LSTAT_EIO"], CYCLES as u64 / 2),
         (&["NFSLOCK_SHIM_FSTAT_ESTALE"], 1),
+        // Found by the rig in the session family: transient errors writing a claim or
+        // the counter, and creating the repository's directories.
+        (&["NFSLOCK_SHIM_WRITE_EIO"], SESSION_CALLS as u64 / 2),
+        (&["NFSLOCK_SHIM_MKDIR_EIO"], 1),
     ];
     let mut failures = Vec::new();
     for (n, (mode, min_faults)) in modes.iter().enumerate() {

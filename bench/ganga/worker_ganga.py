@@ -109,8 +109,9 @@ def single(root: str, held: int, seconds: float, maxcalls: int, idfile: str) -> 
 
 def concurrent(root: str, seconds: float, maxcalls: int, idfile: str) -> None:
     mgr = open_session(root)
-    # Start barrier: the harness starts all workers, waits for every "ready"
-    # (the GangaCore import takes ~0.5 s) and then says "go" to all at once.
+    # Start barrier: the harness starts the workers one at a time, each once
+    # the previous said "ready" (Ganga sessions opened at the same moment
+    # race, see run_concurrent in run), then says "go" to all at once.
     print("ready", flush=True)
     if not sys.stdin.readline():
         sys.exit("worker_ganga: stdin closed before go")

@@ -33,10 +33,10 @@
 #include <nfslock.h>
 
 #define NAME "jobs"
-/* How long nfslock_session_open may wait (for the directory's shared state,
- * held by another session for a moment).  Generous: a worker that times out
- * fails the run rather than being measured. */
-#define TIMEOUT_MS 60000u
+/* The session's heartbeat timeout: how long it may go unrefreshed before other
+ * sessions treat it as dead.  45 s, the same as Ganga's session expiry (its
+ * [Configuration]DiskIOTimeout default), so both peers reap alike. */
+#define TIMEOUT_MS 45000u
 
 static int64_t now_ns(void)
 {

@@ -42,7 +42,7 @@ fn create_private(dir: &Path) -> nix::Result<(PathBuf, OwnedFd)> {
         match fsops::create_new(&path) {
             Ok(fd) => return Ok((path, fd)),
             Err(Errno::EEXIST) => {
-                if let Some(fd) = adopt_own_creation(&path) {
+                if let Some(fd) = fsops::adopt_own_creation(&path) {
                     return Ok((path, fd));
                 }
                 if collisions == 8 {
@@ -53,22 +53,6 @@ fn create_private(dir: &Path) -> nix::Result<(PathBuf, OwnedFd)> {
             Err(e) => return Err(e),
         }
     }
-}
-
-/// After EEXIST on a name nobody could predict, the file is almost certainly the one our
-/// own request created: an NFS server that sees a create retransmitted after a lost
-/// reply answers EEXIST. It is taken over if it looks exactly like a file we just
-/// created (a regular file of ours, empty, one link, not group- or world-writable);
-/// anything else counts as a collision and a new name is drawn.
-fn adopt_own_creation(path: &Path) -> Option<OwnedFd> {
-    let fd = fsops::open_existing(path, true).ok()?;
-    let st = fsops::fstat(&fd).ok()?;
-    let ours = fsops::is_regular(&st)
-        && st.st_uid == nix::unistd::geteuid().as_raw()
-        && st.st_size == 0
-        && st.st_nlink == 1
-        && st.st_mode & 0o022 == 0;
-    ours.then_some(fd)
 }
 
 /// Creates a claim in `dir` holding `record` (durably: see fsops::write_durably), with

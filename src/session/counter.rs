@@ -140,9 +140,10 @@ pub fn advance(file: &File, current: &Counter, next: u64) -> nix::Result<Counter
     let seq = current.seq + 1;
     let line = slot_line(LABELS[slot], seq, next);
     let at = (HEADER.len() + slot * SLOT_LEN) as u64;
-    // Not retried: after a failed fdatasync the kernel may have dropped the dirty page,
-    // so a second call could report success for data that never reached the disk.
-    file.write_all_at(&line, at).map_err(|e| fsops::io_errno(&e))?;
+    // The write is idempotent (same bytes, same place) and may be repeated; fdatasync
+    // is not: after a failure the kernel may have dropped the dirty page, so a second
+    // call could report success for data that never reached the disk.
+    fsops::retry(|| file.write_all_at(&line, at).map_err(|e| fsops::io_errno(&e)))?;
     file.sync_data().map_err(|e| fsops::io_errno(&e))?;
     Ok(Counter { next, seq, slot })
 }

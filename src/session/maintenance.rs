@@ -24,11 +24,13 @@ const OP_CLOSE: &str = "nfslock_session_close";
 /// How many findings `check` spells out in its message.
 const FINDINGS_SHOWN: usize = 5;
 
-fn mkdir(path: &Path) -> std::io::Result<()> {
-    match std::fs::DirBuilder::new().mode(0o755).create(path) {
+/// mkdir(2), 0755, retried on transient errors; an existing directory is fine.
+fn mkdir(path: &Path, recursive: bool) -> std::io::Result<()> {
+    let made = fsops::retry(|| match std::fs::DirBuilder::new().recursive(recursive).mode(0o755).create(path) {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        other => other,
-    }
+        other => other.map_err(|e| fsops::io_errno(&e)),
+    });
+    made.map_err(|e| std::io::Error::from_raw_os_error(e as i32))
 }
 
 /// Creates the directory and, for a new repository, the counter (at 0) and the
@@ -36,7 +38,7 @@ fn mkdir(path: &Path) -> std::io::Result<()> {
 /// counter is a repository whose counter was lost, which must not restart from 0.
 pub fn prepare_repository(repo: &Repo, timeout: Duration) -> Result<()> {
     let io = |e: std::io::Error, what: &str, path: &Path| Error::sys(fsops::io_errno(&e), OP_OPEN, path, what);
-    std::fs::DirBuilder::new().recursive(true).mode(0o755).create(&repo.dir).map_err(|e| io(e, "creating the directory", &repo.dir))?;
+    mkdir(&repo.dir, true).map_err(|e| io(e, "creating the directory", &repo.dir))?;
     if liveness::is_dir(&repo.ids) && liveness::is_dir(&repo.sessions) {
         return Ok(());
     }
@@ -44,9 +46,9 @@ pub fn prepare_repository(repo: &Repo, timeout: Duration) -> Result<()> {
         .map_err(|e| e.in_op(OP_OPEN))?;
     if !liveness::is_dir(&repo.ids) {
         write_counter(repo, 0, false).map_err(|e| Error::sys(e, OP_OPEN, &repo.counter, "creating"))?;
-        mkdir(&repo.ids).map_err(|e| io(e, "creating", &repo.ids))?;
+        mkdir(&repo.ids, false).map_err(|e| io(e, "creating", &repo.ids))?;
     }
-    mkdir(&repo.sessions).map_err(|e| io(e, "creating", &repo.sessions))?;
+    mkdir(&repo.sessions, false).map_err(|e| io(e, "creating", &repo.sessions))?;
     fsops::sync_dir(&repo.dir).map_err(|e| Error::sys(e, OP_OPEN, &repo.dir, "fsync"))?;
     let _ = guard.unlock();
     Ok(())
@@ -56,7 +58,7 @@ pub fn prepare_repository(repo: &Repo, timeout: Duration) -> Result<()> {
 /// place of whatever is there, atomically, by rename.
 fn write_counter(repo: &Repo, next: u64, replace: bool) -> nix::Result<()> {
     let tmp = repo.dir.join(format!(".{}.{:016x}", file_name(&repo.counter), lockfile::random_u64()));
-    let file = std::fs::File::from(fsops::create_new(&tmp)?);
+    let file = std::fs::File::from(fsops::create_unpredictable(&tmp)?);
     let placed = fsops::write_durably(&file, &counter::initial(next)).map_err(|e| fsops::io_errno(&e)).and_then(|()| {
         if replace {
             match fsops::rename(&tmp, &repo.counter) {

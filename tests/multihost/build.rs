@@ -31,11 +31,12 @@ pub fn faultfs(root: &Path, tmp: &Path) -> PathBuf {
     exe
 }
 
-/// rig/worker.c compiled against the header and the freshly built library.
+/// rig/worker.c and rig/worker_session.c compiled against the header and the freshly built library.
 pub fn worker(root: &Path, tmp: &Path) -> PathBuf {
     let work = tmp.join("multihost-bin");
     std::fs::create_dir_all(&work).expect("creates the rig's bin dir");
     let exe = work.join("nfslock-rig-worker");
-    cdylib::build_c_program(&[root.join("rig/worker.c")], &exe, &[]).unwrap_or_else(|e| panic!("{e}"));
+    let sources = [root.join("rig/worker.c"), root.join("rig/worker_session.c")];
+    cdylib::build_c_program(&sources, &exe, &[]).unwrap_or_else(|e| panic!("{e}"));
     exe
 }

@@ -9,6 +9,7 @@
 
 mod build;
 mod host;
+mod sessions;
 
 use std::fmt::Write as _;
 use std::fs;
@@ -378,6 +379,11 @@ fn multihost_scenarios() {
     rebooted_host(&mut rig);
     core_records(&mut rig);
     naive_lock_bites(&mut rig);
+    sessions::allocation(&mut rig, "clean", Faults::default());
+    sessions::allocation(&mut rig, "lost replies 20%", Faults { lose_replies: 0.2, ..Faults::default() });
+    sessions::allocation(&mut rig, "transient errors 5%", Faults { transient: 0.05, ..Faults::default() });
+    sessions::allocation(&mut rig, "attribute cache 300 ms", Faults { attr_cache_ms: 300, ..Faults::default() });
+    sessions::takeover(&mut rig);
     let table = table(&rig.rows);
     println!("\nmulti-host rig, {:.0} s in all:\n\n{table}", started.elapsed().as_secs_f64());
     let _ = fs::write(root.join("target/multihost-table.md"), &table);

@@ -1,14 +1,17 @@
 /*
- * LD_PRELOAD shim that imitates lost NFS replies: link(2) and unlink(2) of a *.nfs_lock
- * name are carried out, and then reported as failed, as a retransmitted NFS request
- * reports them (EEXIST for LINK, ENOENT for REMOVE).
- *   NFSLOCK_SHIM_LOSE_LINK=1    every successful linkat to *.nfs_lock returns EEXIST
+ * LD_PRELOAD shim that imitates lost NFS replies and transient errors: link(2),
+ * unlink(2), rename(2) and exclusive creates are carried out, and then reported as
+ * failed, as a retransmitted NFS request reports them (EEXIST for LINK and CREATE,
+ * ENOENT for REMOVE and RENAME).
+ *   NFSLOCK_SHIM_LOSE_LINK=1    every successful linkat returns EEXIST
  *   NFSLOCK_SHIM_LINK_EIO=1     ... returns EIO instead
- *   NFSLOCK_SHIM_LOSE_UNLINK=1  every successful unlink of *.nfs_lock returns ENOENT
+ *   NFSLOCK_SHIM_LOSE_UNLINK=1  every successful unlink returns ENOENT
  *   NFSLOCK_SHIM_LOSE_RENAME=1  every successful rename onto a name that is neither a
  *                               lock nor a claim (the P copy) returns ENOENT
- *   NFSLOCK_SHIM_LOSE_CREATE=1  every successful O_EXCL create of a .nfslock-* name is
- *                               reported as EEXIST (the new file stays, closed)
+ *   NFSLOCK_SHIM_LOSE_CREATE=1  every successful O_EXCL create is reported as EEXIST
+ *                               (the new file stays, closed)
+ *   NFSLOCK_SHIM_WRITE_EIO=1    every other pwrite fails with EIO without writing
+ *   NFSLOCK_SHIM_MKDIR_EIO=1    every other mkdir fails with EIO without creating
  *   NFSLOCK_SHIM_LINK_ENOENT=1  every other linkat to *.nfs_lock fails with ENOENT without
  *                               linking (a client that believes the claim has no links)
  *   NFSLOCK_SHIM_LSTAT_EIO=1    every other lstat of *.nfs_lock fails with EIO
@@ -68,7 +71,7 @@ int linkat(int olddirfd, const char *oldpath, int newdirfd, const char *newpath,
         return -1;
     }
     int r = real(olddirfd, oldpath, newdirfd, newpath, flags);
-    if (r == 0 && is_lock_name(newpath)) {
+    if (r == 0) {
         if (getenv("NFSLOCK_SHIM_LOSE_LINK")) { count_fault(); errno = EEXIST; return -1; }
         if (getenv("NFSLOCK_SHIM_LINK_EIO")) { count_fault(); errno = EIO; return -1; }
     }
@@ -78,7 +81,7 @@ int linkat(int olddirfd, const char *oldpath, int newdirfd, const char *newpath,
 int unlink(const char *path) {
     int (*real)(const char *) = (int (*)(const char *))dlsym(RTLD_NEXT, "unlink");
     int r = real(path);
-    if (r == 0 && is_lock_name(path) && getenv("NFSLOCK_SHIM_LOSE_UNLINK")) {
+    if (r == 0 && getenv("NFSLOCK_SHIM_LOSE_UNLINK")) {
         count_fault();
         errno = ENOENT;
         return -1;
@@ -99,7 +102,8 @@ int renameat(int olddirfd, const char *oldpath, int newdirfd, const char *newpat
 }
 
 static int exclusive_create(const char *path, int flags, int fd) {
-    if (fd >= 0 && (flags & O_CREAT) && (flags & O_EXCL) && is_claim_name(path) && getenv("NFSLOCK_SHIM_LOSE_CREATE")) {
+    (void)path;
+    if (fd >= 0 && (flags & O_CREAT) && (flags & O_EXCL) && getenv("NFSLOCK_SHIM_LOSE_CREATE")) {
         close(fd);
         count_fault();
         errno = EEXIST;
@@ -163,4 +167,30 @@ int fstat(int fd, struct stat *st) {
         }
     }
     return real(fd, st);
+}
+
+#define PWRITE_SHIM(name)                                                                   \
+    ssize_t name(int fd, const void *buf, size_t len, off_t off) {                          \
+        static int flip;                                                                    \
+        ssize_t (*real)(int, const void *, size_t, off_t) =                                 \
+            (ssize_t (*)(int, const void *, size_t, off_t))dlsym(RTLD_NEXT, #name);         \
+        if (getenv("NFSLOCK_SHIM_WRITE_EIO") && every_other(&flip)) {                       \
+            count_fault();                                                                  \
+            errno = EIO;                                                                    \
+            return -1;                                                                      \
+        }                                                                                   \
+        return real(fd, buf, len, off);                                                     \
+    }
+PWRITE_SHIM(pwrite)
+PWRITE_SHIM(pwrite64)
+
+int mkdir(const char *path, mode_t mode) {
+    static int flip;
+    int (*real)(const char *, mode_t) = (int (*)(const char *, mode_t))dlsym(RTLD_NEXT, "mkdir");
+    if (getenv("NFSLOCK_SHIM_MKDIR_EIO") && every_other(&flip)) {
+        count_fault();
+        errno = EIO;
+        return -1;
+    }
+    return real(path, mode);
 }

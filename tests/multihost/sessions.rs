@@ -1,0 +1,92 @@
+//! Session scenarios: ID allocation from every host at once, and a crashed host's ID
+//! locks reclaimed by another host after the heartbeat timeout, on that host's own
+//! clock (its clock skewed on purpose).
+
+use std::collections::HashSet;
+use std::time::Instant;
+
+use super::host::{self, count, field, Faults, Host};
+use super::{describe, hosts, Rig, Row, HOSTS, PROCS, SHORT, WORKER_LIMIT};
+
+/// IDs each worker asks for, one call each.
+const IDS_PER_WORKER: usize = 25;
+/// The heartbeat timeout of the takeover scenario.
+const TIMEOUT_MS: u64 = 500;
+
+/// 3 hosts x 4 processes allocating IDs in one repository under `faults`: every ID is
+/// unique, each session's IDs increase, no call fails.
+pub fn allocation(rig: &mut Rig, name: &str, faults: Faults) {
+    let scenario = format!("session IDs, {name}");
+    let start = Instant::now();
+    let (site, _scratch) = rig.site(&format!("ids-{}", name.replace([' ', '%'], "-")));
+    let hosts = hosts(&site, &vec![faults; HOSTS]);
+    let repo = site.mount.join("repo");
+    let (repo_s, n) = (repo.to_str().unwrap(), IDS_PER_WORKER.to_string());
+    let children: Vec<_> =
+        hosts.iter().flat_map(|h| (0..PROCS).map(move |_| h)).map(|h| h.spawn(&site, &["ids", repo_s, &n])).collect();
+    let (mut all, mut viol, mut issued) = (HashSet::new(), 0u64, 0u64);
+    for child in children {
+        let out = host::finish(child, WORKER_LIMIT);
+        let ids: Vec<u64> = field(&out, "ids").unwrap_or_default().split(',').filter_map(|x| x.parse().ok()).collect();
+        let ordered = ids.windows(2).all(|w| w[0] < w[1]);
+        issued += ids.len() as u64;
+        viol += ids.iter().filter(|id| !all.insert(**id)).count() as u64 + u64::from(!ordered);
+        let ok = out.status.success() && count(&out, "err") == 0 && ids.len() == IDS_PER_WORKER;
+        rig.check(&scenario, ok && ordered, describe(&out));
+    }
+    rig.check(&scenario, viol == 0, format!("{viol} IDs issued twice or out of order"));
+    let leftovers = std::fs::read_dir(site.backing.join("repo/rig.ids")).map(|d| d.count()).unwrap_or(usize::MAX);
+    rig.check(&scenario, leftovers == 0, format!("{leftovers} ID locks or claims left after every session closed"));
+    let faults = hosts.iter().map(Host::faults_injected).sum();
+    drop(hosts);
+    rig.rows.push(Row {
+        scenario,
+        shape: format!("{HOSTS}x{PROCS}"),
+        acquisitions: issued,
+        faults,
+        violations: viol,
+        expected_violations: false,
+        recoveries: 0,
+        wall: start.elapsed(),
+        notes: format!("{} distinct IDs, {} expected", all.len(), HOSTS * PROCS * IDS_PER_WORKER),
+    });
+}
+
+/// Host A's session holds IDs 7, 8, 9 and A crashes: host B (its clock 7 s ahead)
+/// cannot take them while A beats, and takes them a timeout after A went silent.
+pub fn takeover(rig: &mut Rig) {
+    let scenario = "session of crashed host A reclaimed by B".to_string();
+    let start = Instant::now();
+    let (site, _scratch) = rig.site("session-takeover");
+    let mut hosts = hosts(&site, &[Faults::default(), Faults { clock_offset_ms: 7_000, ..Faults::default() }]);
+    let repo = site.mount.join("repo");
+    let (repo_s, timeout) = (repo.to_str().unwrap(), TIMEOUT_MS.to_string());
+    let mut holder = hosts[0].spawn(&site, &["holdids", repo_s, &timeout, "7,8,9"]);
+    let mut line = [0u8; 64];
+    let n = std::io::Read::read(holder.stdout.as_mut().unwrap(), &mut line).unwrap_or(0);
+    let held = String::from_utf8_lossy(&line[..n]).to_string();
+    rig.check(&scenario, held.starts_with("held=3"), format!("A: {held}"));
+    // Longer than the timeout: a live session keeps its IDs however long B watches.
+    let wait = (3 * TIMEOUT_MS).to_string();
+    let early = hosts[1].run(&site, &["lockids", repo_s, &timeout, "7,8,9", &wait], SHORT);
+    rig.check(&scenario, field(&early, "locked").as_deref() == Some("0"), format!("B while A lives: {}", describe(&early)));
+    hosts[0].reboot(&site);
+    let _ = holder.wait();
+    let late = hosts[1].run(&site, &["lockids", repo_s, &timeout, "7,8,9", "10000"], SHORT);
+    let ms: u64 = count(&late, "ms");
+    rig.check(&scenario, field(&late, "locked").as_deref() == Some("3"), format!("B after A crashed: {}", describe(&late)));
+    // B's observer must have watched A's silent record for a full timeout.
+    rig.check(&scenario, ms + 50 >= TIMEOUT_MS, format!("B took them after {ms} ms, before the {TIMEOUT_MS} ms timeout"));
+    drop(hosts);
+    rig.rows.push(Row {
+        scenario,
+        shape: "2x1".into(),
+        acquisitions: 3,
+        faults: 0,
+        violations: 0,
+        expected_violations: false,
+        recoveries: 1,
+        wall: start.elapsed(),
+        notes: format!("B waited {ms} ms (timeout {TIMEOUT_MS} ms, B's clock +7 s); none taken while A lived"),
+    });
+}
