@@ -199,6 +199,13 @@ fn flock(fd: &impl AsRawFd, op: libc::c_int) -> nix::Result<()> {
     retry(|| Errno::result(unsafe { libc::flock(fd.as_raw_fd(), op) }).map(drop))
 }
 
+/// Whether `path` is on a filesystem of this machine only (ext4, xfs, btrfs, tmpfs),
+/// where every process sees one page cache. Anything else (NFS, FUSE, unknown) is not.
+pub fn is_local_fs(path: &Path) -> bool {
+    use nix::sys::statfs::{statfs, BTRFS_SUPER_MAGIC, EXT4_SUPER_MAGIC, TMPFS_MAGIC, XFS_SUPER_MAGIC};
+    statfs(path).is_ok_and(|fs| [EXT4_SUPER_MAGIC, XFS_SUPER_MAGIC, BTRFS_SUPER_MAGIC, TMPFS_MAGIC].contains(&fs.filesystem_type()))
+}
+
 /// fsync(2) of a directory: makes the names created or removed in it durable.
 pub fn sync_dir(dir: &Path) -> nix::Result<()> {
     let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;

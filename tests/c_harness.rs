@@ -141,7 +141,10 @@ fn c_harness_passes_under_valgrind() {
         "--leak-check=full",
         "--errors-for-leak-kinds=definite,indirect",
         "--show-leak-kinds=definite,indirect",
+        "--num-callers=40",
     ])
+    // Only the memory of a session's heartbeat thread in a forked child (see the file).
+    .arg(format!("--suppressions={MANIFEST_DIR}/c-tests/valgrind.supp"))
     .arg(&exe)
     // Everything is ~20x slower under valgrind: stretch the alarms and time bounds.
     .args(["--quick", "--timeout-scale", "10", "--tmpdir"])

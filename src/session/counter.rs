@@ -25,7 +25,7 @@ use std::path::Path;
 
 use nix::errno::Errno;
 
-use crate::fsops;
+use crate::fsops::{self, FileId};
 
 const HEADER: &[u8] = b"nfslock-counter 1\n";
 /// "A " + 20 digits + " " + 20 digits + " " + 8 hex + "\n"
@@ -112,10 +112,16 @@ pub fn initial(next: u64) -> Vec<u8> {
     bytes
 }
 
-/// Opens and reads the counter for update (the caller holds the repository's guard).
-/// The file is opened afresh every time: on NFS, open is what revalidates a client's
-/// cached data (close-to-open consistency).
-pub fn read(path: &Path) -> Result<(File, Counter), ReadError> {
+/// The counter file, open for update (the caller holds the repository's guard).
+#[derive(Debug)]
+pub struct CounterFile {
+    pub file: File,
+    pub id: FileId,
+}
+
+/// Opens the counter. On NFS it must be opened afresh for every update: open is what
+/// revalidates a client's cached data (close-to-open consistency).
+pub fn open(path: &Path) -> Result<CounterFile, ReadError> {
     let fd = match fsops::open_existing(path, true) {
         Ok(fd) => fd,
         Err(Errno::ENOENT) => return Err(ReadError::Missing),
@@ -126,26 +132,39 @@ pub fn read(path: &Path) -> Result<(File, Counter), ReadError> {
     if !fsops::is_regular(&st) {
         return Err(ReadError::Corrupt("it is not a regular file".into()));
     }
-    let file = File::from(fd);
-    match fsops::read_capped(&file, FILE_LEN) {
-        Ok(Some(bytes)) => parse(&bytes).map(|c| (file, c)).map_err(ReadError::Corrupt),
-        Ok(None) => Err(ReadError::Corrupt(format!("it is longer than {FILE_LEN} bytes"))),
-        Err(e) => Err(ReadError::Sys(e, "read")),
-    }
+    Ok(CounterFile { file: File::from(fd), id: FileId::from(&st) })
 }
 
-/// Sets the next ID to `next` durably: rewrites the older slot, then fdatasync.
-pub fn advance(file: &File, current: &Counter, next: u64) -> nix::Result<Counter> {
+/// Reads the counter: one pread of one byte more than the file should hold.
+pub fn read(cf: &CounterFile) -> Result<Counter, ReadError> {
+    let mut buf = [0u8; FILE_LEN + 1];
+    let n = fsops::retry(|| cf.file.read_at(&mut buf, 0).map_err(|e| fsops::io_errno(&e))).map_err(|e| ReadError::Sys(e, "read"))?;
+    parse(&buf[..n]).map_err(ReadError::Corrupt)
+}
+
+/// Opens and reads the counter.
+pub fn load(path: &Path) -> Result<(CounterFile, Counter), ReadError> {
+    let cf = open(path)?;
+    let counter = read(&cf)?;
+    Ok((cf, counter))
+}
+
+/// Sets the next ID to `next` in the page cache: rewrites the older slot. Durable only
+/// after [`sync`]. The write is idempotent (same bytes, same place) and is repeated
+/// after a transient error.
+pub fn write(cf: &CounterFile, current: &Counter, next: u64) -> nix::Result<Counter> {
     let slot = 1 - current.slot;
     let seq = current.seq + 1;
     let line = slot_line(LABELS[slot], seq, next);
     let at = (HEADER.len() + slot * SLOT_LEN) as u64;
-    // The write is idempotent (same bytes, same place) and may be repeated; fdatasync
-    // is not: after a failure the kernel may have dropped the dirty page, so a second
-    // call could report success for data that never reached the disk.
-    fsops::retry(|| file.write_all_at(&line, at).map_err(|e| fsops::io_errno(&e)))?;
-    file.sync_data().map_err(|e| fsops::io_errno(&e))?;
+    fsops::retry(|| cf.file.write_all_at(&line, at).map_err(|e| fsops::io_errno(&e)))?;
     Ok(Counter { next, seq, slot })
+}
+
+/// fdatasync. Never repeated: after a failure the kernel may have dropped the dirty
+/// page, so a second call could report success for data that never reached the disk.
+pub fn sync(cf: &CounterFile) -> nix::Result<()> {
+    cf.file.sync_data().map_err(|e| fsops::io_errno(&e))
 }
 
 #[cfg(test)]

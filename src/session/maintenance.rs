@@ -86,7 +86,7 @@ pub fn check(shared: &Shared) -> Result<()> {
     let _ids = enter(shared, OP_CHECK)?;
     let repo = &shared.repo;
     let mut findings = Vec::new();
-    let next = match counter::read(&repo.counter) {
+    let next = match counter::load(&repo.counter) {
         Ok((_, c)) => Some(c.next),
         Err(counter::ReadError::Missing) => {
             findings.push(format!("the counter {} is missing", repo.counter.display()));
@@ -146,8 +146,13 @@ pub fn repair_counter(shared: &Shared, next_id: u64) -> Result<()> {
     let listing = Listing::read(repo).map_err(|e| Error::sys(e, OP_REPAIR, &repo.ids, "reading"))?;
     let above_locked = listing.ids().map(|(id, _)| id.saturating_add(1)).max().unwrap_or(0);
     let floor = next_id.max(ids.known_next).max(above_locked);
-    let next = match read_counter(shared, OP_REPAIR) {
-        Ok((file, c)) if floor > c.next => counter::advance(&file, &c, floor).map_err(|e| Error::sys(e, OP_REPAIR, &repo.counter, "writing"))?.next,
+    let next = match read_counter(shared, &mut ids, OP_REPAIR) {
+        Ok((cf, c)) if floor > c.next => {
+            let sys = |e: Errno| Error::sys(e, OP_REPAIR, &repo.counter, "writing");
+            let c = counter::write(&cf, &c, floor).map_err(sys)?;
+            counter::sync(&cf).map_err(sys)?;
+            c.next
+        }
         Ok((_, c)) => c.next,
         Err(e) if matches!(e.errno(), Errno::ENOENT | Errno::EBADMSG) => {
             write_counter(repo, floor, true).map_err(|e| Error::sys(e, OP_REPAIR, &repo.counter, "writing"))?;

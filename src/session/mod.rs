@@ -56,6 +56,9 @@ struct Shared {
     sid: String,
     me: Arc<Identity>,
     timeout: Duration,
+    /// Whether every user of the repository's filesystem shares this machine's page
+    /// cache (a local filesystem), which lets the counter be synced outside the guard.
+    local: bool,
     /// The fork generation the session was opened in: a forked child acts on nothing.
     generation: u64,
     /// Separate from `ids`, so that an operation waiting (for the counter's guard, say)
@@ -85,6 +88,8 @@ struct Ids {
     held: HashMap<u64, FileId>,
     /// A lower bound of the counter's next ID (it never decreases).
     known_next: u64,
+    /// The counter, kept open between calls on a local filesystem.
+    counter: Option<Arc<counter::CounterFile>>,
 }
 
 impl Session {
@@ -114,12 +119,13 @@ impl Session {
             }
         };
         let beat = Beat { record: file, record_file: FileId::from(&st), count: 0, last: Instant::now(), expired: None };
-        let ids = Ids { claims: Vec::new(), next_claim: 0, held: HashMap::new(), known_next: 0 };
+        let ids = Ids { claims: Vec::new(), next_claim: 0, held: HashMap::new(), known_next: 0, counter: None };
         let shared = Arc::new(Shared {
             repo,
             sid,
             me,
             timeout,
+            local: fsops::is_local_fs(dir),
             generation: lockfile::fork_generation(),
             beat: Mutex::new(beat),
             ids: Mutex::new(ids),
@@ -194,8 +200,14 @@ impl Session {
         let in_child = lockfile::fork_generation() != self.shared.generation;
         if let Some(thread) = self.heartbeat.take() {
             if in_child {
-                // The thread does not exist in a forked child: nothing to stop or join.
-                std::mem::forget(thread);
+                // The thread does not exist in a forked child: nothing to stop or join,
+                // and the clone of the shared state it held will never be dropped by it.
+                drop(thread);
+                if Arc::strong_count(&self.shared) > 1 {
+                    // SAFETY: the only other reference is the vanished thread's, which no
+                    // code of this process can reach; dropping ours then frees the state.
+                    unsafe { Arc::decrement_strong_count(Arc::as_ptr(&self.shared)) };
+                }
             } else {
                 heartbeat::stop(&self.shared);
                 let _ = thread.join();

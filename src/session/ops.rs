@@ -1,19 +1,19 @@
 //! The session operations on IDs: issuing, locking, releasing, and asking who holds one.
 
 use std::collections::HashSet;
-use std::fs::File;
+use std::sync::Arc;
 use std::time::Duration;
 
 use nix::errno::Errno;
 
-use super::counter::{self, Counter};
+use super::counter::{self, Counter, CounterFile};
 use super::heartbeat::enter;
 use super::idlock::{self, Claim, Take, MAX_LINKS_PER_CLAIM};
 use super::liveness::{self, Life, Listing};
 use super::record::show_time;
 use super::{locked, Ids, Shared, MAX_IDS_PER_CALL};
 use crate::error::{Error, Result};
-use crate::fsops::FileId;
+use crate::fsops::{self, FileId};
 use crate::lockfile::{self, Lock};
 
 const OP_MAKE: &str = "nfslock_session_make_new_ids";
@@ -39,11 +39,9 @@ pub(super) fn guard(shared: &Shared, op: &'static str) -> Result<Lock> {
     lockfile::blocking_create(&shared.repo.guard, b"nfslock session: counter update", Some(wait)).map_err(|e| e.in_op(op))
 }
 
-/// Reads the counter (under the guard); a missing or corrupt one is an error until the
-/// operator repairs it: starting again from zero would issue old IDs twice.
-pub(super) fn read_counter(shared: &Shared, op: &'static str) -> Result<(File, Counter)> {
+fn counter_error(shared: &Shared, op: &'static str, e: counter::ReadError) -> Error {
     let path = &shared.repo.counter;
-    counter::read(path).map_err(|e| match e {
+    match e {
         counter::ReadError::Missing => Error::new(
             Errno::ENOENT,
             op,
@@ -58,7 +56,49 @@ pub(super) fn read_counter(shared: &Shared, op: &'static str) -> Result<(File, C
             format!("the ID counter is corrupt ({why}); call nfslock_session_repair_counter"),
         ),
         counter::ReadError::Sys(e, call) => Error::sys(e, op, path, call),
-    })
+    }
+}
+
+/// Reads the counter (under the guard); a missing or corrupt one is an error until the
+/// operator repairs it: starting again from zero would issue old IDs twice.
+///
+/// Where every user of the filesystem shares this machine's page cache (a local
+/// filesystem), the session keeps the file open between calls and only checks that the
+/// name still refers to it (a repair replaces it); elsewhere (NFS) it is opened afresh,
+/// which is what revalidates the client's cache.
+pub(super) fn read_counter(shared: &Shared, st: &mut Ids, op: &'static str) -> Result<(Arc<CounterFile>, Counter)> {
+    if let Some(cf) = st.counter.clone() {
+        if fsops::id_of(&shared.repo.counter) == Ok(cf.id) {
+            return counter::read(&cf).map(|c| (cf, c)).map_err(|e| counter_error(shared, op, e));
+        }
+        st.counter = None;
+    }
+    let cf = Arc::new(counter::open(&shared.repo.counter).map_err(|e| counter_error(shared, op, e))?);
+    let c = counter::read(&cf).map_err(|e| counter_error(shared, op, e))?;
+    if shared.local {
+        st.counter = Some(cf.clone());
+    }
+    Ok((cf, c))
+}
+
+/// Writes the counter's new value and makes it durable, releasing the guard on the way:
+/// after the sync where other hosts read the counter (NFS: the data must have reached
+/// the server before anyone else reads it), before it on a local filesystem, where the
+/// next reader sees the page cache and its own sync covers ours, so that the syncs of
+/// concurrent sessions overlap instead of queueing behind the guard.
+fn commit_counter(shared: &Shared, cf: &CounterFile, current: &Counter, next: u64, guard: Lock, op: &'static str) -> Result<Counter> {
+    let sys = |e: Errno, call: &str| Error::sys(e, op, &shared.repo.counter, call);
+    let updated = counter::write(cf, current, next).map_err(|e| sys(e, "writing"))?;
+    if !shared.local {
+        counter::sync(cf).map_err(|e| sys(e, "fdatasync"))?;
+    }
+    // The counter is written and the IDs locked: a guard someone else broke meanwhile
+    // changes neither, so its release error is not this call's failure.
+    let _ = guard.unlock();
+    if shared.local {
+        counter::sync(cf).map_err(|e| sys(e, "fdatasync"))?;
+    }
+    Ok(updated)
 }
 
 /// The claim new ID locks link to, starting a new one when the current one is full.
@@ -116,7 +156,7 @@ pub fn make_new_ids(shared: &Shared, n: usize) -> Result<Vec<u64>> {
     }
     let mut st = enter(shared, OP_MAKE)?;
     let guard = guard(shared, OP_MAKE)?;
-    let (file, counter) = read_counter(shared, OP_MAKE)?;
+    let (cf, counter) = read_counter(shared, &mut st, OP_MAKE)?;
     let overflow = || Error::new(Errno::EINVAL, OP_MAKE, Some(&shared.repo.counter), format!("{n} more IDs would pass 2^64"));
     let mut start = counter.next;
     let mut skips = 0;
@@ -139,14 +179,10 @@ pub fn make_new_ids(shared: &Shared, n: usize) -> Result<Vec<u64>> {
     };
     let end = start + n as u64;
     // The IDs are issued once the counter has passed them on stable storage.
-    if let Err(e) = counter::advance(&file, &counter, end) {
+    if let Err(e) = commit_counter(shared, &cf, &counter, end, guard, OP_MAKE) {
         undo(shared, &taken);
-        return Err(Error::sys(e, OP_MAKE, &shared.repo.counter, "writing"));
+        return Err(e);
     }
-    drop(file);
-    // The counter is durable and the IDs locked: a guard someone else broke meanwhile
-    // changes neither, so its release error is not this call's failure.
-    let _ = guard.unlock();
     st.known_next = st.known_next.max(end);
     st.held.extend(taken.iter().copied());
     Ok((start..end).collect())
@@ -193,14 +229,8 @@ pub fn lock_ids(shared: &Shared, ids: &[u64]) -> Result<Vec<u64>> {
 fn raise_counter(shared: &Shared, st: &mut Ids, max: u64) -> Result<()> {
     let end = max.checked_add(1).ok_or_else(|| Error::new(Errno::EINVAL, OP_LOCK, None, "IDs go up to 2^64 - 2"))?;
     let guard = guard(shared, OP_LOCK)?;
-    let (file, counter) = read_counter(shared, OP_LOCK)?;
-    let next = if counter.next < end {
-        counter::advance(&file, &counter, end).map_err(|e| Error::sys(e, OP_LOCK, &shared.repo.counter, "writing"))?.next
-    } else {
-        counter.next
-    };
-    drop(file);
-    let _ = guard.unlock();
+    let (cf, counter) = read_counter(shared, st, OP_LOCK)?;
+    let next = if counter.next < end { commit_counter(shared, &cf, &counter, end, guard, OP_LOCK)?.next } else { counter.next };
     st.known_next = st.known_next.max(next);
     Ok(())
 }
