@@ -62,6 +62,9 @@ struct Target {
     lock: PathBuf,
     lock_name: OsString,
     dir: PathBuf,
+    /// Whether `P` receives a copy of the record (Core's documented behaviour). Locks the
+    /// library takes for itself, which nobody reads through `P`, skip it.
+    copy: bool,
 }
 
 impl Target {
@@ -97,7 +100,7 @@ impl Target {
         let mut lock_name = name.to_os_string();
         lock_name.push(LOCK_SUFFIX);
         let dir = key.parent().map_or_else(|| PathBuf::from("/"), Path::to_path_buf);
-        Ok(Target { key, lock: lock.into(), lock_name, dir })
+        Ok(Target { key, lock: lock.into(), lock_name, dir, copy: true })
     }
 
     fn error(&self, errno: Errno, op: &'static str, cause: impl Into<String>) -> Error {
@@ -187,7 +190,16 @@ pub fn create(path: impl AsRef<Path>, message: &[u8]) -> Result<Lock> {
 /// (permissions, a missing directory, a symlink, an unreadable record, EDEADLK) return
 /// at once.
 pub fn blocking_create(path: impl AsRef<Path>, message: &[u8], timeout: Option<Duration>) -> Result<Lock> {
-    let t = Target::new(OP_BLOCKING, path.as_ref())?;
+    blocking(Target::new(OP_BLOCKING, path.as_ref())?, message, timeout)
+}
+
+/// [`blocking_create`] for a lock the library takes for itself (a session repository's
+/// guard): `P` gets no copy of the record, which saves a file write per change of hands.
+pub(crate) fn blocking_create_internal(path: &Path, message: &[u8], timeout: Option<Duration>) -> Result<Lock> {
+    blocking(Target { copy: false, ..Target::new(OP_BLOCKING, path)? }, message, timeout)
+}
+
+fn blocking(t: Target, message: &[u8], timeout: Option<Duration>) -> Result<Lock> {
     let start = Instant::now();
     let mut backoff = wait::Backoff::new();
     let mut watch = None;
@@ -343,9 +355,18 @@ fn take(t: &Target, message: &[u8], me: &Identity, cached: Option<Claim>, op: &'
                 let _ = fsops::unlink(&c.path);
                 continue;
             }
-            // A retransmitted LINK reports EEXIST (or EIO) although the first one worked.
-            Err(Errno::EEXIST | Errno::EIO) if link_took_effect(&t.lock, &c) => return Ok(c.id),
-            Err(Errno::EEXIST | Errno::EIO) => {}
+            Err(Errno::EEXIST | Errno::EIO) => {
+                let seen = fsops::id_of(&t.lock);
+                // A retransmitted LINK reports EEXIST (or EIO) although the first one worked.
+                if seen == Ok(c.id) || claim_is_linked(&c) {
+                    return Ok(c.id);
+                }
+                // The same lock file whose holder was judged alive a moment ago: not
+                // worth reading and judging again on every attempt of a contended lock.
+                if let Some(holder) = seen.ok().and_then(|id| state().recently_alive(id)) {
+                    return Err(t.error(Errno::EAGAIN, op, holder));
+                }
+            }
             Err(e) => return Err(t.sys(e, op, "link", &t.lock)),
         }
         state().set_copy_fresh(&t.key, None);
@@ -354,7 +375,11 @@ fn take(t: &Target, message: &[u8], me: &Identity, cached: Option<Claim>, op: &'
                 return Err(t.error(Errno::EAGAIN, op, "held by this process through another handle"));
             }
             match host::owner_of(&record, &me.host) {
-                Owner::Alive => return Err(t.error(Errno::EAGAIN, op, describe(&record))),
+                Owner::Alive => {
+                    let holder = describe(&record);
+                    state().judged_alive(file, &holder);
+                    return Err(t.error(Errno::EAGAIN, op, holder));
+                }
                 Owner::OtherHost => {
                     let why = format!("{}; another host's lock is never broken", describe(&record));
                     return Err(t.error(Errno::EAGAIN, op, why));
@@ -374,16 +399,15 @@ fn take(t: &Target, message: &[u8], me: &Identity, cached: Option<Claim>, op: &'
     })
 }
 
-/// Whether a link(2) that reported failure made our claim the lock file after all.
-/// First the cheap test, the lock file's inode; then the authoritative one the open(2)
-/// manual gives for NFS: our own claim's link count, read through a fresh open (close-to-
-/// open consistency revalidates its attributes), which a stale cached lookup of the
-/// lock name cannot fool. Our claim is linked nowhere but to this lock file.
-fn link_took_effect(lock: &Path, claim: &Claim) -> bool {
-    fsops::id_of(lock) == Ok(claim.id)
-        || fsops::open_existing(&claim.path, false)
-            .and_then(|fd| fsops::fstat(&fd))
-            .is_ok_and(|st| FileId::from(&st) == claim.id && st.st_nlink >= 2)
+/// Whether a link(2) that reported failure made our claim the lock file after all, when
+/// the lock file's name did not show our claim's inode: the authoritative test the
+/// open(2) manual gives for NFS, our own claim's link count, read through a fresh open
+/// (close-to-open consistency revalidates its attributes), which a stale cached lookup
+/// of the lock name cannot fool. Our claim is linked nowhere but to this lock file.
+fn claim_is_linked(claim: &Claim) -> bool {
+    fsops::open_existing(&claim.path, false)
+        .and_then(|fd| fsops::fstat(&fd))
+        .is_ok_and(|st| FileId::from(&st) == claim.id && st.st_nlink >= 2)
 }
 
 fn new_claim(t: &Target, message: &[u8], me: &Identity, op: &'static str) -> Result<Claim> {
@@ -398,7 +422,7 @@ fn new_claim(t: &Target, message: &[u8], me: &Identity, op: &'static str) -> Res
 
 /// Gives `P` our record unless it holds it already; undoes the lock if that fails.
 fn write_copy(t: &Target, message: &[u8], me: &Identity, file: FileId, fresh: bool, op: &'static str) -> Result<FileId> {
-    if fresh {
+    if fresh || !t.copy {
         return Ok(file);
     }
     let record = me.record(message).to_bytes();

@@ -8,6 +8,7 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard, Once};
+use std::time::{Duration, Instant};
 
 use crate::fsops::{self, FileId};
 use crate::host::Identity;
@@ -43,6 +44,10 @@ struct Held {
 const MAX_CLAIMS: usize = 64;
 /// How many paths remember that their `P` copy holds our current record.
 const MAX_FRESH_COPIES: usize = 4096;
+/// How long a holder judged alive is taken to be alive without judging it again.
+const ALIVE_FOR: Duration = Duration::from_millis(50);
+/// Bound on the remembered judgements.
+const MAX_ALIVE: usize = 1024;
 
 pub struct State {
     /// Bumped in every forked child: handles from before the fork belong to the parent.
@@ -52,6 +57,8 @@ pub struct State {
     claims: HashMap<PathBuf, (Claim, u64)>,
     claim_clock: u64,
     fresh_copies: HashMap<PathBuf, Vec<u8>>,
+    /// Lock files whose holders were judged alive, when, and who they are.
+    alive: HashMap<FileId, (Instant, String)>,
     next_token: u64,
 }
 
@@ -63,6 +70,7 @@ static STATE: LazyLock<Mutex<State>> = LazyLock::new(|| {
         claims: HashMap::new(),
         claim_clock: 0,
         fresh_copies: HashMap::new(),
+        alive: HashMap::new(),
         next_token: 1,
     })
 });
@@ -167,6 +175,24 @@ impl State {
     }
 
     /// Whether `P` was last written by us with `message` and nobody has held it since.
+    /// Remembers that the holder of lock file `file` was judged alive.
+    pub fn judged_alive(&mut self, file: FileId, holder: &str) {
+        if self.alive.len() >= MAX_ALIVE {
+            self.alive.retain(|_, (at, _)| at.elapsed() < ALIVE_FOR);
+            if self.alive.len() >= MAX_ALIVE {
+                self.alive.clear();
+            }
+        }
+        self.alive.insert(file, (Instant::now(), holder.to_string()));
+    }
+
+    /// Who holds lock file `file`, if it was judged alive less than ALIVE_FOR ago: a
+    /// holder that dies is then noticed that much later, never wrongly.
+    pub fn recently_alive(&self, file: FileId) -> Option<String> {
+        let (at, who) = self.alive.get(&file)?;
+        (at.elapsed() < ALIVE_FOR).then(|| format!("{who} (alive {} ms ago)", at.elapsed().as_millis()))
+    }
+
     pub fn copy_is_fresh(&self, key: &Path, message: &[u8]) -> bool {
         self.fresh_copies.get(key).is_some_and(|m| m == message)
     }

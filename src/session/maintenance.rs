@@ -42,7 +42,7 @@ pub fn prepare_repository(repo: &Repo, timeout: Duration) -> Result<()> {
     if liveness::is_dir(&repo.ids) && liveness::is_dir(&repo.sessions) {
         return Ok(());
     }
-    let guard = lockfile::blocking_create(&repo.guard, b"nfslock session: creating the repository", Some(timeout))
+    let guard = lockfile::blocking_create_internal(&repo.guard, b"nfslock session: creating the repository", Some(timeout))
         .map_err(|e| e.in_op(OP_OPEN))?;
     if !liveness::is_dir(&repo.ids) {
         write_counter(repo, 0, false).map_err(|e| Error::sys(e, OP_OPEN, &repo.counter, "creating"))?;

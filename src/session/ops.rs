@@ -36,7 +36,7 @@ fn sys(shared: &Shared, op: &'static str, e: Errno, call: &str) -> Error {
 /// Takes the repository's guard, the lock file that serialises counter updates.
 pub(super) fn guard(shared: &Shared, op: &'static str) -> Result<Lock> {
     let wait = shared.timeout.max(Duration::from_secs(1));
-    lockfile::blocking_create(&shared.repo.guard, b"nfslock session: counter update", Some(wait)).map_err(|e| e.in_op(op))
+    lockfile::blocking_create_internal(&shared.repo.guard, b"nfslock session: counter update", Some(wait)).map_err(|e| e.in_op(op))
 }
 
 fn counter_error(shared: &Shared, op: &'static str, e: counter::ReadError) -> Error {
