@@ -1,11 +1,13 @@
 /*
  * The session family through the C API: every function, its NULL and bad arguments,
  * and each error code provoked for real (ENOENT and EBADMSG counters, ERANGE, ENOTDIR,
- * EACCES, ESTALE after a pause, EPERM in a forked child).
+ * EACCES, ESTALE after a pause, EPERM in a forked child, ETIMEDOUT on a busy guard),
+ * and one handle shared by threads.
  */
 #include "harness.h"
 
 #include <grp.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -295,6 +297,57 @@ static void t_session_processes_unique(void)
             CHECKF(all[i] != all[j], "ID %llu issued twice", (unsigned long long)all[i]);
 }
 
+static void t_session_etimedout_guard_busy(void)
+{
+    nfslock_session *s = open_session("jobs", 0);
+    CHECK_RC(nfslock_session_close(s), 0);
+    /* Another process holds the repository's guard (a lock file of the ordinary kind). */
+    struct holder h;
+    holder_start(&h, tp("repo/jobs.guard"), "stuck");
+    REQUIRE_RC(h.rc, 0);
+    s = open_session("jobs", 300);
+    uint64_t id = 0;
+    long long start = now_ms();
+    CHECK_RC(nfslock_session_make_new_ids(s, 1, &id), ETIMEDOUT);
+    CHECK(now_ms() - start >= 1000);
+    CHECK(strstr(nfslock_last_error(), "jobs.guard") != NULL);
+    CHECK_RC(holder_release(&h), 0);
+    CHECK_RC(nfslock_session_make_new_ids(s, 1, &id), 0);
+    CHECK_RC(nfslock_session_close(s), 0);
+}
+
+static void *allocate_in_thread(void *arg)
+{
+    nfslock_session *s = arg;
+    uint64_t *ids = malloc(50 * sizeof *ids);
+    for (int i = 0; ids && i < 50; i++)
+        if (nfslock_session_make_new_ids(s, 1, &ids[i]) != 0)
+            ids[i] = UINT64_MAX;
+    return ids;
+}
+
+static void t_session_threads_share_a_handle(void)
+{
+    nfslock_session *s = open_session("jobs", 0);
+    pthread_t threads[4];
+    for (int t = 0; t < 4; t++)
+        REQUIRE(pthread_create(&threads[t], NULL, allocate_in_thread, s) == 0);
+    uint64_t all[200];
+    for (int t = 0; t < 4; t++) {
+        void *ret = NULL;
+        REQUIRE(pthread_join(threads[t], &ret) == 0 && ret != NULL);
+        memcpy(all + 50 * t, ret, 50 * sizeof all[0]);
+        free(ret);
+    }
+    for (int i = 0; i < 200; i++) {
+        CHECK(all[i] != UINT64_MAX);
+        for (int j = i + 1; j < 200; j++)
+            CHECKF(all[i] != all[j], "ID %llu issued twice", (unsigned long long)all[i]);
+    }
+    CHECK_RC(nfslock_session_check(s), 0);
+    CHECK_RC(nfslock_session_close(s), 0);
+}
+
 const struct test session_tests[] = {
     {"session_ids", t_session_ids, 0, 0},
     {"session_einval", t_session_einval, 0, 0},
@@ -304,5 +357,7 @@ const struct test session_tests[] = {
     {"session_estale_after_pause", t_session_estale_after_pause, 0, 0},
     {"session_eperm_in_fork", t_session_eperm_in_fork, 0, 0},
     {"session_processes_unique", t_session_processes_unique, 0, 0},
+    {"session_etimedout_guard_busy", t_session_etimedout_guard_busy, 0, 0},
+    {"session_threads_share_a_handle", t_session_threads_share_a_handle, 0, 0},
     {NULL, NULL, 0, 0},
 };
