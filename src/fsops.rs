@@ -20,7 +20,12 @@ use nix::sys::stat::{self, Mode, SFlag};
 use nix::unistd;
 
 /// How often a call is repeated after a transient error before the error is reported.
-const TRANSIENT_RETRIES: u32 = 8;
+/// One call can be several NFS requests (a lookup per path component, a permission
+/// check, the operation), any of which may fail transiently; 16 repeats make a spurious
+/// failure of the call as a whole negligible even when each request fails often (the
+/// multi-host rig injects 5% per request, where 8 repeats still let one through in a
+/// few thousand calls). A persistent error costs 16 fast failures before it is reported.
+const TRANSIENT_RETRIES: u32 = 16;
 
 /// Identity of a file: what a lock holder compares to know the lock file is its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
