@@ -85,6 +85,23 @@ fn file_name(path: &Path) -> String {
 pub fn check(shared: &Shared) -> Result<()> {
     let _ids = enter(shared, OP_CHECK)?;
     let repo = &shared.repo;
+    // Under the guard: an allocation links its IDs before it advances the counter, so a
+    // check between the two would see IDs above the counter.
+    let guard = guard(shared, OP_CHECK)?;
+    let found = findings(repo);
+    let _ = guard.unlock();
+    let findings = found?;
+    if findings.is_empty() {
+        return Ok(());
+    }
+    let shown = findings.iter().take(FINDINGS_SHOWN).cloned().collect::<Vec<_>>().join("; ");
+    let more = findings.len().saturating_sub(FINDINGS_SHOWN);
+    let tail = if more > 0 { format!("; and {more} more") } else { String::new() };
+    Err(Error::new(Errno::EBADMSG, OP_CHECK, Some(&repo.dir), format!("{} problem(s): {shown}{tail}", findings.len())))
+}
+
+/// What is wrong with the repository's files, in words.
+fn findings(repo: &Repo) -> Result<Vec<String>> {
     let mut findings = Vec::new();
     let next = match counter::load(&repo.counter) {
         Ok((_, c)) => Some(c.next),
@@ -130,13 +147,7 @@ pub fn check(shared: &Shared) -> Result<()> {
             findings.push(format!("session record {}: {why}", entry.path().display()));
         }
     }
-    if findings.is_empty() {
-        return Ok(());
-    }
-    let shown = findings.iter().take(FINDINGS_SHOWN).cloned().collect::<Vec<_>>().join("; ");
-    let more = findings.len().saturating_sub(FINDINGS_SHOWN);
-    let tail = if more > 0 { format!("; and {more} more") } else { String::new() };
-    Err(Error::new(Errno::EBADMSG, OP_CHECK, Some(&repo.dir), format!("{} problem(s): {shown}{tail}", findings.len())))
+    Ok(findings)
 }
 
 pub fn repair_counter(shared: &Shared, next_id: u64) -> Result<()> {
