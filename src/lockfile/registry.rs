@@ -57,6 +57,8 @@ pub struct State {
     claims: HashMap<PathBuf, (Claim, u64)>,
     claim_clock: u64,
     fresh_copies: HashMap<PathBuf, Vec<u8>>,
+    /// Threads waiting in `wait_for_other_thread`.
+    waiters: usize,
     /// Lock files whose holders were judged alive, when, and who they are.
     alive: HashMap<FileId, (Instant, String)>,
     next_token: u64,
@@ -70,6 +72,7 @@ static STATE: LazyLock<Mutex<State>> = LazyLock::new(|| {
         claims: HashMap::new(),
         claim_clock: 0,
         fresh_copies: HashMap::new(),
+        waiters: 0,
         alive: HashMap::new(),
         next_token: 1,
     })
@@ -220,6 +223,8 @@ impl State {
         self.held.clear();
         self.claims.clear();
         self.fresh_copies.clear();
+        // Threads waiting in the parent do not exist here.
+        self.waiters = 0;
     }
 
     /// Lock files this process holds and claim files it keeps, emptied from the state.
@@ -243,24 +248,35 @@ pub fn end_hold(key: &Path, token: u64) {
     if st.holds(key, token) {
         st.held.remove(key);
     }
-    RELEASED.notify_all();
+    wake_waiters(&st);
+}
+
+/// Wakes the threads in [`wait_for_other_thread`], if any (a wake is a syscall, which
+/// an uncontended release need not pay).
+fn wake_waiters(st: &State) {
+    if st.waiters > 0 {
+        RELEASED.notify_all();
+    }
 }
 
 /// Ends whatever hold this process has on the lock file `file` (any spelling of its
 /// path), after that file was removed; see [`end_hold`].
 pub fn end_holds_of_file(file: FileId) {
-    state().held.retain(|_, h| h.file != Some(file));
-    RELEASED.notify_all();
+    let mut st = state();
+    st.held.retain(|_, h| h.file != Some(file));
+    wake_waiters(&st);
 }
 
 /// If another thread of this process holds `key`, waits up to `timeout` for it to let
 /// go and returns true; returns false at once otherwise (the holder is elsewhere).
 pub fn wait_for_other_thread(key: &Path, timeout: std::time::Duration) -> bool {
-    let st = state();
+    let mut st = state();
     if !st.held_by_other_thread(key) {
         return false;
     }
-    let _ = RELEASED.wait_timeout_while(st, timeout, |s| s.held_by_other_thread(key));
+    st.waiters += 1;
+    let (mut st, _) = RELEASED.wait_timeout_while(st, timeout, |s| s.held_by_other_thread(key)).unwrap_or_else(|p| p.into_inner());
+    st.waiters -= 1;
     true
 }
 

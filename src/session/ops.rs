@@ -21,8 +21,8 @@ const OP_LOCK: &str = "nfslock_session_lock_ids";
 const OP_RELEASE: &str = "nfslock_session_release_ids";
 const OP_HOLDER: &str = "nfslock_session_get_lock_session";
 const OP_REAP: &str = "nfslock_session_reap_locks";
-/// How many times one allocation moves past IDs found locked above the counter (left by
-/// a session that crashed between locking and advancing the counter).
+/// How many fresh ranges one allocation takes when another session locked an ID of the
+/// previous one before this session could.
 const MAX_SKIPS: usize = 64;
 
 pub fn forked(shared: &Shared, op: &'static str) -> Error {
@@ -155,37 +155,46 @@ pub fn make_new_ids(shared: &Shared, n: usize) -> Result<Vec<u64>> {
         return Err(Error::new(Errno::EINVAL, OP_MAKE, None, format!("n must be 1 to {MAX_IDS_PER_CALL}, not {n}")));
     }
     let mut st = enter(shared, OP_MAKE)?;
-    let guard = guard(shared, OP_MAKE)?;
-    let (cf, counter) = read_counter(shared, &mut st, OP_MAKE)?;
-    let overflow = || Error::new(Errno::EINVAL, OP_MAKE, Some(&shared.repo.counter), format!("{n} more IDs would pass 2^64"));
-    let mut start = counter.next;
-    let mut skips = 0;
-    // Under the guard nobody else links IDs at or above the counter (lock_ids advances
-    // the counter first), so an ID found locked here was left by a crashed session:
-    // the range starts again past it.
-    let taken = loop {
-        let end = start.checked_add(n as u64).ok_or_else(overflow)?;
+    let sys_counter = |e: Errno, call: &str| Error::sys(e, OP_MAKE, &shared.repo.counter, call);
+    for _ in 0..MAX_SKIPS {
+        // Under the guard, only the counter moves past the range: the guard is held for
+        // a read and a write of one file, and the range's ID locks are made after it.
+        let guard = guard(shared, OP_MAKE)?;
+        let (cf, counter) = read_counter(shared, &mut st, OP_MAKE)?;
+        let (start, end) = match counter.next.checked_add(n as u64) {
+            Some(end) => (counter.next, end),
+            None => return Err(Error::new(Errno::EINVAL, OP_MAKE, Some(&shared.repo.counter), format!("{n} more IDs would pass 2^64"))),
+        };
+        counter::write(&cf, &counter, end).map_err(|e| sys_counter(e, "writing"))?;
+        if !shared.local {
+            // Elsewhere (NFS) the value must reach the server before anyone reads it.
+            counter::sync(&cf).map_err(|e| sys_counter(e, "fdatasync"))?;
+        }
+        // A guard someone else broke meanwhile changes nothing written: not a failure.
+        let _ = guard.unlock();
+        st.known_next = st.known_next.max(end);
+        // Nobody else is issued this range. Another session's lock_ids may have locked
+        // an ID of it meanwhile (it is below the counter now); then the range is given
+        // up, a gap, and the next one taken.
         match take_range(shared, &mut st, start, end) {
-            Ok(Ok(taken)) => break taken,
-            Ok(Err(held)) if skips < MAX_SKIPS => {
-                skips += 1;
-                start = held.checked_add(1).ok_or_else(overflow)?;
+            Ok(Ok(taken)) => {
+                // Issued once the counter has passed the range on stable storage. On a
+                // local filesystem this sync also covers what others wrote meanwhile,
+                // and runs while they already hold the guard.
+                if shared.local {
+                    if let Err(e) = counter::sync(&cf) {
+                        undo(shared, &taken);
+                        return Err(sys_counter(e, "fdatasync"));
+                    }
+                }
+                st.held.extend(taken.iter().copied());
+                return Ok((start..end).collect());
             }
-            Ok(Err(_)) => {
-                return Err(Error::new(Errno::EAGAIN, OP_MAKE, Some(&shared.repo.ids), "too many IDs above the counter are locked"));
-            }
+            Ok(Err(_held)) => continue,
             Err(e) => return Err(sys(shared, OP_MAKE, e, "locking a new ID in")),
         }
-    };
-    let end = start + n as u64;
-    // The IDs are issued once the counter has passed them on stable storage.
-    if let Err(e) = commit_counter(shared, &cf, &counter, end, guard, OP_MAKE) {
-        undo(shared, &taken);
-        return Err(e);
     }
-    st.known_next = st.known_next.max(end);
-    st.held.extend(taken.iter().copied());
-    Ok((start..end).collect())
+    Err(Error::new(Errno::EAGAIN, OP_MAKE, Some(&shared.repo.ids), "other sessions kept locking the IDs issued to this one"))
 }
 
 pub fn lock_ids(shared: &Shared, ids: &[u64]) -> Result<Vec<u64>> {
