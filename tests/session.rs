@@ -118,6 +118,17 @@ fn child_main() {
             let closed = s.close().map_err(|e| e.errno());
             writeln!(stdout, "close={closed:?}").unwrap();
         }
+        // Like hold7, but closes at once when told to go on (no operation first).
+        "hold7close" => {
+            let s = Session::open(&dir, Some("jobs"), Some(SHORT)).unwrap();
+            assert_eq!(s.lock_ids(&[7, 17]).unwrap(), vec![7, 17]);
+            writeln!(stdout, "held=7").unwrap();
+            stdout.flush().unwrap();
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line).unwrap();
+            let closed = s.close().map_err(|e| e.errno());
+            writeln!(stdout, "close={closed:?}").unwrap();
+        }
         other => panic!("unknown role {other}"),
     }
 }
@@ -221,6 +232,33 @@ fn a_paused_session_expires_and_gets_estale() {
     assert_eq!(expect_line(&mut kid, "after"), format!("Err({:?})", Errno::ESTALE));
     assert_eq!(expect_line(&mut kid, "close"), format!("Err({:?})", Errno::ESTALE));
     assert_eq!(me.lock_holder(7).unwrap().split(" (pid ").nth(1).map(|p| p.starts_with(&std::process::id().to_string())), Some(true));
+    me.close().unwrap();
+}
+
+/// Found in review: a session paused past its timeout and reaped, whose first call on
+/// resuming is close, must not release IDs that others hold by now (its claim's inode
+/// number may even have been reused by theirs).
+#[test]
+fn closing_a_reaped_session_releases_nothing() {
+    let scratch = Scratch::new("close-reaped");
+    let mut kid = spawn("hold7close", &scratch.0);
+    assert_eq!(expect_line(&mut kid, "held"), "7");
+    let pid = Pid::from_raw(kid.0.id() as i32);
+    kill(pid, Signal::SIGSTOP).unwrap();
+    let me = Session::open(&scratch.0, Some("jobs"), Some(SHORT)).unwrap();
+    let start = Instant::now();
+    while me.lock_ids(&[7, 17]).unwrap().len() < 2 {
+        assert!(start.elapsed() < Duration::from_secs(10), "the paused session was never reaped");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    kill(pid, Signal::SIGCONT).unwrap();
+    kid.0.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+    assert_eq!(expect_line(&mut kid, "close"), format!("Err({:?})", Errno::ESTALE));
+    for id in [7, 17] {
+        let holder = me.lock_holder(id).unwrap();
+        assert!(holder.contains(&format!("(pid {})", std::process::id())), "ID {id}: {holder}");
+    }
+    me.check().unwrap();
     me.close().unwrap();
 }
 

@@ -1,7 +1,14 @@
-//! The heartbeat: a thread per session that rewrites the beat in its record every
-//! quarter of the timeout and reaps dead sessions, and the check every operation makes
-//! first, so that a session paused past its timeout (SIGSTOP, a stalled VM) finds out
-//! before it acts on locks that others may have reclaimed.
+//! The heartbeat and the session's lease on its own locks.
+//!
+//! A thread per session rewrites the beat in its record every quarter of the timeout,
+//! then reaps dead sessions for at most another quarter. Others call the session dead
+//! once they have seen its beat unchanged for the whole timeout, on their own clocks; the
+//! session itself stops acting (ESTALE) once it has been silent for half of it, measured
+//! on CLOCK_BOOTTIME, which keeps counting through a suspend. That margin covers the
+//! time a beat takes to write and clocks that run at slightly different rates. Every
+//! operation checks the lease first and again after any wait, so a session that was
+//! paused (SIGSTOP, a stalled or suspended VM) finds out before it acts on locks others
+//! may have reclaimed.
 
 use std::os::unix::fs::FileExt;
 use std::sync::{Arc, MutexGuard};
@@ -9,6 +16,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
+use nix::time::{clock_gettime, ClockId};
 
 use super::liveness;
 use super::record::{beat_bytes, BEAT_OFFSET};
@@ -21,6 +29,16 @@ const MIN_PERIOD: Duration = Duration::from_millis(10);
 
 fn period(timeout: Duration) -> Duration {
     (timeout / 4).max(MIN_PERIOD)
+}
+
+/// How long the session may be silent before it stops acting on its locks.
+fn lease(timeout: Duration) -> Duration {
+    timeout / 2
+}
+
+/// Time since boot, suspends included.
+pub fn boottime() -> Duration {
+    clock_gettime(ClockId::CLOCK_BOOTTIME).map(Duration::from).unwrap_or_default()
 }
 
 pub fn start(shared: Arc<Shared>) -> std::io::Result<JoinHandle<()>> {
@@ -42,57 +60,84 @@ fn run(shared: &Shared) {
                 return;
             }
         }
-        if beat(shared, &mut locked(&shared.beat)).is_err() && locked(&shared.beat).expired.is_some() {
+        let beaten = beat(shared, &mut locked(&shared.beat));
+        if beaten.is_err() && locked(&shared.beat).expired.is_some() {
             return;
         }
-        // Errors here are met again by the next round or the next operation.
-        let _ = liveness::reap_dead(&shared.repo, &mut locked(&shared.observer), &shared.sid, &shared.me.host);
+        // Bounded, so that reaping a large dead session never delays the next beat; what
+        // is left is reaped in the next rounds. Errors are met again then too.
+        let deadline = Instant::now() + period;
+        let _ = liveness::reap_dead(shared, &mut locked(&shared.observer), Some(deadline));
     }
 }
 
 /// Rewrites the beat (durably: on NFS, fdatasync is what sends it to the server) and
-/// checks that the record is still ours. ESTALE once the session has expired.
+/// checks, before and after, that the record is still ours.
 pub fn beat(shared: &Shared, st: &mut Beat) -> std::result::Result<(), String> {
-    if let Some(why) = &st.expired {
-        return Err(why.clone());
-    }
-    let silent = st.last.elapsed();
-    if silent > shared.timeout {
-        // Others may have judged us dead and reaped us meanwhile: beating now would
-        // resurrect a session whose locks they may have handed out.
-        return Err(expire(st, format!(
-            "the session was silent for {} ms, longer than its timeout of {} ms (paused or stalled); \
-             other sessions may have reclaimed its locks",
-            silent.as_millis(),
-            shared.timeout.as_millis()
-        )));
-    }
+    check_lease(shared, st)?;
+    // The lease runs from before the checks: a stall between them and the write must
+    // not count as time the session was known to be alive.
+    let started = boottime();
     let path = shared.repo.session_path(&shared.sid);
-    match fsops::id_of(&path) {
-        Ok(id) if id == st.record_file => {}
-        _ => return Err(expire(st, format!("its record {} was removed: another session reaped it", path.display()))),
+    let ours = |st: &Beat| fsops::id_of(&path).is_ok_and(|id| id == st.record_file);
+    if !ours(st) {
+        return Err(expire(st, format!("its record {} was removed: another session reaped it", path.display())));
     }
     let next = st.count + 1;
     let written = st
         .record
         .write_all_at(&beat_bytes(next), BEAT_OFFSET as u64)
         .and_then(|()| st.record.sync_data());
-    if let Err(e) = written {
-        // Not expired yet: the next beat may work; the timeout decides.
-        return Err(format!("writing the heartbeat to {}: {e}", path.display()));
+    match written {
+        Ok(()) => {}
+        // On NFS a handle turns stale when another client removed the file.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ESTALE | libc::ENOENT)) => {
+            return Err(expire(st, format!("its record {} is gone: another session reaped it", path.display())));
+        }
+        // Not expired yet: the next beat may work; the lease decides.
+        Err(e) => return Err(format!("writing the heartbeat to {}: {e}", path.display())),
+    }
+    if !ours(st) {
+        return Err(expire(st, format!("its record {} was removed while it beat: another session reaped it", path.display())));
     }
     st.count = next;
-    st.last = Instant::now();
+    st.last = started;
     Ok(())
 }
 
-fn expire(st: &mut Beat, why: String) -> String {
+/// ESTALE-worthy when the session expired or was silent past its lease.
+fn check_lease(shared: &Shared, st: &mut Beat) -> std::result::Result<(), String> {
+    if let Some(why) = &st.expired {
+        return Err(why.clone());
+    }
+    let silent = boottime().saturating_sub(st.last);
+    if silent > lease(shared.timeout) {
+        // Others may be about to judge us dead, or have: beating now would resurrect
+        // a session whose locks they may have handed out.
+        return Err(expire(st, format!(
+            "the session was silent for {} ms, past its lease of {} ms (timeout {} ms): paused or stalled; \
+             other sessions may have reclaimed its locks",
+            silent.as_millis(),
+            lease(shared.timeout).as_millis(),
+            shared.timeout.as_millis()
+        )));
+    }
+    Ok(())
+}
+
+pub fn expire(st: &mut Beat, why: String) -> String {
     st.expired = Some(why.clone());
     why
 }
 
-/// The state, for an operation `op`: EPERM in a forked child, ESTALE once expired; beats
-/// first when the last beat is a third of the timeout old.
+/// ESTALE for `op` once the session expired or was silent past its lease. Cheap (no
+/// system call): for the checks after a wait.
+pub fn still_live(shared: &Shared, op: &'static str) -> Result<()> {
+    check_lease(shared, &mut locked(&shared.beat)).map_err(|why| Error::new(Errno::ESTALE, op, Some(&shared.repo.dir), why))
+}
+
+/// The session's IDs, for an operation `op`: EPERM in a forked child, ESTALE once
+/// expired; beats first when the last beat is a quarter of the timeout old.
 pub fn enter<'a>(shared: &'a Shared, op: &'static str) -> Result<MutexGuard<'a, Ids>> {
     if crate::lockfile::fork_generation() != shared.generation {
         return Err(super::ops::forked(shared, op));
@@ -100,10 +145,8 @@ pub fn enter<'a>(shared: &'a Shared, op: &'static str) -> Result<MutexGuard<'a, 
     {
         let mut st = locked(&shared.beat);
         let stale = |why: String| Error::new(Errno::ESTALE, op, Some(&shared.repo.dir), why);
-        if let Some(why) = &st.expired {
-            return Err(stale(why.clone()));
-        }
-        if st.last.elapsed() > shared.timeout / 3 {
+        check_lease(shared, &mut st).map_err(stale)?;
+        if boottime().saturating_sub(st.last) > period(shared.timeout) {
             if let Err(why) = beat(shared, &mut st) {
                 if st.expired.is_some() {
                     return Err(stale(why));

@@ -11,15 +11,20 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::os::unix::fs::DirEntryExt;
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 
 use super::idlock;
 use super::layout::{classify, is_session_id, IdsEntry, Repo};
+use super::ops::{guard, guard_within};
 use super::record::{SessionRecord, MAX_LEN};
+use super::Shared;
+use crate::error::{Error, Result};
 use crate::fsops::{self, FileId};
 use crate::host::{self, Owner};
+
+const OP_REAP: &str = "nfslock_session_reap_locks";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Life {
@@ -45,7 +50,8 @@ pub fn read_record(repo: &Repo, sid: &str) -> Result<Option<SessionRecord>, Stri
     match fsops::read_capped(&File::from(fd), MAX_LEN) {
         Ok(Some(bytes)) => SessionRecord::parse(&bytes).map(Some),
         Ok(None) => Err(format!("larger than {MAX_LEN} bytes")),
-        Err(Errno::ESTALE) => Ok(None),
+        // Removed between open and read (NFS), or a volatile server handle: cannot tell
+        // from here; the next look opens it afresh.
         Err(e) => Err(format!("read: {}", e.desc())),
     }
 }
@@ -128,72 +134,99 @@ pub fn known_sessions(repo: &Repo, listing: &Listing) -> nix::Result<HashSet<Str
 
 /// Removes what session `sid` left: its record first (so that the session itself, if
 /// it was only paused, finds out on its next operation), then every ID lock linked to
-/// its claims, then the claims (last: while a claim exists its inode number cannot be
-/// reused by a new file). Returns how many ID locks were removed.
-pub fn reap(repo: &Repo, sid: &str, listing: &Listing) -> nix::Result<usize> {
-    match fsops::unlink(&repo.session_path(sid)) {
-        Ok(()) => {}
-        Err(e) => return Err(e),
-    }
+/// its claims, then the claims (last: while a claim has its name its inode number
+/// cannot be reused by a new file, so matching ID locks by inode stays sound). The
+/// caller holds the repository's guard, so reapers never work from each other's stale
+/// listings. Stops early, leaving the rest for the next round, at `deadline`.
+/// Returns whether it finished.
+fn reap(repo: &Repo, sid: &str, listing: &Listing, deadline: Option<Instant>) -> nix::Result<bool> {
+    fsops::unlink(&repo.session_path(sid))?;
     let mut claims = Vec::new();
     for (claim_sid, n, _) in listing.claims().filter(|(s, _, _)| *s == sid) {
         let path = repo.claim_path(claim_sid, n);
         match fsops::lstat(&path) {
-            Ok(st) => claims.push((path, FileId::from(&st), st.st_nlink)),
+            Ok(st) => claims.push((path, FileId::from(&st))),
             Err(Errno::ENOENT) => {}
             Err(e) => return Err(e),
         }
     }
-    let inos: HashSet<u64> = claims.iter().map(|(_, f, _)| f.ino).collect();
-    let mut removed = 0;
+    let inos: HashSet<u64> = claims.iter().map(|(_, f)| f.ino).collect();
+    let past = || deadline.is_some_and(|d| Instant::now() >= d);
     for (id, ino) in listing.ids() {
         if inos.contains(&ino) {
-            removed += remove_if_claimed(repo, id, &claims)?;
+            remove_if_claimed(repo, id, &claims)?;
+            if past() {
+                return Ok(false);
+            }
         }
     }
-    for (path, file, _) in &claims {
+    for (path, file) in &claims {
         // Directory entries' inode numbers differ from st_ino on a few filesystems
         // (overlayfs): a claim still linked elsewhere is then found by lstat of each ID.
         if fsops::lstat(path).is_ok_and(|st| st.st_nlink > 1 && FileId::from(&st) == *file) {
             for (id, _) in listing.ids() {
-                removed += remove_if_claimed(repo, id, &claims)?;
+                remove_if_claimed(repo, id, &claims)?;
+                if past() {
+                    return Ok(false);
+                }
             }
             break;
         }
     }
-    for (path, _, _) in &claims {
+    for (path, _) in &claims {
         fsops::unlink(path)?;
     }
-    Ok(removed)
+    Ok(true)
 }
 
-fn remove_if_claimed(repo: &Repo, id: u64, claims: &[(std::path::PathBuf, FileId, u64)]) -> nix::Result<usize> {
+fn remove_if_claimed(repo: &Repo, id: u64, claims: &[(std::path::PathBuf, FileId)]) -> nix::Result<()> {
     let path = repo.id_path(id);
     let file = match fsops::id_of(&path) {
         Ok(f) => f,
-        Err(Errno::ENOENT) => return Ok(0),
+        Err(Errno::ENOENT) => return Ok(()),
         Err(e) => return Err(e),
     };
-    if claims.iter().any(|(_, c, _)| *c == file) && idlock::release(repo, id, file)? {
-        return Ok(1);
+    if claims.iter().any(|(_, c)| *c == file) {
+        idlock::release(repo, id, file)?;
     }
-    Ok(0)
+    Ok(())
 }
 
-/// Reaps every dead or vanished session other than `me`. Returns how many sessions.
-pub fn reap_dead(repo: &Repo, observer: &mut Observer, me: &str, this_host: &[u8]) -> nix::Result<usize> {
-    let listing = Listing::read(repo)?;
+/// Reaps every dead or vanished session other than this one, under the repository's
+/// guard. With a `deadline` (the heartbeat) it does not wait for a busy guard and stops
+/// at the deadline. Returns how many sessions were reaped completely.
+pub fn reap_dead(shared: &Shared, observer: &mut Observer, deadline: Option<Instant>) -> Result<usize> {
+    let repo = &shared.repo;
+    let sys = |e: Errno| Error::sys(e, OP_REAP, &repo.dir, "reaping dead sessions in");
+    let guard = match deadline {
+        Some(_) => guard_within(shared, OP_REAP, Duration::ZERO)?,
+        None => guard(shared, OP_REAP)?,
+    };
+    let listing = Listing::read(repo).map_err(sys)?;
     let mut reaped = 0;
-    for sid in known_sessions(repo, &listing)? {
-        if sid == me {
+    for sid in known_sessions(repo, &listing).map_err(sys)? {
+        if sid == shared.sid || observer.judge(repo, &sid, &shared.me.host) == Life::Alive {
             continue;
         }
-        if observer.judge(repo, &sid, this_host) != Life::Alive {
-            reap(repo, &sid, &listing)?;
-            reaped += 1;
+        if !reap(repo, &sid, &listing, deadline).map_err(sys)? {
+            break;
         }
+        reaped += 1;
     }
+    let _ = guard.unlock();
     Ok(reaped)
+}
+
+/// Reaps one session judged dead, under the guard (judged again there).
+pub fn reap_one(shared: &Shared, observer: &mut Observer, sid: &str, op: &'static str) -> Result<()> {
+    let repo = &shared.repo;
+    let guard = guard(shared, op)?;
+    if observer.judge(repo, sid, &shared.me.host) != Life::Alive {
+        let listing = Listing::read(repo).map_err(|e| Error::sys(e, op, &repo.ids, "reading"))?;
+        reap(repo, sid, &listing, None).map_err(|e| Error::sys(e, op, &repo.dir, "reaping a dead session in"))?;
+    }
+    let _ = guard.unlock();
+    Ok(())
 }
 
 /// Whether `dir` exists as a directory (not through a symlink).

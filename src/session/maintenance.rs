@@ -8,7 +8,7 @@ use std::time::Duration;
 use nix::errno::Errno;
 
 use super::counter;
-use super::heartbeat::enter;
+use super::heartbeat::{enter, still_live};
 use super::idlock;
 use super::layout::{is_session_id, Repo};
 use super::liveness::{self, Listing};
@@ -164,7 +164,13 @@ pub fn repair_counter(shared: &Shared, next_id: u64) -> Result<()> {
             counter::sync(&cf).map_err(sys)?;
             c.next
         }
-        Ok((_, c)) => c.next,
+        Ok((cf, c)) => {
+            // Relied on below: on a local filesystem it may not be on disk yet.
+            if shared.local {
+                counter::sync(&cf).map_err(|e| Error::sys(e, OP_REPAIR, &repo.counter, "fdatasync"))?;
+            }
+            c.next
+        }
         Err(e) if matches!(e.errno(), Errno::ENOENT | Errno::EBADMSG) => {
             write_counter(repo, floor, true).map_err(|e| Error::sys(e, OP_REPAIR, &repo.counter, "writing"))?;
             floor
@@ -176,16 +182,15 @@ pub fn repair_counter(shared: &Shared, next_id: u64) -> Result<()> {
     Ok(())
 }
 
-/// Releases the session's IDs and removes its claims and record. A session that has
-/// expired touches nothing: its locks may belong to others by now.
-pub fn close(shared: &Shared) -> Result<()> {
-    let expired = locked(&shared.beat).expired.clone();
+/// Releases the session's IDs and removes its claims. A session whose lease ran out
+/// touches nothing (ESTALE): its locks may belong to others by now. Only IDs linked to
+/// a claim that still has its name are released (a claim's name is what keeps its
+/// inode number from being reused by someone else's file), and a claim that still has
+/// links after that is left for the reapers.
+pub fn release_all(shared: &Shared) -> Result<()> {
+    still_live(shared, OP_CLOSE)?;
     let mut ids = locked(&shared.ids);
-    if let Some(why) = expired {
-        ids.held.clear();
-        ids.claims.clear();
-        return Err(Error::new(Errno::ESTALE, OP_CLOSE, Some(&shared.repo.dir), why));
-    }
+    let ours: Vec<FileId> = ids.claims.iter().filter(|c| fsops::id_of(&c.path) == Ok(c.file)).map(|c| c.file).collect();
     let mut first_error: Option<(Errno, PathBuf)> = None;
     let mut note = |r: nix::Result<()>, path: PathBuf| {
         if let Err(e) = r {
@@ -193,16 +198,31 @@ pub fn close(shared: &Shared) -> Result<()> {
         }
     };
     for (id, file) in std::mem::take(&mut ids.held) {
-        note(idlock::release(&shared.repo, id, file).map(drop), shared.repo.id_path(id));
+        if ours.contains(&file) {
+            note(idlock::release(&shared.repo, id, file).map(drop), shared.repo.id_path(id));
+        }
     }
     for claim in std::mem::take(&mut ids.claims) {
-        note(fsops::unlink(&claim.path), claim.path.clone());
+        let unlinked = fsops::lstat(&claim.path).is_ok_and(|st| FileId::from(&st) == claim.file && st.st_nlink == 1);
+        if unlinked {
+            note(fsops::unlink(&claim.path), claim.path.clone());
+        }
     }
-    let record = shared.repo.session_path(&shared.sid);
-    let record_file = locked(&shared.beat).record_file;
-    note(fsops::unlink_if_is(&record, record_file).map(drop), record.clone());
     match first_error {
         None => Ok(()),
         Some((e, path)) => Err(Error::sys(e, OP_CLOSE, &path, "removing")),
     }
+}
+
+/// Removes the session's record, if it is still ours and the session did not expire.
+pub fn remove_record(shared: &Shared) -> Result<()> {
+    let (record_file, expired) = {
+        let beat = locked(&shared.beat);
+        (beat.record_file, beat.expired.clone())
+    };
+    if let Some(why) = expired {
+        return Err(Error::new(Errno::ESTALE, OP_CLOSE, Some(&shared.repo.dir), why));
+    }
+    let record = shared.repo.session_path(&shared.sid);
+    fsops::unlink_if_is(&record, record_file).map(drop).map_err(|e| Error::sys(e, OP_CLOSE, &record, "removing"))
 }

@@ -20,7 +20,7 @@ use std::fs::File;
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::errno::Errno;
 
@@ -75,7 +75,8 @@ struct Beat {
     record: File,
     record_file: FileId,
     count: u64,
-    last: Instant,
+    /// When the last beat started, on CLOCK_BOOTTIME (see heartbeat.rs).
+    last: Duration,
     /// Why the session can no longer act (ESTALE), once it knows.
     expired: Option<String>,
 }
@@ -118,7 +119,7 @@ impl Session {
                 return Err(sys(e, "writing the session record"));
             }
         };
-        let beat = Beat { record: file, record_file: FileId::from(&st), count: 0, last: Instant::now(), expired: None };
+        let beat = Beat { record: file, record_file: FileId::from(&st), count: 0, last: heartbeat::boottime(), expired: None };
         let ids = Ids { claims: Vec::new(), next_claim: 0, held: HashMap::new(), known_next: 0, counter: None };
         let shared = Arc::new(Shared {
             repo,
@@ -198,8 +199,8 @@ impl Session {
     fn shut(&mut self) -> Result<()> {
         self.closed = true;
         let in_child = lockfile::fork_generation() != self.shared.generation;
-        if let Some(thread) = self.heartbeat.take() {
-            if in_child {
+        if in_child {
+            if let Some(thread) = self.heartbeat.take() {
                 // The thread does not exist in a forked child: nothing to stop or join,
                 // and the clone of the shared state it held will never be dropped by it.
                 drop(thread);
@@ -208,15 +209,20 @@ impl Session {
                     // code of this process can reach; dropping ours then frees the state.
                     unsafe { Arc::decrement_strong_count(Arc::as_ptr(&self.shared)) };
                 }
-            } else {
-                heartbeat::stop(&self.shared);
-                let _ = thread.join();
             }
         }
         if in_child {
             return Err(ops::forked(&self.shared, "nfslock_session_close"));
         }
-        maintenance::close(&self.shared)
+        // The IDs are released while the heartbeat still runs (on NFS, releasing many
+        // can outlast the timeout), and the record goes last.
+        let released = maintenance::release_all(&self.shared);
+        if let Some(thread) = self.heartbeat.take() {
+            heartbeat::stop(&self.shared);
+            let _ = thread.join();
+        }
+        let removed = maintenance::remove_record(&self.shared);
+        released.and(removed)
     }
 }
 

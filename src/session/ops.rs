@@ -7,9 +7,9 @@ use std::time::Duration;
 use nix::errno::Errno;
 
 use super::counter::{self, Counter, CounterFile};
-use super::heartbeat::enter;
+use super::heartbeat::{enter, expire, still_live};
 use super::idlock::{self, Claim, Take, MAX_LINKS_PER_CLAIM};
-use super::liveness::{self, Life, Listing};
+use super::liveness::{self, Life};
 use super::record::show_time;
 use super::{locked, Ids, Shared, MAX_IDS_PER_CALL};
 use crate::error::{Error, Result};
@@ -21,9 +21,19 @@ const OP_LOCK: &str = "nfslock_session_lock_ids";
 const OP_RELEASE: &str = "nfslock_session_release_ids";
 const OP_HOLDER: &str = "nfslock_session_get_lock_session";
 const OP_REAP: &str = "nfslock_session_reap_locks";
-/// How many fresh ranges one allocation takes when another session locked an ID of the
-/// previous one before this session could.
+/// How many times one allocation moves past IDs found locked above the counter (left by
+/// a session that crashed between locking and advancing the counter).
 const MAX_SKIPS: usize = 64;
+
+/// The error for a failed link of an ID lock. ENOENT: our claim's name is gone, which
+/// only a reaper does: the session was judged dead, and has expired.
+fn take_error(shared: &Shared, op: &'static str, e: Errno) -> Error {
+    if e == Errno::ENOENT {
+        let why = expire(&mut locked(&shared.beat), "its claim file was removed: another session reaped it".into());
+        return Error::new(Errno::ESTALE, op, Some(&shared.repo.ids), why);
+    }
+    sys(shared, op, e, "locking an ID in")
+}
 
 pub fn forked(shared: &Shared, op: &'static str) -> Error {
     Error::new(Errno::EPERM, op, Some(&shared.repo.dir), "the session belongs to the parent of this forked process")
@@ -33,9 +43,14 @@ fn sys(shared: &Shared, op: &'static str, e: Errno, call: &str) -> Error {
     Error::sys(e, op, &shared.repo.dir, call)
 }
 
-/// Takes the repository's guard, the lock file that serialises counter updates.
+/// Takes the repository's guard, the lock file that serialises counter updates and
+/// reaping, waiting up to the session's timeout (at least a second).
 pub(super) fn guard(shared: &Shared, op: &'static str) -> Result<Lock> {
-    let wait = shared.timeout.max(Duration::from_secs(1));
+    guard_within(shared, op, shared.timeout.max(Duration::from_secs(1)))
+}
+
+/// The guard, waiting at most `wait` (zero: one attempt, EAGAIN when busy).
+pub(super) fn guard_within(shared: &Shared, op: &'static str, wait: Duration) -> Result<Lock> {
     lockfile::blocking_create_internal(&shared.repo.guard, b"nfslock session: counter update", Some(wait)).map_err(|e| e.in_op(op))
 }
 
@@ -155,46 +170,41 @@ pub fn make_new_ids(shared: &Shared, n: usize) -> Result<Vec<u64>> {
         return Err(Error::new(Errno::EINVAL, OP_MAKE, None, format!("n must be 1 to {MAX_IDS_PER_CALL}, not {n}")));
     }
     let mut st = enter(shared, OP_MAKE)?;
-    let sys_counter = |e: Errno, call: &str| Error::sys(e, OP_MAKE, &shared.repo.counter, call);
-    for _ in 0..MAX_SKIPS {
-        // Under the guard, only the counter moves past the range: the guard is held for
-        // a read and a write of one file, and the range's ID locks are made after it.
-        let guard = guard(shared, OP_MAKE)?;
-        let (cf, counter) = read_counter(shared, &mut st, OP_MAKE)?;
-        let (start, end) = match counter.next.checked_add(n as u64) {
-            Some(end) => (counter.next, end),
-            None => return Err(Error::new(Errno::EINVAL, OP_MAKE, Some(&shared.repo.counter), format!("{n} more IDs would pass 2^64"))),
-        };
-        counter::write(&cf, &counter, end).map_err(|e| sys_counter(e, "writing"))?;
-        if !shared.local {
-            // Elsewhere (NFS) the value must reach the server before anyone reads it.
-            counter::sync(&cf).map_err(|e| sys_counter(e, "fdatasync"))?;
-        }
-        // A guard someone else broke meanwhile changes nothing written: not a failure.
-        let _ = guard.unlock();
-        st.known_next = st.known_next.max(end);
-        // Nobody else is issued this range. Another session's lock_ids may have locked
-        // an ID of it meanwhile (it is below the counter now); then the range is given
-        // up, a gap, and the next one taken.
+    let guard = guard(shared, OP_MAKE)?;
+    still_live(shared, OP_MAKE)?;
+    let (cf, counter) = read_counter(shared, &mut st, OP_MAKE)?;
+    let overflow = || Error::new(Errno::EINVAL, OP_MAKE, Some(&shared.repo.counter), format!("{n} more IDs would pass 2^64"));
+    let mut start = counter.next;
+    let mut skips = 0;
+    // The range's ID locks are made under the guard, before the counter passes it: an
+    // ID below the counter may be locked by anyone's lock_ids, so linking after the
+    // guard could hand out an ID another session was given and released meanwhile.
+    // Under the guard nobody else links IDs at or above the counter (lock_ids advances
+    // the counter first), so an ID found locked here was left by a crashed session:
+    // the range starts again past it.
+    let taken = loop {
+        let end = start.checked_add(n as u64).ok_or_else(overflow)?;
         match take_range(shared, &mut st, start, end) {
-            Ok(Ok(taken)) => {
-                // Issued once the counter has passed the range on stable storage. On a
-                // local filesystem this sync also covers what others wrote meanwhile,
-                // and runs while they already hold the guard.
-                if shared.local {
-                    if let Err(e) = counter::sync(&cf) {
-                        undo(shared, &taken);
-                        return Err(sys_counter(e, "fdatasync"));
-                    }
-                }
-                st.held.extend(taken.iter().copied());
-                return Ok((start..end).collect());
+            Ok(Ok(taken)) => break taken,
+            Ok(Err(held)) if skips < MAX_SKIPS => {
+                skips += 1;
+                start = held.checked_add(1).ok_or_else(overflow)?;
             }
-            Ok(Err(_held)) => continue,
-            Err(e) => return Err(sys(shared, OP_MAKE, e, "locking a new ID in")),
+            Ok(Err(_)) => {
+                return Err(Error::new(Errno::EAGAIN, OP_MAKE, Some(&shared.repo.ids), "too many IDs above the counter are locked"));
+            }
+            Err(e) => return Err(take_error(shared, OP_MAKE, e)),
         }
+    };
+    let end = start + n as u64;
+    // The IDs are issued once the counter has passed them on stable storage.
+    if let Err(e) = commit_counter(shared, &cf, &counter, end, guard, OP_MAKE) {
+        undo(shared, &taken);
+        return Err(e);
     }
-    Err(Error::new(Errno::EAGAIN, OP_MAKE, Some(&shared.repo.ids), "other sessions kept locking the IDs issued to this one"))
+    st.known_next = st.known_next.max(end);
+    st.held.extend(taken.iter().copied());
+    Ok((start..end).collect())
 }
 
 pub fn lock_ids(shared: &Shared, ids: &[u64]) -> Result<Vec<u64>> {
@@ -207,14 +217,13 @@ pub fn lock_ids(shared: &Shared, ids: &[u64]) -> Result<Vec<u64>> {
     }
     let mut locked = Vec::with_capacity(ids.len());
     let mut new = Vec::new();
-    let mut listing = None;
     for id in ids {
         if st.held.contains_key(&id) {
             locked.push(id);
             continue;
         }
         let mut outcome = take(shared, &mut st, id);
-        if matches!(outcome, Ok(None)) && holder_is_dead(shared, id, &mut listing) {
+        if matches!(outcome, Ok(None)) && holder_is_dead(shared, id) {
             outcome = take(shared, &mut st, id);
         }
         match outcome {
@@ -225,7 +234,7 @@ pub fn lock_ids(shared: &Shared, ids: &[u64]) -> Result<Vec<u64>> {
             Ok(None) => {}
             Err(e) => {
                 undo(shared, &new);
-                return Err(sys(shared, OP_LOCK, e, "locking an ID in"));
+                return Err(take_error(shared, OP_LOCK, e));
             }
         }
     }
@@ -238,27 +247,34 @@ pub fn lock_ids(shared: &Shared, ids: &[u64]) -> Result<Vec<u64>> {
 fn raise_counter(shared: &Shared, st: &mut Ids, max: u64) -> Result<()> {
     let end = max.checked_add(1).ok_or_else(|| Error::new(Errno::EINVAL, OP_LOCK, None, "IDs go up to 2^64 - 2"))?;
     let guard = guard(shared, OP_LOCK)?;
+    still_live(shared, OP_LOCK)?;
     let (cf, counter) = read_counter(shared, st, OP_LOCK)?;
-    let next = if counter.next < end { commit_counter(shared, &cf, &counter, end, guard, OP_LOCK)?.next } else { counter.next };
+    let next = if counter.next < end {
+        commit_counter(shared, &cf, &counter, end, guard, OP_LOCK)?.next
+    } else {
+        // Relied on below: on a local filesystem the value may not be on disk yet.
+        if shared.local {
+            counter::sync(&cf).map_err(|e| Error::sys(e, OP_LOCK, &shared.repo.counter, "fdatasync"))?;
+        }
+        counter.next
+    };
     st.known_next = st.known_next.max(next);
     Ok(())
 }
 
 /// Whether the session holding `id` is dead (then its records are reaped at once).
-fn holder_is_dead(shared: &Shared, id: u64, listing: &mut Option<Listing>) -> bool {
+fn holder_is_dead(shared: &Shared, id: u64) -> bool {
     let holder = match idlock::holder_of(&shared.repo.id_path(id)) {
         Ok(Some(sid)) if sid != shared.sid => sid,
         // Released meanwhile: try again.
         Ok(None) => return true,
         _ => return false,
     };
-    if locked(&shared.observer).judge(&shared.repo, &holder, &shared.me.host) == Life::Alive {
+    let mut observer = locked(&shared.observer);
+    if observer.judge(&shared.repo, &holder, &shared.me.host) == Life::Alive {
         return false;
     }
-    if listing.is_none() {
-        *listing = Listing::read(&shared.repo).ok();
-    }
-    listing.as_ref().is_some_and(|l| liveness::reap(&shared.repo, &holder, l).is_ok())
+    liveness::reap_one(shared, &mut observer, &holder, OP_LOCK).is_ok()
 }
 
 pub fn release_ids(shared: &Shared, ids: &[u64]) -> Result<Vec<u64>> {
@@ -302,6 +318,5 @@ pub fn lock_holder(shared: &Shared, id: u64) -> Result<String> {
 
 pub fn reap_locks(shared: &Shared) -> Result<usize> {
     let _ids = enter(shared, OP_REAP)?;
-    liveness::reap_dead(&shared.repo, &mut locked(&shared.observer), &shared.sid, &shared.me.host)
-        .map_err(|e| sys(shared, OP_REAP, e, "reaping dead sessions in"))
+    liveness::reap_dead(shared, &mut locked(&shared.observer), None)
 }
