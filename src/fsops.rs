@@ -123,6 +123,13 @@ pub fn open_existing(path: &Path, write: bool) -> nix::Result<OwnedFd> {
     retry(|| fcntl::open(path, flags, Mode::empty()))
 }
 
+/// Opens an existing file for reading and writing with O_DIRECT (no client page cache),
+/// without following a symlink. EINVAL where the filesystem has no O_DIRECT.
+pub fn open_existing_direct(path: &Path) -> nix::Result<OwnedFd> {
+    let flags = OFlag::O_RDWR | OFlag::O_DIRECT | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+    retry(|| fcntl::open(path, flags, Mode::empty()))
+}
+
 /// Creates a new file that did not exist (O_EXCL), mode 0644 at most.
 pub fn create_new(path: &Path) -> nix::Result<OwnedFd> {
     let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;

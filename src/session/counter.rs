@@ -120,9 +120,19 @@ pub struct CounterFile {
 }
 
 /// Opens the counter. On NFS it must be opened afresh for every update: open is what
-/// revalidates a client's cached data (close-to-open consistency).
-pub fn open(path: &Path) -> Result<CounterFile, ReadError> {
-    let fd = match fsops::open_existing(path, true) {
+/// revalidates a client's cached data (close-to-open consistency). Off local
+/// filesystems it is opened with O_DIRECT where that is supported, so that reads go to
+/// the server: the file's size never changes, so a client that sees two updates within
+/// one tick of the server's timestamps would otherwise keep serving the older page.
+pub fn open(path: &Path, local: bool) -> Result<CounterFile, ReadError> {
+    let opened = match local {
+        true => fsops::open_existing(path, true),
+        false => match fsops::open_existing_direct(path) {
+            Err(Errno::EINVAL) => fsops::open_existing(path, true),
+            other => other,
+        },
+    };
+    let fd = match opened {
         Ok(fd) => fd,
         Err(Errno::ENOENT) => return Err(ReadError::Missing),
         Err(Errno::ELOOP) => return Err(ReadError::Corrupt("it is a symlink".into())),
@@ -143,8 +153,8 @@ pub fn read(cf: &CounterFile) -> Result<Counter, ReadError> {
 }
 
 /// Opens and reads the counter.
-pub fn load(path: &Path) -> Result<(CounterFile, Counter), ReadError> {
-    let cf = open(path)?;
+pub fn load(path: &Path, local: bool) -> Result<(CounterFile, Counter), ReadError> {
+    let cf = open(path, local)?;
     let counter = read(&cf)?;
     Ok((cf, counter))
 }

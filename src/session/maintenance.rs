@@ -88,7 +88,7 @@ pub fn check(shared: &Shared) -> Result<()> {
     // Under the guard: an allocation links its IDs before it advances the counter, so a
     // check between the two would see IDs above the counter.
     let guard = guard(shared, OP_CHECK)?;
-    let found = findings(repo);
+    let found = findings(repo, shared.local);
     let _ = guard.unlock();
     let findings = found?;
     if findings.is_empty() {
@@ -101,9 +101,9 @@ pub fn check(shared: &Shared) -> Result<()> {
 }
 
 /// What is wrong with the repository's files, in words.
-fn findings(repo: &Repo) -> Result<Vec<String>> {
+fn findings(repo: &Repo, local: bool) -> Result<Vec<String>> {
     let mut findings = Vec::new();
-    let next = match counter::load(&repo.counter) {
+    let next = match counter::load(&repo.counter, local) {
         Ok((_, c)) => Some(c.next),
         Err(counter::ReadError::Missing) => {
             findings.push(format!("the counter {} is missing", repo.counter.display()));
