@@ -70,7 +70,10 @@ pub fn create(dir: &Path, record: &[u8], message: &[u8]) -> nix::Result<Claim> {
         }
     });
     match made {
-        Ok(id) => Ok(Claim { path, id, message: message.to_vec(), liveness: Arc::new(file.into()) }),
+        Ok(id) => {
+            let local = fsops::is_local_fs(dir);
+            Ok(Claim { path, id, message: message.to_vec(), local, liveness: Arc::new(file.into()) })
+        }
         Err(e) => {
             let _ = fsops::unlink(&path);
             Err(e)

@@ -355,10 +355,12 @@ fn take(t: &Target, message: &[u8], me: &Identity, cached: Option<Claim>, op: &'
                 let _ = fsops::unlink(&c.path);
                 continue;
             }
-            Err(Errno::EEXIST | Errno::EIO) => {
+            Err(e @ (Errno::EEXIST | Errno::EIO)) => {
                 let seen = fsops::id_of(&t.lock);
-                // A retransmitted LINK reports EEXIST (or EIO) although the first one worked.
-                if seen == Ok(c.id) || claim_is_linked(&c) {
+                // A retransmitted LINK reports EEXIST (or EIO) although the first one
+                // worked. On a local filesystem EEXIST is the truth.
+                let authoritative = c.local && e == Errno::EEXIST;
+                if seen == Ok(c.id) || (!authoritative && claim_is_linked(&c)) {
                     return Ok(c.id);
                 }
                 // The same lock file whose holder was judged alive a moment ago: not

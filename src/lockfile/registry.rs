@@ -21,6 +21,9 @@ pub struct Claim {
     pub path: PathBuf,
     pub id: FileId,
     pub message: Vec<u8>,
+    /// Whether the claim's directory is on a filesystem of this machine only, where a
+    /// link(2) that reports EEXIST never linked (no lost replies to allow for).
+    pub local: bool,
     /// Kept open with a shared flock for as long as this process keeps the claim: the
     /// kernel drops it when the process dies, so a cleaner that cannot take the flock
     /// exclusively knows the holder is alive, whatever its pid and start time say.
