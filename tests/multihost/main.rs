@@ -28,6 +28,7 @@ const SHORT: Duration = Duration::from_secs(20);
 /// Start times closer than this are the same process's (src/host.rs).
 const START_TIME_TOLERANCE: Duration = Duration::from_secs(1);
 
+#[derive(Default)]
 struct Row {
     scenario: String,
     shape: String,
@@ -122,10 +123,9 @@ fn exclusion(rig: &mut Rig, name: &str, faults: Vec<Faults>) {
         acquisitions: acq,
         faults,
         violations: viol,
-        expected_violations: false,
-        recoveries: 0,
         wall: start.elapsed(),
         notes: format!("counter {counter}/{expected}; {} workers, {distinct} distinct PIDs", pids.len()),
+        ..Row::default()
     });
 }
 
@@ -169,10 +169,9 @@ fn lost_replies(rig: &mut Rig) {
         acquisitions: acq,
         faults,
         violations: viol,
-        expected_violations: false,
-        recoveries: 0,
         wall: start.elapsed(),
         notes: "no orphaned lock".into(),
+        ..Row::default()
     });
 }
 
@@ -203,12 +202,10 @@ fn killed_holder(rig: &mut Rig) {
         scenario,
         shape: "2x1".into(),
         acquisitions: 3,
-        faults: 0,
-        violations: 0,
-        expected_violations: false,
         recoveries: 1,
         wall: start.elapsed(),
         notes: "B: EAGAIN, ETIMEDOUT, EPERM; A recovers".into(),
+        ..Row::default()
     });
 }
 
@@ -252,12 +249,10 @@ fn rebooted_host(rig: &mut Rig) {
         scenario,
         shape: "2x1".into(),
         acquisitions: 2,
-        faults: 0,
-        violations: 0,
-        expected_violations: false,
         recoveries: 1,
         wall: start.elapsed(),
         notes: format!("old holder's pid {old_pid} alive again in the new namespace"),
+        ..Row::default()
     });
 }
 
@@ -292,12 +287,9 @@ fn core_records(rig: &mut Rig) {
         scenario,
         shape: "2x1".into(),
         acquisitions: 0,
-        faults: 0,
-        violations: 0,
-        expected_violations: false,
-        recoveries: 0,
         wall: start.elapsed(),
         notes: "3 record forms read, left untouched".into(),
+        ..Row::default()
     });
 }
 
@@ -324,9 +316,9 @@ fn naive_lock_bites(rig: &mut Rig) {
         faults,
         violations: u64::from(bitten),
         expected_violations: true,
-        recoveries: 0,
         wall: start.elapsed(),
         notes: "a naive link(2) lock, not libnfslock: stuck on its own orphaned lock".into(),
+        ..Row::default()
     });
 }
 

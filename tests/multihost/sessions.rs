@@ -45,10 +45,9 @@ pub fn allocation(rig: &mut Rig, name: &str, faults: Faults) {
         acquisitions: issued,
         faults,
         violations: viol,
-        expected_violations: false,
-        recoveries: 0,
         wall: start.elapsed(),
         notes: format!("{} distinct IDs, {} expected", all.len(), HOSTS * PROCS * IDS_PER_WORKER),
+        ..Row::default()
     });
 }
 
@@ -82,11 +81,9 @@ pub fn takeover(rig: &mut Rig) {
         scenario,
         shape: "2x1".into(),
         acquisitions: 3,
-        faults: 0,
-        violations: 0,
-        expected_violations: false,
         recoveries: 1,
         wall: start.elapsed(),
         notes: format!("B waited {ms} ms (timeout {TIMEOUT_MS} ms, B's clock +7 s); none taken while A lived"),
+        ..Row::default()
     });
 }
