@@ -13,7 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define SHORT_MS 300
+#define SHORT_MS 1000
 
 /* A heartbeat timeout of `ms` in real time, stretched like every time bound of the
  * harness (under valgrind a session's own heartbeat runs 20 times slower). */
@@ -305,7 +305,7 @@ static void t_session_etimedout_guard_busy(void)
     struct holder h;
     holder_start(&h, tp("repo/jobs.guard"), "stuck");
     REQUIRE_RC(h.rc, 0);
-    s = open_session("jobs", 300);
+    s = open_session("jobs", 1000);
     uint64_t id = 0;
     long long start = now_ms();
     CHECK_RC(nfslock_session_make_new_ids(s, 1, &id), ETIMEDOUT);

@@ -20,7 +20,8 @@ use nix::unistd::Pid;
 const CHILD: &str = "NFSLOCK_SESSION_CHILD";
 const CHILD_DIR: &str = "NFSLOCK_SESSION_DIR";
 const CHILD_TEST: &str = "child_main";
-const SHORT: Duration = Duration::from_millis(300);
+/// A short heartbeat timeout (its lease is half of it: long enough for a loaded CI disk).
+const SHORT: Duration = Duration::from_millis(1000);
 
 struct Scratch(PathBuf);
 

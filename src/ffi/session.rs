@@ -166,8 +166,8 @@ pub unsafe extern "C" fn nfslock_session_make_new_ids(s: *mut nfslock_session, n
 /// `locked_out` (room for `n`) and their count to `*n_locked`. IDs held by live
 /// sessions are skipped, not an error (Ganga's semantics).
 ///
-/// Errors: EINVAL NULL arguments (`ids`, `locked_out` may be NULL when `n` is 0), an ID
-/// of 2^64 - 1; ESTALE, EPERM, ENOENT, EBADMSG, ETIMEDOUT as for make_new_ids (locking an
+/// Errors: EINVAL NULL arguments (`ids`, `locked_out` may be NULL when `n` is 0), `n`
+/// above 2^24, an ID of 2^64 - 1; ESTALE, EPERM, ENOENT, EBADMSG, ETIMEDOUT as for make_new_ids (locking an
 /// ID above the counter advances it). Nothing is newly locked when the call fails.
 ///
 /// # Safety
@@ -190,8 +190,8 @@ pub unsafe extern "C" fn nfslock_session_lock_ids(
 /// `released_out` (room for `n`) and their count to `*n_released`. IDs held by other
 /// sessions, or by none, are left alone.
 ///
-/// Errors: EINVAL NULL arguments; ESTALE, EPERM as for make_new_ids; I/O errors (IDs
-/// released before the failure stay released).
+/// Errors: EINVAL NULL arguments, `n` above 2^24; ESTALE, EPERM as for make_new_ids;
+/// I/O errors (IDs released before the failure stay released).
 ///
 /// # Safety
 /// As for `nfslock_session_lock_ids`.

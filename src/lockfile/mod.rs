@@ -62,9 +62,11 @@ struct Target {
     lock: PathBuf,
     lock_name: OsString,
     dir: PathBuf,
-    /// Whether `P` receives a copy of the record (Core's documented behaviour). Locks the
-    /// library takes for itself, which nobody reads through `P`, skip it.
-    copy: bool,
+    /// A lock the library takes for itself (a session repository's guard): `P` gets no
+    /// copy of the record (nobody reads it there), and the at-exit hook leaves it alone
+    /// (another thread may be in the middle of the update it protects; once the process
+    /// is gone it is a dead holder's lock, cleared as such).
+    internal: bool,
 }
 
 impl Target {
@@ -100,7 +102,7 @@ impl Target {
         let mut lock_name = name.to_os_string();
         lock_name.push(LOCK_SUFFIX);
         let dir = key.parent().map_or_else(|| PathBuf::from("/"), Path::to_path_buf);
-        Ok(Target { key, lock: lock.into(), lock_name, dir, copy: true })
+        Ok(Target { key, lock: lock.into(), lock_name, dir, internal: false })
     }
 
     fn error(&self, errno: Errno, op: &'static str, cause: impl Into<String>) -> Error {
@@ -194,9 +196,9 @@ pub fn blocking_create(path: impl AsRef<Path>, message: &[u8], timeout: Option<D
 }
 
 /// [`blocking_create`] for a lock the library takes for itself (a session repository's
-/// guard): `P` gets no copy of the record, which saves a file write per change of hands.
+/// guard): see `Target::internal`.
 pub(crate) fn blocking_create_internal(path: &Path, message: &[u8], timeout: Option<Duration>) -> Result<Lock> {
-    blocking(Target { copy: false, ..Target::new(OP_BLOCKING, path)? }, message, timeout)
+    blocking(Target { internal: true, ..Target::new(OP_BLOCKING, path)? }, message, timeout)
 }
 
 fn blocking(t: Target, message: &[u8], timeout: Option<Duration>) -> Result<Lock> {
@@ -316,7 +318,7 @@ fn describe(r: &Record) -> String {
 fn attempt(t: &Target, message: &[u8], op: &'static str) -> Result<Lock> {
     let (token, me, claim, copy_fresh, generation) = {
         let mut st = state();
-        let token = st.reserve(&t.key, &t.lock).map_err(|busy| match busy {
+        let token = st.reserve(&t.key, &t.lock, !t.internal).map_err(|busy| match busy {
             Busy::ByThisThread => t.error(Errno::EDEADLK, op, "the calling thread already holds this lock"),
             Busy::ByOtherThread => t.error(Errno::EAGAIN, op, "another thread of this process holds this lock"),
         })?;
@@ -424,7 +426,7 @@ fn new_claim(t: &Target, message: &[u8], me: &Identity, op: &'static str) -> Res
 
 /// Gives `P` our record unless it holds it already; undoes the lock if that fails.
 fn write_copy(t: &Target, message: &[u8], me: &Identity, file: FileId, fresh: bool, op: &'static str) -> Result<FileId> {
-    if fresh || !t.copy {
+    if fresh || t.internal {
         return Ok(file);
     }
     let record = me.record(message).to_bytes();

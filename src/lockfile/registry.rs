@@ -40,6 +40,8 @@ struct Held {
     /// Identity of the lock file once taken; None while the acquisition is in flight.
     file: Option<FileId>,
     lock_path: PathBuf,
+    /// Whether the at-exit hook releases it (not for the library's internal locks).
+    release_at_exit: bool,
 }
 
 /// How many claim files a process keeps ready; the least recently used is removed past
@@ -122,13 +124,13 @@ impl State {
 
     /// Reserves `key` for the calling thread before it touches the disk, so that two
     /// threads of one process never race for the same path with the same claim file.
-    pub fn reserve(&mut self, key: &Path, lock_path: &Path) -> Result<u64, Busy> {
+    pub fn reserve(&mut self, key: &Path, lock_path: &Path, release_at_exit: bool) -> Result<u64, Busy> {
         if let Some(h) = self.held.get(key) {
             return Err(if h.thread == this_thread() { Busy::ByThisThread } else { Busy::ByOtherThread });
         }
         let token = self.next_token;
         self.next_token += 1;
-        let held = Held { thread: this_thread(), token, file: None, lock_path: lock_path.to_path_buf() };
+        let held = Held { thread: this_thread(), token, file: None, lock_path: lock_path.to_path_buf(), release_at_exit };
         self.held.insert(key.to_path_buf(), held);
         Ok(token)
     }
@@ -232,7 +234,7 @@ impl State {
 
     /// Lock files this process holds and claim files it keeps, emptied from the state.
     fn take_for_exit(&mut self) -> (Vec<(PathBuf, FileId)>, Vec<PathBuf>) {
-        let held = self.held.drain().filter_map(|(_, h)| Some((h.lock_path, h.file?))).collect();
+        let held = self.held.drain().filter(|(_, h)| h.release_at_exit).filter_map(|(_, h)| Some((h.lock_path, h.file?))).collect();
         let claims = self.claims.drain().map(|(_, (c, _))| c.path).collect();
         (held, claims)
     }

@@ -127,16 +127,25 @@ fn claim(shared: &Shared, st: &mut Ids) -> nix::Result<usize> {
     Ok(st.claims.len() - 1)
 }
 
-/// Links one ID to our current claim.
+/// Links one ID to our current claim (a new claim when the filesystem allows the
+/// current one no more links: EMLINK).
 fn take(shared: &Shared, st: &mut Ids, id: u64) -> nix::Result<Option<FileId>> {
-    let i = claim(shared, st)?;
-    let c: &mut Claim = &mut st.claims[i];
-    match idlock::take(&shared.repo, c, id)? {
-        Take::Ours => {
-            c.links += 1;
-            Ok(Some(c.file))
+    let mut fresh = false;
+    loop {
+        let i = claim(shared, st)?;
+        let c: &mut Claim = &mut st.claims[i];
+        match idlock::take(&shared.repo, c, id) {
+            Ok(Take::Ours) => {
+                c.links += 1;
+                return Ok(Some(c.file));
+            }
+            Ok(Take::Held) => return Ok(None),
+            Err(Errno::EMLINK) if !fresh => {
+                c.links = MAX_LINKS_PER_CLAIM;
+                fresh = true;
+            }
+            Err(e) => return Err(e),
         }
-        Take::Held => Ok(None),
     }
 }
 

@@ -11,7 +11,7 @@ use super::{describe, hosts, Rig, Row, HOSTS, PROCS, SHORT, WORKER_LIMIT};
 /// IDs each worker asks for, one call each.
 const IDS_PER_WORKER: usize = 25;
 /// The heartbeat timeout of the takeover scenario.
-const TIMEOUT_MS: u64 = 500;
+const TIMEOUT_MS: u64 = 1000;
 
 /// 3 hosts x 4 processes allocating IDs in one repository under `faults`: every ID is
 /// unique, each session's IDs increase, no call fails.
