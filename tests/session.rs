@@ -263,6 +263,27 @@ fn closing_a_reaped_session_releases_nothing() {
     me.close().unwrap();
 }
 
+/// Found in review: an ID lock whose claim's name is gone and whose session left no
+/// record (an I/O error during close can leave one) was never released.
+#[test]
+fn orphaned_id_locks_are_reaped() {
+    let scratch = Scratch::new("orphans");
+    let me = Session::open(&scratch.0, Some("jobs"), None).unwrap();
+    let ids = scratch.0.join("jobs.ids");
+    fs::write(ids.join("555"), b"nfslock-idlock 1 session 0123456789abcdef\n").unwrap();
+    // One naming this very session is not an orphan: its record exists.
+    fs::write(ids.join("556"), format!("nfslock-idlock 1 session {}\n", me.id())).unwrap();
+    fs::write(ids.join("557"), b"nfslock-idlock 1 session 0123456789abcdef\n").unwrap();
+    me.reap_locks().unwrap();
+    assert!(!ids.join("555").exists() && !ids.join("557").exists(), "the orphans were removed");
+    assert!(ids.join("556").exists(), "a live session's file is left alone");
+    // lock_ids meeting one reclaims it on the way.
+    fs::write(ids.join("558"), b"nfslock-idlock 1 session 0123456789abcdef\n").unwrap();
+    assert_eq!(me.lock_ids(&[555, 558]).unwrap(), vec![555, 558]);
+    fs::remove_file(ids.join("556")).unwrap();
+    me.close().unwrap();
+}
+
 #[test]
 fn a_missing_or_corrupt_counter_is_never_reset() {
     let scratch = Scratch::new("counter");

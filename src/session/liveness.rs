@@ -203,18 +203,49 @@ pub fn reap_dead(shared: &Shared, observer: &mut Observer, deadline: Option<Inst
         None => guard(shared, OP_REAP)?,
     };
     let listing = Listing::read(repo).map_err(sys)?;
+    let sessions = known_sessions(repo, &listing).map_err(sys)?;
     let mut reaped = 0;
-    for sid in known_sessions(repo, &listing).map_err(sys)? {
-        if sid == shared.sid || observer.judge(repo, &sid, &shared.me.host) == Life::Alive {
+    let mut finished = true;
+    for sid in &sessions {
+        if *sid == shared.sid || observer.judge(repo, sid, &shared.me.host) == Life::Alive {
             continue;
         }
-        if !reap(repo, &sid, &listing, deadline).map_err(sys)? {
+        if !reap(repo, sid, &listing, deadline).map_err(sys)? {
+            finished = false;
             break;
         }
         reaped += 1;
     }
+    if finished {
+        remove_orphans(repo, &listing, &sessions).map_err(sys)?;
+    }
     let _ = guard.unlock();
     Ok(reaped)
+}
+
+/// Removes ID locks whose claim's name is gone (an I/O error during a close or an undo
+/// can leave one) and whose session has neither a record nor a claim left: nothing
+/// else would ever release them. An ID lock whose inode matches a listed claim is not
+/// looked at, so this reads files only in that rare case.
+fn remove_orphans(repo: &Repo, listing: &Listing, sessions: &HashSet<String>) -> nix::Result<()> {
+    let claimed: HashSet<u64> = listing.claims().map(|(_, _, ino)| ino).collect();
+    for (id, ino) in listing.ids() {
+        if claimed.contains(&ino) {
+            continue;
+        }
+        let path = repo.id_path(id);
+        let Ok(file) = fsops::id_of(&path) else { continue };
+        if claimed.contains(&file.ino) {
+            continue;
+        }
+        match idlock::holder_of(&path) {
+            Ok(Some(sid)) if !sessions.contains(&sid) => {
+                idlock::release(repo, id, file)?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Reaps one session judged dead, under the guard (judged again there).
@@ -222,8 +253,11 @@ pub fn reap_one(shared: &Shared, observer: &mut Observer, sid: &str, op: &'stati
     let repo = &shared.repo;
     let guard = guard(shared, op)?;
     if observer.judge(repo, sid, &shared.me.host) != Life::Alive {
-        let listing = Listing::read(repo).map_err(|e| Error::sys(e, op, &repo.ids, "reading"))?;
-        reap(repo, sid, &listing, None).map_err(|e| Error::sys(e, op, &repo.dir, "reaping a dead session in"))?;
+        let sys = |e: Errno| Error::sys(e, op, &repo.dir, "reaping a dead session in");
+        let listing = Listing::read(repo).map_err(sys)?;
+        reap(repo, sid, &listing, None).map_err(sys)?;
+        let sessions = known_sessions(repo, &listing).map_err(sys)?;
+        remove_orphans(repo, &listing, &sessions).map_err(sys)?;
     }
     let _ = guard.unlock();
     Ok(())
