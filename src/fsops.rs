@@ -95,8 +95,14 @@ pub fn unlink_if_is(path: &Path, id: FileId) -> nix::Result<bool> {
     Err(Errno::EIO)
 }
 
-pub fn rename(from: &Path, to: &Path) -> nix::Result<()> {
-    retry(|| fcntl::renameat(fcntl::AT_FDCWD, from, fcntl::AT_FDCWD, to))
+/// rename(2) of the file `file` is open on, from `from` to `to`. A retransmitted RENAME
+/// finds its source gone and reports ENOENT although the first one worked: that counts
+/// as success when `to` now names our file.
+pub fn rename_placing(file: &File, from: &Path, to: &Path) -> nix::Result<()> {
+    match retry(|| fcntl::renameat(fcntl::AT_FDCWD, from, fcntl::AT_FDCWD, to)) {
+        Err(Errno::ENOENT) if fstat(file).is_ok_and(|st| id_of(to) == Ok(FileId::from(&st))) => Ok(()),
+        other => other,
+    }
 }
 
 /// lstat(2): the identity and type of the name itself.
@@ -116,17 +122,24 @@ pub fn is_regular(st: &stat::FileStat) -> bool {
     SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFREG
 }
 
+/// Whether `path` is a directory (not a symlink to one).
+pub fn is_dir(path: &Path) -> bool {
+    lstat(path).is_ok_and(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR)
+}
+
 /// Opens an existing file without following a symlink and without blocking on a FIFO.
 pub fn open_existing(path: &Path, write: bool) -> nix::Result<OwnedFd> {
-    let access = if write { OFlag::O_RDWR } else { OFlag::O_RDONLY };
-    let flags = access | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
-    retry(|| fcntl::open(path, flags, Mode::empty()))
+    open_nofollow(path, if write { OFlag::O_RDWR } else { OFlag::O_RDONLY })
 }
 
 /// Opens an existing file for reading and writing with O_DIRECT (no client page cache),
 /// without following a symlink. EINVAL where the filesystem has no O_DIRECT.
 pub fn open_existing_direct(path: &Path) -> nix::Result<OwnedFd> {
-    let flags = OFlag::O_RDWR | OFlag::O_DIRECT | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+    open_nofollow(path, OFlag::O_RDWR | OFlag::O_DIRECT)
+}
+
+fn open_nofollow(path: &Path, flags: OFlag) -> nix::Result<OwnedFd> {
+    let flags = flags | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
     retry(|| fcntl::open(path, flags, Mode::empty()))
 }
 

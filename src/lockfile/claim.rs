@@ -39,17 +39,9 @@ fn create_private(dir: &Path) -> nix::Result<(PathBuf, OwnedFd)> {
     let mut collisions = 0;
     loop {
         let path = fresh_name(dir);
-        match fsops::create_new(&path) {
+        match fsops::create_unpredictable(&path) {
             Ok(fd) => return Ok((path, fd)),
-            Err(Errno::EEXIST) => {
-                if let Some(fd) = fsops::adopt_own_creation(&path) {
-                    return Ok((path, fd));
-                }
-                if collisions == 8 {
-                    return Err(Errno::EEXIST);
-                }
-                collisions += 1;
-            }
+            Err(Errno::EEXIST) if collisions < 8 => collisions += 1,
             Err(e) => return Err(e),
         }
     }
@@ -95,19 +87,11 @@ pub fn write_copy(dir: &Path, copy_path: &Path, record: &[u8]) -> Result<(), (Er
     let (tmp, fd) = create_private(dir).map_err(|e| (e, "open"))?;
     let file = File::from(fd);
     let written = (&file).write_all(record).map_err(|e| (fsops::io_errno(&e), "write"));
-    let placed = written.and_then(|()| match fsops::rename(&tmp, copy_path) {
-        // A retransmitted rename finds its source gone: did ours put the file in place?
-        Err(Errno::ENOENT) if renamed_into_place(&file, copy_path) => Ok(()),
-        other => other.map_err(|e| (e, "rename")),
-    });
+    let placed = written.and_then(|()| fsops::rename_placing(&file, &tmp, copy_path).map_err(|e| (e, "rename")));
     if placed.is_err() {
         let _ = fsops::unlink(&tmp);
     }
     placed
-}
-
-fn renamed_into_place(file: &File, path: &Path) -> bool {
-    fsops::fstat(file).is_ok_and(|st| fsops::id_of(path) == Ok(FileId::from(&st)))
 }
 
 /// Removes the claim files in `dir` left by dead processes of this host.

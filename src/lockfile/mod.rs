@@ -159,7 +159,7 @@ impl Lock {
                 return Err(t.error(Errno::ENOLCK, op, "the lock was already released with nfslock_unlock_path"));
             }
         }
-        let removed = registry::remove_if_ours(&t.lock, self.file);
+        let removed = fsops::unlink_if_is(&t.lock, self.file);
         registry::end_hold(&t.key, self.token);
         match removed {
             Ok(true) => Ok(()),
@@ -247,7 +247,7 @@ pub fn unlock_path(path: impl AsRef<Path>) -> Result<()> {
         Holder::Held { record, file } => (record, file),
     };
     if me.wrote(&record) {
-        let removed = registry::remove_if_ours(&t.lock, file);
+        let removed = fsops::unlink_if_is(&t.lock, file);
         registry::end_holds_of_file(file);
         return match removed {
             Ok(true) => Ok(()),
@@ -431,7 +431,7 @@ fn write_copy(t: &Target, message: &[u8], me: &Identity, file: FileId, fresh: bo
     }
     let record = me.record(message).to_bytes();
     if let Err((errno, call)) = claim::write_copy(&t.dir, &t.key, &record) {
-        let _ = registry::remove_if_ours(&t.lock, file);
+        let _ = fsops::unlink_if_is(&t.lock, file);
         let cause = match errno {
             Errno::ELOOP => format!("{} is a symlink; it is never followed", t.key.display()),
             Errno::EISDIR => format!("{} is not a regular file", t.key.display()),

@@ -285,11 +285,6 @@ pub fn wait_for_other_thread(key: &Path, timeout: std::time::Duration) -> bool {
     true
 }
 
-/// Removes `lock_path` if it is still the file `file` we took.
-pub fn remove_if_ours(lock_path: &Path, file: FileId) -> nix::Result<bool> {
-    fsops::unlink_if_is(lock_path, file)
-}
-
 // Fork safety: the state mutex is taken before fork and released on both sides, so a
 // child never inherits it locked by a thread that does not exist in the child.
 struct ForkGuard(std::cell::UnsafeCell<Option<MutexGuard<'static, State>>>);
@@ -329,7 +324,7 @@ extern "C" fn at_exit() {
     let (held, claims) = state.take_for_exit();
     drop(state);
     for (lock_path, file) in held {
-        let _ = remove_if_ours(&lock_path, file);
+        let _ = fsops::unlink_if_is(&lock_path, file);
     }
     for claim in claims {
         let _ = fsops::unlink(&claim);

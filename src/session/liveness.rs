@@ -10,7 +10,6 @@ use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::fs::File;
 use std::os::unix::fs::DirEntryExt;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -261,9 +260,4 @@ pub fn reap_one(shared: &Shared, observer: &mut Observer, sid: &str, op: &'stati
     }
     let _ = guard.unlock();
     Ok(())
-}
-
-/// Whether `dir` exists as a directory (not through a symlink).
-pub fn is_dir(dir: &Path) -> bool {
-    fsops::lstat(dir).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
 }

@@ -39,12 +39,12 @@ fn mkdir(path: &Path, recursive: bool) -> std::io::Result<()> {
 pub fn prepare_repository(repo: &Repo, timeout: Duration) -> Result<()> {
     let io = |e: std::io::Error, what: &str, path: &Path| Error::sys(fsops::io_errno(&e), OP_OPEN, path, what);
     mkdir(&repo.dir, true).map_err(|e| io(e, "creating the directory", &repo.dir))?;
-    if liveness::is_dir(&repo.ids) && liveness::is_dir(&repo.sessions) {
+    if fsops::is_dir(&repo.ids) && fsops::is_dir(&repo.sessions) {
         return Ok(());
     }
     let guard = lockfile::blocking_create_internal(&repo.guard, b"nfslock session: creating the repository", Some(timeout))
         .map_err(|e| e.in_op(OP_OPEN))?;
-    if !liveness::is_dir(&repo.ids) {
+    if !fsops::is_dir(&repo.ids) {
         write_counter(repo, 0, false).map_err(|e| Error::sys(e, OP_OPEN, &repo.counter, "creating"))?;
         mkdir(&repo.ids, false).map_err(|e| io(e, "creating", &repo.ids))?;
     }
@@ -61,11 +61,7 @@ fn write_counter(repo: &Repo, next: u64, replace: bool) -> nix::Result<()> {
     let file = std::fs::File::from(fsops::create_unpredictable(&tmp)?);
     let placed = fsops::write_durably(&file, &counter::initial(next)).map_err(|e| fsops::io_errno(&e)).and_then(|()| {
         if replace {
-            match fsops::rename(&tmp, &repo.counter) {
-                // A retransmitted RENAME whose first one worked.
-                Err(Errno::ENOENT) if fsops::fstat(&file).is_ok_and(|st| fsops::id_of(&repo.counter) == Ok(FileId::from(&st))) => Ok(()),
-                other => other,
-            }
+            fsops::rename_placing(&file, &tmp, &repo.counter)
         } else {
             match fsops::link(&tmp, &repo.counter) {
                 Ok(()) | Err(Errno::EEXIST) => Ok(()),

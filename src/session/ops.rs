@@ -96,16 +96,21 @@ pub(super) fn read_counter(shared: &Shared, st: &mut Ids, op: &'static str) -> R
     Ok((cf, c))
 }
 
-/// Writes the counter's new value and makes it durable, releasing the guard on the way:
-/// after the sync where other hosts read the counter (NFS: the data must have reached
-/// the server before anyone else reads it), before it on a local filesystem, where the
-/// next reader sees the page cache and its own sync covers ours, so that the syncs of
-/// concurrent sessions overlap instead of queueing behind the guard.
-fn commit_counter(shared: &Shared, cf: &CounterFile, current: &Counter, next: u64, guard: Lock, op: &'static str) -> Result<Counter> {
+/// Moves the counter to `next` (if that is ahead of it) and makes the value relied on
+/// durable, releasing the guard on the way: after the sync where other hosts read the
+/// counter (NFS: the data must have reached the server before anyone else reads it),
+/// before it on a local filesystem, where the next reader sees the page cache and its
+/// own sync covers ours, so that the syncs of concurrent sessions overlap instead of
+/// queueing behind the guard. There a value read but not written is synced too: another
+/// session may have written it and not synced it yet. Returns the counter's next ID.
+fn commit_counter(shared: &Shared, cf: &CounterFile, current: &Counter, next: u64, guard: Lock, op: &'static str) -> Result<u64> {
     let sys = |e: Errno, call: &str| Error::sys(e, op, &shared.repo.counter, call);
-    let updated = counter::write(cf, current, next).map_err(|e| sys(e, "writing"))?;
-    if !shared.local {
-        counter::sync(cf).map_err(|e| sys(e, "fdatasync"))?;
+    let wrote = next > current.next;
+    if wrote {
+        counter::write(cf, current, next).map_err(|e| sys(e, "writing"))?;
+        if !shared.local {
+            counter::sync(cf).map_err(|e| sys(e, "fdatasync"))?;
+        }
     }
     // The counter is written and the IDs locked: a guard someone else broke meanwhile
     // changes neither, so its release error is not this call's failure.
@@ -113,7 +118,7 @@ fn commit_counter(shared: &Shared, cf: &CounterFile, current: &Counter, next: u6
     if shared.local {
         counter::sync(cf).map_err(|e| sys(e, "fdatasync"))?;
     }
-    Ok(updated)
+    Ok(next.max(current.next))
 }
 
 /// The claim new ID locks link to, starting a new one when the current one is full.
@@ -258,15 +263,7 @@ fn raise_counter(shared: &Shared, st: &mut Ids, max: u64) -> Result<()> {
     let guard = guard(shared, OP_LOCK)?;
     still_live(shared, OP_LOCK)?;
     let (cf, counter) = read_counter(shared, st, OP_LOCK)?;
-    let next = if counter.next < end {
-        commit_counter(shared, &cf, &counter, end, guard, OP_LOCK)?.next
-    } else {
-        // Relied on below: on a local filesystem the value may not be on disk yet.
-        if shared.local {
-            counter::sync(&cf).map_err(|e| Error::sys(e, OP_LOCK, &shared.repo.counter, "fdatasync"))?;
-        }
-        counter.next
-    };
+    let next = commit_counter(shared, &cf, &counter, end, guard, OP_LOCK)?;
     st.known_next = st.known_next.max(next);
     Ok(())
 }
