@@ -1,11 +1,13 @@
 /*
  * The session family through the C API: every function, its NULL and bad arguments,
  * and each error code provoked for real (ENOENT and EBADMSG counters, ERANGE, ENOTDIR,
- * EACCES, ESTALE after a pause, EPERM in a forked child, ETIMEDOUT on a busy guard),
+ * EACCES, ESTALE after a pause, EPERM in a forked child, ETIMEDOUT on a busy guard and on
+ * a busy counter token),
  * and one handle shared by threads.
  */
 #include "harness.h"
 
+#include <dirent.h>
 #include <grp.h>
 #include <pthread.h>
 #include <signal.h>
@@ -301,19 +303,96 @@ static void t_session_etimedout_guard_busy(void)
 {
     nfslock_session *s = open_session("jobs", 0);
     CHECK_RC(nfslock_session_close(s), 0);
-    /* Another process holds the repository's guard (a lock file of the ordinary kind). */
+    /* Another process holds the repository's guard (a lock file of the ordinary kind),
+     * which check, repair and reaping take. */
     struct holder h;
     holder_start(&h, tp("repo/jobs.guard"), "stuck");
     REQUIRE_RC(h.rc, 0);
     s = open_session("jobs", 1000);
+    long long start = now_ms();
+    CHECK_RC(nfslock_session_check(s), ETIMEDOUT);
+    CHECK(now_ms() - start >= 1000);
+    CHECK(strstr(nfslock_last_error(), "jobs.guard") != NULL);
+    CHECK_RC(holder_release(&h), 0);
+    CHECK_RC(nfslock_session_check(s), 0);
+    CHECK_RC(nfslock_session_close(s), 0);
+}
+
+/* Opens a session, takes one ID, reports it on `out` and waits for a byte on `in`. */
+static void token_child(int in, int out)
+{
+    nfslock_session *s = NULL;
+    uint64_t id = 0;
+    if (nfslock_session_open(tp("repo"), "jobs", 0, &s) != 0 || nfslock_session_make_new_ids(s, 1, &id) != 0)
+        _exit(12);
+    if (write(out, &id, sizeof id) != sizeof id)
+        _exit(13);
+    char c;
+    (void)!read(in, &c, 1);
+    _exit(nfslock_session_close(s) == 0 ? 0 : 14);
+}
+
+/* The first claim file in repo/jobs.ids (the only session with one is the child's). */
+static int find_claim(char *out, size_t cap)
+{
+    DIR *d = opendir(tp("repo/jobs.ids"));
+    if (d == NULL)
+        return -1;
+    struct dirent *e;
+    int found = -1;
+    while ((e = readdir(d)) != NULL) {
+        if (strncmp(e->d_name, ".claim-", 7) == 0) {
+            snprintf(out, cap, "%s/%s", tp("repo/jobs.ids"), e->d_name);
+            found = 0;
+            break;
+        }
+    }
+    closedir(d);
+    return found;
+}
+
+static void t_session_etimedout_token_busy(void)
+{
+    /* A live session of another process holds the counter's token: the lock on the
+     * counter's next ID, as while it writes the counter (here: as if it were paused
+     * there). Writers wait for it and give up with ETIMEDOUT; once its process is
+     * gone, the next writer takes the token over at once. */
+    int go[2], ready[2];
+    REQUIRE(pipe(go) == 0 && pipe(ready) == 0);
+    pid_t pid = fork_flushed();
+    REQUIRE(pid >= 0);
+    if (pid == 0)
+        token_child(go[0], ready[1]);
+    uint64_t child_id = 0;
+    REQUIRE(read(ready[0], &child_id, sizeof child_id) == sizeof child_id);
+    char claim[512], token[512];
+    REQUIRE(find_claim(claim, sizeof claim) == 0);
+    snprintf(token, sizeof token, "%s/%llu", tp("repo/jobs.ids"), (unsigned long long)(child_id + 1));
+    REQUIRE(link(claim, token) == 0);
+
+    nfslock_session *s = open_session("jobs", 1000);
     uint64_t id = 0;
     long long start = now_ms();
     CHECK_RC(nfslock_session_make_new_ids(s, 1, &id), ETIMEDOUT);
     CHECK(now_ms() - start >= 1000);
-    CHECK(strstr(nfslock_last_error(), "jobs.guard") != NULL);
-    CHECK_RC(holder_release(&h), 0);
+    CHECKF(strstr(nfslock_last_error(), token) != NULL, "last error: %s", nfslock_last_error());
+    uint64_t high = child_id + 10, out = 0;
+    size_t n = 9;
+    CHECK_RC(nfslock_session_lock_ids(s, &high, 1, &out, &n), ETIMEDOUT);
+
+    REQUIRE(kill(pid, SIGKILL) == 0);
+    CHECK(wait_status(pid) == 128 + SIGKILL);
+    start = now_ms();
     CHECK_RC(nfslock_session_make_new_ids(s, 1, &id), 0);
+    CHECK(id == child_id + 1);
+    CHECK(now_ms() - start < 1000);
+    CHECK(!exists(claim));
+    CHECK_RC(nfslock_session_check(s), 0);
     CHECK_RC(nfslock_session_close(s), 0);
+    close(go[0]);
+    close(go[1]);
+    close(ready[0]);
+    close(ready[1]);
 }
 
 static void *allocate_in_thread(void *arg)
@@ -358,6 +437,7 @@ const struct test session_tests[] = {
     {"session_eperm_in_fork", t_session_eperm_in_fork, 0, 0},
     {"session_processes_unique", t_session_processes_unique, 0, 0},
     {"session_etimedout_guard_busy", t_session_etimedout_guard_busy, 0, 0},
+    {"session_etimedout_token_busy", t_session_etimedout_token_busy, 0, 0},
     {"session_threads_share_a_handle", t_session_threads_share_a_handle, 0, 0},
     {NULL, NULL, 0, 0},
 };

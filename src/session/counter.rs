@@ -112,7 +112,7 @@ pub fn initial(next: u64) -> Vec<u8> {
     bytes
 }
 
-/// The counter file, open for update (the caller holds the repository's guard).
+/// The counter file, open for update (by the holder of its token, see token.rs).
 #[derive(Debug)]
 pub struct CounterFile {
     pub file: File,

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! DIR/NAME.counter            the next ID (counter.rs)
-//! DIR/NAME.guard[.nfs_lock]   a lock file serialising counter updates
+//! DIR/NAME.guard[.nfs_lock]   a lock file serialising reapers, check, repair (and on NFS
+//!                             counter updates, with the counter's token: token.rs)
 //! DIR/NAME.sessions/<sid>     one record per open session (record.rs)
 //! DIR/NAME.ids/<id>           one file per locked ID: a hard link of its session's claim
 //! DIR/NAME.ids/.claim-<sid>-<n>   the claims: "nfslock-idlock 1 session <sid>\n"

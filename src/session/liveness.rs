@@ -18,6 +18,7 @@ use super::idlock;
 use super::layout::{classify, is_session_id, IdsEntry, Repo};
 use super::ops::{guard, guard_within};
 use super::record::{SessionRecord, MAX_LEN};
+use super::token;
 use super::Shared;
 use crate::error::{Error, Result};
 use crate::fsops::{self, FileId};
@@ -209,6 +210,9 @@ pub fn reap_dead(shared: &Shared, observer: &mut Observer, deadline: Option<Inst
         if *sid == shared.sid || observer.judge(repo, sid, &shared.me.host) == Life::Alive {
             continue;
         }
+        if token::pins(repo, shared.local, sid, &shared.me.host) {
+            continue;
+        }
         if !reap(repo, sid, &listing, deadline).map_err(sys)? {
             finished = false;
             break;
@@ -247,17 +251,21 @@ fn remove_orphans(repo: &Repo, listing: &Listing, sessions: &HashSet<String>) ->
     Ok(())
 }
 
-/// Reaps one session judged dead, under the guard (judged again there).
-pub fn reap_one(shared: &Shared, observer: &mut Observer, sid: &str, op: &'static str) -> Result<()> {
+/// Reaps one session judged dead, under the guard (judged again there). `guarded`: the
+/// caller holds the guard already.
+pub fn reap_one(shared: &Shared, observer: &mut Observer, sid: &str, op: &'static str, guarded: bool) -> Result<()> {
     let repo = &shared.repo;
-    let guard = guard(shared, op)?;
-    if observer.judge(repo, sid, &shared.me.host) != Life::Alive {
+    let guard = if guarded { None } else { Some(guard(shared, op)?) };
+    let dead = observer.judge(repo, sid, &shared.me.host) != Life::Alive;
+    if dead && !token::pins(repo, shared.local, sid, &shared.me.host) {
         let sys = |e: Errno| Error::sys(e, op, &repo.dir, "reaping a dead session in");
         let listing = Listing::read(repo).map_err(sys)?;
         reap(repo, sid, &listing, None).map_err(sys)?;
         let sessions = known_sessions(repo, &listing).map_err(sys)?;
         remove_orphans(repo, &listing, &sessions).map_err(sys)?;
     }
-    let _ = guard.unlock();
+    if let Some(guard) = guard {
+        let _ = guard.unlock();
+    }
     Ok(())
 }

@@ -12,7 +12,8 @@ use super::heartbeat::{enter, still_live};
 use super::idlock;
 use super::layout::{is_session_id, Repo};
 use super::liveness::{self, Listing};
-use super::ops::{guard, read_counter};
+use super::ops::guard;
+use super::token::{self, Token};
 use super::{locked, Shared, OP_OPEN};
 use crate::error::{Error, Result};
 use crate::fsops::{self, FileId};
@@ -79,12 +80,21 @@ fn file_name(path: &Path) -> String {
 }
 
 pub fn check(shared: &Shared) -> Result<()> {
-    let _ids = enter(shared, OP_CHECK)?;
+    let mut ids = enter(shared, OP_CHECK)?;
     let repo = &shared.repo;
-    // Under the guard: an allocation links its IDs before it advances the counter, so a
-    // check between the two would see IDs above the counter.
+    // Under the guard (no reaper at work) and the counter's token: an allocation links
+    // its IDs before it advances the counter, so a check between the two would see IDs
+    // above the counter. A counter that cannot be read is itself the finding.
     let guard = guard(shared, OP_CHECK)?;
-    let found = findings(repo, shared.local);
+    let token = match token::acquire(shared, &mut ids, OP_CHECK, true) {
+        Ok(token) => Some(token),
+        Err(e) if matches!(e.errno(), Errno::ENOENT | Errno::EBADMSG) => None,
+        Err(e) => return Err(e),
+    };
+    let found = findings(repo, shared.local, token.as_ref().map(Token::id));
+    if let Some(token) = &token {
+        token::release(shared, token);
+    }
     let _ = guard.unlock();
     let findings = found?;
     if findings.is_empty() {
@@ -96,8 +106,9 @@ pub fn check(shared: &Shared) -> Result<()> {
     Err(Error::new(Errno::EBADMSG, OP_CHECK, Some(&repo.dir), format!("{} problem(s): {shown}{tail}", findings.len())))
 }
 
-/// What is wrong with the repository's files, in words.
-fn findings(repo: &Repo, local: bool) -> Result<Vec<String>> {
+/// What is wrong with the repository's files, in words. `token`: the ID this check
+/// holds the counter's token on (not a finding).
+fn findings(repo: &Repo, local: bool, token: Option<u64>) -> Result<Vec<String>> {
     let mut findings = Vec::new();
     let next = match counter::load(&repo.counter, local) {
         Ok((_, c)) => Some(c.next),
@@ -124,7 +135,7 @@ fn findings(repo: &Repo, local: bool) -> Result<Vec<String>> {
             findings.push(format!("sessions {sid} and {other} share a claim file"));
         }
     }
-    for (id, ino) in listing.ids() {
+    for (id, ino) in listing.ids().filter(|(id, _)| Some(*id) != token) {
         if let Some(next) = next.filter(|&n| id >= n) {
             findings.push(format!("ID {id} is locked, but the counter's next ID is {next}"));
         }
@@ -150,30 +161,31 @@ pub fn repair_counter(shared: &Shared, next_id: u64) -> Result<()> {
     let mut ids = enter(shared, OP_REPAIR)?;
     let repo = &shared.repo;
     let guard = guard(shared, OP_REPAIR)?;
-    let listing = Listing::read(repo).map_err(|e| Error::sys(e, OP_REPAIR, &repo.ids, "reading"))?;
-    let above_locked = listing.ids().map(|(id, _)| id.saturating_add(1)).max().unwrap_or(0);
-    let floor = next_id.max(ids.known_next).max(above_locked);
-    let next = match read_counter(shared, &mut ids, OP_REPAIR) {
-        Ok((cf, c)) if floor > c.next => {
-            let sys = |e: Errno| Error::sys(e, OP_REPAIR, &repo.counter, "writing");
-            let c = counter::write(&cf, &c, floor).map_err(sys)?;
-            counter::sync(&cf).map_err(sys)?;
-            c.next
-        }
-        Ok((cf, c)) => {
-            // Relied on below: on a local filesystem it may not be on disk yet.
-            if shared.local {
-                counter::sync(&cf).map_err(|e| Error::sys(e, OP_REPAIR, &repo.counter, "fdatasync"))?;
-            }
-            c.next
-        }
-        Err(e) if matches!(e.errno(), Errno::ENOENT | Errno::EBADMSG) => {
-            write_counter(repo, floor, true).map_err(|e| Error::sys(e, OP_REPAIR, &repo.counter, "writing"))?;
-            floor
-        }
+    // A readable counter is raised in place with its token, like any update; one that
+    // is missing or corrupt (no writer can hold its token) is replaced whole.
+    let token = match token::acquire(shared, &mut ids, OP_REPAIR, true) {
+        Ok(token) => Some(token),
+        Err(e) if matches!(e.errno(), Errno::ENOENT | Errno::EBADMSG) => None,
         Err(e) => return Err(e),
     };
+    let listed = Listing::read(repo).map_err(|e| Error::sys(e, OP_REPAIR, &repo.ids, "reading"));
+    let repaired = listed.and_then(|listing| {
+        let token_id = token.as_ref().map(Token::id);
+        let locked = listing.ids().filter(|(id, _)| Some(*id) != token_id);
+        let above_locked = locked.map(|(id, _)| id.saturating_add(1)).max().unwrap_or(0);
+        let floor = next_id.max(ids.known_next).max(above_locked);
+        match &token {
+            Some(token) => token::commit(shared, token, floor, OP_REPAIR),
+            None => write_counter(repo, floor, true)
+                .map(|()| floor)
+                .map_err(|e| Error::sys(e, OP_REPAIR, &repo.counter, "writing")),
+        }
+    });
+    if let Some(token) = &token {
+        token::release(shared, token);
+    }
     let _ = guard.unlock();
+    let next = repaired?;
     ids.known_next = ids.known_next.max(next);
     Ok(())
 }

@@ -4,7 +4,8 @@
 //!
 //! Every operation costs O(k) in the IDs it touches plus a constant: the counter is two
 //! fixed slots updated in place (counter.rs), an ID lock is one link(2) (idlock.rs).
-//! The on-disk layout is in layout.rs; liveness and reaping in liveness.rs.
+//! Who may write the counter is decided by its token (token.rs). The on-disk layout is
+//! in layout.rs; liveness and reaping in liveness.rs.
 
 mod counter;
 mod heartbeat;
@@ -14,6 +15,7 @@ mod liveness;
 mod maintenance;
 mod ops;
 mod record;
+mod token;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -57,11 +59,11 @@ struct Shared {
     me: Arc<Identity>,
     timeout: Duration,
     /// Whether every user of the repository's filesystem shares this machine's page
-    /// cache (a local filesystem), which lets the counter be synced outside the guard.
+    /// cache (a local filesystem): counter updates then need no guard (token.rs).
     local: bool,
     /// The fork generation the session was opened in: a forked child acts on nothing.
     generation: u64,
-    /// Separate from `ids`, so that an operation waiting (for the counter's guard, say)
+    /// Separate from `ids`, so that an operation waiting (for the counter's token, say)
     /// never holds up the heartbeat.
     beat: Mutex<Beat>,
     ids: Mutex<Ids>,

@@ -7,6 +7,7 @@ use std::time::Duration;
 use nix::errno::Errno;
 
 use super::counter::{self, Counter, CounterFile};
+use super::token::{self, Token};
 use super::heartbeat::{enter, expire, still_live};
 use super::idlock::{self, Claim, Take, MAX_LINKS_PER_CLAIM};
 use super::liveness::{self, Life};
@@ -27,7 +28,7 @@ const MAX_SKIPS: usize = 64;
 
 /// The error for a failed link of an ID lock. ENOENT: our claim's name is gone, which
 /// only a reaper does: the session was judged dead, and has expired.
-fn take_error(shared: &Shared, op: &'static str, e: Errno) -> Error {
+pub(super) fn take_error(shared: &Shared, op: &'static str, e: Errno) -> Error {
     if e == Errno::ENOENT {
         let why = expire(&mut locked(&shared.beat), "its claim file was removed: another session reaped it".into());
         return Error::new(Errno::ESTALE, op, Some(&shared.repo.ids), why);
@@ -54,7 +55,7 @@ pub(super) fn guard_within(shared: &Shared, op: &'static str, wait: Duration) ->
     lockfile::blocking_create_internal(&shared.repo.guard, b"nfslock session: counter update", Some(wait)).map_err(|e| e.in_op(op))
 }
 
-fn counter_error(shared: &Shared, op: &'static str, e: counter::ReadError) -> Error {
+pub(super) fn counter_error(shared: &Shared, op: &'static str, e: counter::ReadError) -> Error {
     let path = &shared.repo.counter;
     match e {
         counter::ReadError::Missing => Error::new(
@@ -96,31 +97,6 @@ pub(super) fn read_counter(shared: &Shared, st: &mut Ids, op: &'static str) -> R
     Ok((cf, c))
 }
 
-/// Moves the counter to `next` (if that is ahead of it) and makes the value relied on
-/// durable, releasing the guard on the way: after the sync where other hosts read the
-/// counter (NFS: the data must have reached the server before anyone else reads it),
-/// before it on a local filesystem, where the next reader sees the page cache and its
-/// own sync covers ours, so that the syncs of concurrent sessions overlap instead of
-/// queueing behind the guard. There a value read but not written is synced too: another
-/// session may have written it and not synced it yet. Returns the counter's next ID.
-fn commit_counter(shared: &Shared, cf: &CounterFile, current: &Counter, next: u64, guard: Lock, op: &'static str) -> Result<u64> {
-    let sys = |e: Errno, call: &str| Error::sys(e, op, &shared.repo.counter, call);
-    let wrote = next > current.next;
-    if wrote {
-        counter::write(cf, current, next).map_err(|e| sys(e, "writing"))?;
-        if !shared.local {
-            counter::sync(cf).map_err(|e| sys(e, "fdatasync"))?;
-        }
-    }
-    // The counter is written and the IDs locked: a guard someone else broke meanwhile
-    // changes neither, so its release error is not this call's failure.
-    let _ = guard.unlock();
-    if shared.local {
-        counter::sync(cf).map_err(|e| sys(e, "fdatasync"))?;
-    }
-    Ok(next.max(current.next))
-}
-
 /// The claim new ID locks link to, starting a new one when the current one is full.
 fn claim(shared: &Shared, st: &mut Ids) -> nix::Result<usize> {
     let full = st.claims.last().is_none_or(|c| c.links >= MAX_LINKS_PER_CLAIM);
@@ -134,7 +110,7 @@ fn claim(shared: &Shared, st: &mut Ids) -> nix::Result<usize> {
 
 /// Links one ID to our current claim (a new claim when the filesystem allows the
 /// current one no more links: EMLINK).
-fn take(shared: &Shared, st: &mut Ids, id: u64) -> nix::Result<Option<FileId>> {
+pub(super) fn take(shared: &Shared, st: &mut Ids, id: u64) -> nix::Result<Option<FileId>> {
     let mut fresh = false;
     loop {
         let i = claim(shared, st)?;
@@ -179,27 +155,75 @@ fn take_range(shared: &Shared, st: &mut Ids, start: u64, end: u64) -> nix::Resul
     Ok(Ok(taken))
 }
 
+/// The repository's guard where the counter's writers need it besides the token (off
+/// local filesystems, see token.rs).
+fn nfs_guard(shared: &Shared, op: &'static str) -> Result<Option<Lock>> {
+    if shared.local {
+        return Ok(None);
+    }
+    guard(shared, op).map(Some)
+}
+
+/// Ends a counter update: the token's lock goes unless it is one of the IDs issued,
+/// then the guard; a guard someone else broke meanwhile changes nothing written, so its
+/// release error is not this call's failure.
+fn finish(shared: &Shared, token: &Token, keep_token: bool, guard: Option<Lock>) {
+    if !keep_token {
+        token::release(shared, token);
+    }
+    if let Some(guard) = guard {
+        let _ = guard.unlock();
+    }
+}
+
 pub fn make_new_ids(shared: &Shared, n: usize) -> Result<Vec<u64>> {
     if n == 0 || n > MAX_IDS_PER_CALL {
         return Err(Error::new(Errno::EINVAL, OP_MAKE, None, format!("n must be 1 to {MAX_IDS_PER_CALL}, not {n}")));
     }
     let mut st = enter(shared, OP_MAKE)?;
-    let guard = guard(shared, OP_MAKE)?;
-    still_live(shared, OP_MAKE)?;
-    let (cf, counter) = read_counter(shared, &mut st, OP_MAKE)?;
+    let guard = nfs_guard(shared, OP_MAKE)?;
+    let token = token::acquire(shared, &mut st, OP_MAKE, guard.is_some())?;
+    let (start, taken) = match still_live(shared, OP_MAKE).and_then(|()| lock_range(shared, &mut st, &token, n)) {
+        Ok(range) => range,
+        Err(e) => {
+            finish(shared, &token, false, guard);
+            return Err(e);
+        }
+    };
+    let end = start + n as u64;
+    // The IDs are issued once the counter has passed them on stable storage, and only
+    // by a session that still holds its lease: one paused past it may have lost its
+    // locks to a reaper meanwhile.
+    let committed = token::commit(shared, &token, end, OP_MAKE);
+    finish(shared, &token, start == token.id(), guard);
+    if let Err(e) = committed.and_then(|_| still_live(shared, OP_MAKE)) {
+        undo(shared, &taken);
+        return Err(e);
+    }
+    st.known_next = st.known_next.max(end);
+    st.held.extend(taken.iter().copied());
+    Ok((start..end).collect())
+}
+
+/// Locks `n` consecutive IDs from the token's on. Nobody else links IDs at or above the
+/// counter while we hold the token (lock_ids advances the counter first), so an ID
+/// found locked there was left by a session that crashed in the middle of an update:
+/// the range starts again past it, and the token is then not part of it.
+fn lock_range(shared: &Shared, st: &mut Ids, token: &Token, n: usize) -> Result<(u64, Vec<(u64, FileId)>)> {
     let overflow = || Error::new(Errno::EINVAL, OP_MAKE, Some(&shared.repo.counter), format!("{n} more IDs would pass 2^64"));
-    let mut start = counter.next;
+    let mut start = token.id();
     let mut skips = 0;
-    // The range's ID locks are made under the guard, before the counter passes it: an
-    // ID below the counter may be locked by anyone's lock_ids, so linking after the
-    // guard could hand out an ID another session was given and released meanwhile.
-    // Under the guard nobody else links IDs at or above the counter (lock_ids advances
-    // the counter first), so an ID found locked here was left by a crashed session:
-    // the range starts again past it.
-    let taken = loop {
+    loop {
         let end = start.checked_add(n as u64).ok_or_else(overflow)?;
-        match take_range(shared, &mut st, start, end) {
-            Ok(Ok(taken)) => break taken,
+        let with_token = start == token.id();
+        let from = if with_token { start + 1 } else { start };
+        match take_range(shared, st, from, end) {
+            Ok(Ok(mut taken)) => {
+                if with_token {
+                    taken.insert(0, (start, token.file));
+                }
+                return Ok((start, taken));
+            }
             Ok(Err(held)) if skips < MAX_SKIPS => {
                 skips += 1;
                 start = held.checked_add(1).ok_or_else(overflow)?;
@@ -209,16 +233,7 @@ pub fn make_new_ids(shared: &Shared, n: usize) -> Result<Vec<u64>> {
             }
             Err(e) => return Err(take_error(shared, OP_MAKE, e)),
         }
-    };
-    let end = start + n as u64;
-    // The IDs are issued once the counter has passed them on stable storage.
-    if let Err(e) = commit_counter(shared, &cf, &counter, end, guard, OP_MAKE) {
-        undo(shared, &taken);
-        return Err(e);
     }
-    st.known_next = st.known_next.max(end);
-    st.held.extend(taken.iter().copied());
-    Ok((start..end).collect())
 }
 
 pub fn lock_ids(shared: &Shared, ids: &[u64]) -> Result<Vec<u64>> {
@@ -256,14 +271,16 @@ pub fn lock_ids(shared: &Shared, ids: &[u64]) -> Result<Vec<u64>> {
     Ok(locked)
 }
 
-/// Moves the counter past `max` (under the guard) so that no later allocation issues
-/// an ID this call is about to lock.
+/// Moves the counter past `max` (with its token) so that no later allocation issues an
+/// ID this call is about to lock.
 fn raise_counter(shared: &Shared, st: &mut Ids, max: u64) -> Result<()> {
     let end = max.checked_add(1).ok_or_else(|| Error::new(Errno::EINVAL, OP_LOCK, None, "IDs go up to 2^64 - 2"))?;
-    let guard = guard(shared, OP_LOCK)?;
+    let guard = nfs_guard(shared, OP_LOCK)?;
+    let token = token::acquire(shared, st, OP_LOCK, guard.is_some())?;
+    let committed = still_live(shared, OP_LOCK).and_then(|()| token::commit(shared, &token, end, OP_LOCK));
+    finish(shared, &token, false, guard);
+    let next = committed?;
     still_live(shared, OP_LOCK)?;
-    let (cf, counter) = read_counter(shared, st, OP_LOCK)?;
-    let next = commit_counter(shared, &cf, &counter, end, guard, OP_LOCK)?;
     st.known_next = st.known_next.max(next);
     Ok(())
 }
@@ -280,7 +297,7 @@ fn holder_is_dead(shared: &Shared, id: u64) -> bool {
     if observer.judge(&shared.repo, &holder, &shared.me.host) == Life::Alive {
         return false;
     }
-    liveness::reap_one(shared, &mut observer, &holder, OP_LOCK).is_ok()
+    liveness::reap_one(shared, &mut observer, &holder, OP_LOCK, false).is_ok()
 }
 
 pub fn release_ids(shared: &Shared, ids: &[u64]) -> Result<Vec<u64>> {
