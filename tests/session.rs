@@ -267,6 +267,43 @@ fn closing_a_reaped_session_releases_nothing() {
     me.close().unwrap();
 }
 
+/// A session stopped while it holds the counter's token (the lock on the counter's next
+/// ID, taken before it writes the counter) may still write once it runs again: nobody
+/// takes the token from it or reaps it, however long it is silent, until its process
+/// is gone. Made here by linking the child's claim to the counter's next ID by hand.
+#[test]
+fn a_session_stopped_holding_the_counter_token_is_left_alone() {
+    let scratch = Scratch::new("token-stopped");
+    let mut kid = spawn("hold7", &scratch.0);
+    assert_eq!(expect_line(&mut kid, "held"), "7");
+    let ids = scratch.0.join("jobs.ids");
+    let claim = fs::read_dir(&ids).unwrap().flatten().find(|e| e.file_name().to_string_lossy().starts_with(".claim-")).unwrap().path();
+    // Locking 7 moved the counter to 8: the token is the lock on 8.
+    fs::hard_link(&claim, ids.join("8")).unwrap();
+    let pid = Pid::from_raw(kid.0.id() as i32);
+    kill(pid, Signal::SIGSTOP).unwrap();
+    let me = Session::open(&scratch.0, Some("jobs"), Some(SHORT)).unwrap();
+    let start = Instant::now();
+    while start.elapsed() < SHORT * 2 {
+        assert_eq!(me.reap_locks().unwrap(), 0, "a session holding the token was reaped");
+        assert_eq!(me.lock_ids(&[7]).unwrap(), Vec::<u64>::new(), "its IDs were taken");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let err = me.make_new_ids(1).unwrap_err();
+    assert_eq!(err.errno(), Errno::ETIMEDOUT, "{err}");
+    assert!(claim.exists());
+    // Once its process is gone, the next writer takes the token over at once.
+    kill(pid, Signal::SIGKILL).unwrap();
+    let _ = kid.0.wait();
+    let start = Instant::now();
+    assert_eq!(me.make_new_ids(1).unwrap(), vec![8]);
+    assert!(start.elapsed() < Duration::from_secs(1), "{:?}", start.elapsed());
+    assert_eq!(me.lock_ids(&[7]).unwrap(), vec![7]);
+    assert!(!claim.exists(), "the dead session was reaped");
+    me.check().unwrap();
+    me.close().unwrap();
+}
+
 /// Found in review: an ID lock whose claim's name is gone and whose session left no
 /// record (an I/O error during close can leave one) was never released.
 #[test]
