@@ -32,7 +32,7 @@ struct test {
     const char *name;
     void (*fn)(void);
     unsigned timeout_s; /* alarm() for the whole test; 0 = the default (30 s) */
-    int heavy;          /* left out by --quick (multi-process stress) */
+    int heavy;          /* left out by --quick (multi-process stress, long waits) */
 };
 
 /* Each test_*.c file exports one table, terminated by an entry whose name is NULL. */

@@ -229,8 +229,10 @@ int nfslock_session_open(const char *dir,
  * Errors: EINVAL `n` is 0 or above 2^24, or would pass 2^64, NULL arguments; ENOENT
  * the counter file is missing (see `nfslock_session_repair_counter`); EBADMSG it is
  * corrupt; ESTALE the session expired (paused past its timeout, or reaped by others);
- * EPERM called in a forked child; ETIMEDOUT the repository's guard stayed busy; I/O
- * errors. Nothing is issued when the call fails.
+ * EPERM called in a forked child; ETIMEDOUT another writer held the counter past the
+ * session's timeout (a stopped process, or a host that crashed in the middle of an
+ * update; the message names the lock); I/O errors. Nothing is issued when the call
+ * fails.
  *
  * # Safety
  * `s` is NULL or an open session; `ids_out` is NULL or valid for `n` writes.
@@ -311,7 +313,8 @@ int nfslock_session_reap_locks(struct nfslock_session *s,
 /**
  * Verifies the repository on disk: a valid counter above every locked ID, every ID
  * lock belonging to one session's claim, every record readable. 0, or EBADMSG with
- * the findings in `nfslock_last_error()`.
+ * the findings in `nfslock_last_error()`. Also ESTALE, EPERM as for make_new_ids,
+ * ETIMEDOUT when the repository's guard or the counter stayed busy, I/O errors.
  *
  * # Safety
  * `s` is NULL or an open session.
@@ -323,8 +326,8 @@ int nfslock_session_check(struct nfslock_session *s);
  * `next_id`, and never below any locked ID or any ID this session has seen issued.
  * Recreates a missing or corrupt counter; never lowers a valid one.
  *
- * Errors: EINVAL NULL session; ESTALE, EPERM, ETIMEDOUT as for make_new_ids; I/O
- * errors.
+ * Errors: EINVAL NULL session; ESTALE, EPERM, ETIMEDOUT as for make_new_ids or when
+ * the repository's guard stayed busy; I/O errors.
  *
  * # Safety
  * `s` is NULL or an open session.

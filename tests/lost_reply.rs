@@ -14,39 +14,21 @@
 //! of a lock that changed hands).
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use nfslock::lockfile;
 use nfslock::session::Session;
 
+#[path = "support/shim.rs"]
+mod shim;
+use shim::build_shim;
+
 const TEST: &str = "lost_replies_count_as_success";
 const CHILD_ENV: &str = "NFSLOCK_LOST_REPLY_CHILD_DIR";
 const CYCLES: usize = 100;
 const SESSION_CALLS: usize = 20;
-
-fn build_shim() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("liblost_reply.so");
-    let target = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
-    let compiler = cc::Build::new()
-        .target(&target)
-        .host(&target)
-        .opt_level(1)
-        .cargo_metadata(false)
-        .get_compiler();
-    let status = compiler
-        .to_command()
-        .args(["-shared", "-fPIC", "-Wall", "-Wextra", "-Werror", "-o"])
-        .arg(&out)
-        .arg(root.join("tests/shims/lost_reply.c"))
-        .arg("-ldl")
-        .status()
-        .expect("runs the C compiler");
-    assert!(status.success(), "the shim compiles");
-    out
-}
 
 /// Runs in the child, under the shim.
 fn child(dir: &Path) {

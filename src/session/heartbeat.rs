@@ -67,7 +67,7 @@ fn run(shared: &Shared) {
         // Bounded, so that reaping a large dead session never delays the next beat; what
         // is left is reaped in the next rounds. Errors are met again then too.
         let deadline = Instant::now() + period;
-        let _ = liveness::reap_dead(shared, &mut locked(&shared.observer), Some(deadline));
+        let _ = liveness::reap_dead(shared, Some(deadline));
     }
 }
 

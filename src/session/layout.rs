@@ -2,8 +2,9 @@
 //!
 //! ```text
 //! DIR/NAME.counter            the next ID (counter.rs)
-//! DIR/NAME.guard[.nfs_lock]   a lock file serialising reapers, check, repair (and on NFS
-//!                             counter updates, with the counter's token: token.rs)
+//! DIR/NAME.guard[.nfs_lock]   a lock file serialising reapers, check and repair
+//! DIR/NAME.writer[.nfs_lock]  a lock file held by a writer on NFS around its counter
+//!                             update, with the counter's token (token.rs)
 //! DIR/NAME.sessions/<sid>     one record per open session (record.rs)
 //! DIR/NAME.ids/<id>           one file per locked ID: a hard link of its session's claim
 //! DIR/NAME.ids/.claim-<sid>-<n>   the claims: "nfslock-idlock 1 session <sid>\n"
@@ -28,6 +29,9 @@ pub struct Repo {
     pub dir: PathBuf,
     pub counter: PathBuf,
     pub guard: PathBuf,
+    /// The writer lock (token.rs), and the file that exists while it is held.
+    pub writer: PathBuf,
+    pub writer_held: PathBuf,
     pub sessions: PathBuf,
     pub ids: PathBuf,
 }
@@ -48,7 +52,18 @@ impl Repo {
             return bad("contains '/' or a NUL byte");
         }
         let file = |suffix: &str| dir.join(format!("{name}.{suffix}"));
-        Ok(Repo { dir: dir.to_path_buf(), counter: file("counter"), guard: file("guard"), sessions: file("sessions"), ids: file("ids") })
+        let writer = file("writer");
+        let mut writer_held = writer.clone().into_os_string();
+        writer_held.push(crate::lockfile::LOCK_SUFFIX);
+        Ok(Repo {
+            dir: dir.to_path_buf(),
+            counter: file("counter"),
+            guard: file("guard"),
+            writer,
+            writer_held: writer_held.into(),
+            sessions: file("sessions"),
+            ids: file("ids"),
+        })
     }
 
     pub fn id_path(&self, id: u64) -> PathBuf {

@@ -19,7 +19,7 @@ use super::layout::{classify, is_session_id, IdsEntry, Repo};
 use super::ops::{guard, guard_within};
 use super::record::{SessionRecord, MAX_LEN};
 use super::token;
-use super::Shared;
+use super::{locked, Shared};
 use crate::error::{Error, Result};
 use crate::fsops::{self, FileId};
 use crate::host::{self, Owner};
@@ -194,14 +194,16 @@ fn remove_if_claimed(repo: &Repo, id: u64, claims: &[(std::path::PathBuf, FileId
 
 /// Reaps every dead or vanished session other than this one, under the repository's
 /// guard. With a `deadline` (the heartbeat) it does not wait for a busy guard and stops
-/// at the deadline. Returns how many sessions were reaped completely.
-pub fn reap_dead(shared: &Shared, observer: &mut Observer, deadline: Option<Instant>) -> Result<usize> {
+/// at the deadline. Returns how many sessions were reaped completely. The observer is
+/// locked only once the guard is ours: the heartbeat needs it too.
+pub fn reap_dead(shared: &Shared, deadline: Option<Instant>) -> Result<usize> {
     let repo = &shared.repo;
     let sys = |e: Errno| Error::sys(e, OP_REAP, &repo.dir, "reaping dead sessions in");
     let guard = match deadline {
         Some(_) => guard_within(shared, OP_REAP, Duration::ZERO)?,
         None => guard(shared, OP_REAP)?,
     };
+    let mut observer = locked(&shared.observer);
     let listing = Listing::read(repo).map_err(sys)?;
     let sessions = known_sessions(repo, &listing).map_err(sys)?;
     let mut reaped = 0;
@@ -222,6 +224,7 @@ pub fn reap_dead(shared: &Shared, observer: &mut Observer, deadline: Option<Inst
     if finished {
         remove_orphans(repo, &listing, &sessions).map_err(sys)?;
     }
+    drop(observer);
     let _ = guard.unlock();
     Ok(reaped)
 }
@@ -251,13 +254,33 @@ fn remove_orphans(repo: &Repo, listing: &Listing, sessions: &HashSet<String>) ->
     Ok(())
 }
 
-/// Reaps one session judged dead, under the guard (judged again there). `guarded`: the
-/// caller holds the guard already.
-pub fn reap_one(shared: &Shared, observer: &mut Observer, sid: &str, op: &'static str, guarded: bool) -> Result<()> {
+/// How a reap gets the repository's guard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuardMode {
+    /// The caller holds it.
+    Held,
+    /// One attempt; nothing is done when it is busy.
+    Try,
+    /// Waits for it (up to the session's timeout).
+    Wait,
+}
+
+/// Reaps one session judged dead, under the guard (judged again there). True when it
+/// was reaped.
+pub fn reap_one(shared: &Shared, sid: &str, op: &'static str, mode: GuardMode) -> Result<bool> {
     let repo = &shared.repo;
-    let guard = if guarded { None } else { Some(guard(shared, op)?) };
-    let dead = observer.judge(repo, sid, &shared.me.host) != Life::Alive;
-    if dead && !token::pins(repo, shared.local, sid, &shared.me.host) {
+    let guard = match mode {
+        GuardMode::Held => None,
+        GuardMode::Try => match guard_within(shared, op, Duration::ZERO) {
+            Ok(guard) => Some(guard),
+            Err(e) if matches!(e.errno(), Errno::EAGAIN | Errno::EIO | Errno::ESTALE | Errno::EINTR) => return Ok(false),
+            Err(e) => return Err(e),
+        },
+        GuardMode::Wait => Some(guard(shared, op)?),
+    };
+    let dead = locked(&shared.observer).judge(repo, sid, &shared.me.host) != Life::Alive;
+    let reaped = dead && !token::pins(repo, shared.local, sid, &shared.me.host);
+    if reaped {
         let sys = |e: Errno| Error::sys(e, op, &repo.dir, "reaping a dead session in");
         let listing = Listing::read(repo).map_err(sys)?;
         reap(repo, sid, &listing, None).map_err(sys)?;
@@ -267,5 +290,5 @@ pub fn reap_one(shared: &Shared, observer: &mut Observer, sid: &str, op: &'stati
     if let Some(guard) = guard {
         let _ = guard.unlock();
     }
-    Ok(())
+    Ok(reaped)
 }

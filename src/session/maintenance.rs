@@ -92,8 +92,8 @@ pub fn check(shared: &Shared) -> Result<()> {
         Err(e) => return Err(e),
     };
     let found = findings(repo, shared.local, token.as_ref().map(Token::id));
-    if let Some(token) = &token {
-        token::release(shared, token);
+    if let Some(token) = token {
+        token::finish(shared, &mut ids, token, false);
     }
     let _ = guard.unlock();
     let findings = found?;
@@ -169,11 +169,12 @@ pub fn repair_counter(shared: &Shared, next_id: u64) -> Result<()> {
         Err(e) => return Err(e),
     };
     let listed = Listing::read(repo).map_err(|e| Error::sys(e, OP_REPAIR, &repo.ids, "reading"));
+    let known_next = ids.known_next;
     let repaired = listed.and_then(|listing| {
         let token_id = token.as_ref().map(Token::id);
         let locked = listing.ids().filter(|(id, _)| Some(*id) != token_id);
         let above_locked = locked.map(|(id, _)| id.saturating_add(1)).max().unwrap_or(0);
-        let floor = next_id.max(ids.known_next).max(above_locked);
+        let floor = next_id.max(known_next).max(above_locked);
         match &token {
             Some(token) => token::commit(shared, token, floor, OP_REPAIR),
             None => write_counter(repo, floor, true)
@@ -181,8 +182,8 @@ pub fn repair_counter(shared: &Shared, next_id: u64) -> Result<()> {
                 .map_err(|e| Error::sys(e, OP_REPAIR, &repo.counter, "writing")),
         }
     });
-    if let Some(token) = &token {
-        token::release(shared, token);
+    if let Some(token) = token {
+        token::finish(shared, &mut ids, token, false);
     }
     let _ = guard.unlock();
     let next = repaired?;
@@ -198,6 +199,7 @@ pub fn repair_counter(shared: &Shared, next_id: u64) -> Result<()> {
 pub fn release_all(shared: &Shared) -> Result<()> {
     still_live(shared, OP_CLOSE)?;
     let mut ids = locked(&shared.ids);
+    token::retry_stale_tokens(shared, &mut ids);
     let ours: Vec<FileId> = ids.claims.iter().filter(|c| fsops::id_of(&c.path) == Ok(c.file)).map(|c| c.file).collect();
     let mut first_error: Option<(Errno, PathBuf)> = None;
     let mut note = |r: nix::Result<()>, path: PathBuf| {

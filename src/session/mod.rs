@@ -91,6 +91,9 @@ struct Ids {
     held: HashMap<u64, FileId>,
     /// A lower bound of the counter's next ID (it never decreases).
     known_next: u64,
+    /// Locks this session took as the counter's token and failed to remove: retried
+    /// before its next update and at close (see token.rs).
+    stale_tokens: Vec<(u64, FileId)>,
     /// The counter, kept open between calls on a local filesystem.
     counter: Option<Arc<counter::CounterFile>>,
 }
@@ -122,7 +125,7 @@ impl Session {
             }
         };
         let beat = Beat { record: file, record_file: FileId::from(&st), count: 0, last: heartbeat::boottime(), expired: None };
-        let ids = Ids { claims: Vec::new(), next_claim: 0, held: HashMap::new(), known_next: 0, counter: None };
+        let ids = Ids { claims: Vec::new(), next_claim: 0, held: HashMap::new(), known_next: 0, stale_tokens: Vec::new(), counter: None };
         let shared = Arc::new(Shared {
             repo,
             sid,

@@ -10,7 +10,7 @@ use super::counter::{self, Counter, CounterFile};
 use super::token::{self, Token};
 use super::heartbeat::{enter, expire, still_live};
 use super::idlock::{self, Claim, Take, MAX_LINKS_PER_CLAIM};
-use super::liveness::{self, Life};
+use super::liveness::{self, GuardMode, Life};
 use super::record::show_time;
 use super::{locked, Ids, Shared, MAX_IDS_PER_CALL};
 use crate::error::{Error, Result};
@@ -155,38 +155,16 @@ fn take_range(shared: &Shared, st: &mut Ids, start: u64, end: u64) -> nix::Resul
     Ok(Ok(taken))
 }
 
-/// The repository's guard where the counter's writers need it besides the token (off
-/// local filesystems, see token.rs).
-fn nfs_guard(shared: &Shared, op: &'static str) -> Result<Option<Lock>> {
-    if shared.local {
-        return Ok(None);
-    }
-    guard(shared, op).map(Some)
-}
-
-/// Ends a counter update: the token's lock goes unless it is one of the IDs issued,
-/// then the guard; a guard someone else broke meanwhile changes nothing written, so its
-/// release error is not this call's failure.
-fn finish(shared: &Shared, token: &Token, keep_token: bool, guard: Option<Lock>) {
-    if !keep_token {
-        token::release(shared, token);
-    }
-    if let Some(guard) = guard {
-        let _ = guard.unlock();
-    }
-}
-
 pub fn make_new_ids(shared: &Shared, n: usize) -> Result<Vec<u64>> {
     if n == 0 || n > MAX_IDS_PER_CALL {
         return Err(Error::new(Errno::EINVAL, OP_MAKE, None, format!("n must be 1 to {MAX_IDS_PER_CALL}, not {n}")));
     }
     let mut st = enter(shared, OP_MAKE)?;
-    let guard = nfs_guard(shared, OP_MAKE)?;
-    let token = token::acquire(shared, &mut st, OP_MAKE, guard.is_some())?;
+    let token = token::acquire(shared, &mut st, OP_MAKE, false)?;
     let (start, taken) = match still_live(shared, OP_MAKE).and_then(|()| lock_range(shared, &mut st, &token, n)) {
         Ok(range) => range,
         Err(e) => {
-            finish(shared, &token, false, guard);
+            token::finish(shared, &mut st, token, false);
             return Err(e);
         }
     };
@@ -195,7 +173,8 @@ pub fn make_new_ids(shared: &Shared, n: usize) -> Result<Vec<u64>> {
     // by a session that still holds its lease: one paused past it may have lost its
     // locks to a reaper meanwhile.
     let committed = token::commit(shared, &token, end, OP_MAKE);
-    finish(shared, &token, start == token.id(), guard);
+    let keep_token = start == token.id();
+    token::finish(shared, &mut st, token, keep_token);
     if let Err(e) = committed.and_then(|_| still_live(shared, OP_MAKE)) {
         undo(shared, &taken);
         return Err(e);
@@ -267,6 +246,12 @@ pub fn lock_ids(shared: &Shared, ids: &[u64]) -> Result<Vec<u64>> {
             }
         }
     }
+    // A session paused in the middle past its lease may have been reaped meanwhile:
+    // what it linked after that is not reported as locked.
+    if let Err(e) = still_live(shared, OP_LOCK) {
+        undo(shared, &new);
+        return Err(e);
+    }
     st.held.extend(new);
     Ok(locked)
 }
@@ -276,15 +261,19 @@ pub fn lock_ids(shared: &Shared, ids: &[u64]) -> Result<Vec<u64>> {
 fn raise_counter(shared: &Shared, st: &mut Ids, max: u64) -> Result<()> {
     let end = max.checked_add(1).ok_or_else(|| Error::new(Errno::EINVAL, OP_LOCK, None, "IDs go up to 2^64 - 2"))?;
     // Usually the counter is past them already (a fresh session knows nothing of it).
-    let (_, counter) = read_counter(shared, st, OP_LOCK)?;
+    // On a local filesystem the value read may not be synced yet (its writer may have
+    // died before its fdatasync): it is relied on, so it is synced.
+    let (cf, counter) = read_counter(shared, st, OP_LOCK)?;
     if counter.next >= end {
+        if shared.local {
+            counter::sync(&cf).map_err(|e| Error::sys(e, OP_LOCK, &shared.repo.counter, "fdatasync"))?;
+        }
         st.known_next = st.known_next.max(counter.next);
         return Ok(());
     }
-    let guard = nfs_guard(shared, OP_LOCK)?;
-    let token = token::acquire(shared, st, OP_LOCK, guard.is_some())?;
+    let token = token::acquire(shared, st, OP_LOCK, false)?;
     let committed = still_live(shared, OP_LOCK).and_then(|()| token::commit(shared, &token, end, OP_LOCK));
-    finish(shared, &token, false, guard);
+    token::finish(shared, st, token, false);
     let next = committed?;
     still_live(shared, OP_LOCK)?;
     st.known_next = st.known_next.max(next);
@@ -299,11 +288,10 @@ fn holder_is_dead(shared: &Shared, id: u64) -> bool {
         Ok(None) => return true,
         _ => return false,
     };
-    let mut observer = locked(&shared.observer);
-    if observer.judge(&shared.repo, &holder, &shared.me.host) == Life::Alive {
+    if locked(&shared.observer).judge(&shared.repo, &holder, &shared.me.host) == Life::Alive {
         return false;
     }
-    liveness::reap_one(shared, &mut observer, &holder, OP_LOCK, false).is_ok()
+    liveness::reap_one(shared, &holder, OP_LOCK, GuardMode::Wait).unwrap_or(false)
 }
 
 pub fn release_ids(shared: &Shared, ids: &[u64]) -> Result<Vec<u64>> {
@@ -347,5 +335,5 @@ pub fn lock_holder(shared: &Shared, id: u64) -> Result<String> {
 
 pub fn reap_locks(shared: &Shared) -> Result<usize> {
     let _ids = enter(shared, OP_REAP)?;
-    liveness::reap_dead(shared, &mut locked(&shared.observer), None)
+    liveness::reap_dead(shared, None)
 }

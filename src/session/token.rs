@@ -15,12 +15,19 @@
 //! host or its session has no record (it can then never pass its lease check, so it
 //! never writes). Reapers leave a session that holds the token alone until then.
 //!
-//! On NFS the writer also holds the repository's guard from before it takes the token
-//! until its write is synced: a write that reached the server but not its disk must not
-//! be read and built upon by another client, because a server reboot followed by the
-//! client's retransmission could then move the counter back. On a local filesystem all
-//! writers share one page cache and die together, so the token alone suffices and the
-//! fdatasyncs of concurrent sessions overlap.
+//! Off local filesystems (NFS) a writer also holds the repository's writer lock, a lock
+//! file, from before it takes the token until its write is synced: a write that reached
+//! the server but not its disk must not be built upon, because after a server reboot
+//! (or a lost reply the server does not remember) the client sends it again, and it
+//! would then overwrite a newer slot and move the counter back. A writer on a local
+//! filesystem shares one page cache with every other local writer (they die together)
+//! and needs no such lock, so the fdatasyncs of concurrent sessions overlap; but the
+//! directory may be exported, so after taking the token it checks that no remote writer
+//! holds the writer lock, and if one does it lines up behind it like a remote writer.
+//!
+//! Waiting inside a take never waits for the guard (reapers, check, repair hold it and
+//! may wait for the writer lock): a dead holder is reaped here only when the guard is
+//! free or already ours.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,12 +36,13 @@ use nix::errno::Errno;
 
 use super::counter::{self, Counter, CounterFile};
 use super::layout::Repo;
-use super::liveness;
+use super::liveness::{self, GuardMode};
 use super::ops::{counter_error, read_counter, take, take_error};
-use super::{idlock, locked, Ids, Shared};
+use super::{idlock, Ids, Shared};
 use crate::error::{Error, Result};
-use crate::fsops::FileId;
+use crate::fsops::{self, FileId};
 use crate::host::{self, Owner};
+use crate::lockfile::{self, Lock};
 
 /// Re-reads without sleeping before a waiter starts sleeping: a live holder writes the
 /// counter within microseconds of taking the token.
@@ -43,13 +51,15 @@ const FIRST_SLEEP: Duration = Duration::from_micros(50);
 const MAX_SLEEP_LOCAL: Duration = Duration::from_millis(5);
 const MAX_SLEEP_REMOTE: Duration = Duration::from_millis(100);
 
-/// The right to write the counter, held by this session until released.
+/// The right to write the counter, held by this session until [`finish`]ed.
 pub struct Token {
     pub cf: Arc<CounterFile>,
     /// The counter as read under the token; its next ID is the token's ID.
     pub counter: Counter,
     /// The claim the token's ID lock is linked to.
     pub file: FileId,
+    /// The writer lock, where this writer holds it (see the module comment).
+    writer: Option<Lock>,
 }
 
 impl Token {
@@ -58,10 +68,35 @@ impl Token {
     }
 }
 
-/// Takes the token, waiting up to the session's timeout (at least a second) for a live
-/// holder and taking it over from a dead one. `guarded`: the caller holds the
-/// repository's guard (reaping a dead holder then needs no second take of it).
+/// Takes the token (and the writer lock where needed), waiting up to the session's
+/// timeout (at least a second) for a live holder and taking it over from a dead one.
+/// `guarded`: the caller holds the repository's guard.
 pub fn acquire(shared: &Shared, st: &mut Ids, op: &'static str, guarded: bool) -> Result<Token> {
+    if !shared.local {
+        let writer = writer_lock(shared, op)?;
+        return take_token(shared, st, op, guarded).map(|t| Token { writer: Some(writer), ..t });
+    }
+    let token = take_token(shared, st, op, guarded)?;
+    match fsops::lstat(&shared.repo.writer_held) {
+        Err(nix::errno::Errno::ENOENT) => Ok(token),
+        // A remote writer holds the writer lock (or we cannot tell): let go and line up
+        // behind it. Never wait for the lock with the token held: its holder may be
+        // waiting for the token.
+        _ => {
+            finish(shared, st, token, false);
+            let writer = writer_lock(shared, op)?;
+            take_token(shared, st, op, guarded).map(|t| Token { writer: Some(writer), ..t })
+        }
+    }
+}
+
+fn writer_lock(shared: &Shared, op: &'static str) -> Result<Lock> {
+    let wait = shared.timeout.max(Duration::from_secs(1));
+    lockfile::blocking_create_internal(&shared.repo.writer, b"nfslock session: counter update", Some(wait)).map_err(|e| e.in_op(op))
+}
+
+fn take_token(shared: &Shared, st: &mut Ids, op: &'static str, guarded: bool) -> Result<Token> {
+    retry_stale_tokens(shared, st);
     let wait = shared.timeout.max(Duration::from_secs(1));
     let max_sleep = if shared.local { MAX_SLEEP_LOCAL } else { MAX_SLEEP_REMOTE };
     let start = Instant::now();
@@ -71,19 +106,25 @@ pub fn acquire(shared: &Shared, st: &mut Ids, op: &'static str, guarded: bool) -
         let (cf, c) = read_counter(shared, st, op)?;
         match take(shared, st, c.next) {
             Ok(Some(file)) => match counter::read(&cf) {
-                Ok(now) if now == c => return Ok(Token { cf, counter: c, file }),
+                Ok(now) if now == c => return Ok(Token { cf, counter: c, file, writer: None }),
                 // Moved on between the read and the link: that ID may be issued.
                 Ok(_) => {
-                    let _ = idlock::release(&shared.repo, c.next, file);
+                    drop_lock(shared, st, c.next, file);
                     continue;
                 }
                 Err(e) => {
-                    let _ = idlock::release(&shared.repo, c.next, file);
+                    drop_lock(shared, st, c.next, file);
                     return Err(counter_error(shared, op, e));
                 }
             },
             Ok(None) => {}
-            Err(e) => return Err(take_error(shared, op, e)),
+            Err(e) => {
+                // The link may have been made (an error reported after it worked).
+                if let Some(claim) = st.claims.last() {
+                    st.stale_tokens.push((c.next, claim.file));
+                }
+                return Err(take_error(shared, op, e));
+            }
         }
         // Another writer holds it: watch the counter (reads only: a failed link costs a
         // journal entry) until it moves, and take the token over if the holder died.
@@ -104,7 +145,7 @@ pub fn acquire(shared: &Shared, st: &mut Ids, op: &'static str, guarded: bool) -
                 std::thread::yield_now();
                 continue;
             }
-            if (looks - QUICK_LOOKS) % 4 == 1 && take_over(shared, c.next, op, guarded)? {
+            if (looks - QUICK_LOOKS) % 4 == 1 && take_over(shared, st, c.next, op, guarded)? {
                 break;
             }
             std::thread::sleep(sleep.min(wait.saturating_sub(start.elapsed())));
@@ -116,9 +157,29 @@ pub fn acquire(shared: &Shared, st: &mut Ids, op: &'static str, guarded: bool) -
     }
 }
 
-/// Drops the token's ID lock (when the token is not also an issued ID).
-pub fn release(shared: &Shared, token: &Token) {
-    let _ = idlock::release(&shared.repo, token.id(), token.file);
+/// Ends a counter update: drops the token's ID lock unless it is one of the IDs issued
+/// (`keep_id`), then the writer lock. A writer lock someone else broke meanwhile changes
+/// nothing written, so its release error is not the caller's failure.
+pub fn finish(shared: &Shared, st: &mut Ids, token: Token, keep_id: bool) {
+    if !keep_id {
+        drop_lock(shared, st, token.id(), token.file);
+    }
+    if let Some(writer) = token.writer {
+        let _ = writer.unlock();
+    }
+}
+
+/// Removes our lock on `id`; one that cannot be removed now is kept for the next try:
+/// while the counter names it, it holds up every writer.
+fn drop_lock(shared: &Shared, st: &mut Ids, id: u64, file: FileId) {
+    if idlock::release(&shared.repo, id, file).is_err() {
+        st.stale_tokens.push((id, file));
+    }
+}
+
+/// Tries again to remove the token locks earlier removals failed on.
+pub fn retry_stale_tokens(shared: &Shared, st: &mut Ids) {
+    st.stale_tokens.retain(|&(id, file)| idlock::release(&shared.repo, id, file).is_err());
 }
 
 /// Writes `next` to the counter if it is ahead of it, and syncs (also a value only read:
@@ -135,12 +196,19 @@ pub fn commit(shared: &Shared, token: &Token, next: u64, op: &'static str) -> Re
 
 /// Whether session `sid` may be holding the token for a write it has not made yet: it
 /// holds the lock on the counter's next ID and its process is not known to be gone.
-/// Reapers leave such a session alone (see the module comment).
+/// Reapers leave such a session alone (see the module comment). When in doubt (an
+/// error), it may.
 pub fn pins(repo: &Repo, local: bool, sid: &str, this_host: &[u8]) -> bool {
-    let Ok((_, c)) = counter::load(&repo.counter, local) else { return false };
+    let c = match counter::load(&repo.counter, local) {
+        Ok((_, c)) => c,
+        // No writer can take a token on a missing or corrupt counter.
+        Err(counter::ReadError::Missing | counter::ReadError::Corrupt(_)) => return false,
+        Err(counter::ReadError::Sys(..)) => return true,
+    };
     match idlock::holder_of(&repo.id_path(c.next)) {
         Ok(Some(holder)) if holder == sid => !may_take_over(repo, sid, this_host),
-        _ => false,
+        Ok(_) => false,
+        Err(_) => true,
     }
 }
 
@@ -154,14 +222,21 @@ fn may_take_over(repo: &Repo, sid: &str, this_host: &[u8]) -> bool {
     }
 }
 
-/// Reaps the holder of the lock on `id` if it may be taken over; true when it was.
-fn take_over(shared: &Shared, id: u64, op: &'static str, guarded: bool) -> Result<bool> {
+/// Clears the lock on `id` if its holder may be taken over from (reaping it), or if it
+/// is a leftover of this very session (a claim it has since moved on from); true when
+/// something was done.
+fn take_over(shared: &Shared, st: &mut Ids, id: u64, op: &'static str, guarded: bool) -> Result<bool> {
     let Ok(Some(sid)) = idlock::holder_of(&shared.repo.id_path(id)) else { return Ok(false) };
-    if sid == shared.sid || !may_take_over(&shared.repo, &sid, &shared.me.host) {
+    if sid == shared.sid {
+        let files: Vec<FileId> = st.claims.iter().map(|c| c.file).collect();
+        let path = shared.repo.id_path(id);
+        return Ok(files.into_iter().any(|f| fsops::unlink_if_is(&path, f) == Ok(true)));
+    }
+    if !may_take_over(&shared.repo, &sid, &shared.me.host) {
         return Ok(false);
     }
-    liveness::reap_one(shared, &mut locked(&shared.observer), &sid, op, guarded)?;
-    Ok(true)
+    let mode = if guarded { GuardMode::Held } else { GuardMode::Try };
+    liveness::reap_one(shared, &sid, op, mode)
 }
 
 fn busy(shared: &Shared, op: &'static str, id: u64, wait: Duration) -> Error {

@@ -17,12 +17,16 @@
  *   NFSLOCK_SHIM_LSTAT_EIO=1    every other lstat of *.nfs_lock fails with EIO
  *   NFSLOCK_SHIM_FSTAT_ESTALE=1 fstat of an open *.nfs_lock always fails with ESTALE (the
  *                               file was removed by another NFS client)
+ *   NFSLOCK_SHIM_STOP_COUNTER_WRITE=N  the process stops itself (SIGSTOP) just before its
+ *                               Nth pwrite to a file named *.counter (a session's ID
+ *                               counter), and writes once it is continued
  * A counter file named by NFSLOCK_SHIM_COUNT (if set) gets one byte per injected fault.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -169,6 +173,23 @@ int fstat(int fd, struct stat *st) {
     return real(fd, st);
 }
 
+/* NFSLOCK_SHIM_STOP_COUNTER_WRITE: counts pwrites to *.counter files (by the name the
+ * descriptor was opened under) and stops the process before the chosen one. */
+static void stop_before_counter_write(int fd) {
+    static int writes;
+    const char *nth = getenv("NFSLOCK_SHIM_STOP_COUNTER_WRITE");
+    if (nth == NULL) return;
+    char link[64], target[4096];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(link, target, sizeof target - 1);
+    if (n <= 0) return;
+    target[n] = 0;
+    if (ends_with(target, ".counter") && ++writes == atoi(nth)) {
+        count_fault();
+        raise(SIGSTOP);
+    }
+}
+
 #define PWRITE_SHIM(name)                                                                   \
     ssize_t name(int fd, const void *buf, size_t len, off_t off) {                          \
         static int flip;                                                                    \
@@ -179,6 +200,7 @@ int fstat(int fd, struct stat *st) {
             errno = EIO;                                                                    \
             return -1;                                                                      \
         }                                                                                   \
+        stop_before_counter_write(fd);                                                      \
         return real(fd, buf, len, off);                                                     \
     }
 PWRITE_SHIM(pwrite)
