@@ -102,14 +102,15 @@ fn take_token(shared: &Shared, st: &mut Ids, op: &'static str, guarded: bool) ->
     let start = Instant::now();
     let mut looks = 0u32;
     let mut sleep = FIRST_SLEEP;
-    loop {
-        let (cf, c) = read_counter(shared, st, op)?;
+    let (mut cf, mut c) = read_counter(shared, st, op)?;
+    'attempt: loop {
         match take(shared, st, c.next) {
             Ok(Some(file)) => match counter::read(&cf) {
                 Ok(now) if now == c => return Ok(Token { cf, counter: c, file, writer: None }),
                 // Moved on between the read and the link: that ID may be issued.
-                Ok(_) => {
+                Ok(now) => {
                     drop_lock(shared, st, c.next, file);
+                    c = now;
                     continue;
                 }
                 Err(e) => {
@@ -128,14 +129,20 @@ fn take_token(shared: &Shared, st: &mut Ids, op: &'static str, guarded: bool) ->
         }
         // Another writer holds it: watch the counter (reads only: a failed link costs a
         // journal entry) until it moves, and take the token over if the holder died.
-        // Off local filesystems the counter is opened afresh after every sleep, in case
-        // the file could not be opened with O_DIRECT and its reads come from a cache.
+        // The counter is opened afresh (by its name) after an error or a take-over, and
+        // off local filesystems after every sleep, in case the file could not be opened
+        // with O_DIRECT and its reads come from a cache.
         loop {
             match counter::read(&cf) {
-                Ok(now) if now != c => break,
+                Ok(now) if now != c => {
+                    c = now;
+                    continue 'attempt;
+                }
                 Ok(_) => {}
-                // Replaced (a repair) or unreadable: start again from the name.
-                Err(_) => break,
+                Err(_) => {
+                    (cf, c) = read_counter(shared, st, op)?;
+                    continue 'attempt;
+                }
             }
             if start.elapsed() >= wait {
                 return Err(busy(shared, op, c.next, wait));
@@ -146,12 +153,14 @@ fn take_token(shared: &Shared, st: &mut Ids, op: &'static str, guarded: bool) ->
                 continue;
             }
             if (looks - QUICK_LOOKS) % 4 == 1 && take_over(shared, st, c.next, op, guarded)? {
-                break;
+                (cf, c) = read_counter(shared, st, op)?;
+                continue 'attempt;
             }
             std::thread::sleep(sleep.min(wait.saturating_sub(start.elapsed())));
             sleep = (sleep * 2).min(max_sleep);
             if !shared.local {
-                break;
+                (cf, c) = read_counter(shared, st, op)?;
+                continue 'attempt;
             }
         }
     }
