@@ -127,8 +127,8 @@ fn take_token(shared: &Shared, st: &mut Ids, op: &'static str, guarded: bool) ->
                 return Err(take_error(shared, op, e));
             }
         }
-        // Another writer holds it: watch the counter (reads only: a failed link costs a
-        // journal entry) until it moves, and take the token over if the holder died.
+        // Another writer holds it: watch the counter (reads only) until it moves, and
+        // take the token over if the holder died.
         // The counter is opened afresh (by its name) after an error or a take-over, and
         // off local filesystems after every sleep, in case the file could not be opened
         // with O_DIRECT and its reads come from a cache.
@@ -160,8 +160,10 @@ fn take_token(shared: &Shared, st: &mut Ids, op: &'static str, guarded: bool) ->
             sleep = (sleep * 2).min(max_sleep);
             if !shared.local {
                 (cf, c) = read_counter(shared, st, op)?;
-                continue 'attempt;
             }
+            // Link again after every sleep: a holder may let the token go without writing
+            // (it met the writer lock, an error, or its lease ran out).
+            continue 'attempt;
         }
     }
 }

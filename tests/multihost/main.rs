@@ -371,10 +371,11 @@ fn multihost_scenarios() {
     rebooted_host(&mut rig);
     core_records(&mut rig);
     naive_lock_bites(&mut rig);
-    sessions::allocation(&mut rig, "clean", Faults::default());
-    sessions::allocation(&mut rig, "lost replies 20%", Faults { lose_replies: 0.2, ..Faults::default() });
-    sessions::allocation(&mut rig, "transient errors 5%", Faults { transient: 0.05, ..Faults::default() });
-    sessions::allocation(&mut rig, "attribute cache 300 ms", Faults { attr_cache_ms: 300, ..Faults::default() });
+    sessions::allocation(&mut rig, "clean", Faults::default(), 0);
+    sessions::allocation(&mut rig, "lost replies 20%", Faults { lose_replies: 0.2, ..Faults::default() }, 0);
+    sessions::allocation(&mut rig, "transient errors 5%", Faults { transient: 0.05, ..Faults::default() }, 0);
+    sessions::allocation(&mut rig, "attribute cache 300 ms", Faults { attr_cache_ms: 300, ..Faults::default() }, 0);
+    sessions::allocation(&mut rig, "clients + processes on the server", Faults::default(), PROCS);
     sessions::takeover(&mut rig);
     let table = table(&rig.rows);
     println!("\nmulti-host rig, {:.0} s in all:\n\n{table}", started.elapsed().as_secs_f64());

@@ -13,17 +13,27 @@ const IDS_PER_WORKER: usize = 25;
 /// The heartbeat timeout of the takeover scenario.
 const TIMEOUT_MS: u64 = 1000;
 
-/// 3 hosts x 4 processes allocating IDs in one repository under `faults`: every ID is
+/// 3 hosts x 4 processes allocating IDs in one repository under `faults`, and
+/// `on_server` processes more working on the backing directory itself (a program on the
+/// NFS server using its own disk: the library sees a local filesystem there and takes
+/// the counter's token without the writer lock, unless a client holds it): every ID is
 /// unique, each session's IDs increase, no call fails.
-pub fn allocation(rig: &mut Rig, name: &str, faults: Faults) {
+pub fn allocation(rig: &mut Rig, name: &str, faults: Faults, on_server: usize) {
     let scenario = format!("session IDs, {name}");
     let start = Instant::now();
-    let (site, _scratch) = rig.site(&format!("ids-{}", name.replace([' ', '%'], "-")));
+    let (site, _scratch) = rig.site(&format!("ids-{}", name.replace([' ', '%', '+'], "-")));
     let hosts = hosts(&site, &vec![faults; HOSTS]);
     let repo = site.mount.join("repo");
     let (repo_s, n) = (repo.to_str().unwrap(), IDS_PER_WORKER.to_string());
-    let children: Vec<_> =
+    let server_repo = site.backing.join("repo");
+    let mut children: Vec<_> =
         hosts.iter().flat_map(|h| (0..PROCS).map(move |_| h)).map(|h| h.spawn(&site, &["ids", repo_s, &n])).collect();
+    for _ in 0..on_server {
+        let mut cmd = std::process::Command::new(&site.worker);
+        cmd.args(["ids", server_repo.to_str().unwrap(), &n]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+        children.push(cmd.spawn().expect("starts a worker on the server's disk"));
+    }
+    let workers = HOSTS * PROCS + on_server;
     let (mut all, mut viol, mut issued) = (HashSet::new(), 0u64, 0u64);
     for child in children {
         let out = host::finish(child, WORKER_LIMIT);
@@ -41,12 +51,12 @@ pub fn allocation(rig: &mut Rig, name: &str, faults: Faults) {
     drop(hosts);
     rig.rows.push(Row {
         scenario,
-        shape: format!("{HOSTS}x{PROCS}"),
         acquisitions: issued,
         faults,
         violations: viol,
         wall: start.elapsed(),
-        notes: format!("{} distinct IDs, {} expected", all.len(), HOSTS * PROCS * IDS_PER_WORKER),
+        shape: format!("{HOSTS}x{PROCS}{}", if on_server > 0 { format!(" + {on_server} on the server") } else { String::new() }),
+        notes: format!("{} distinct IDs, {} expected", all.len(), workers * IDS_PER_WORKER),
         ..Row::default()
     });
 }
