@@ -44,15 +44,15 @@ fn sys(shared: &Shared, op: &'static str, e: Errno, call: &str) -> Error {
     Error::sys(e, op, &shared.repo.dir, call)
 }
 
-/// Takes the repository's guard, the lock file that serialises counter updates and
-/// reaping, waiting up to the session's timeout (at least a second).
+/// Takes the repository's guard, the lock file that serialises reaping, check and
+/// repair, waiting up to the session's timeout (at least a second).
 pub(super) fn guard(shared: &Shared, op: &'static str) -> Result<Lock> {
     guard_within(shared, op, shared.timeout.max(Duration::from_secs(1)))
 }
 
 /// The guard, waiting at most `wait` (zero: one attempt, EAGAIN when busy).
 pub(super) fn guard_within(shared: &Shared, op: &'static str, wait: Duration) -> Result<Lock> {
-    lockfile::blocking_create_internal(&shared.repo.guard, b"nfslock session: counter update", Some(wait)).map_err(|e| e.in_op(op))
+    lockfile::blocking_create_internal(&shared.repo.guard, b"nfslock session: reaping or checking", Some(wait)).map_err(|e| e.in_op(op))
 }
 
 pub(super) fn counter_error(shared: &Shared, op: &'static str, e: counter::ReadError) -> Error {
@@ -75,7 +75,7 @@ pub(super) fn counter_error(shared: &Shared, op: &'static str, e: counter::ReadE
     }
 }
 
-/// Reads the counter (under the guard); a missing or corrupt one is an error until the
+/// Reads the counter; a missing or corrupt one is an error until the
 /// operator repairs it: starting again from zero would issue old IDs twice.
 ///
 /// Where every user of the filesystem shares this machine's page cache (a local
