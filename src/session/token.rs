@@ -7,7 +7,8 @@
 //! raced with a writer (C issued and already released between the read and the link)
 //! sees the counter moved, drops the lock and starts again. For make_new_ids the token
 //! is also the first issued ID's lock, so issuing one ID costs one link(2), two
-//! preads, a pwrite and an fdatasync, with no separate guard to take and release.
+//! preads, two lstats (the counter's name, the writer lock below), a pwrite and an
+//! fdatasync, with no lock file to take and release.
 //!
 //! A token is never taken from a holder whose process may still run: it could be paused
 //! between its check and its write, and a write it makes after waking would move the
