@@ -86,11 +86,7 @@ pub fn check(shared: &Shared) -> Result<()> {
     // its IDs before it advances the counter, so a check between the two would see IDs
     // above the counter. A counter that cannot be read is itself the finding.
     let guard = guard(shared, OP_CHECK)?;
-    let token = match token::acquire(shared, &mut ids, OP_CHECK, true) {
-        Ok(token) => Some(token),
-        Err(e) if matches!(e.errno(), Errno::ENOENT | Errno::EBADMSG) => None,
-        Err(e) => return Err(e),
-    };
+    let token = token::acquire_if_readable(shared, &mut ids, OP_CHECK)?;
     let found = findings(repo, shared.local, token.as_ref().map(Token::id));
     if let Some(token) = token {
         token::finish(shared, &mut ids, token, false);
@@ -163,11 +159,7 @@ pub fn repair_counter(shared: &Shared, next_id: u64) -> Result<()> {
     let guard = guard(shared, OP_REPAIR)?;
     // A readable counter is raised in place with its token, like any update; one that
     // is missing or corrupt (no writer can hold its token) is replaced whole.
-    let token = match token::acquire(shared, &mut ids, OP_REPAIR, true) {
-        Ok(token) => Some(token),
-        Err(e) if matches!(e.errno(), Errno::ENOENT | Errno::EBADMSG) => None,
-        Err(e) => return Err(e),
-    };
+    let token = token::acquire_if_readable(shared, &mut ids, OP_REPAIR)?;
     let listed = Listing::read(repo).map_err(|e| Error::sys(e, OP_REPAIR, &repo.ids, "reading"));
     let known_next = ids.known_next;
     let repaired = listed.and_then(|listing| {

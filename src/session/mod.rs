@@ -72,6 +72,14 @@ struct Shared {
     wake: Condvar,
 }
 
+impl Shared {
+    /// How long an operation waits for a lock another session holds (the guard, the
+    /// writer lock, the counter's token): the session's timeout, at least a second.
+    fn patience(&self) -> Duration {
+        self.timeout.max(Duration::from_secs(1))
+    }
+}
+
 /// The session's record and heartbeat.
 struct Beat {
     record: File,

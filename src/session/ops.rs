@@ -47,7 +47,7 @@ fn sys(shared: &Shared, op: &'static str, e: Errno, call: &str) -> Error {
 /// Takes the repository's guard, the lock file that serialises reaping, check and
 /// repair, waiting up to the session's timeout (at least a second).
 pub(super) fn guard(shared: &Shared, op: &'static str) -> Result<Lock> {
-    guard_within(shared, op, shared.timeout.max(Duration::from_secs(1)))
+    guard_within(shared, op, shared.patience())
 }
 
 /// The guard, waiting at most `wait` (zero: one attempt, EAGAIN when busy).
@@ -198,8 +198,9 @@ fn lock_range(shared: &Shared, st: &mut Ids, token: &Token, n: usize) -> Result<
         let from = if with_token { start + 1 } else { start };
         match take_range(shared, st, from, end) {
             Ok(Ok(mut taken)) => {
+                // Order does not matter to the callers (held set, undo).
                 if with_token {
-                    taken.insert(0, (start, token.file));
+                    taken.push((start, token.file));
                 }
                 return Ok((start, taken));
             }

@@ -91,14 +91,25 @@ pub fn acquire(shared: &Shared, st: &mut Ids, op: &'static str, guarded: bool) -
     }
 }
 
+/// The token for `check` and `repair_counter`, which hold the guard: None when the
+/// counter is missing or corrupt (nobody can hold its token then; the caller deals
+/// with the counter itself).
+pub fn acquire_if_readable(shared: &Shared, st: &mut Ids, op: &'static str) -> Result<Option<Token>> {
+    match acquire(shared, st, op, true) {
+        Ok(token) => Ok(Some(token)),
+        Err(e) if matches!(e.errno(), Errno::ENOENT | Errno::EBADMSG) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 fn writer_lock(shared: &Shared, op: &'static str) -> Result<Lock> {
-    let wait = shared.timeout.max(Duration::from_secs(1));
+    let wait = shared.patience();
     lockfile::blocking_create_internal(&shared.repo.writer, b"nfslock session: counter update", Some(wait)).map_err(|e| e.in_op(op))
 }
 
 fn take_token(shared: &Shared, st: &mut Ids, op: &'static str, guarded: bool) -> Result<Token> {
     retry_stale_tokens(shared, st);
-    let wait = shared.timeout.max(Duration::from_secs(1));
+    let wait = shared.patience();
     let max_sleep = if shared.local { MAX_SLEEP_LOCAL } else { MAX_SLEEP_REMOTE };
     let start = Instant::now();
     let mut looks = 0u32;
