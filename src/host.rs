@@ -64,16 +64,27 @@ pub fn owner_of(r: &Record, host: &[u8]) -> Owner {
     if r.host != host {
         return Owner::OtherHost;
     }
-    match kill(Pid::from_raw(r.pid), None) {
-        Ok(()) | Err(Errno::EPERM) => {}
-        Err(_) => return Owner::Dead,
+    if process_is_gone(r.pid, r.start_time) {
+        Owner::Dead
+    } else {
+        Owner::Alive
     }
-    match read_proc_stat(r.pid) {
+}
+
+/// Whether process `pid` of this host (and pid namespace), started at `start_time` if
+/// known, is gone: no such pid, a zombie, or the pid reused by a newer process.
+pub fn process_is_gone(pid: i32, start_time: Option<StartTime>) -> bool {
+    if pid <= 0 {
+        return true;
+    }
+    match kill(Pid::from_raw(pid), None) {
+        Ok(()) | Err(Errno::EPERM) => {}
+        Err(_) => return true,
+    }
+    match read_proc_stat(pid) {
         // The pid vanished between kill and the read.
-        None => Owner::Dead,
-        Some(stat) if stat.zombie => Owner::Dead,
-        Some(stat) if !starts_match(r.start_time, stat.start_time) => Owner::Dead,
-        Some(_) => Owner::Alive,
+        None => true,
+        Some(stat) => stat.zombie || !starts_match(start_time, stat.start_time),
     }
 }
 

@@ -25,6 +25,8 @@ const CLAIM_HEAD: &str = "nfslock-idlock 1 session ";
 pub struct Claim {
     pub path: PathBuf,
     pub file: FileId,
+    /// Its number among the session's claims (part of its name).
+    pub number: u32,
     /// IDs linked to it so far (some may have been released since: a claim is not reused
     /// past the limit, so this only grows).
     pub links: u64,
@@ -52,7 +54,7 @@ pub fn create_claim(repo: &Repo, sid: &str, mut n: u32) -> nix::Result<(Claim, u
                     .map_err(|e| fsops::io_errno(&e))
                     .and_then(|()| fsops::fstat(&file));
                 return match made {
-                    Ok(st) => Ok((Claim { path, file: FileId::from(&st), links: 0 }, n)),
+                    Ok(st) => Ok((Claim { path, file: FileId::from(&st), number: n, links: 0 }, n)),
                     Err(e) => {
                         let _ = fsops::unlink(&path);
                         Err(e)

@@ -6,13 +6,14 @@ use std::time::Duration;
 
 use nix::errno::Errno;
 
+use super::combine;
 use super::counter::{self, Counter, CounterFile};
 use super::token::{self, Token};
 use super::heartbeat::{enter, expire, still_live};
 use super::idlock::{self, Claim, Take, MAX_LINKS_PER_CLAIM};
 use super::liveness::{self, GuardMode, Life};
 use super::record::show_time;
-use super::{locked, Ids, Shared, MAX_IDS_PER_CALL};
+use super::{handoff, locked, Ids, Shared, MAX_IDS_PER_CALL};
 use crate::error::{Error, Result};
 use crate::fsops::{self, FileId};
 use crate::lockfile::{self, Lock};
@@ -97,9 +98,10 @@ pub(super) fn read_counter(shared: &Shared, st: &mut Ids, op: &'static str) -> R
     Ok((cf, c))
 }
 
-/// The claim new ID locks link to, starting a new one when the current one is full.
-fn claim(shared: &Shared, st: &mut Ids) -> nix::Result<usize> {
-    let full = st.claims.last().is_none_or(|c| c.links >= MAX_LINKS_PER_CLAIM);
+/// The claim new ID locks link to, starting a new one when the current one has no
+/// room for `room` more links.
+pub(super) fn claim(shared: &Shared, st: &mut Ids, room: u64) -> nix::Result<usize> {
+    let full = st.claims.last().is_none_or(|c| c.links + room > MAX_LINKS_PER_CLAIM);
     if full {
         let (claim, n) = idlock::create_claim(&shared.repo, &shared.sid, st.next_claim)?;
         st.claims.push(claim);
@@ -113,7 +115,7 @@ fn claim(shared: &Shared, st: &mut Ids) -> nix::Result<usize> {
 pub(super) fn take(shared: &Shared, st: &mut Ids, id: u64) -> nix::Result<Option<FileId>> {
     let mut fresh = false;
     loop {
-        let i = claim(shared, st)?;
+        let i = claim(shared, st, 1)?;
         let c: &mut Claim = &mut st.claims[i];
         match idlock::take(&shared.repo, c, id) {
             Ok(Take::Ours) => {
@@ -130,7 +132,7 @@ pub(super) fn take(shared: &Shared, st: &mut Ids, id: u64) -> nix::Result<Option
     }
 }
 
-fn undo(shared: &Shared, taken: &[(u64, FileId)]) {
+pub(super) fn undo(shared: &Shared, taken: &[(u64, FileId)]) {
     for &(id, file) in taken {
         let _ = idlock::release(&shared.repo, id, file);
     }
@@ -160,28 +162,69 @@ pub fn make_new_ids(shared: &Shared, n: usize) -> Result<Vec<u64>> {
         return Err(Error::new(Errno::EINVAL, OP_MAKE, None, format!("n must be 1 to {MAX_IDS_PER_CALL}, not {n}")));
     }
     let mut st = enter(shared, OP_MAKE)?;
-    let token = token::acquire(shared, &mut st, OP_MAKE, false)?;
-    let (start, taken) = match still_live(shared, OP_MAKE).and_then(|()| lock_range(shared, &mut st, &token, n)) {
+    handoff::settle_abandoned(shared, &mut st);
+    // A request handed to a combiner that could not serve it is tried again, the last
+    // time without the table.
+    for attempt in 0..=handoff::TRIES {
+        let ticket = match attempt < handoff::TRIES {
+            true => handoff::post(shared, &mut st, n).map_err(|e| take_error(shared, OP_MAKE, e))?,
+            false => None,
+        };
+        if let Some(ids) = issue(shared, &mut st, n, ticket)? {
+            return Ok(ids);
+        }
+    }
+    Err(Error::new(Errno::EAGAIN, OP_MAKE, Some(&shared.repo.ids), "no combiner served the request, and neither did this session"))
+}
+
+/// One try at issuing `n` IDs: as the token's holder (serving the requests posted by
+/// other sessions of this host), or through a combiner that took `ticket`. None: try
+/// again.
+fn issue(shared: &Shared, st: &mut Ids, n: usize, ticket: Option<combine::Ticket>) -> Result<Option<Vec<u64>>> {
+    let table = shared.table.as_ref();
+    let posted = table.zip(ticket.as_ref());
+    let token = match token::acquire_or_served(shared, st, OP_MAKE, false, posted) {
+        Ok(Some(token)) => token,
+        Ok(None) => return handoff::collect(shared, st, posted),
+        Err(e) => {
+            return match posted {
+                Some((t, k)) if !t.withdraw(k) => handoff::collect(shared, st, posted).and_then(|ids| ids.map(Some).ok_or(e)),
+                _ => Err(e),
+            }
+        }
+    };
+    if let Some((t, k)) = posted {
+        if !t.withdraw(k) {
+            token::finish(shared, st, token, false);
+            return handoff::collect(shared, st, posted);
+        }
+    }
+    let (start, taken) = match still_live(shared, OP_MAKE).and_then(|()| lock_range(shared, st, &token, n)) {
         Ok(range) => range,
         Err(e) => {
-            token::finish(shared, &mut st, token, false);
+            token::finish(shared, st, token, false);
             return Err(e);
         }
     };
     let end = start + n as u64;
+    let batch = table.map(|t| t.serve(&shared.repo, &shared.me, end));
+    let upto = batch.as_ref().map_or(end, |b| b.end);
     // The IDs are issued once the counter has passed them on stable storage, and only
     // by a session that still holds its lease: one paused past it may have lost its
     // locks to a reaper meanwhile.
-    let committed = token::commit(shared, &token, end, OP_MAKE);
+    let committed = still_live(shared, OP_MAKE).and_then(|()| token::commit(shared, &token, upto, OP_MAKE));
+    if let (Some(t), Some(batch)) = (table, batch) {
+        t.finish(&shared.repo, batch, committed.as_ref().map(drop).map_err(|e| e.errno()));
+    }
     let keep_token = start == token.id();
-    token::finish(shared, &mut st, token, keep_token);
+    token::finish(shared, st, token, keep_token);
     if let Err(e) = committed.and_then(|_| still_live(shared, OP_MAKE)) {
         undo(shared, &taken);
         return Err(e);
     }
-    st.known_next = st.known_next.max(end);
+    st.known_next = st.known_next.max(upto);
     st.held.extend(taken.iter().copied());
-    Ok((start..end).collect())
+    Ok(Some((start..end).collect()))
 }
 
 /// Locks `n` consecutive IDs from the token's on. Nobody else links IDs at or above the

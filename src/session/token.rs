@@ -39,6 +39,7 @@ use super::counter::{self, Counter, CounterFile};
 use super::layout::Repo;
 use super::liveness::{self, GuardMode};
 use super::ops::{counter_error, read_counter, take, take_error};
+use super::combine::{Table, Ticket};
 use super::{idlock, Ids, Shared};
 use crate::error::{Error, Result};
 use crate::fsops::{self, FileId};
@@ -51,6 +52,8 @@ const QUICK_LOOKS: u32 = 32;
 const FIRST_SLEEP: Duration = Duration::from_micros(50);
 const MAX_SLEEP_LOCAL: Duration = Duration::from_millis(5);
 const MAX_SLEEP_REMOTE: Duration = Duration::from_millis(100);
+/// How long a waiter with a posted request waits before it checks the holder's life.
+const TAKE_OVER_AFTER: Duration = Duration::from_millis(1);
 
 /// The right to write the counter, held by this session until [`finish`]ed.
 pub struct Token {
@@ -73,20 +76,28 @@ impl Token {
 /// timeout (at least a second) for a live holder and taking it over from a dead one.
 /// `guarded`: the caller holds the repository's guard.
 pub fn acquire(shared: &Shared, st: &mut Ids, op: &'static str, guarded: bool) -> Result<Token> {
+    acquire_or_served(shared, st, op, guarded, None)?
+        .ok_or_else(|| Error::new(Errno::EAGAIN, op, Some(&shared.repo.counter), "no request of this call was posted"))
+}
+
+/// As [`acquire`], for a caller whose request for IDs is posted in the host's table
+/// (combine/): None when a combiner took the request before this session got the token.
+pub fn acquire_or_served(shared: &Shared, st: &mut Ids, op: &'static str, guarded: bool, posted: Option<Posted>) -> Result<Option<Token>> {
     if !shared.local {
         let writer = writer_lock(shared, op)?;
-        return take_token(shared, st, op, guarded).map(|t| Token { writer: Some(writer), ..t });
+        return Ok(take_token(shared, st, op, guarded, posted)?.map(|t| Token { writer: Some(writer), ..t }));
     }
-    let token = take_token(shared, st, op, guarded)?;
+    let Some(token) = take_token(shared, st, op, guarded, posted)? else { return Ok(None) };
     match fsops::lstat(&shared.repo.writer_held) {
-        Err(nix::errno::Errno::ENOENT) => Ok(token),
+        Err(nix::errno::Errno::ENOENT) => Ok(Some(token)),
         // A remote writer holds the writer lock (or we cannot tell): let go and line up
         // behind it. Never wait for the lock with the token held: its holder may be
         // waiting for the token.
         _ => {
             finish(shared, st, token, false);
             let writer = writer_lock(shared, op)?;
-            take_token(shared, st, op, guarded).map(|t| Token { writer: Some(writer), ..t })
+            // Served meanwhile: the writer lock is let go when dropped.
+            Ok(take_token(shared, st, op, guarded, posted)?.map(|t| Token { writer: Some(writer), ..t }))
         }
     }
 }
@@ -107,7 +118,11 @@ fn writer_lock(shared: &Shared, op: &'static str) -> Result<Lock> {
     lockfile::blocking_create_internal(&shared.repo.writer, b"nfslock session: counter update", Some(wait)).map_err(|e| e.in_op(op))
 }
 
-fn take_token(shared: &Shared, st: &mut Ids, op: &'static str, guarded: bool) -> Result<Token> {
+/// A posted request, and the table it is posted in.
+pub type Posted<'a> = (&'a Table, &'a Ticket);
+
+/// The token, or None when `posted` was taken by a combiner meanwhile.
+fn take_token(shared: &Shared, st: &mut Ids, op: &'static str, guarded: bool, posted: Option<Posted>) -> Result<Option<Token>> {
     retry_stale_tokens(shared, st);
     let wait = shared.patience();
     let max_sleep = if shared.local { MAX_SLEEP_LOCAL } else { MAX_SLEEP_REMOTE };
@@ -116,9 +131,12 @@ fn take_token(shared: &Shared, st: &mut Ids, op: &'static str, guarded: bool) ->
     let mut sleep = FIRST_SLEEP;
     let (mut cf, mut c) = read_counter(shared, st, op)?;
     'attempt: loop {
+        if posted.is_some_and(|(table, ticket)| table.taken(ticket)) {
+            return Ok(None);
+        }
         match take(shared, st, c.next) {
             Ok(Some(file)) => match counter::read(&cf) {
-                Ok(now) if now == c => return Ok(Token { cf, counter: c, file, writer: None }),
+                Ok(now) if now == c => return Ok(Some(Token { cf, counter: c, file, writer: None })),
                 // Moved on between the read and the link: that ID may be issued.
                 Ok(now) => {
                     drop_lock(shared, st, c.next, file);
@@ -160,6 +178,18 @@ fn take_token(shared: &Shared, st: &mut Ids, op: &'static str, guarded: bool) ->
                 return Err(busy(shared, op, c.next, wait));
             }
             looks += 1;
+            if let Some((table, ticket)) = posted {
+                // A combiner rings the table's bell when it is done: sleep on that.
+                if start.elapsed() >= TAKE_OVER_AFTER && looks % 4 == 0 && take_over(shared, st, c.next, op, guarded)? {
+                    (cf, c) = read_counter(shared, st, op)?;
+                    continue 'attempt;
+                }
+                if table.doze(ticket, sleep.min(wait.saturating_sub(start.elapsed()))) {
+                    return Ok(None);
+                }
+                sleep = (sleep * 2).min(max_sleep);
+                continue 'attempt;
+            }
             if looks <= QUICK_LOOKS {
                 std::thread::yield_now();
                 continue;
