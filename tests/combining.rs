@@ -1,0 +1,180 @@
+//! Combining (sessions of one host handing their make_new_ids requests to the holder of
+//! the counter's token): a combiner killed after it linked other sessions' IDs but
+//! before it wrote the counter must cost them nothing but a retry. They see its pid
+//! gone, undo its links to their claims, take the token over from it, and go on; no ID
+//! is handed out twice and the repository checks clean.
+//!
+//! The combiner is this test binary run again under the LD_PRELOAD shim, which stops
+//! it just before a counter write; the other sessions are children without the shim.
+
+use std::collections::HashSet;
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use nfslock::session::Session;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+#[path = "support/shim.rs"]
+mod shim;
+
+const TEST: &str = "a_combiner_killed_in_the_middle_of_a_round_costs_its_requesters_a_retry";
+const CHILD_ENV: &str = "NFSLOCK_COMBINING_DIR";
+const CALLS: usize = 300;
+/// The combiner stops before this counter write of its own.
+const STOP_AT: u64 = 10;
+const REQUESTERS: usize = 3;
+/// Long enough that no requester gives up on the stopped combiner before it is killed.
+const TIMEOUT: Duration = Duration::from_secs(10);
+/// Scenarios tried before the test gives up on catching the combiner with requests.
+const SCENARIOS: usize = 5;
+
+/// Kills the children and removes the directory, also when the test fails.
+struct Cleanup(PathBuf, Vec<Child>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for child in &mut self.1 {
+            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+            let _ = child.wait();
+        }
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// In a child: its session id, then CALLS IDs (one per call), then how close went.
+fn child(dir: &Path) {
+    let s = Session::open(dir, Some("jobs"), Some(TIMEOUT)).unwrap();
+    println!("sid={}", s.id());
+    for _ in 0..CALLS {
+        match s.make_new_ids(1) {
+            Ok(ids) => println!("id={}", ids[0]),
+            Err(e) => println!("err={:?} {e}", e.errno()),
+        }
+    }
+    println!("close={:?}", s.close().map_err(|e| e.errno()));
+}
+
+fn spawn(dir: &Path, shim: Option<&Path>) -> Child {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", TEST, "--nocapture", "--test-threads=1", "-q"]).env(CHILD_ENV, dir).stdout(Stdio::piped());
+    if let Some(shim) = shim {
+        cmd.env("LD_PRELOAD", shim).env("NFSLOCK_SHIM_STOP_COUNTER_WRITE", STOP_AT.to_string());
+    }
+    cmd.spawn().unwrap()
+}
+
+/// Reads a child's lines (its own, not the test harness's) on a thread.
+fn reader(child: &mut Child) -> JoinHandle<Vec<String>> {
+    let out = child.stdout.take().unwrap();
+    let ours = |l: &String| ["sid=", "id=", "err=", "close="].iter().any(|p| l.starts_with(p));
+    std::thread::spawn(move || BufReader::new(out).lines().map_while(Result::ok).filter(ours).collect())
+}
+
+fn stopped(pid: u32) -> bool {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit(") ").next().is_some_and(|rest| rest.starts_with('T'))
+}
+
+/// The next ID the counter file names: the valid slot with the higher sequence number
+/// (see the README's on-disk format; each slot: letter, sequence, next ID, CRC).
+fn counter_next(dir: &Path) -> u64 {
+    let text = fs::read_to_string(dir.join("jobs.counter")).unwrap();
+    let slots = text.lines().skip(1).map(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        (f[1].parse::<u64>().unwrap(), f[2].parse::<u64>().unwrap())
+    });
+    slots.max().unwrap().1
+}
+
+/// The locks at or above the counter that hold a session other than `sid`: IDs the
+/// stopped combiner linked for its requesters.
+fn linked_for_others(dir: &Path, sid: &str) -> usize {
+    let next = counter_next(dir);
+    let mut n = 0;
+    for entry in fs::read_dir(dir.join("jobs.ids")).unwrap().map_while(Result::ok) {
+        let Ok(id) = entry.file_name().to_string_lossy().parse::<u64>() else { continue };
+        let holder = fs::read_to_string(entry.path()).unwrap_or_default();
+        if id > next && !holder.contains(sid) {
+            n += 1;
+        }
+    }
+    n
+}
+
+fn ids_of(lines: &[String]) -> Vec<u64> {
+    lines.iter().filter_map(|l| l.strip_prefix("id=")).map(|v| v.parse().unwrap()).collect()
+}
+
+/// One scenario; false when the combiner stopped without any request in hand.
+fn scenario(shim: &Path, tag: usize) -> bool {
+    let dir = std::env::temp_dir().join(format!("nfslock-combining-{}-{tag}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    let mut cleanup = Cleanup(dir.clone(), Vec::new());
+    // The repository exists before the children race to create it.
+    Session::open(&dir, Some("jobs"), Some(TIMEOUT)).unwrap().close().unwrap();
+
+    let mut combiner = spawn(&dir, Some(shim));
+    let combiner_pid = combiner.id();
+    let combiner_out = combiner.stdout.take().unwrap();
+    cleanup.1.push(combiner);
+    let mut requesters = Vec::new();
+    for _ in 0..REQUESTERS {
+        let mut kid = spawn(&dir, None);
+        requesters.push(reader(&mut kid));
+        cleanup.1.push(kid);
+    }
+    let mut combiner_lines = BufReader::new(combiner_out).lines().map_while(Result::ok);
+    let sid = combiner_lines.find_map(|l| l.strip_prefix("sid=").map(str::to_string)).expect("the combiner's session id");
+    let start = Instant::now();
+    while !stopped(combiner_pid) {
+        assert!(start.elapsed() < Duration::from_secs(20), "the combiner never stopped at its counter write");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // Let the requesters that were about to post do so and wait.
+    std::thread::sleep(Duration::from_millis(50));
+    let caught = linked_for_others(&dir, &sid);
+
+    kill(Pid::from_raw(combiner_pid as i32), Signal::SIGKILL).unwrap();
+    let combiner_ids: Vec<u64> = ids_of(&combiner_lines.collect::<Vec<_>>());
+    let mut all: Vec<u64> = combiner_ids.clone();
+    for (i, handle) in requesters.into_iter().enumerate() {
+        let lines = handle.join().unwrap();
+        assert!(lines.iter().all(|l| !l.starts_with("err=")), "requester {i}: {lines:?}");
+        assert_eq!(lines.last().map(String::as_str), Some("close=Ok(())"), "requester {i}");
+        let ids = ids_of(&lines);
+        assert_eq!(ids.len(), CALLS, "requester {i}");
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "requester {i}: its IDs increase");
+        all.extend(ids);
+    }
+    let unique: HashSet<u64> = all.iter().copied().collect();
+    assert_eq!(unique.len(), all.len(), "an ID was handed out twice");
+    assert!(combiner_ids.len() as u64 >= STOP_AT - 1, "the combiner wrote the counter {STOP_AT} times");
+
+    let me = Session::open(&dir, Some("jobs"), Some(TIMEOUT)).unwrap();
+    me.reap_locks().unwrap();
+    me.check().unwrap();
+    let next = me.make_new_ids(1).unwrap()[0];
+    assert!(unique.iter().all(|&id| id < next), "{next} is above every ID handed out");
+    me.close().unwrap();
+    caught > 0
+}
+
+#[test]
+fn a_combiner_killed_in_the_middle_of_a_round_costs_its_requesters_a_retry() {
+    if let Some(dir) = std::env::var_os(CHILD_ENV) {
+        return child(Path::new(&dir));
+    }
+    let shim = shim::build_shim();
+    let caught = (0..SCENARIOS).any(|tag| {
+        let caught = scenario(&shim, tag);
+        eprintln!("scenario {tag}: the combiner {} requests in hand", if caught { "had" } else { "had no" });
+        caught
+    });
+    assert!(caught, "in {SCENARIOS} tries the combiner never stopped with another session's request in hand");
+}
