@@ -4,8 +4,9 @@
 //!
 //! Every operation costs O(k) in the IDs it touches plus a constant: the counter is two
 //! fixed slots updated in place (counter.rs), an ID lock is one link(2) (idlock.rs).
-//! Who may write the counter is decided by its token (token.rs). The on-disk layout is
-//! in layout.rs; liveness and reaping in liveness.rs.
+//! Who may write the counter is decided by its token (token.rs); the sessions of one
+//! host that allocate at the same time share its update (combine/, handoff.rs). The
+//! on-disk layout is in layout.rs; liveness and reaping in liveness.rs.
 
 mod combine;
 mod counter;

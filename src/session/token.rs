@@ -26,6 +26,10 @@
 //! directory may be exported, so after taking the token it checks that no remote writer
 //! holds the writer lock, and if one does it lines up behind it like a remote writer.
 //!
+//! A make_new_ids caller may have its request posted for a combiner (combine/): its
+//! wait then sleeps on the combining table's bell, and the take ends (None) as soon as
+//! a combiner has taken the request.
+//!
 //! Waiting inside a take never waits for the guard (reapers, check, repair hold it and
 //! may wait for the writer lock): a dead holder is reaped here only when the guard is
 //! free or already ours.
