@@ -4,6 +4,11 @@
 //! gone, undo its links to their claims, take the token over from it, and go on; no ID
 //! is handed out twice and the repository checks clean.
 //!
+//! And a requester that gave up (ETIMEDOUT) on a combiner stopped with its request in
+//! hand, and then sits idle, must not block anyone once that combiner is killed: the
+//! links made for it sit above the counter, and the next writer undoes the dead round.
+//! Later the requester itself goes on, and nothing it reported is ever released.
+//!
 //! The combiner is this test binary run again under the LD_PRELOAD shim, which stops
 //! it just before a counter write; the other sessions are children without the shim.
 
@@ -23,6 +28,7 @@ use nix::unistd::Pid;
 mod shim;
 
 const TEST: &str = "a_combiner_killed_in_the_middle_of_a_round_costs_its_requesters_a_retry";
+const TEST_IDLE: &str = "a_requester_that_gave_up_on_a_stopped_combiner_blocks_nobody_once_it_is_killed";
 const CHILD_ENV: &str = "NFSLOCK_COMBINING_DIR";
 const CALLS: usize = 300;
 /// The combiner stops before this counter write of its own.
@@ -60,8 +66,13 @@ fn child(dir: &Path) {
 }
 
 fn spawn(dir: &Path, shim: Option<&Path>) -> Child {
+    spawn_as(TEST, dir, shim)
+}
+
+/// A child running `test` (whose child branch is [`child`]).
+fn spawn_as(test: &str, dir: &Path, shim: Option<&Path>) -> Child {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args(["--exact", TEST, "--nocapture", "--test-threads=1", "-q"]).env(CHILD_ENV, dir).stdout(Stdio::piped());
+    cmd.args(["--exact", test, "--nocapture", "--test-threads=1", "-q"]).env(CHILD_ENV, dir).stdout(Stdio::piped());
     if let Some(shim) = shim {
         cmd.env("LD_PRELOAD", shim).env("NFSLOCK_SHIM_STOP_COUNTER_WRITE", STOP_AT.to_string());
     }
@@ -177,4 +188,69 @@ fn a_combiner_killed_in_the_middle_of_a_round_costs_its_requesters_a_retry() {
         caught
     });
     assert!(caught, "in {SCENARIOS} tries the combiner never stopped with another session's request in hand");
+}
+
+/// The requester's side of the idle scenario, in this process; false when the combiner
+/// stopped without this session's request in hand.
+fn idle_scenario(shim: &Path, tag: usize) -> bool {
+    const SHORT: Duration = Duration::from_millis(1000);
+    let dir = std::env::temp_dir().join(format!("nfslock-combining-idle-{}-{tag}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    let mut cleanup = Cleanup(dir.clone(), Vec::new());
+    Session::open(&dir, Some("jobs"), Some(TIMEOUT)).unwrap().close().unwrap();
+    let mut combiner = spawn_as(TEST_IDLE, &dir, Some(shim));
+    let combiner_pid = combiner.id();
+    let combiner_lines = reader(&mut combiner);
+    cleanup.1.push(combiner);
+
+    let requester = Session::open(&dir, Some("jobs"), Some(SHORT)).unwrap();
+    let mut reported = Vec::new();
+    let start = Instant::now();
+    let gave_up = loop {
+        assert!(start.elapsed() < Duration::from_secs(30), "the requester never met the stopped combiner");
+        match requester.make_new_ids(1) {
+            Ok(ids) => reported.extend(ids),
+            Err(e) => break e,
+        }
+    };
+    assert!(stopped(combiner_pid), "{gave_up}");
+    let caught = gave_up.to_string().contains("took this request");
+    kill(Pid::from_raw(combiner_pid as i32), Signal::SIGKILL).unwrap();
+    let mut all = ids_of(&combiner_lines.join().unwrap());
+    let _ = cleanup.1.pop().unwrap().wait();
+
+    // The requester stays idle; another session allocates as usual.
+    let other = Session::open(&dir, Some("jobs"), Some(SHORT)).unwrap();
+    for _ in 0..3 {
+        all.extend(other.make_new_ids(1).unwrap_or_else(|e| panic!("{e} (the requester gave up with: {gave_up})")));
+    }
+    // The requester goes on, and keeps what it reported.
+    reported.extend(requester.make_new_ids(2).unwrap());
+    for id in &reported {
+        let lock = fs::read_to_string(dir.join("jobs.ids").join(id.to_string())).unwrap_or_default();
+        assert!(lock.contains(requester.id()), "ID {id}, reported to the requester, is no longer its lock: {lock:?}");
+    }
+    all.extend(&reported);
+    let unique: HashSet<u64> = all.iter().copied().collect();
+    assert_eq!(unique.len(), all.len(), "an ID was handed out twice");
+    other.reap_locks().unwrap();
+    other.check().unwrap();
+    other.close().unwrap();
+    requester.close().unwrap();
+    caught
+}
+
+#[test]
+fn a_requester_that_gave_up_on_a_stopped_combiner_blocks_nobody_once_it_is_killed() {
+    if let Some(dir) = std::env::var_os(CHILD_ENV) {
+        return child(Path::new(&dir));
+    }
+    let shim = shim::build_shim();
+    let caught = (0..SCENARIOS).any(|tag| {
+        let caught = idle_scenario(&shim, tag);
+        eprintln!("idle scenario {tag}: the combiner {} the request in hand", if caught { "had" } else { "did not have" });
+        caught
+    });
+    assert!(caught, "in {SCENARIOS} tries the combiner never stopped with the requester's request in hand");
 }

@@ -44,6 +44,12 @@ pub fn collect(shared: &Shared, st: &mut Ids, posted: Option<Posted>) -> Result<
             st.claims[ticket.claim].links += n;
             let Some(end) = first.checked_add(n) else { return Ok(None) };
             let ids: Vec<u64> = (first..end).collect();
+            // Reported only as seen: each ID linked to our claim (n lstats, against the
+            // fdatasync the combiner saved us).
+            if !ids.iter().all(|&id| fsops::id_of(&shared.repo.id_path(id)) == Ok(file)) {
+                release(shared, &ids, file);
+                return Ok(None);
+            }
             // Our lease, as for IDs we link ourselves: a session paused past it may
             // have been reaped while the combiner worked.
             if let Err(e) = still_live(shared, OP_MAKE) {
@@ -71,6 +77,9 @@ pub fn collect(shared: &Shared, st: &mut Ids, posted: Option<Posted>) -> Result<
         }
         Outcome::Pending(pid) => {
             st.abandoned.push(Ticket::clone(ticket));
+            // The stopped combiner may still link this claim: later IDs go to a new one,
+            // so that releasing what it issued can never touch them.
+            st.claims[ticket.claim].links = MAX_LINKS_PER_CLAIM;
             Err(Error::new(
                 Errno::ETIMEDOUT,
                 OP_MAKE,

@@ -228,9 +228,10 @@ fn issue(shared: &Shared, st: &mut Ids, n: usize, ticket: Option<combine::Ticket
 }
 
 /// Locks `n` consecutive IDs from the token's on. Nobody else links IDs at or above the
-/// counter while we hold the token (lock_ids advances the counter first), so an ID
-/// found locked there was left by a session that crashed in the middle of an update:
-/// the range starts again past it, and the token is then not part of it.
+/// counter while we hold the token (lock_ids advances the counter first, and combiners
+/// hold the token), so an ID found locked there was left by a session that crashed in
+/// the middle of an update (a combiner's round is undone before its token is taken
+/// over): the range starts again past it, and the token is then not part of it.
 fn lock_range(shared: &Shared, st: &mut Ids, token: &Token, n: usize) -> Result<(u64, Vec<(u64, FileId)>)> {
     let overflow = || Error::new(Errno::EINVAL, OP_MAKE, Some(&shared.repo.counter), format!("{n} more IDs would pass 2^64"));
     let mut start = token.id();
@@ -263,6 +264,7 @@ pub fn lock_ids(shared: &Shared, ids: &[u64]) -> Result<Vec<u64>> {
     let mut seen = HashSet::with_capacity(ids.len());
     let ids: Vec<u64> = ids.iter().copied().filter(|id| seen.insert(*id)).collect();
     let mut st = enter(shared, OP_LOCK)?;
+    handoff::settle_abandoned(shared, &mut st);
     let Some(&max) = ids.iter().max() else { return Ok(Vec::new()) };
     if max >= st.known_next {
         raise_counter(shared, &mut st, max)?;

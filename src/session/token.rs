@@ -279,10 +279,14 @@ fn may_take_over(repo: &Repo, sid: &str, this_host: &[u8]) -> bool {
     }
 }
 
-/// Clears the lock on `id` if its holder may be taken over from (reaping it), or if it
-/// is a leftover of this very session (a claim it has since moved on from); true when
-/// something was done.
+/// Clears the lock on `id` if it was left by a combiner that died (combine/), if its
+/// holder may be taken over from (reaping it), or if it is a leftover of this very
+/// session (a claim it has since moved on from); true when something was done.
 fn take_over(shared: &Shared, st: &mut Ids, id: u64, op: &'static str, guarded: bool) -> Result<bool> {
+    // The lock may be a link a dead combiner made for another session (combine/).
+    if shared.table.as_ref().is_some_and(|t| t.undo_dead_rounds(&shared.repo, &shared.me)) {
+        return Ok(true);
+    }
     let Ok(Some(sid)) = idlock::holder_of(&shared.repo.id_path(id)) else { return Ok(false) };
     if sid == shared.sid {
         let files: Vec<FileId> = st.claims.iter().map(|c| c.file).collect();

@@ -20,9 +20,13 @@
 //! When things go wrong:
 //! - the combiner dies: the requester, seeing its pid gone, removes the links to its
 //!   claim in the range announced to it (never reported, so at worst a gap) and tries
-//!   again;
-//! - the combiner is stopped: the requester gives up after its patience (ETIMEDOUT) and
-//!   keeps the request; once it is done, those IDs are released (a gap);
+//!   again. Those links sit above the counter: a session that finds the token held by
+//!   one of them (the requester may be gone, stopped or idle) undoes the dead round
+//!   itself first ([`Table::undo_dead_rounds`]);
+//! - the combiner is stopped: the requester gives up after its patience (ETIMEDOUT),
+//!   keeps the request, and moves on to a new claim (so nothing it links later can be
+//!   confused with what the stopped combiner may still link to the old one); once the
+//!   request is done or undone, those IDs are released (a gap);
 //! - the requester dies: its request may still be served, to a dead session whose
 //!   locks are reaped with it (a gap); its slot is reclaimed when a poster needs it;
 //! - the requester was reaped: the combiner's link fails (ENOENT: its claim is gone), or
@@ -316,6 +320,43 @@ impl Table {
             }
             std::thread::yield_now();
         }
+    }
+
+    /// Undoes the rounds of combiners that died holding requests: removes the links
+    /// they made to each requester's claim, and fails the request (a requester still
+    /// waiting tries again; one that gave up has nothing left to release). Such links
+    /// sit above the counter, where the next writers need them gone; a session waiting
+    /// for a token held by a session that does not write calls this first. True when
+    /// something was undone.
+    pub fn undo_dead_rounds(&self, repo: &Repo, me: &Identity) -> bool {
+        let mut undone = false;
+        for s in self.slots() {
+            let w = s.word.load(SeqCst);
+            if state(w) != TAKEN || !host::process_is_gone(pid(w) as i32, start_time(&s.combiner_start)) {
+                continue;
+            }
+            // Ours to undo from now on (a requester that saw the death too frees the
+            // slot instead, and undoes its links itself).
+            let mine = word(me.pid as u32, ticket(w), TAKEN);
+            if s.word.compare_exchange(w, mine, SeqCst, SeqCst).is_err() {
+                continue;
+            }
+            s.combiner_start.store(start_field(me), SeqCst);
+            let first = s.first.load(SeqCst);
+            if let (Some(claim), false) = (requested_claim(repo, s), first == NO_FIRST) {
+                let end = first.saturating_add(s.n.load(SeqCst) as u64);
+                for id in first..end {
+                    let _ = idlock::release(repo, id, claim.file);
+                }
+            }
+            s.errno.store(Errno::EOWNERDEAD as i32 as u32, SeqCst);
+            s.word.store(word(me.pid as u32, ticket(w), FAILED), SeqCst);
+            undone = true;
+        }
+        if undone {
+            self.ring();
+        }
+        undone
     }
 
     /// Ends a combiner's round: its requests done (the counter passed them durably) or

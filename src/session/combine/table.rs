@@ -94,7 +94,7 @@ impl Table {
             let flags = OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
             let fd = fsops::retry(|| fcntl::open(&path, flags, Mode::S_IRUSR | Mode::S_IWUSR)).ok()?;
             let st = fsops::fstat(&fd).ok()?;
-            if !fsops::is_regular(&st) || st.st_uid != uid || st.st_mode & 0o077 != 0 {
+            if !fsops::is_regular(&st) || st.st_uid != uid || st.st_mode & 0o077 != 0 || st.st_nlink != 1 {
                 return None;
             }
             match fsops::try_flock_shared(&fd) {

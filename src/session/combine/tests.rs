@@ -182,3 +182,25 @@ fn a_table_name_taken_by_a_symlink_or_a_shared_file_is_not_used() {
     assert!(Table::open(&s.repo.ids).is_none(), "a file others may write is not trusted");
     std::fs::remove_file(&path).unwrap();
 }
+
+#[test]
+fn a_dead_combiners_round_is_undone_by_a_third_session() {
+    let s = Scratch::new("undo");
+    let table = Table::open(&s.repo.ids).expect("table");
+    let (a, b) = (s.claim(SID_A), s.claim(SID_B));
+    let ticket = table.post(&me(), request(SID_A, &a, 2), 0).unwrap();
+    // A combiner links the request, then dies before its counter write.
+    let batch = table.serve(&s.repo, &me(), 50);
+    assert_eq!(batch.end, 52);
+    let slot = &table.slots()[ticket.slot];
+    slot.word.store(word(gone_pid(), ticket.ticket, TAKEN), SeqCst);
+    slot.combiner_start.store(0, SeqCst);
+    // A lock of another session in the range is not the dead round's: left alone.
+    assert_eq!(idlock::take(&s.repo, &b, 53), Ok(Take::Ours));
+    assert!(table.undo_dead_rounds(&s.repo, &me()));
+    assert!(!table.undo_dead_rounds(&s.repo, &me()), "once");
+    assert!(fsops::lstat(&s.repo.id_path(50)).is_err() && fsops::lstat(&s.repo.id_path(51)).is_err(), "its links are gone");
+    assert_eq!(fsops::id_of(&s.repo.id_path(53)), Ok(b.file));
+    assert_eq!(table.settle(&ticket, Duration::ZERO), Outcome::Failed(Errno::EOWNERDEAD));
+    drop(batch);
+}
