@@ -176,18 +176,24 @@ fn scenario(shim: &Path, tag: usize) -> bool {
     caught > 0
 }
 
-#[test]
-fn a_combiner_killed_in_the_middle_of_a_round_costs_its_requesters_a_retry() {
+/// In a child, the child's part; in the test, `scenario` until the combiner is caught
+/// with a request in hand (at most SCENARIOS times).
+fn run(what: &str, scenario: fn(&Path, usize) -> bool) {
     if let Some(dir) = std::env::var_os(CHILD_ENV) {
         return child(Path::new(&dir));
     }
     let shim = shim::build_shim();
     let caught = (0..SCENARIOS).any(|tag| {
         let caught = scenario(&shim, tag);
-        eprintln!("scenario {tag}: the combiner {} requests in hand", if caught { "had" } else { "had no" });
+        eprintln!("{what} scenario {tag}: the combiner {} a request in hand", if caught { "had" } else { "did not have" });
         caught
     });
-    assert!(caught, "in {SCENARIOS} tries the combiner never stopped with another session's request in hand");
+    assert!(caught, "{what}: in {SCENARIOS} tries the combiner never stopped with a request in hand");
+}
+
+#[test]
+fn a_combiner_killed_in_the_middle_of_a_round_costs_its_requesters_a_retry() {
+    run("killed combiner", scenario);
 }
 
 /// The requester's side of the idle scenario, in this process; false when the combiner
@@ -243,14 +249,5 @@ fn idle_scenario(shim: &Path, tag: usize) -> bool {
 
 #[test]
 fn a_requester_that_gave_up_on_a_stopped_combiner_blocks_nobody_once_it_is_killed() {
-    if let Some(dir) = std::env::var_os(CHILD_ENV) {
-        return child(Path::new(&dir));
-    }
-    let shim = shim::build_shim();
-    let caught = (0..SCENARIOS).any(|tag| {
-        let caught = idle_scenario(&shim, tag);
-        eprintln!("idle scenario {tag}: the combiner {} the request in hand", if caught { "had" } else { "did not have" });
-        caught
-    });
-    assert!(caught, "in {SCENARIOS} tries the combiner never stopped with the requester's request in hand");
+    run("idle requester", idle_scenario);
 }
