@@ -15,7 +15,10 @@ use crate::error::{Error, Result};
 use crate::fsops;
 
 const OP_MAKE: &str = "nfslock_session_make_new_ids";
-/// How many times make_new_ids posts its request before it allocates on its own.
+/// How many times make_new_ids posts its request before it allocates on its own. A
+/// retry follows only a quick outcome (a combiner that failed or died); waits that run
+/// out end the call, so one call waits at most a patience for the token and one for
+/// its combiner per try.
 pub(super) const TRIES: usize = 3;
 
 /// Posts a request for `n` IDs, linked to a claim with room for them; None when this

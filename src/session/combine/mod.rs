@@ -62,7 +62,10 @@ const DONE: u64 = 4;
 const FAILED: u64 = 5;
 const TICKET_MASK: u32 = 0x0fff_ffff;
 const NO_FIRST: u64 = u64::MAX;
-/// How long a combiner waits for the other sessions of the table to post.
+/// How long a combiner waits for the sessions of its previous round to post again.
+/// With four sessions allocating at once it raised rounds from about 1.7 requests to
+/// 4 and the aggregate rate by about a tenth on the development machine's disk (50 to
+/// 300 µs gave the same within noise); a session allocating alone never waits.
 const GATHER_WAIT: Duration = Duration::from_micros(200);
 /// How often a requester whose request is taken checks that its combiner still lives.
 const LIVENESS_EVERY: Duration = Duration::from_millis(10);
@@ -224,7 +227,9 @@ impl Table {
             let seen = self.header().bell.load(SeqCst);
             let w = s.word.load(SeqCst);
             if ticket(w) != t.ticket {
-                // Not ours any more (cannot happen: only we free a request once posted).
+                // Only the requester frees a posted request, so this cannot happen; if
+                // it did, nothing the table says about this request can be trusted.
+                debug_assert!(false, "a posted request changed hands");
                 return Outcome::Orphaned(None);
             }
             match state(w) {

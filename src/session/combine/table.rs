@@ -36,7 +36,8 @@ pub struct Header {
     pub tickets: AtomicU32,
     /// A futex word, bumped whenever a combiner's round ends.
     pub bell: AtomicU32,
-    /// How many are waiting on `bell` (the wake is skipped when none are).
+    /// How many are waiting on `bell` (the wake is skipped when none are). A process
+    /// killed while waiting leaves it counted: wakes then cost a needless futex call.
     pub waiters: AtomicU32,
     /// How many requests the last combiner's round issued IDs for, its own included.
     pub last_round: AtomicU32,
