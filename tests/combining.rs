@@ -37,7 +37,7 @@ const REQUESTERS: usize = 3;
 /// Long enough that no requester gives up on the stopped combiner before it is killed.
 const TIMEOUT: Duration = Duration::from_secs(10);
 /// Scenarios tried before the test gives up on catching the combiner with requests.
-const SCENARIOS: usize = 5;
+const SCENARIOS: usize = 10;
 
 /// Kills the children and removes the directory, also when the test fails.
 struct Cleanup(PathBuf, Vec<Child>);
