@@ -50,13 +50,13 @@ pub fn collect(shared: &Shared, st: &mut Ids, posted: Option<Posted>) -> Result<
             // Reported only as seen: each ID linked to our claim (n lstats, against the
             // fdatasync the combiner saved us).
             if !ids.iter().all(|&id| fsops::id_of(&shared.repo.id_path(id)) == Ok(file)) {
-                release(shared, &ids, file);
+                idlock::release_many(&shared.repo, ids, file);
                 return Ok(None);
             }
             // Our lease, as for IDs we link ourselves: a session paused past it may
             // have been reaped while the combiner worked.
             if let Err(e) = still_live(shared, OP_MAKE) {
-                release(shared, &ids, file);
+                idlock::release_many(&shared.repo, ids, file);
                 return Err(e);
             }
             st.known_next = st.known_next.max(end);
@@ -73,8 +73,8 @@ pub fn collect(shared: &Shared, st: &mut Ids, posted: Option<Posted>) -> Result<
         }
         Outcome::Failed(_) => Ok(None),
         Outcome::Orphaned(first) => {
-            if let Some(ids) = first.and_then(|f| Some((f..f.checked_add(n)?).collect::<Vec<u64>>())) {
-                release(shared, &ids, file);
+            if let Some(f) = first {
+                idlock::release_many(&shared.repo, f..f.saturating_add(n), file);
             }
             Ok(None)
         }
@@ -106,18 +106,10 @@ pub fn settle_abandoned(shared: &Shared, st: &mut Ids) {
         let file = st.claims[ticket.claim].file;
         match table.settle(&ticket, Duration::ZERO) {
             Outcome::Done(first) | Outcome::Orphaned(Some(first)) => {
-                let ids: Vec<u64> = (first..first.saturating_add(n)).collect();
-                release(shared, &ids, file);
+                idlock::release_many(&shared.repo, first..first.saturating_add(n), file);
             }
             Outcome::Pending(_) => st.abandoned.push(ticket),
             Outcome::Failed(_) | Outcome::Orphaned(None) => {}
         }
-    }
-}
-
-/// Removes our locks on `ids` (those still linked to `file`).
-fn release(shared: &Shared, ids: &[u64], file: fsops::FileId) {
-    for &id in ids {
-        let _ = idlock::release(&shared.repo, id, file);
     }
 }

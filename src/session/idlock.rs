@@ -97,6 +97,15 @@ pub fn release(repo: &Repo, id: u64, file: FileId) -> nix::Result<bool> {
     fsops::unlink_if_is(&repo.id_path(id), file)
 }
 
+/// Removes our locks on `ids` (those still linked to `file`), ignoring errors: for
+/// undoing links made for IDs that were never reported (a lock left behind is reaped
+/// with its session).
+pub fn release_many(repo: &Repo, ids: impl IntoIterator<Item = u64>, file: FileId) {
+    for id in ids {
+        let _ = release(repo, id, file);
+    }
+}
+
 /// The session holding `path` (an ID lock or a claim), read from the file.
 pub fn holder_of(path: &Path) -> nix::Result<Option<String>> {
     let fd = match fsops::open_existing(path, false) {

@@ -289,14 +289,11 @@ impl Table {
                 s.word.store(word(me.pid as u32, ticket(w), FAILED), SeqCst);
             };
             let n = s.n.load(SeqCst) as u64;
-            let (Some(claim), Some(to)) = (requested_claim(repo, s), batch.end.checked_add(n)) else {
+            let claim = requested_claim(repo, s).filter(|_| (1..=MAX_COMBINED as u64).contains(&n));
+            let (Some(claim), Some(to)) = (claim, batch.end.checked_add(n)) else {
                 fail(Errno::EINVAL);
                 continue;
             };
-            if n == 0 || n > MAX_COMBINED as u64 {
-                fail(Errno::EINVAL);
-                continue;
-            }
             s.first.store(batch.end, SeqCst);
             match link_all(repo, &claim, batch.end, to) {
                 Ok(ids) => {
@@ -349,10 +346,7 @@ impl Table {
             s.combiner_start.store(start_field(me), SeqCst);
             let first = s.first.load(SeqCst);
             if let (Some(claim), false) = (requested_claim(repo, s), first == NO_FIRST) {
-                let end = first.saturating_add(s.n.load(SeqCst) as u64);
-                for id in first..end {
-                    let _ = idlock::release(repo, id, claim.file);
-                }
+                idlock::release_many(repo, first..first.saturating_add(s.n.load(SeqCst) as u64), claim.file);
             }
             s.errno.store(Errno::EOWNERDEAD as i32 as u32, SeqCst);
             s.word.store(word(me.pid as u32, ticket(w), FAILED), SeqCst);
@@ -372,9 +366,7 @@ impl Table {
             let end = match result {
                 Ok(()) => DONE,
                 Err(e) => {
-                    for &id in &served.ids {
-                        let _ = idlock::release(repo, id, served.file);
-                    }
+                    idlock::release_many(repo, served.ids.iter().copied(), served.file);
                     s.errno.store(e as i32 as u32, SeqCst);
                     FAILED
                 }
@@ -405,9 +397,7 @@ fn link_all(repo: &Repo, claim: &Claim, from: u64, to: u64) -> Result<Vec<u64>, 
     for id in from..to {
         let outcome = idlock::take(repo, claim, id);
         if outcome != Ok(Take::Ours) {
-            for &done in &ids {
-                let _ = idlock::release(repo, done, claim.file);
-            }
+            idlock::release_many(repo, ids, claim.file);
             return Err(outcome.err().unwrap_or(Errno::EAGAIN));
         }
         ids.push(id);
