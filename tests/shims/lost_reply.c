@@ -20,6 +20,10 @@
  *   NFSLOCK_SHIM_STOP_COUNTER_WRITE=N  the process stops itself (SIGSTOP) just before its
  *                               Nth pwrite to a file named *.counter (a session's ID
  *                               counter), and writes once it is continued
+ *   NFSLOCK_SHIM_STOP_COMBINED_WRITE=N  likewise, but before the first counter pwrite, from
+ *                               the Nth on, that ends a combined round: one in which
+ *                               the process linked IDs to more than one claim (its own
+ *                               and other sessions'); it stops once
  * A counter file named by NFSLOCK_SHIM_COUNT (if set) gets one byte per injected fault.
  */
 #define _GNU_SOURCE
@@ -65,10 +69,24 @@ static void count_fault(void) {
     }
 }
 
+/* For NFSLOCK_SHIM_STOP_COMBINED_WRITE: the first claim linked since the last counter
+ * write, and whether another one was linked after it. */
+static char round_source[4096];
+static int round_combined;
+
+static void note_link_source(const char *oldpath) {
+    if (round_source[0] == 0) {
+        snprintf(round_source, sizeof round_source, "%s", oldpath);
+    } else if (strcmp(round_source, oldpath) != 0) {
+        round_combined = 1;
+    }
+}
+
 int linkat(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, int flags) {
     int (*real)(int, const char *, int, const char *, int) =
         (int (*)(int, const char *, int, const char *, int))dlsym(RTLD_NEXT, "linkat");
     static int flip;
+    note_link_source(oldpath);
     if (is_lock_name(newpath) && getenv("NFSLOCK_SHIM_LINK_ENOENT") && every_other(&flip)) {
         count_fault();
         errno = ENOENT;
@@ -173,18 +191,26 @@ int fstat(int fd, struct stat *st) {
     return real(fd, st);
 }
 
-/* NFSLOCK_SHIM_STOP_COUNTER_WRITE: counts pwrites to *.counter files (by the name the
- * descriptor was opened under) and stops the process before the chosen one. */
+/* NFSLOCK_SHIM_STOP_COUNTER_WRITE / _STOP_COMBINED_WRITE: counts pwrites to *.counter
+ * files (by the name the descriptor was opened under) and stops the process before the
+ * chosen one. */
 static void stop_before_counter_write(int fd) {
-    static int writes;
+    static int writes, stopped_once;
     const char *nth = getenv("NFSLOCK_SHIM_STOP_COUNTER_WRITE");
-    if (nth == NULL) return;
+    const char *combined = getenv("NFSLOCK_SHIM_STOP_COMBINED_WRITE");
+    if (nth == NULL && combined == NULL) return;
     char link[64], target[4096];
     snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
     ssize_t n = readlink(link, target, sizeof target - 1);
     if (n <= 0) return;
     target[n] = 0;
-    if (ends_with(target, ".counter") && ++writes == atoi(nth)) {
+    if (!ends_with(target, ".counter")) return;
+    ++writes;
+    int stop = nth != NULL ? writes == atoi(nth) : writes >= atoi(combined) && round_combined;
+    round_source[0] = 0;
+    round_combined = 0;
+    if (stop && !stopped_once) {
+        stopped_once = 1;
         count_fault();
         raise(SIGSTOP);
     }
