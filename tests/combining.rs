@@ -97,21 +97,18 @@ fn state(pid: u32) -> char {
     stat.rsplit(") ").next().and_then(|rest| rest.chars().next()).unwrap_or('Z')
 }
 
-/// Waits until the combiner stops (true) or exits without having served anyone (false).
-fn combiner_stops(pid: u32) -> bool {
+/// Waits until the combiner stops (true) or exits without having served anyone (false);
+/// None when it did neither within a minute.
+fn combiner_stops(pid: u32) -> Option<bool> {
     let start = Instant::now();
-    loop {
+    while start.elapsed() < Duration::from_secs(60) {
         match state(pid) {
-            'T' => return true,
-            'Z' => return false,
-            _ => {}
+            'T' => return Some(true),
+            'Z' => return Some(false),
+            _ => std::thread::sleep(Duration::from_millis(2)),
         }
-        if start.elapsed() > Duration::from_secs(60) {
-            let wchan = fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
-            panic!("the combiner neither stopped nor finished in 60 s (state {}, waiting in {wchan})", state(pid));
-        }
-        std::thread::sleep(Duration::from_millis(2));
     }
+    None
 }
 
 /// The next ID the counter file names: the valid slot with the higher sequence number
@@ -165,7 +162,22 @@ fn scenario(shim: &Path, tag: usize) -> bool {
     }
     let mut combiner_lines = BufReader::new(combiner_out).lines().map_while(Result::ok);
     let sid = combiner_lines.find_map(|l| l.strip_prefix("sid=").map(str::to_string)).expect("the combiner's session id");
-    let caught = combiner_stops(combiner_pid);
+    let Some(caught) = combiner_stops(combiner_pid) else {
+        // What every process was doing, for the report: kill them all, then read.
+        let wchan = fs::read_to_string(format!("/proc/{combiner_pid}/wchan")).unwrap_or_default();
+        let state = state(combiner_pid);
+        for child in &cleanup.1 {
+            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+        }
+        let combiner: Vec<String> = combiner_lines.collect();
+        let requesters: Vec<(usize, Vec<String>)> = requesters.into_iter().map(|h| h.join().unwrap()).map(|l| (ids_of(&l).len(), l)).collect();
+        let errors: Vec<&String> = requesters.iter().flat_map(|(_, l)| l).chain(&combiner).filter(|l| l.starts_with("err=")).collect();
+        panic!(
+            "the combiner neither stopped nor finished in 60 s (state {state}, waiting in {wchan}): it reported {} IDs, the requesters {:?}; errors: {errors:?}",
+            ids_of(&combiner).len(),
+            requesters.iter().map(|(n, _)| n).collect::<Vec<_>>()
+        );
+    };
     if caught {
         let linked = linked_for_others(&dir, &sid);
         assert!(linked > 0, "the combiner stopped in a combined round, with no ID linked for others above the counter");
