@@ -11,15 +11,20 @@
 //! links made for it sit above the counter, and the next writer undoes the dead round.
 //! Later the requester itself goes on, and nothing it reported is ever released.
 //!
-//! The combiner is this test binary run again under the LD_PRELOAD shim, which stops
-//! it just before the counter write of a round in which it linked IDs to another
-//! session's claim; the other sessions are children without the shim.
+//! The combiner is this test binary run again under the LD_PRELOAD shim. The shim stops
+//! it first just after it takes the counter's token (its Nth ID link); the test then
+//! starts the other sessions, which post their requests and wait for that token, and
+//! continues the combiner. It serves them, and the shim stops it again just before the
+//! counter write of that round (the first round in which it linked IDs to another
+//! session's claim). The other sessions are children without the shim.
 
 use std::collections::HashSet;
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -34,14 +39,16 @@ const TEST: &str = "a_combiner_killed_in_the_middle_of_a_round_costs_its_request
 const TEST_IDLE: &str = "a_requester_that_gave_up_on_a_stopped_combiner_blocks_nobody_once_it_is_killed";
 const CHILD_ENV: &str = "NFSLOCK_COMBINING_DIR";
 const CALLS: usize = 300;
-/// The combiner stops before the first counter write, from this one of its own on, that
-/// ends a round in which it served another session.
-const STOP_FROM: u64 = 2;
+/// The combiner stops first just after this ID link of its own (the token of its call).
+const HOLD_AT: u64 = 3;
+/// How long the other sessions get to post their requests while the combiner is held.
+const POST_TIME: Duration = Duration::from_millis(200);
 const REQUESTERS: usize = 3;
 /// Long enough that no requester gives up on the stopped combiner before it is killed.
 const TIMEOUT: Duration = Duration::from_secs(10);
 /// Scenarios tried before the test gives up on catching the combiner serving a request
-/// (a scenario misses only when the combiner never serves one in all its calls).
+/// (a scenario misses only when no request was posted by the time the combiner went on,
+/// and it never served one later either).
 const SCENARIOS: usize = 5;
 
 /// Kills the children and removes the directory, also when the test fails.
@@ -74,21 +81,40 @@ fn spawn(dir: &Path, shim: Option<&Path>) -> Child {
     spawn_as(TEST, dir, shim)
 }
 
-/// A child running `test` (whose child branch is [`child`]).
+/// A child running `test` (whose child branch is [`child`]); under the shim, its stops
+/// are counted in [`stops_file`].
 fn spawn_as(test: &str, dir: &Path, shim: Option<&Path>) -> Child {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     cmd.args(["--exact", test, "--nocapture", "--test-threads=1", "-q"]).env(CHILD_ENV, dir).stdout(Stdio::piped());
     if let Some(shim) = shim {
-        cmd.env("LD_PRELOAD", shim).env("NFSLOCK_SHIM_STOP_COMBINED_WRITE", STOP_FROM.to_string());
+        cmd.env("LD_PRELOAD", shim)
+            .env("NFSLOCK_SHIM_STOP_AFTER_ID_LINK", HOLD_AT.to_string())
+            .env("NFSLOCK_SHIM_STOP_COMBINED_WRITE", "1")
+            .env("NFSLOCK_SHIM_COUNT", stops_file(dir));
     }
     cmd.spawn().unwrap()
 }
 
-/// Reads a child's lines (its own, not the test harness's) on a thread.
-fn reader(child: &mut Child) -> JoinHandle<Vec<String>> {
+/// Where the shim notes each stop of the combiner (a byte each).
+fn stops_file(dir: &Path) -> PathBuf {
+    dir.join("combiner-stops")
+}
+
+/// Reads a child's lines (its own, not the test harness's) on a thread, and counts it in
+/// `opened` once it has opened its session.
+fn reader(child: &mut Child, opened: Option<Arc<AtomicUsize>>) -> JoinHandle<Vec<String>> {
     let out = child.stdout.take().unwrap();
     let ours = |l: &String| ["sid=", "id=", "err=", "close="].iter().any(|p| l.starts_with(p));
-    std::thread::spawn(move || BufReader::new(out).lines().map_while(Result::ok).filter(ours).collect())
+    std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(out).lines().map_while(Result::ok).filter(ours) {
+            if line.starts_with("sid=") {
+                opened.iter().for_each(|n| _ = n.fetch_add(1, Ordering::SeqCst));
+            }
+            lines.push(line);
+        }
+        lines
+    })
 }
 
 /// The state letter of a child in /proc (T: stopped, Z: exited and not yet waited for).
@@ -97,18 +123,38 @@ fn state(pid: u32) -> char {
     stat.rsplit(") ").next().and_then(|rest| rest.chars().next()).unwrap_or('Z')
 }
 
-/// Waits until the combiner stops (true) or exits without having served anyone (false);
+/// Waits until the combiner has stopped for the `nth` time (true) or has exited (false);
 /// None when it did neither within a minute.
-fn combiner_stops(pid: u32) -> Option<bool> {
+fn combiner_stops(pid: u32, dir: &Path, nth: u64) -> Option<bool> {
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(60) {
+        let stops = fs::metadata(stops_file(dir)).map_or(0, |m| m.len());
         match state(pid) {
-            'T' => return Some(true),
+            'T' if stops >= nth => return Some(true),
             'Z' => return Some(false),
             _ => std::thread::sleep(Duration::from_millis(2)),
         }
     }
     None
+}
+
+/// Kills every child and fails with what each had done: the combiner neither stopped
+/// nor finished in time.
+fn hung(cleanup: &Cleanup, combiner: impl Iterator<Item = String>, requesters: Vec<JoinHandle<Vec<String>>>) -> ! {
+    let pid = cleanup.1[0].id();
+    let wchan = fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
+    let state = state(pid);
+    for child in &cleanup.1 {
+        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+    }
+    let combiner: Vec<String> = combiner.collect();
+    let requesters: Vec<Vec<String>> = requesters.into_iter().map(|h| h.join().unwrap()).collect();
+    let errors: Vec<&String> = requesters.iter().flatten().chain(&combiner).filter(|l| l.starts_with("err=")).collect();
+    panic!(
+        "the combiner neither stopped nor finished in 60 s (state {state}, waiting in {wchan}): it reported {} IDs, the requesters {:?}; errors: {errors:?}",
+        ids_of(&combiner).len(),
+        requesters.iter().map(|l| ids_of(l).len()).collect::<Vec<_>>()
+    );
 }
 
 /// The next ID the counter file names: the valid slot with the higher sequence number
@@ -152,32 +198,30 @@ fn scenario(shim: &Path, tag: usize) -> bool {
 
     let mut combiner = spawn(&dir, Some(shim));
     let combiner_pid = combiner.id();
-    let combiner_out = combiner.stdout.take().unwrap();
+    let mut combiner_lines = BufReader::new(combiner.stdout.take().unwrap()).lines().map_while(Result::ok);
     cleanup.1.push(combiner);
+    let sid = combiner_lines.find_map(|l| l.strip_prefix("sid=").map(str::to_string)).expect("the combiner's session id");
+    // Alone, it takes the token on every call, and is held with the token in hand.
+    match combiner_stops(combiner_pid, &dir, 1) {
+        Some(true) => {}
+        Some(false) => panic!("the combiner finished without taking the token {HOLD_AT} times"),
+        None => hung(&cleanup, combiner_lines, Vec::new()),
+    }
+    let opened = Arc::new(AtomicUsize::new(0));
     let mut requesters = Vec::new();
     for _ in 0..REQUESTERS {
         let mut kid = spawn(&dir, None);
-        requesters.push(reader(&mut kid));
+        requesters.push(reader(&mut kid, Some(opened.clone())));
         cleanup.1.push(kid);
     }
-    let mut combiner_lines = BufReader::new(combiner_out).lines().map_while(Result::ok);
-    let sid = combiner_lines.find_map(|l| l.strip_prefix("sid=").map(str::to_string)).expect("the combiner's session id");
-    let Some(caught) = combiner_stops(combiner_pid) else {
-        // What every process was doing, for the report: kill them all, then read.
-        let wchan = fs::read_to_string(format!("/proc/{combiner_pid}/wchan")).unwrap_or_default();
-        let state = state(combiner_pid);
-        for child in &cleanup.1 {
-            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
-        }
-        let combiner: Vec<String> = combiner_lines.collect();
-        let requesters: Vec<(usize, Vec<String>)> = requesters.into_iter().map(|h| h.join().unwrap()).map(|l| (ids_of(&l).len(), l)).collect();
-        let errors: Vec<&String> = requesters.iter().flat_map(|(_, l)| l).chain(&combiner).filter(|l| l.starts_with("err=")).collect();
-        panic!(
-            "the combiner neither stopped nor finished in 60 s (state {state}, waiting in {wchan}): it reported {} IDs, the requesters {:?}; errors: {errors:?}",
-            ids_of(&combiner).len(),
-            requesters.iter().map(|(n, _)| n).collect::<Vec<_>>()
-        );
-    };
+    let start = Instant::now();
+    while opened.load(Ordering::SeqCst) < REQUESTERS {
+        assert!(start.elapsed() < Duration::from_secs(60), "the requesters never opened their sessions");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    std::thread::sleep(POST_TIME);
+    kill(Pid::from_raw(combiner_pid as i32), Signal::SIGCONT).unwrap();
+    let Some(caught) = combiner_stops(combiner_pid, &dir, 2) else { hung(&cleanup, combiner_lines, requesters) };
     if caught {
         let linked = linked_for_others(&dir, &sid);
         assert!(linked > 0, "the combiner stopped in a combined round, with no ID linked for others above the counter");
@@ -235,13 +279,26 @@ fn idle_scenario(shim: &Path, tag: usize) -> bool {
     fs::create_dir_all(&dir).unwrap();
     let mut cleanup = Cleanup(dir.clone(), Vec::new());
     Session::open(&dir, Some("jobs"), Some(TIMEOUT)).unwrap().close().unwrap();
-    let mut combiner = spawn_as(TEST_IDLE, &dir, Some(shim));
-    let combiner_pid = combiner.id();
-    let combiner_lines = reader(&mut combiner);
-    cleanup.1.push(combiner);
-
     let requester = Session::open(&dir, Some("jobs"), Some(SHORT)).unwrap();
     let mut reported = Vec::new();
+    for _ in 0..3 {
+        reported.extend(requester.make_new_ids(1).unwrap());
+    }
+    let mut combiner = spawn_as(TEST_IDLE, &dir, Some(shim));
+    let combiner_pid = combiner.id();
+    let combiner_lines = reader(&mut combiner, None);
+    cleanup.1.push(combiner);
+    match combiner_stops(combiner_pid, &dir, 1) {
+        Some(true) => {}
+        Some(false) => panic!("the combiner finished without taking the token {HOLD_AT} times"),
+        None => hung(&cleanup, std::iter::empty(), Vec::new()),
+    }
+    // The requester posts and waits for the token the combiner holds; the combiner goes
+    // on, serves it, and stops before its counter write.
+    let go_on = std::thread::spawn(move || {
+        std::thread::sleep(POST_TIME);
+        kill(Pid::from_raw(combiner_pid as i32), Signal::SIGCONT).unwrap();
+    });
     let start = Instant::now();
     let gave_up = loop {
         assert!(start.elapsed() < Duration::from_secs(30), "the requester never met the stopped combiner");
@@ -253,7 +310,8 @@ fn idle_scenario(shim: &Path, tag: usize) -> bool {
             Err(e) => break e,
         }
     };
-    assert_eq!(state(combiner_pid), 'T', "{gave_up}");
+    go_on.join().unwrap();
+    assert_eq!(combiner_stops(combiner_pid, &dir, 2), Some(true), "{gave_up}");
     // The combiner stops only in a round in which it served this session.
     assert!(gave_up.to_string().contains("took this request"), "{gave_up}");
     kill(Pid::from_raw(combiner_pid as i32), Signal::SIGKILL).unwrap();

@@ -24,6 +24,9 @@
  *                               the Nth on, that ends a combined round: one in which
  *                               the process linked IDs to more than one claim (its own
  *                               and other sessions'); it stops once
+ *   NFSLOCK_SHIM_STOP_AFTER_ID_LINK=N  the process stops itself once, just after its Nth
+ *                               successful linkat to a name of digits only (an ID lock:
+ *                               a session's counter token is the first one of a call)
  * A counter file named by NFSLOCK_SHIM_COUNT (if set) gets one byte per injected fault.
  */
 #define _GNU_SOURCE
@@ -82,6 +85,29 @@ static void note_link_source(const char *oldpath) {
     }
 }
 
+static int is_id_name(const char *path) {
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    if (*base == 0) return 0;
+    for (; *base; base++) {
+        if (*base < '0' || *base > '9') return 0;
+    }
+    return 1;
+}
+
+/* NFSLOCK_SHIM_STOP_AFTER_ID_LINK: a test continues the process (SIGCONT) once other
+ * sessions are waiting for the token it holds. */
+static void stop_after_id_link(const char *newpath) {
+    static int links, stopped_once;
+    const char *nth = getenv("NFSLOCK_SHIM_STOP_AFTER_ID_LINK");
+    if (nth == NULL || stopped_once || !is_id_name(newpath)) return;
+    if (++links == atoi(nth)) {
+        stopped_once = 1;
+        count_fault();
+        raise(SIGSTOP);
+    }
+}
+
 int linkat(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, int flags) {
     int (*real)(int, const char *, int, const char *, int) =
         (int (*)(int, const char *, int, const char *, int))dlsym(RTLD_NEXT, "linkat");
@@ -93,6 +119,7 @@ int linkat(int olddirfd, const char *oldpath, int newdirfd, const char *newpath,
         return -1;
     }
     int r = real(olddirfd, oldpath, newdirfd, newpath, flags);
+    if (r == 0) stop_after_id_link(newpath);
     if (r == 0) {
         if (getenv("NFSLOCK_SHIM_LOSE_LINK")) { count_fault(); errno = EEXIST; return -1; }
         if (getenv("NFSLOCK_SHIM_LINK_EIO")) { count_fault(); errno = EIO; return -1; }
