@@ -34,6 +34,8 @@ use nix::unistd::Pid;
 
 #[path = "support/shim.rs"]
 mod shim;
+#[path = "support/tables.rs"]
+mod tables;
 
 const TEST: &str = "a_combiner_killed_in_the_middle_of_a_round_costs_its_requesters_a_retry";
 const TEST_IDLE: &str = "a_requester_that_gave_up_on_a_stopped_combiner_blocks_nobody_once_it_is_killed";
@@ -60,6 +62,7 @@ impl Drop for Cleanup {
             let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
             let _ = child.wait();
         }
+        tables::remove_tables_of(&self.0);
         let _ = fs::remove_dir_all(&self.0);
     }
 }

@@ -21,6 +21,8 @@ use nix::unistd::Pid;
 
 #[path = "support/shim.rs"]
 mod shim;
+#[path = "support/tables.rs"]
+mod tables;
 
 const TEST: &str = "a_writer_stopped_before_its_counter_write_is_left_alone";
 const CHILD_ENV: &str = "NFSLOCK_PAUSED_WRITER_DIR";
@@ -37,6 +39,7 @@ impl Drop for Cleanup {
             let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
             let _ = child.wait();
         }
+        tables::remove_tables_of(&self.0);
         let _ = fs::remove_dir_all(&self.0);
     }
 }

@@ -17,6 +17,9 @@ use nix::errno::Errno;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+#[path = "support/tables.rs"]
+mod tables;
+
 const CHILD: &str = "NFSLOCK_SESSION_CHILD";
 const CHILD_DIR: &str = "NFSLOCK_SESSION_DIR";
 const CHILD_TEST: &str = "child_main";
@@ -36,6 +39,7 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
+        tables::remove_tables_of(&self.0);
         let _ = fs::remove_dir_all(&self.0);
     }
 }
