@@ -6,7 +6,9 @@
 //! its own. It is keyed by the ids directory's device and inode (sessions on the same
 //! directory, whatever path they opened it by), the user (no one serves another user's
 //! claims) and the pid namespace (pids in it are checked for liveness). Every user
-//! holds a shared flock on it; the last one to leave removes the name.
+//! holds a shared flock on it; the last one to leave removes the name, and also the
+//! tables of the same user that no one holds any more (their last user was killed, and
+//! their directory may be gone for good).
 
 use std::fs::File;
 use std::num::NonZeroUsize;
@@ -28,6 +30,8 @@ const TABLE_LEN: usize = 4096;
 const SHM_DIR: &str = "/dev/shm";
 /// The table's layout version, part of its name: tables of other versions are other files.
 const LAYOUT: u32 = 1;
+/// At most this many other tables are looked at when a last user leaves.
+const SWEEP_MAX: usize = 64;
 
 #[repr(C)]
 pub struct Header {
@@ -89,13 +93,13 @@ impl Table {
         let dir = fsops::id_of(ids).ok()?;
         let pid_ns = stat::stat("/proc/self/ns/pid").ok()?.st_ino;
         let uid = nix::unistd::geteuid().as_raw();
-        let path = PathBuf::from(format!("{SHM_DIR}/nfslock-ids-{LAYOUT}-{uid}-{pid_ns}-{:x}-{:x}", dir.dev, dir.ino));
+        let path = PathBuf::from(format!("{SHM_DIR}/{}{pid_ns}-{:x}-{:x}", name_prefix(uid), dir.dev, dir.ino));
         // A leaver may remove the name between our open and our flock: open it again.
         for _ in 0..8 {
             let flags = OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
             let fd = fsops::retry(|| fcntl::open(&path, flags, Mode::S_IRUSR | Mode::S_IWUSR)).ok()?;
             let st = fsops::fstat(&fd).ok()?;
-            if !fsops::is_regular(&st) || st.st_uid != uid || st.st_mode & 0o077 != 0 || st.st_nlink != 1 {
+            if !is_trusted(&st, uid) {
                 return None;
             }
             match fsops::try_flock_shared(&fd) {
@@ -174,9 +178,39 @@ impl Drop for Table {
         if last {
             if let Ok(st) = fsops::fstat(&self.file) {
                 let _ = fsops::unlink_if_is(&self.path, FileId::from(&st));
+                sweep_unused(st.st_uid);
             }
         }
         // SAFETY: the mapping made in `open`, no longer referenced (we are dropped).
         let _ = unsafe { mman::munmap(self.map.cast(), TABLE_LEN) };
+    }
+}
+
+/// The start of the names of one user's tables.
+fn name_prefix(uid: u32) -> String {
+    format!("nfslock-ids-{LAYOUT}-{uid}-")
+}
+
+/// A table file this user may map: a regular file of its own that no one else can
+/// write, under one name only.
+fn is_trusted(st: &stat::FileStat, uid: u32) -> bool {
+    fsops::is_regular(st) && st.st_uid == uid && st.st_mode & 0o077 == 0 && st.st_nlink == 1
+}
+
+/// Removes this user's tables that no session holds (none has its shared flock): their
+/// last user died without leaving. Each goes under an exclusive flock, the way a last
+/// user removes its own, so an opener that meets it opens the name afresh.
+fn sweep_unused(uid: u32) {
+    let Ok(dir) = std::fs::read_dir(SHM_DIR) else { return };
+    let prefix = name_prefix(uid);
+    let tables = dir.map_while(Result::ok).filter(|e| e.file_name().to_string_lossy().starts_with(&prefix));
+    for table in tables.take(SWEEP_MAX) {
+        let path = table.path();
+        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let Ok(fd) = fcntl::open(&path, flags, Mode::empty()) else { continue };
+        let Ok(st) = fsops::fstat(&fd) else { continue };
+        if is_trusted(&st, uid) && fsops::try_flock_exclusive(&fd).is_ok() {
+            let _ = fsops::unlink_if_is(&path, FileId::from(&st));
+        }
     }
 }

@@ -204,3 +204,41 @@ fn a_dead_combiners_round_is_undone_by_a_third_session() {
     assert_eq!(table.settle(&ticket, Duration::ZERO), Outcome::Failed(Errno::EOWNERDEAD));
     drop(batch);
 }
+
+#[test]
+fn a_leaving_last_user_removes_the_tables_no_one_holds() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Scratch::new("sweep");
+    let table = Table::open(&s.repo.ids).expect("table");
+    // Other tables of this user, as a killed last user leaves them: "nfslock-ids-1-<uid>-".
+    let name = table.path().file_name().unwrap().to_string_lossy().into_owned();
+    let prefix: String = name.split_inclusive('-').take(4).collect();
+    let other = |what: &str| table.path().with_file_name(format!("{prefix}sweep-{what}-{}", std::process::id()));
+    let (orphan, held, open_to_all, link) = (other("orphan"), other("held"), other("open"), other("link"));
+    let _gone_anyway = RemovedOnDrop(vec![orphan.clone(), held.clone(), open_to_all.clone(), link.clone()]);
+    let target = s.dir.join("target");
+    for (path, mode) in [(&orphan, 0o600), (&held, 0o600), (&open_to_all, 0o666), (&target, 0o600)] {
+        std::fs::write(path, [0u8; 4096]).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let holder = std::fs::File::open(&held).unwrap();
+    fsops::try_flock_shared(&holder).unwrap();
+
+    drop(table);
+    let exists = |p: &PathBuf| fsops::lstat(p).is_ok();
+    assert!(!exists(&orphan), "a table no one holds is removed");
+    assert!(exists(&held), "a table a session holds is kept");
+    assert!(exists(&open_to_all) && exists(&link) && exists(&target), "files that are not trusted tables are left alone");
+}
+
+/// Files outside the scratch directory, removed also when the test fails.
+struct RemovedOnDrop(Vec<PathBuf>);
+
+impl Drop for RemovedOnDrop {
+    fn drop(&mut self) {
+        for path in &self.0 {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
