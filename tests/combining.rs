@@ -276,7 +276,9 @@ fn a_combiner_killed_in_the_middle_of_a_round_costs_its_requesters_a_retry() {
 /// The requester's side of the idle scenario, in this process; false when the combiner
 /// finished without serving this session.
 fn idle_scenario(shim: &Path, tag: usize) -> bool {
-    const SHORT: Duration = Duration::from_millis(1000);
+    // The requester waits this long for the token the held combiner has, and then for
+    // the combiner that took its request: far more than POST_TIME.
+    const SHORT: Duration = Duration::from_millis(3000);
     let dir = std::env::temp_dir().join(format!("nfslock-combining-idle-{}-{tag}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).unwrap();

@@ -72,19 +72,6 @@ static void count_fault(void) {
     }
 }
 
-/* For NFSLOCK_SHIM_STOP_COMBINED_WRITE: the first claim linked since the last counter
- * write, and whether another one was linked after it. */
-static char round_source[4096];
-static int round_combined;
-
-static void note_link_source(const char *oldpath) {
-    if (round_source[0] == 0) {
-        snprintf(round_source, sizeof round_source, "%s", oldpath);
-    } else if (strcmp(round_source, oldpath) != 0) {
-        round_combined = 1;
-    }
-}
-
 static int is_id_name(const char *path) {
     const char *base = strrchr(path, '/');
     base = base ? base + 1 : path;
@@ -93,6 +80,21 @@ static int is_id_name(const char *path) {
         if (*base < '0' || *base > '9') return 0;
     }
     return 1;
+}
+
+/* For NFSLOCK_SHIM_STOP_COMBINED_WRITE: the first claim linked to an ID since the last
+ * counter write, and whether another one was linked after it. ID links are made only
+ * by the thread calling make_new_ids (a heartbeat's links are to other names). */
+static char round_source[4096];
+static int round_combined;
+
+static void note_link_source(const char *oldpath, const char *newpath) {
+    if (!is_id_name(newpath)) return;
+    if (round_source[0] == 0) {
+        snprintf(round_source, sizeof round_source, "%s", oldpath);
+    } else if (strcmp(round_source, oldpath) != 0) {
+        round_combined = 1;
+    }
 }
 
 /* NFSLOCK_SHIM_STOP_AFTER_ID_LINK: a test continues the process (SIGCONT) once other
@@ -112,14 +114,16 @@ int linkat(int olddirfd, const char *oldpath, int newdirfd, const char *newpath,
     int (*real)(int, const char *, int, const char *, int) =
         (int (*)(int, const char *, int, const char *, int))dlsym(RTLD_NEXT, "linkat");
     static int flip;
-    note_link_source(oldpath);
     if (is_lock_name(newpath) && getenv("NFSLOCK_SHIM_LINK_ENOENT") && every_other(&flip)) {
         count_fault();
         errno = ENOENT;
         return -1;
     }
     int r = real(olddirfd, oldpath, newdirfd, newpath, flags);
-    if (r == 0) stop_after_id_link(newpath);
+    if (r == 0) {
+        note_link_source(oldpath, newpath);
+        stop_after_id_link(newpath);
+    }
     if (r == 0) {
         if (getenv("NFSLOCK_SHIM_LOSE_LINK")) { count_fault(); errno = EEXIST; return -1; }
         if (getenv("NFSLOCK_SHIM_LINK_EIO")) { count_fault(); errno = EIO; return -1; }

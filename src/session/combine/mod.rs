@@ -22,7 +22,9 @@
 //!   claim in the range announced to it (never reported, so at worst a gap) and tries
 //!   again. Those links sit above the counter: a session that finds the token held by
 //!   one of them (the requester may be gone, stopped or idle) undoes the dead round
-//!   itself first ([`Table::undo_dead_rounds`]);
+//!   itself first ([`Table::undo_dead_rounds`]). If the table itself is gone (its
+//!   users all left, and a sweep removed it), the round's record goes with it; the
+//!   links then belong to requesters that have closed, and are reaped as theirs;
 //! - the combiner is stopped: the requester gives up after its patience (ETIMEDOUT),
 //!   keeps the request, and moves on to a new claim (so nothing it links later can be
 //!   confused with what the stopped combiner may still link to the old one); once the

@@ -30,8 +30,10 @@ const TABLE_LEN: usize = 4096;
 const SHM_DIR: &str = "/dev/shm";
 /// The table's layout version, part of its name: tables of other versions are other files.
 const LAYOUT: u32 = 1;
-/// At most this many other tables are looked at when a last user leaves.
+/// At most this many of its user's other tables are looked at when a last user leaves.
 const SWEEP_MAX: usize = 64;
+/// How many times an opener tries again when the name it opened was being removed.
+const OPEN_TRIES: u32 = 64;
 
 #[repr(C)]
 pub struct Header {
@@ -94,8 +96,9 @@ impl Table {
         let pid_ns = stat::stat("/proc/self/ns/pid").ok()?.st_ino;
         let uid = nix::unistd::geteuid().as_raw();
         let path = PathBuf::from(format!("{SHM_DIR}/{}{pid_ns}-{:x}-{:x}", name_prefix(uid), dir.dev, dir.ino));
-        // A leaver may remove the name between our open and our flock: open it again.
-        for _ in 0..8 {
+        // A leaver (or a sweep) may remove the name between our open and our flock: open
+        // it again; after the first few tries, with a short sleep.
+        for tries in 0..OPEN_TRIES {
             let flags = OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
             let fd = fsops::retry(|| fcntl::open(&path, flags, Mode::S_IRUSR | Mode::S_IWUSR)).ok()?;
             let st = fsops::fstat(&fd).ok()?;
@@ -105,7 +108,11 @@ impl Table {
             match fsops::try_flock_shared(&fd) {
                 Ok(()) => {}
                 Err(Errno::EWOULDBLOCK) => {
-                    std::thread::yield_now();
+                    if tries < 8 {
+                        std::thread::yield_now();
+                    } else {
+                        std::thread::sleep(Duration::from_micros(100));
+                    }
                     continue;
                 }
                 Err(_) => return None,
@@ -178,7 +185,7 @@ impl Drop for Table {
         if last {
             if let Ok(st) = fsops::fstat(&self.file) {
                 let _ = fsops::unlink_if_is(&self.path, FileId::from(&st));
-                sweep_unused(st.st_uid);
+                sweep_unused(Path::new(SHM_DIR), st.st_uid);
             }
         }
         // SAFETY: the mapping made in `open`, no longer referenced (we are dropped).
@@ -187,7 +194,7 @@ impl Drop for Table {
 }
 
 /// The start of the names of one user's tables.
-fn name_prefix(uid: u32) -> String {
+pub(super) fn name_prefix(uid: u32) -> String {
     format!("nfslock-ids-{LAYOUT}-{uid}-")
 }
 
@@ -199,17 +206,19 @@ fn is_trusted(st: &stat::FileStat, uid: u32) -> bool {
 
 /// Removes this user's tables that no session holds (none has its shared flock): their
 /// last user died without leaving. Each goes under an exclusive flock, the way a last
-/// user removes its own, so an opener that meets it opens the name afresh.
-fn sweep_unused(uid: u32) {
-    let Ok(dir) = std::fs::read_dir(SHM_DIR) else { return };
+/// user removes its own, so an opener that meets it opens the name afresh. An empty file
+/// is one an opener has just created and not yet locked: it is left alone. Opened
+/// without following a symlink and without blocking (anyone may put a FIFO there).
+/// `shm` is /dev/shm but in tests.
+pub(super) fn sweep_unused(shm: &Path, uid: u32) {
+    let Ok(dir) = std::fs::read_dir(shm) else { return };
     let prefix = name_prefix(uid);
     let tables = dir.map_while(Result::ok).filter(|e| e.file_name().to_string_lossy().starts_with(&prefix));
     for table in tables.take(SWEEP_MAX) {
         let path = table.path();
-        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-        let Ok(fd) = fcntl::open(&path, flags, Mode::empty()) else { continue };
+        let Ok(fd) = fsops::open_existing(&path, false) else { continue };
         let Ok(st) = fsops::fstat(&fd) else { continue };
-        if is_trusted(&st, uid) && fsops::try_flock_exclusive(&fd).is_ok() {
+        if is_trusted(&st, uid) && st.st_size > 0 && fsops::try_flock_exclusive(&fd).is_ok() {
             let _ = fsops::unlink_if_is(&path, FileId::from(&st));
         }
     }

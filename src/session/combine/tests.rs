@@ -206,30 +206,61 @@ fn a_dead_combiners_round_is_undone_by_a_third_session() {
 }
 
 #[test]
-fn a_leaving_last_user_removes_the_tables_no_one_holds() {
+fn a_sweep_removes_the_tables_no_one_holds_and_nothing_else() {
     use std::os::unix::fs::PermissionsExt;
     let s = Scratch::new("sweep");
-    let table = Table::open(&s.repo.ids).expect("table");
-    // Other tables of this user, as a killed last user leaves them: "nfslock-ids-1-<uid>-".
-    let name = table.path().file_name().unwrap().to_string_lossy().into_owned();
-    let prefix: String = name.split_inclusive('-').take(4).collect();
-    let other = |what: &str| table.path().with_file_name(format!("{prefix}sweep-{what}-{}", std::process::id()));
-    let (orphan, held, open_to_all, link) = (other("orphan"), other("held"), other("open"), other("link"));
-    let _gone_anyway = RemovedOnDrop(vec![orphan.clone(), held.clone(), open_to_all.clone(), link.clone()]);
+    // A directory of its own stands for /dev/shm: no other test's tables are in it.
+    let shm = s.dir.join("shm");
+    std::fs::create_dir(&shm).unwrap();
+    let uid = nix::unistd::geteuid().as_raw();
+    let table = |what: &str| shm.join(format!("{}{what}", table::name_prefix(uid)));
+    let (orphan, held, creating, open_to_all, link, fifo) =
+        (table("orphan"), table("held"), table("creating"), table("open"), table("link"), table("fifo"));
+    let someone_else = shm.join(format!("{}orphan", table::name_prefix(uid + 1)));
     let target = s.dir.join("target");
-    for (path, mode) in [(&orphan, 0o600), (&held, 0o600), (&open_to_all, 0o666), (&target, 0o600)] {
+    for (path, mode) in [(&orphan, 0o600), (&held, 0o600), (&open_to_all, 0o666), (&target, 0o600), (&someone_else, 0o600)] {
         std::fs::write(path, [0u8; 4096]).unwrap();
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
     }
+    std::fs::write(&creating, b"").unwrap();
+    std::fs::set_permissions(&creating, std::fs::Permissions::from_mode(0o600)).unwrap();
     std::os::unix::fs::symlink(&target, &link).unwrap();
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR).unwrap();
     let holder = std::fs::File::open(&held).unwrap();
     fsops::try_flock_shared(&holder).unwrap();
 
-    drop(table);
+    // On a thread: a sweep that waited on the FIFO for a writer would never return.
+    let (done, swept) = std::sync::mpsc::channel();
+    let dir = shm.clone();
+    std::thread::spawn(move || {
+        table::sweep_unused(&dir, uid);
+        done.send(())
+    });
+    assert!(swept.recv_timeout(Duration::from_secs(10)).is_ok(), "the sweep returns (a FIFO is not waited on)");
     let exists = |p: &PathBuf| fsops::lstat(p).is_ok();
     assert!(!exists(&orphan), "a table no one holds is removed");
     assert!(exists(&held), "a table a session holds is kept");
-    assert!(exists(&open_to_all) && exists(&link) && exists(&target), "files that are not trusted tables are left alone");
+    assert!(exists(&creating), "an empty one, not yet locked by the session creating it, is kept");
+    assert!(exists(&someone_else), "another user's name is not looked at");
+    for path in [&open_to_all, &link, &target, &fifo] {
+        assert!(exists(path), "{} is not a trusted table: left alone", path.display());
+    }
+}
+
+#[test]
+fn a_leaving_last_user_sweeps_dev_shm() {
+    let s = Scratch::new("sweep-shm");
+    let table = Table::open(&s.repo.ids).expect("table");
+    let name = table.path().file_name().unwrap().to_string_lossy().into_owned();
+    let prefix: String = name.split_inclusive('-').take(4).collect();
+    let orphan = table.path().with_file_name(format!("{prefix}sweep-{}", std::process::id()));
+    let _gone_anyway = RemovedOnDrop(vec![orphan.clone()]);
+    // Written with the default mode (readable by others: no table to the sweep of a
+    // parallel test), then made one.
+    std::fs::write(&orphan, [0u8; 4096]).unwrap();
+    std::fs::set_permissions(&orphan, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    drop(table);
+    assert!(fsops::lstat(&orphan).is_err(), "a table left by a killed last user is removed");
 }
 
 /// Files outside the scratch directory, removed also when the test fails.
