@@ -34,8 +34,9 @@ use nix::unistd::Pid;
 
 #[path = "support/shim.rs"]
 mod shim;
-#[path = "support/tables.rs"]
-mod tables;
+#[path = "support/scratch.rs"]
+mod scratch;
+use scratch::Cleanup;
 
 const TEST: &str = "a_combiner_killed_in_the_middle_of_a_round_costs_its_requesters_a_retry";
 const TEST_IDLE: &str = "a_requester_that_gave_up_on_a_stopped_combiner_blocks_nobody_once_it_is_killed";
@@ -52,20 +53,6 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 /// (a scenario misses only when no request was posted by the time the combiner went on,
 /// and it never served one later either).
 const SCENARIOS: usize = 5;
-
-/// Kills the children and removes the directory, also when the test fails.
-struct Cleanup(PathBuf, Vec<Child>);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        for child in &mut self.1 {
-            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
-            let _ = child.wait();
-        }
-        tables::remove_tables_of(&self.0);
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
 
 /// In a child: its session id, then CALLS IDs (one per call), then how close went.
 fn child(dir: &Path) {

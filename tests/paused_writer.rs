@@ -10,8 +10,8 @@
 use std::collections::HashSet;
 use std::fs;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nfslock::session::Session;
@@ -21,28 +21,15 @@ use nix::unistd::Pid;
 
 #[path = "support/shim.rs"]
 mod shim;
-#[path = "support/tables.rs"]
-mod tables;
+#[path = "support/scratch.rs"]
+mod scratch;
+use scratch::Cleanup;
 
 const TEST: &str = "a_writer_stopped_before_its_counter_write_is_left_alone";
 const CHILD_ENV: &str = "NFSLOCK_PAUSED_WRITER_DIR";
 /// The child stops before its third counter write (its third make_new_ids).
 const STOP_AT: u64 = 3;
 const TIMEOUT: Duration = Duration::from_millis(1000);
-
-/// Removes the directory and kills the child, also when the test fails.
-struct Cleanup(PathBuf, Option<Child>);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.1 {
-            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
-            let _ = child.wait();
-        }
-        tables::remove_tables_of(&self.0);
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
 
 /// In the child: allocates one ID per call, printing each outcome.
 fn child(dir: &Path) {
@@ -69,7 +56,7 @@ fn a_writer_stopped_before_its_counter_write_is_left_alone() {
     let dir = std::env::temp_dir().join(format!("nfslock-paused-writer-{}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).unwrap();
-    let mut cleanup = Cleanup(dir.clone(), None);
+    let mut cleanup = Cleanup(dir.clone(), Vec::new());
     let shim = shim::build_shim();
     let kid = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", TEST, "--nocapture", "--test-threads=1", "-q"])
@@ -80,7 +67,8 @@ fn a_writer_stopped_before_its_counter_write_is_left_alone() {
         .spawn()
         .unwrap();
     let pid = kid.id();
-    let out = cleanup.1.insert(kid).stdout.take().unwrap();
+    cleanup.1.push(kid);
+    let out = cleanup.1[0].stdout.take().unwrap();
     // The child's own lines (the test harness prints some too).
     let ours = |l: &String| ["id=", "err=", "close="].iter().any(|p| l.starts_with(p));
     let mut lines = BufReader::new(out).lines().map_while(Result::ok).filter(ours);
@@ -110,7 +98,7 @@ fn a_writer_stopped_before_its_counter_write_is_left_alone() {
     let rest: Vec<String> = lines.by_ref().collect();
     assert_eq!(rest.first().map(String::as_str), Some("err=ESTALE"), "{rest:?}");
     assert!(rest.iter().all(|l| !l.starts_with("id=")), "{rest:?}");
-    let status = cleanup.1.take().unwrap().wait().unwrap();
+    let status = cleanup.1.pop().unwrap().wait().unwrap();
     assert!(status.success(), "child: {status}");
 
     let mine = me.make_new_ids(3).unwrap();

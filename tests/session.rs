@@ -17,8 +17,8 @@ use nix::errno::Errno;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-#[path = "support/tables.rs"]
-mod tables;
+#[path = "support/scratch.rs"]
+mod scratch;
 
 const CHILD: &str = "NFSLOCK_SESSION_CHILD";
 const CHILD_DIR: &str = "NFSLOCK_SESSION_DIR";
@@ -39,7 +39,7 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        tables::remove_tables_of(&self.0);
+        scratch::remove_tables_of(&self.0);
         let _ = fs::remove_dir_all(&self.0);
     }
 }

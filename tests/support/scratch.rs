@@ -1,11 +1,34 @@
-//! The combining tables sessions leave in /dev/shm (one per ids directory; see the
+//! Cleaning up after tests that run sessions: their directories, their children, and
+//! the combining tables sessions leave in /dev/shm (one per ids directory; see the
 //! README's "Combining"). The last session to close removes its table, so a test that
 //! kills sessions, or fails before closing them, removes the tables of its repositories
 //! together with its directory.
 
+#![allow(dead_code)] // each test binary uses its own part
+
 use std::fs;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Child;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// A test's directory and the children working in it. Dropped (also when the test
+/// fails), it kills and waits for the children, then removes the tables of the
+/// directory's repositories and the directory.
+pub struct Cleanup(pub PathBuf, pub Vec<Child>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for child in &mut self.1 {
+            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+            let _ = child.wait();
+        }
+        remove_tables_of(&self.0);
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
 
 /// Removes the tables of every ids directory (`<name>.ids`) under `root`; call it after
 /// the sessions there are closed or their processes killed, before removing `root`.
