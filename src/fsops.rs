@@ -144,35 +144,15 @@ fn open_nofollow(path: &Path, flags: OFlag) -> nix::Result<OwnedFd> {
 }
 
 /// Creates a new file that did not exist (O_EXCL), mode 0644 at most.
+///
+/// EEXIST is always a collision, never taken for our own creation whose reply was lost:
+/// nothing proves such a file is ours (a forked sibling or another user may have made
+/// it). The caller draws another name; a file our own lost reply left behind is litter,
+/// removed by the sweeps of empty private files.
 pub fn create_new(path: &Path) -> nix::Result<OwnedFd> {
     let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     let mode = Mode::S_IRUSR | Mode::S_IWUSR | Mode::S_IRGRP | Mode::S_IROTH;
     retry(|| fcntl::open(path, flags, mode))
-}
-
-/// After EEXIST on a name nobody could predict, the file is almost certainly the one our
-/// own request created: an NFS server that sees a create retransmitted after a lost
-/// reply answers EEXIST. It is taken over if it looks exactly like a file we just
-/// created (a regular file of ours, empty, one link, not group- or world-writable);
-/// None otherwise (a real collision: the caller draws another name or fails).
-pub fn adopt_own_creation(path: &Path) -> Option<OwnedFd> {
-    let fd = open_existing(path, true).ok()?;
-    let st = fstat(&fd).ok()?;
-    let ours = is_regular(&st)
-        && st.st_uid == nix::unistd::geteuid().as_raw()
-        && st.st_size == 0
-        && st.st_nlink == 1
-        && st.st_mode & 0o022 == 0;
-    ours.then_some(fd)
-}
-
-/// Creates a new file under a name nobody could predict (O_EXCL); after EEXIST, takes
-/// over the file our own lost-reply request created (see [`adopt_own_creation`]).
-pub fn create_unpredictable(path: &Path) -> nix::Result<OwnedFd> {
-    match create_new(path) {
-        Err(Errno::EEXIST) => adopt_own_creation(path).ok_or(Errno::EEXIST),
-        other => other,
-    }
 }
 
 pub fn fstat(fd: &impl AsFd) -> nix::Result<stat::FileStat> {

@@ -18,7 +18,6 @@ use nix::errno::Errno;
 
 use crate::fsops::{self, FileId};
 use super::registry::Claim;
-use super::wait::random_u64;
 use crate::host::{self, Owner};
 use crate::record::{Record, MAX_RECORD_LEN};
 
@@ -26,7 +25,7 @@ const PREFIX: &str = ".nfslock-";
 const NAME_LEN: usize = PREFIX.len() + 16;
 
 fn fresh_name(dir: &Path) -> PathBuf {
-    dir.join(format!("{PREFIX}{:016x}", random_u64()))
+    dir.join(format!("{PREFIX}{}", crate::random::unpredictable_hex()))
 }
 
 fn is_claim_name(name: &OsStr) -> bool {
@@ -39,9 +38,11 @@ fn create_private(dir: &Path) -> nix::Result<(PathBuf, OwnedFd)> {
     let mut collisions = 0;
     loop {
         let path = fresh_name(dir);
-        match fsops::create_unpredictable(&path) {
+        match fsops::create_new(&path) {
             Ok(fd) => return Ok((path, fd)),
-            Err(Errno::EEXIST) if collisions < 8 => collisions += 1,
+            // 64 random bits: a collision is a file someone else put there (or our own
+            // create whose reply was lost); never adopted, another name is drawn.
+            Err(Errno::EEXIST) if collisions < 32 => collisions += 1,
             Err(e) => return Err(e),
         }
     }

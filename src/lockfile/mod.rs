@@ -28,7 +28,6 @@ use holder::{Cleared, Holder, ReadError};
 use registry::{state, Busy, Claim};
 
 pub(crate) use registry::fork_generation;
-pub(crate) use wait::random_u64;
 
 /// This process's identity (host name, pid, start time), read once and cached.
 pub(crate) fn this_process() -> std::sync::Arc<Identity> {

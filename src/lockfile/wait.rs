@@ -4,7 +4,7 @@
 //! inotify on the lock's directory sees removals made through this kernel, also on an
 //! NFS mount; releases on other machines are noticed by the back-off polls.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::ffi::OsString;
 use std::os::fd::AsFd;
 use std::path::Path;
@@ -29,7 +29,7 @@ impl Backoff {
 
     pub fn next_delay(&mut self) -> Duration {
         let half = self.step / 2;
-        let jitter = Duration::from_nanos(random_u64() % (half.as_nanos() as u64 + 1));
+        let jitter = Duration::from_nanos(crate::random::unpredictable_u64() % (half.as_nanos() as u64 + 1));
         let delay = half + jitter;
         self.step = (self.step * 2).min(MAX_DELAY);
         delay
@@ -118,36 +118,6 @@ impl Watch {
 impl Drop for Watch {
     fn drop(&mut self) {
         with_inotify(|inotify| inotify.rm_watch(self.wd).ok());
-    }
-}
-
-/// A per-thread xorshift generator: jitter and claim names need unpredictability, not
-/// cryptographic strength, but claim names get their seed from getrandom(2).
-pub fn random_u64() -> u64 {
-    thread_local! {
-        static SEED: Cell<u64> = Cell::new(seed());
-    }
-    SEED.with(|s| {
-        let mut x = s.get();
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        s.set(x);
-        x
-    })
-}
-
-fn seed() -> u64 {
-    let mut bytes = [0u8; 8];
-    // SAFETY: the buffer is valid for 8 bytes.
-    let got = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
-    let seed = u64::from_ne_bytes(bytes);
-    if got == 8 && seed != 0 {
-        seed
-    } else {
-        // getrandom unavailable: time and pid still differ between processes.
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        (t.as_nanos() as u64 ^ (u64::from(std::process::id()) << 32)) | 1
     }
 }
 

@@ -47,7 +47,7 @@ pub fn parse_claim(bytes: &[u8]) -> Option<String> {
 pub fn create_claim(repo: &Repo, sid: &str, mut n: u32) -> nix::Result<(Claim, u32)> {
     loop {
         let path = repo.claim_path(sid, n);
-        match fsops::create_unpredictable(&path) {
+        match fsops::create_new(&path) {
             Ok(fd) => {
                 let file = File::from(fd);
                 let made = fsops::write_durably(&file, &claim_text(sid))
@@ -61,8 +61,8 @@ pub fn create_claim(repo: &Repo, sid: &str, mut n: u32) -> nix::Result<(Claim, u
                     }
                 };
             }
-            // A number used before (our own lost-reply creations are taken over): the
-            // names are ours alone, so move on to the next one.
+            // A number used before, or our own create whose reply was lost: never
+            // adopted (nothing proves it is ours), so move on to the next one.
             Err(Errno::EEXIST) if n < u32::MAX => n += 1,
             Err(e) => return Err(e),
         }

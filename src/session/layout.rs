@@ -81,7 +81,7 @@ impl Repo {
 
 /// A fresh session id: 16 lowercase hex digits nobody can predict.
 pub fn new_session_id() -> String {
-    format!("{:016x}", crate::lockfile::random_u64())
+    crate::random::unpredictable_hex()
 }
 
 pub fn is_session_id(name: &[u8]) -> bool {

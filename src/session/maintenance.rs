@@ -58,8 +58,8 @@ pub fn prepare_repository(repo: &Repo, timeout: Duration) -> Result<()> {
 /// Writes a counter file holding `next`: created only if missing, or (`replace`) put in
 /// place of whatever is there, atomically, by rename.
 fn write_counter(repo: &Repo, next: u64, replace: bool) -> nix::Result<()> {
-    let tmp = repo.dir.join(format!(".{}.{:016x}", file_name(&repo.counter), lockfile::random_u64()));
-    let file = std::fs::File::from(fsops::create_unpredictable(&tmp)?);
+    let tmp = repo.dir.join(format!(".{}.{}", file_name(&repo.counter), crate::random::unpredictable_hex()));
+    let file = std::fs::File::from(fsops::create_new(&tmp)?);
     let placed = fsops::write_durably(&file, &counter::initial(next)).map_err(|e| fsops::io_errno(&e)).and_then(|()| {
         if replace {
             fsops::rename_placing(&file, &tmp, &repo.counter)
