@@ -192,16 +192,20 @@ static void t_eloop_at_lockfile(void)
     CHECK(!exists(absent));
 }
 
-static void t_eloop_at_path(void)
+/* A symlink at P itself: P is never written or followed, so the lock works and neither
+ * the symlink nor its target (present or absent) is touched. */
+static void t_symlink_at_path_is_left_alone(void)
 {
     const char *p = tp("p");
     char target[PATH_MAX];
     snprintf(target, sizeof target, "%s", tp("target"));
     write_str(target, PRECIOUS);
     REQUIRE(symlink(target, p) == 0);
-    check_all_fail(p, ELOOP, 0);
+    nfslock *lock = NULL;
+    REQUIRE_RC(nfslock_create(p, "m", &lock), 0);
+    CHECK_RC(nfslock_unlock(lock), 0);
     CHECK(file_is(target, PRECIOUS, strlen(PRECIOUS)));
-    CHECK(!exists(lockfile_of(p))); /* no lock left behind */
+    CHECK(!exists(lockfile_of(p)));
     char link[PATH_MAX] = "";
     CHECK(readlink(p, link, sizeof link - 1) > 0 && strcmp(link, target) == 0);
 
@@ -209,9 +213,50 @@ static void t_eloop_at_path(void)
     char absent[PATH_MAX];
     snprintf(absent, sizeof absent, "%s", tp("absent-target"));
     REQUIRE(symlink(absent, q) == 0);
-    check_all_fail(q, ELOOP, 0);
+    REQUIRE_RC(nfslock_create(q, "m", &lock), 0);
+    CHECK_RC(nfslock_unlock(lock), 0);
     CHECK(!exists(absent));
     CHECK(!exists(lockfile_of(q)));
+}
+
+/* An empty lock file is a holder between its link and its write (Core's v1 create): held,
+ * not unreadable. create says EAGAIN, unlock_path EAGAIN, and blocking_create waits for
+ * it; only once it stayed empty for UNWRITTEN_PATIENCE (5 s) on the waiter's clock does
+ * blocking_create report EBADMSG. It is never removed. */
+static void t_empty_lock_file_is_held_then_ebadmsg(void)
+{
+    const char *p = tp("p");
+    write_file(lockfile_of(p), "", 0);
+    nfslock *lock = NULL;
+    CHECK_RC(nfslock_create(p, "m", &lock), EAGAIN);
+    CHECK_RC(nfslock_unlock_path(p), EAGAIN);
+    long long t0 = now_ms();
+    CHECK_RC(nfslock_blocking_create(p, "m", 1000, &lock), ETIMEDOUT);
+    long long t1 = now_ms();
+    CHECK_RC(nfslock_blocking_create(p, "m", 60000, &lock), EBADMSG);
+    long long waited = now_ms() - t1;
+    CHECKF(t1 - t0 >= 1000, "ETIMEDOUT after %lld ms", t1 - t0);
+    CHECKF(waited >= 5000 && waited < 30000 * t_time_scale, "EBADMSG after %lld ms", waited);
+    CHECK(strstr(nfslock_last_error(), "held no record") != NULL);
+    CHECK(file_is(lockfile_of(p), "", 0));
+
+    /* A Core holder that writes its record within the patience is simply waited for. */
+    const char *q = tp("q");
+    write_file(lockfile_of(q), "", 0);
+    pid_t writer = fork_flushed();
+    REQUIRE(writer >= 0);
+    if (writer == 0) {
+        sleep_ms(300);
+        char rec[512];
+        make_record(rec, sizeof rec, this_host(), (long)getpid(), "core", NULL);
+        write_file(lockfile_of(q), rec, strlen(rec));
+        sleep_ms(300);
+        unlink(lockfile_of(q));
+        _exit(0);
+    }
+    REQUIRE_RC(nfslock_blocking_create(q, "m", 20000, &lock), 0);
+    CHECK(wait_status(writer) == 0);
+    CHECK_RC(nfslock_unlock(lock), 0);
 }
 
 static void t_ebadmsg(void)
@@ -232,7 +277,6 @@ static void t_ebadmsg(void)
         const char *bytes;
         size_t len;
     } cases[] = {
-        {"empty", LIT("")},
         {"garbage", LIT("garbage \x01\x02 not a record")},
         {"truncated", LIT("((host h)(pid 1)(mess")},
         {"unclosed", LIT("((host h)(pid 1)(message m)")},
@@ -566,7 +610,8 @@ const struct test error_tests[] = {
     {"eacces_unprivileged", t_eacces, 0, 0},
     {"erofs_readonly_mount", t_erofs, 0, 0},
     {"eloop_symlink_at_lockfile", t_eloop_at_lockfile, 0, 0},
-    {"eloop_symlink_at_path", t_eloop_at_path, 0, 0},
+    {"symlink_at_path_is_left_alone", t_symlink_at_path_is_left_alone, 0, 0},
+    {"empty_lock_file_is_held_then_ebadmsg", t_empty_lock_file_is_held_then_ebadmsg, 60, 1},
     {"ebadmsg_corrupt_records", t_ebadmsg, 0, 0},
     {"erange_small_buffers", t_erange, 0, 0},
     {"eagain_held_by_child", t_eagain, 0, 0},

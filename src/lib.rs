@@ -7,6 +7,7 @@
 pub mod error;
 pub mod ffi;
 mod fsops;
+mod process;
 mod random;
 pub mod host;
 pub mod lockfile;

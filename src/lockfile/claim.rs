@@ -1,4 +1,4 @@
-//! Claim files and the `P` copy.
+//! Claim files.
 //!
 //! A claim is a private file `.nfslock-<16 hex>` in the lock's directory, created with
 //! O_EXCL under an unpredictable name, holding this process's complete record before it
@@ -8,7 +8,6 @@
 
 use std::ffi::OsStr;
 use std::fs::File;
-use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -17,6 +16,7 @@ use std::sync::Arc;
 use nix::errno::Errno;
 
 use crate::fsops::{self, FileId};
+use crate::process::ChildlessFd;
 use super::registry::Claim;
 use crate::host::{self, Owner};
 use crate::record::{Record, MAX_RECORD_LEN};
@@ -54,18 +54,20 @@ pub fn create(dir: &Path, record: &[u8], message: &[u8]) -> nix::Result<Claim> {
     let (path, fd) = create_private(dir)?;
     let file = File::from(fd);
     let made = fsops::fstat(&file).and_then(|st| {
-        fsops::write_durably(&file, record).map_err(|e| fsops::io_errno(&e))?;
-        // Where flock is unsupported (EOPNOTSUPP, ENOLCK) liveness falls back to pid and
-        // start time alone, as in Core.
+        // The flock comes before the write, so a sweep on this host never takes a claim
+        // being written for an orphan. Where flock is unsupported (EOPNOTSUPP, ENOLCK)
+        // liveness falls back to pid and start time alone, as in Core.
         match fsops::try_flock_shared(&file) {
-            Ok(()) | Err(Errno::EOPNOTSUPP | Errno::ENOLCK | Errno::EINVAL) => Ok(FileId::from(&st)),
-            Err(e) => Err(e),
+            Ok(()) | Err(Errno::EOPNOTSUPP | Errno::ENOLCK | Errno::EINVAL) => {}
+            Err(e) => return Err(e),
         }
+        fsops::write_durably(&file, record).map_err(|e| fsops::io_errno(&e))?;
+        Ok(FileId::from(&st))
     });
     match made {
         Ok(id) => {
             let local = fsops::is_local_fs(dir);
-            Ok(Claim { path, id, message: message.to_vec(), local, liveness: Arc::new(file.into()) })
+            Ok(Claim { path, id, message: message.to_vec(), local, liveness: Arc::new(ChildlessFd::new(file.into())) })
         }
         Err(e) => {
             let _ = fsops::unlink(&path);
@@ -74,53 +76,54 @@ pub fn create(dir: &Path, record: &[u8], message: &[u8]) -> nix::Result<Claim> {
     }
 }
 
-/// Replaces `copy_path` (the `P` of `P.nfs_lock`) with a new file holding `record`, so
-/// that readers of `P`, as Core documents it, see the holder. The file is renamed into
-/// place, never written through: a `P` that is a hard link to something else is not
-/// modified, and a symlink at `P` is refused (ELOOP) with its target untouched.
-pub fn write_copy(dir: &Path, copy_path: &Path, record: &[u8]) -> Result<(), (Errno, &'static str)> {
-    match fsops::lstat(copy_path) {
-        Ok(st) if fsops::is_symlink(&st) => return Err((Errno::ELOOP, "lstat")),
-        Ok(st) if !fsops::is_regular(&st) => return Err((Errno::EISDIR, "lstat")),
-        Ok(_) | Err(Errno::ENOENT) => {}
-        Err(e) => return Err((e, "lstat")),
-    }
-    let (tmp, fd) = create_private(dir).map_err(|e| (e, "open"))?;
-    let file = File::from(fd);
-    let written = (&file).write_all(record).map_err(|e| (fsops::io_errno(&e), "write"));
-    let placed = written.and_then(|()| fsops::rename_placing(&file, &tmp, copy_path).map_err(|e| (e, "rename")));
-    if placed.is_err() {
-        let _ = fsops::unlink(&tmp);
-    }
-    placed
-}
-
-/// Removes the claim files in `dir` left by dead processes of this host.
+/// Removes the claim files in `dir` that no live process keeps: those whose record
+/// names a dead process of this host, and those of our own user without a whole record
+/// (a process killed between the create and the write, or our own create whose reply
+/// was lost). A claim is removed only under an exclusive flock (no live process of this
+/// host holds its liveness flock) and only while its name still names the file read.
+///
+/// Removing a claim another host is still writing is safe: its link(2) by name then
+/// fails with ENOENT, and it starts over with a fresh claim.
 pub fn sweep_orphans(dir: &Path, this_host: &[u8]) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let me = nix::unistd::geteuid().as_raw();
     for entry in entries.flatten() {
         let name = entry.file_name();
         if !is_claim_name(&name) {
             continue;
         }
         let path = dir.join(&name);
-        let Some((record, file)) = orphan_record(&path) else { continue };
-        // The flock proves no live process keeps this claim, whatever the record says;
-        // it is held until after the unlink.
-        if host::owner_of(&record, this_host) == Owner::Dead && fsops::try_flock_exclusive(&file).is_ok() {
-            let _ = fsops::unlink(&path);
+        let Some(orphan) = read_orphan(&path) else { continue };
+        let dead = match &orphan.record {
+            Some(record) => host::owner_of(record, this_host) == Owner::Dead,
+            None => orphan.uid == me,
+        };
+        // The flock proves no live process of this host keeps this claim, whatever the
+        // record says; it is held until after the unlink.
+        if dead && fsops::try_flock_exclusive(&orphan.file).is_ok() {
+            let _ = fsops::unlink_if_is(&path, orphan.id);
         }
     }
 }
 
-fn orphan_record(path: &Path) -> Option<(Record, File)> {
+struct Orphan {
+    file: File,
+    id: FileId,
+    uid: u32,
+    /// None: the file holds no whole record.
+    record: Option<Record>,
+}
+
+fn read_orphan(path: &Path) -> Option<Orphan> {
     let fd = fsops::open_existing(path, false).ok()?;
-    if !fsops::is_regular(&fsops::fstat(&fd).ok()?) {
+    let st = fsops::fstat(&fd).ok()?;
+    if !fsops::is_regular(&st) || st.st_nlink != 1 {
+        // Not a file, or linked elsewhere too (a lock file, or a name someone else made).
         return None;
     }
     let file = File::from(fd);
     let bytes = fsops::read_capped(&file, MAX_RECORD_LEN).ok()??;
-    Some((Record::parse(&bytes).ok()?, file))
+    Some(Orphan { id: FileId::from(&st), uid: st.st_uid, record: Record::parse(&bytes).ok(), file })
 }
 
 #[cfg(test)]

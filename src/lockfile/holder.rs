@@ -22,6 +22,11 @@ pub enum Holder {
     Free,
     /// A lock file whose record parses.
     Held { record: Record, file: FileId },
+    /// A lock file that holds no record yet: empty, or sharing its inode with `P` and
+    /// not (yet) a whole record. That is a Core holder between its link(2) of `P` and
+    /// the write of its record (Core's v1 protocol): held, but by nobody we can name.
+    /// It is never cleared.
+    Unwritten { file: FileId },
 }
 
 /// Why a lock file could not be read as a record.
@@ -36,28 +41,35 @@ pub enum ReadError {
 }
 
 /// Core's v1 protocol links `P` to `P.nfs_lock` first and writes the record after, so a
-/// lock that shares its inode with `P` may briefly show `P`'s old contents. Such a lock
-/// is read again after this pause before it is judged unreadable or dead.
+/// lock that shares its inode with `P` may briefly show `P`'s old contents. Before such
+/// a lock is cleared as dead, it is read again after this pause.
 const V1_SETTLE: Duration = Duration::from_millis(50);
 
 pub fn read(lock_path: &Path, copy_path: &Path) -> Result<Holder, ReadError> {
     match read_once(lock_path)? {
         Ok(holder) => Ok(holder),
-        Err((file, why)) if !shares_inode(copy_path, file) => Err(ReadError::Bad(why)),
-        Err(_) => {
-            std::thread::sleep(V1_SETTLE);
-            read_once(lock_path)?.map_err(|(_, why)| ReadError::Bad(why))
-        }
+        Err(NotARecord { file, empty: true, .. }) => Ok(Holder::Unwritten { file }),
+        Err(NotARecord { file, .. }) if shares_inode(copy_path, file) => Ok(Holder::Unwritten { file }),
+        Err(NotARecord { why, .. }) => Err(ReadError::Bad(why)),
     }
 }
 
-/// Reads the record once; `Err((file, why))` when the file is not a record.
-#[allow(clippy::type_complexity)]
-fn read_once(lock_path: &Path) -> Result<Result<Holder, (FileId, String)>, ReadError> {
+/// A lock file that is not a record.
+struct NotARecord {
+    file: FileId,
+    /// A regular file of size 0.
+    empty: bool,
+    why: String,
+}
+
+/// Reads the record once.
+fn read_once(lock_path: &Path) -> Result<Result<Holder, NotARecord>, ReadError> {
     let fd = match fsops::open_existing(lock_path, false) {
         Ok(fd) => fd,
         Err(Errno::ENOENT) => return Ok(Ok(Holder::Free)),
         Err(Errno::ELOOP) => return Err(ReadError::Symlink),
+        // open(2) of a socket: not a regular file, like any other non-file there.
+        Err(Errno::ENXIO) => return Err(ReadError::Bad("the lock file is not a regular file (a socket)".into())),
         Err(e) => return Err(ReadError::Sys(e, "open")),
     };
     let st = match fsops::fstat(&fd) {
@@ -67,18 +79,21 @@ fn read_once(lock_path: &Path) -> Result<Result<Holder, (FileId, String)>, ReadE
     };
     let file = FileId::from(&st);
     if !fsops::is_regular(&st) {
-        return Ok(Err((file, "the lock file is not a regular file".into())));
+        return Ok(Err(NotARecord { file, empty: false, why: "the lock file is not a regular file".into() }));
     }
     let file_handle = File::from(fd);
     let bytes = match fsops::read_capped(&file_handle, MAX_RECORD_LEN) {
         Ok(Some(b)) => b,
-        Ok(None) => return Ok(Err((file, format!("the lock file is larger than {MAX_RECORD_LEN} bytes")))),
+        Ok(None) => {
+            let why = format!("the lock file is larger than {MAX_RECORD_LEN} bytes");
+            return Ok(Err(NotARecord { file, empty: false, why }));
+        }
         Err(e) if vanished(e) => return Ok(Ok(Holder::Free)),
         Err(e) => return Err(ReadError::Sys(e, "read")),
     };
     Ok(match Record::parse(&bytes) {
         Ok(record) => Ok(Holder::Held { record, file }),
-        Err(bad) => Err((file, format!("unreadable lock record: {}", bad.0))),
+        Err(bad) => Err(NotARecord { file, empty: bytes.is_empty(), why: format!("unreadable lock record: {}", bad.0) }),
     })
 }
 
@@ -134,9 +149,38 @@ pub fn clear_dead(lock_path: &Path, copy_path: &Path, dead: FileId, record: &Rec
     if reread(&file).as_ref() != Some(record) {
         return Ok(Cleared::Busy);
     }
+    // `P` first, as Core's cleanup does: once the lock file is gone, Core's v1 create
+    // links `P` itself as the new lock, and a `P` still holding a record would show
+    // that record as the new holder's until Core writes its own.
+    remove_stale_copy(copy_path, dead)?;
     // Whether we or someone else removed it, the dead holder's lock is gone.
     fsops::unlink_if_is(lock_path, dead).map(|_| Cleared::Gone)
     // `file` closes here, after the unlink, releasing the flock.
+}
+
+/// Removes `P` when it would show a record to a reader of a lock linked from it: when
+/// it is the dead lock itself (Core v1), or a regular file holding a record (a Core v2
+/// copy, or one written by libnfslock before 0.2). Anything else at `P` (empty, other
+/// contents, a directory, a symlink) is left alone.
+fn remove_stale_copy(copy_path: &Path, dead: FileId) -> nix::Result<()> {
+    let st = match fsops::lstat(copy_path) {
+        Ok(st) => st,
+        Err(Errno::ENOENT) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let id = FileId::from(&st);
+    if !fsops::is_regular(&st) {
+        return Ok(());
+    }
+    let holds_record = id == dead
+        || fsops::open_existing(copy_path, false).ok().and_then(|fd| {
+            let f = File::from(fd);
+            (fsops::fstat(&f).ok().map(|s| FileId::from(&s)) == Some(id)).then(|| reread(&f)).flatten()
+        }).is_some();
+    if holds_record {
+        fsops::unlink_if_is(copy_path, id)?;
+    }
+    Ok(())
 }
 
 fn reread(file: &File) -> Option<Record> {

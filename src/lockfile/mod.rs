@@ -2,8 +2,12 @@
 //!
 //! The lock on `P` is the file `P.nfs_lock`. It is taken by link(2) of a claim file that
 //! already holds the complete record (link is atomic on every NFS version), and released
-//! by unlinking it after checking it is still the file we linked. `P` also receives a copy
-//! of the record, as Core documents; unlock leaves `P` in place.
+//! by unlinking it after checking it is still the file we linked.
+//!
+//! `P` itself is never written: Core's v1 create links `P` as its lock file and writes
+//! its record only after the link, so any record left in `P` would name a stale holder
+//! in that window (and a cleaner would remove Core's fresh lock). Clearing a dead
+//! holder removes a `P` that holds a record before the lock file, as Core does.
 //!
 //! Steady state, for a path this process locked before with the same message: create is
 //! one link(2), unlock one lstat(2) and one unlink(2).
@@ -20,19 +24,19 @@ use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 
+use std::collections::HashMap;
+
 use crate::error::{Error, Result};
-use crate::host::{self, Identity, Owner};
-use crate::record::Record;
 use crate::fsops::{self, FileId};
+use crate::host::{self, Identity, Owner};
+use crate::process;
+use crate::record::{Record, MAX_RECORD_LEN};
 use holder::{Cleared, Holder, ReadError};
 use registry::{state, Busy, Claim};
 
-pub(crate) use registry::fork_generation;
-
-/// This process's identity (host name, pid, start time), read once and cached.
-pub(crate) fn this_process() -> std::sync::Arc<Identity> {
-    state().me()
-}
+pub(crate) use registry::MAX_CLAIMS;
+// Kept for the session layer's callers until they name `process` directly.
+pub(crate) use crate::process::{fork_generation, this_process};
 
 /// The suffix Core's Nfs_lock appends to a path to name its lock file.
 pub const LOCK_SUFFIX: &str = ".nfs_lock";
@@ -44,6 +48,13 @@ const BUSY: &str = "its holder looks dead, but a live process still holds the lo
                     (the holder itself, or another process clearing it)";
 /// How many times one attempt re-examines a lock that changed hands under it.
 const ROUNDS_PER_ATTEMPT: u32 = 4;
+/// How long `blocking_create` waits on a lock file that holds no record (a Core holder
+/// between its link and its write) before it reports EBADMSG, on this process's own
+/// monotonic clock, from the moment it first saw that same file without a record.
+pub const UNWRITTEN_PATIENCE: Duration = Duration::from_secs(5);
+/// Within one blocking wait, a lock file whose holder was judged alive is not read and
+/// judged again for this long (a contended lock is not re-read on every wake-up).
+const ALIVE_FOR: Duration = Duration::from_millis(50);
 
 const OP_CREATE: &str = "nfslock_create";
 const OP_BLOCKING: &str = "nfslock_blocking_create";
@@ -78,7 +89,8 @@ impl Target {
         if bytes.contains(&0) {
             return invalid("the path contains a NUL byte");
         }
-        let Some(name) = path.file_name().filter(|_| !bytes.ends_with(b"/")) else {
+        let last = bytes.rsplit(|&b| b == b'/').next().unwrap_or_default();
+        let Some(name) = path.file_name().filter(|_| !matches!(last, b"" | b"." | b"..")) else {
             return invalid("the path names a directory, not a file");
         };
         if name.len() + LOCK_SUFFIX.len() > NAME_MAX {
@@ -102,6 +114,15 @@ impl Target {
         lock_name.push(LOCK_SUFFIX);
         let dir = key.parent().map_or_else(|| PathBuf::from("/"), Path::to_path_buf);
         Ok(Target { key, lock: lock.into(), lock_name, dir, internal: false })
+    }
+
+    /// The target a reader means: `P`, or `P.nfs_lock` itself (as Core's readers accept).
+    fn for_reader(op: &'static str, path: &Path) -> Result<Target> {
+        let bytes = path.as_os_str().as_bytes();
+        match bytes.strip_suffix(LOCK_SUFFIX.as_bytes()) {
+            Some(p) if !p.is_empty() && !p.ends_with(b"/") => Target::new(op, Path::new(std::ffi::OsStr::from_bytes(p))),
+            _ => Target::new(op, path),
+        }
     }
 
     fn error(&self, errno: Errno, op: &'static str, cause: impl Into<String>) -> Error {
@@ -151,7 +172,7 @@ impl Lock {
         let t = &self.target;
         {
             let st = state();
-            if st.generation != self.generation {
+            if process::fork_generation() != self.generation {
                 return Err(t.error(Errno::EPERM, op, "the handle was inherited through fork; only its owner releases it"));
             }
             if !st.holds(&t.key, self.token) {
@@ -183,7 +204,7 @@ impl Drop for Lock {
 /// Tries once to take the lock on `path`. EAGAIN: a live process (or another host) holds
 /// it; EDEADLK: the calling thread holds it already.
 pub fn create(path: impl AsRef<Path>, message: &[u8]) -> Result<Lock> {
-    attempt(&Target::new(OP_CREATE, path.as_ref())?, message, OP_CREATE)
+    attempt(&Target::new(OP_CREATE, path.as_ref())?, message, OP_CREATE, &mut Judgements::default())
 }
 
 /// Takes the lock on `path`, waiting up to `timeout` (None: forever; zero: one attempt,
@@ -204,12 +225,21 @@ fn blocking(t: Target, message: &[u8], timeout: Option<Duration>) -> Result<Lock
     let start = Instant::now();
     let mut backoff = wait::Backoff::new();
     let mut watch = None;
+    let mut judged = Judgements::default();
     loop {
-        let err = match attempt(&t, message, OP_BLOCKING) {
+        let err = match attempt(&t, message, OP_BLOCKING, &mut judged) {
             Ok(lock) => return Ok(lock),
             Err(e) if !matches!(e.errno(), Errno::EAGAIN | Errno::EIO | Errno::ESTALE | Errno::EINTR) => return Err(e),
             Err(e) => e,
         };
+        if let Some((_, since)) = judged.unwritten.filter(|(_, since)| since.elapsed() >= UNWRITTEN_PATIENCE) {
+            let why = format!(
+                "{} has held no record for {} ms (a holder that died between its link and its write?); it is left alone",
+                t.lock.display(),
+                since.elapsed().as_millis()
+            );
+            return Err(t.error(Errno::EBADMSG, OP_BLOCKING, why));
+        }
         let left = timeout.map_or(Duration::MAX, |t| t.saturating_sub(start.elapsed()));
         if timeout == Some(Duration::ZERO) {
             return Err(err);
@@ -240,9 +270,10 @@ fn blocking(t: Target, message: &[u8], timeout: Option<Duration>) -> Result<Lock
 pub fn unlock_path(path: impl AsRef<Path>) -> Result<()> {
     let op = OP_UNLOCK_PATH;
     let t = Target::new(op, path.as_ref())?;
-    let me = state().me();
+    let me = process::this_process();
     let (record, file) = match read_holder(&t, op)? {
         Holder::Free => return Err(t.error(Errno::ENOENT, op, "not locked")),
+        Holder::Unwritten { .. } => return Err(t.error(Errno::EAGAIN, op, UNWRITTEN)),
         Holder::Held { record, file } => (record, file),
     };
     if me.wrote(&record) {
@@ -268,12 +299,42 @@ pub fn unlock_path(path: impl AsRef<Path>) -> Result<()> {
     }
 }
 
-/// Reads the record of the lock on `path`. ENOENT: not locked; EBADMSG: unreadable.
+/// Reads the record of the lock on `path` (`P`, or `P.nfs_lock` itself). ENOENT: not
+/// locked; EBADMSG: unreadable, or no record written yet.
 pub fn read_record(path: impl AsRef<Path>) -> Result<Record> {
-    let t = Target::new(OP_READ, path.as_ref())?;
+    let t = Target::for_reader(OP_READ, path.as_ref())?;
     match read_holder(&t, OP_READ)? {
         Holder::Free => Err(t.error(Errno::ENOENT, OP_READ, "not locked")),
+        Holder::Unwritten { .. } => Err(t.error(Errno::EBADMSG, OP_READ, UNWRITTEN)),
         Holder::Held { record, .. } => Ok(record),
+    }
+}
+
+/// Why a lock file without a record is held, not broken.
+const UNWRITTEN: &str = "the lock file holds no record yet: its holder is between its link(2) and its write \
+                         (Core's protocol), or died there";
+
+/// What one call (one attempt, or one blocking wait) learned about other holders. It is
+/// never kept past the call: a holder judged alive may die a moment later, and the next
+/// call must see that.
+#[derive(Default)]
+struct Judgements {
+    /// Lock files whose holders were judged alive, when, and who they are.
+    alive: HashMap<FileId, (Instant, String)>,
+    /// The lock file seen without a record, and since when (this process's clock).
+    unwritten: Option<(FileId, Instant)>,
+}
+
+impl Judgements {
+    fn recently_alive(&self, file: FileId) -> Option<String> {
+        let (at, who) = self.alive.get(&file)?;
+        (at.elapsed() < ALIVE_FOR).then(|| format!("{who} (judged alive {} ms ago in this wait)", at.elapsed().as_millis()))
+    }
+
+    fn saw_unwritten(&mut self, file: FileId) {
+        if self.unwritten.is_none_or(|(f, _)| f != file) {
+            self.unwritten = Some((file, Instant::now()));
+        }
     }
 }
 
@@ -313,17 +374,24 @@ fn describe(r: &Record) -> String {
     )
 }
 
+fn busy_error(t: &Target, op: &'static str, busy: Busy, spelling: Option<&Path>) -> Error {
+    let other = spelling.filter(|k| *k != t.key).map(|k| format!(" (taken as {})", k.display())).unwrap_or_default();
+    match busy {
+        Busy::ByThisThread => t.error(Errno::EDEADLK, op, format!("the calling thread already holds this lock{other}")),
+        Busy::ByOtherThread => t.error(Errno::EAGAIN, op, format!("another thread of this process holds this lock{other}")),
+    }
+}
+
 /// One attempt: reserve the path in this process, then take it on disk.
-fn attempt(t: &Target, message: &[u8], op: &'static str) -> Result<Lock> {
-    let (token, me, claim, copy_fresh, generation) = {
+fn attempt(t: &Target, message: &[u8], op: &'static str, judged: &mut Judgements) -> Result<Lock> {
+    let me = process::this_process();
+    let generation = process::fork_generation();
+    let (token, claim) = {
         let mut st = state();
-        let token = st.reserve(&t.key, &t.lock, !t.internal).map_err(|busy| match busy {
-            Busy::ByThisThread => t.error(Errno::EDEADLK, op, "the calling thread already holds this lock"),
-            Busy::ByOtherThread => t.error(Errno::EAGAIN, op, "another thread of this process holds this lock"),
-        })?;
-        (token, st.me(), st.claim(&t.key, message), st.copy_is_fresh(&t.key, message), st.generation)
+        let token = st.reserve(&t.key, &t.lock, !t.internal).map_err(|busy| busy_error(t, op, busy, None))?;
+        (token, st.claim(&t.key, message))
     };
-    match take(t, message, &me, claim, op).and_then(|file| write_copy(t, message, &me, file, copy_fresh, op)) {
+    match take(t, message, &me, claim, op, judged) {
         Ok(file) => {
             state().confirm(&t.key, token, file);
             Ok(Lock { target: t.clone(), token, file, generation, held: true })
@@ -336,7 +404,7 @@ fn attempt(t: &Target, message: &[u8], op: &'static str) -> Result<Lock> {
 }
 
 /// Links a claim to `P.nfs_lock`, clearing a dead holder of this host on the way.
-fn take(t: &Target, message: &[u8], me: &Identity, cached: Option<Claim>, op: &'static str) -> Result<FileId> {
+fn take(t: &Target, message: &[u8], me: &Identity, cached: Option<Claim>, op: &'static str, judged: &mut Judgements) -> Result<FileId> {
     let mut claim = cached;
     let mut busy = None;
     for _ in 0..ROUNDS_PER_ATTEMPT {
@@ -364,23 +432,34 @@ fn take(t: &Target, message: &[u8], me: &Identity, cached: Option<Claim>, op: &'
                 if seen == Ok(c.id) || (!authoritative && claim_is_linked(&c)) {
                     return Ok(c.id);
                 }
-                // The same lock file whose holder was judged alive a moment ago: not
-                // worth reading and judging again on every attempt of a contended lock.
-                if let Some(holder) = seen.ok().and_then(|id| state().recently_alive(id)) {
-                    return Err(t.error(Errno::EAGAIN, op, holder));
+                if let Ok(seen) = seen {
+                    // Taken by this process under another spelling of its path
+                    // (`D/x/../A`, a symlinked directory): the lock file's identity says so.
+                    if let Some((key, busy)) = state().holder_of_file(seen) {
+                        return Err(busy_error(t, op, busy, Some(&key)));
+                    }
+                    // The same lock file whose holder this wait judged alive a moment
+                    // ago: not worth reading and judging again on every wake-up.
+                    if let Some(holder) = judged.recently_alive(seen) {
+                        return Err(t.error(Errno::EAGAIN, op, holder));
+                    }
                 }
             }
             Err(e) => return Err(t.sys(e, op, "link", &t.lock)),
         }
-        state().set_copy_fresh(&t.key, None);
-        if let Holder::Held { record, file } = read_holder(t, op)? {
+        let holder = read_holder(t, op)?;
+        if let Holder::Unwritten { file } = holder {
+            judged.saw_unwritten(file);
+            return Err(t.error(Errno::EAGAIN, op, UNWRITTEN));
+        }
+        if let Holder::Held { record, file } = holder {
             if me.wrote(&record) {
                 return Err(t.error(Errno::EAGAIN, op, "held by this process through another handle"));
             }
             match host::owner_of(&record, &me.host) {
                 Owner::Alive => {
                     let holder = describe(&record);
-                    state().judged_alive(file, &holder);
+                    judged.alive.insert(file, (Instant::now(), holder.clone()));
                     return Err(t.error(Errno::EAGAIN, op, holder));
                 }
                 Owner::OtherHost => {
@@ -415,7 +494,34 @@ fn claim_is_linked(claim: &Claim) -> bool {
 
 fn new_claim(t: &Target, message: &[u8], me: &Identity, op: &'static str) -> Result<Claim> {
     let record = me.record(message).to_bytes();
-    let c = claim::create(&t.dir, &record, message).map_err(|e| t.sys(e, op, "creating a claim file in", &t.dir))?;
+    // Checked before anything is written: a lock file no reader can parse would wedge
+    // the path for everyone.
+    if record.len() > MAX_RECORD_LEN {
+        let why = format!(
+            "the record would be {} bytes (message {} bytes); a record is at most {MAX_RECORD_LEN} bytes",
+            record.len(),
+            message.len()
+        );
+        return Err(t.error(Errno::EMSGSIZE, op, why));
+    }
+    // Once per directory and process: remove what crashed processes left there (claims
+    // without a record are never a dead holder's lock, so nothing else would).
+    if state().first_claim_in(&t.dir) {
+        claim::sweep_orphans(&t.dir, &me.host);
+    }
+    let created = match claim::create(&t.dir, &record, message) {
+        // Out of descriptors: give up the claims kept for paths not held (each keeps
+        // one open) and try once more.
+        Err(Errno::EMFILE | Errno::ENFILE) => {
+            let dropped = state().drop_unheld_claims();
+            for path in dropped {
+                let _ = fsops::unlink(&path);
+            }
+            claim::create(&t.dir, &record, message)
+        }
+        other => other,
+    };
+    let c = created.map_err(|e| t.sys(e, op, "creating a claim file in", &t.dir))?;
     let dropped = state().keep_claim(&t.key, c.clone());
     for path in dropped {
         let _ = fsops::unlink(&path);
@@ -423,21 +529,3 @@ fn new_claim(t: &Target, message: &[u8], me: &Identity, op: &'static str) -> Res
     Ok(c)
 }
 
-/// Gives `P` our record unless it holds it already; undoes the lock if that fails.
-fn write_copy(t: &Target, message: &[u8], me: &Identity, file: FileId, fresh: bool, op: &'static str) -> Result<FileId> {
-    if fresh || t.internal {
-        return Ok(file);
-    }
-    let record = me.record(message).to_bytes();
-    if let Err((errno, call)) = claim::write_copy(&t.dir, &t.key, &record) {
-        let _ = fsops::unlink_if_is(&t.lock, file);
-        let cause = match errno {
-            Errno::ELOOP => format!("{} is a symlink; it is never followed", t.key.display()),
-            Errno::EISDIR => format!("{} is not a regular file", t.key.display()),
-            _ => format!("writing the record to {}: {call}: {}", t.key.display(), errno.desc()),
-        };
-        return Err(t.error(errno, op, cause));
-    }
-    state().set_copy_fresh(&t.key, Some(message));
-    Ok(file)
-}

@@ -1,17 +1,17 @@
-//! What this process knows about its own locks: which thread holds which path, the
-//! claim files it keeps ready, and whether a path's `P` copy is current. The state lives
-//! behind one mutex, is forgotten in a forked child (the child owns none of it), and is
-//! released at normal process exit.
+//! What this process knows about its own locks: which thread holds which path and the
+//! claim files it keeps ready. The state lives behind one mutex, is forgotten in a
+//! forked child (the child owns none of it), and is released at normal process exit.
+//!
+//! Nothing here is a judgement about another process: whether a holder is alive is
+//! decided afresh by every call (see `Judgements` in the parent module).
 
 use std::collections::HashMap;
-use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard, Once};
-use std::time::{Duration, Instant};
 
 use crate::fsops::{self, FileId};
-use crate::host::Identity;
+use crate::process::{self, ChildlessFd};
 
 /// A claim file: a private file holding this process's record for one lock path and one
 /// message, linked to `P.nfs_lock` to take the lock. Kept across acquisitions so that
@@ -27,9 +27,10 @@ pub struct Claim {
     /// Kept open with a shared flock for as long as this process keeps the claim: the
     /// kernel drops it when the process dies, so a cleaner that cannot take the flock
     /// exclusively knows the holder is alive, whatever its pid and start time say.
-    /// Held, never read: its open file description carries the flock.
+    /// Held, never read: its open file description carries the flock. A forked child
+    /// keeps no copy of it (see `process`), so the flock dies with this process.
     #[allow(dead_code)]
-    pub liveness: Arc<OwnedFd>,
+    pub liveness: Arc<ChildlessFd>,
 }
 
 /// A path this process holds or is acquiring.
@@ -44,53 +45,31 @@ struct Held {
     release_at_exit: bool,
 }
 
-/// How many claim files a process keeps ready; the least recently used is removed past
-/// this, so a process that locks many paths does not litter their directories.
-const MAX_CLAIMS: usize = 64;
-/// How many paths remember that their `P` copy holds our current record.
-const MAX_FRESH_COPIES: usize = 4096;
-/// How long a holder judged alive is taken to be alive without judging it again.
-const ALIVE_FOR: Duration = Duration::from_millis(50);
-/// Bound on the remembered judgements.
-const MAX_ALIVE: usize = 1024;
+/// How many claim files a process keeps ready (each with one open descriptor, its
+/// liveness flock); the least recently used one is removed past this, so a process that
+/// locks many paths keeps at most this many descriptors for paths it no longer holds,
+/// and does not litter their directories. Claims of held locks are never removed.
+pub(crate) const MAX_CLAIMS: usize = 8;
+
+/// How many directories remember that this process swept them.
+const MAX_SWEPT: usize = 256;
 
 pub struct State {
-    /// Bumped in every forked child: handles from before the fork belong to the parent.
-    pub generation: u64,
-    me: Option<Arc<Identity>>,
     held: HashMap<PathBuf, Held>,
+    /// Directories this process swept for orphaned claims.
+    swept: std::collections::HashSet<PathBuf>,
     claims: HashMap<PathBuf, (Claim, u64)>,
     claim_clock: u64,
-    fresh_copies: HashMap<PathBuf, Vec<u8>>,
     /// Threads waiting in `wait_for_other_thread`.
     waiters: usize,
-    /// Lock files whose holders were judged alive, when, and who they are.
-    alive: HashMap<FileId, (Instant, String)>,
     next_token: u64,
 }
 
 static STATE: LazyLock<Mutex<State>> = LazyLock::new(|| {
-    Mutex::new(State {
-        generation: 0,
-        me: None,
-        held: HashMap::new(),
-        claims: HashMap::new(),
-        claim_clock: 0,
-        fresh_copies: HashMap::new(),
-        waiters: 0,
-        alive: HashMap::new(),
-        next_token: 1,
-    })
+    Mutex::new(State { held: HashMap::new(), swept: Default::default(), claims: HashMap::new(), claim_clock: 0, waiters: 0, next_token: 1 })
 });
 
 static HOOKS: Once = Once::new();
-/// Bumped in every forked child; read without the state lock by per-thread caches.
-static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
-
-/// How many forks separate this process from the first user of the library.
-pub fn fork_generation() -> u64 {
-    FORK_GENERATION.load(Ordering::Relaxed)
-}
 static NEXT_THREAD: AtomicU64 = AtomicU64::new(1);
 
 thread_local! {
@@ -103,9 +82,9 @@ pub fn this_thread() -> u64 {
     THREAD.with(|t| *t)
 }
 
-/// Locks the process state, installing the fork and exit hooks on first use.
+/// Locks the process state, registering the fork and exit hooks on first use.
 pub fn state() -> MutexGuard<'static, State> {
-    HOOKS.call_once(install_hooks);
+    HOOKS.call_once(|| process::register(&FORK_HOOKS));
     STATE.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
@@ -118,10 +97,6 @@ pub enum Busy {
 }
 
 impl State {
-    pub fn me(&mut self) -> Arc<Identity> {
-        self.me.get_or_insert_with(|| Arc::new(Identity::of_this_process())).clone()
-    }
-
     /// Reserves `key` for the calling thread before it touches the disk, so that two
     /// threads of one process never race for the same path with the same claim file.
     pub fn reserve(&mut self, key: &Path, lock_path: &Path, release_at_exit: bool) -> Result<u64, Busy> {
@@ -152,6 +127,14 @@ impl State {
         self.held.get(key).is_some_and(|h| h.thread != this_thread())
     }
 
+    /// Who of this process holds the lock file `file` (through any spelling of its
+    /// path): the key it was taken under and whether the calling thread is the holder.
+    pub fn holder_of_file(&self, file: FileId) -> Option<(PathBuf, Busy)> {
+        let (key, h) = self.held.iter().find(|(_, h)| h.file == Some(file))?;
+        let busy = if h.thread == this_thread() { Busy::ByThisThread } else { Busy::ByOtherThread };
+        Some((key.clone(), busy))
+    }
+
     pub fn claim(&mut self, key: &Path, message: &[u8]) -> Option<Claim> {
         self.claim_clock += 1;
         let clock = self.claim_clock;
@@ -168,13 +151,30 @@ impl State {
         if let Some((old, _)) = self.claims.insert(key.to_path_buf(), (claim, self.claim_clock)) {
             dropped.push(old.path);
         }
-        if self.claims.len() > MAX_CLAIMS {
-            let oldest = self.claims.iter().min_by_key(|(_, (_, used))| *used).map(|(k, _)| k.clone());
-            if let Some((old, _)) = oldest.and_then(|k| self.claims.remove(&k)) {
+        while self.claims.len() > MAX_CLAIMS {
+            let unheld = self.claims.iter().filter(|(k, _)| !self.held.contains_key(*k));
+            let Some(oldest) = unheld.min_by_key(|(_, (_, used))| *used).map(|(k, _)| k.clone()) else { break };
+            if let Some((old, _)) = self.claims.remove(&oldest) {
                 dropped.push(old.path);
             }
         }
         dropped
+    }
+
+    /// True the first time this process makes a claim in `dir` (bounded memory: past
+    /// MAX_SWEPT directories it starts over, and sweeps some again).
+    pub fn first_claim_in(&mut self, dir: &Path) -> bool {
+        if self.swept.len() >= MAX_SWEPT {
+            self.swept.clear();
+        }
+        self.swept.insert(dir.to_path_buf())
+    }
+
+    /// Gives up every kept claim of a path this process does not hold (the process ran
+    /// out of descriptors); returns the claim files to remove.
+    pub fn drop_unheld_claims(&mut self) -> Vec<PathBuf> {
+        let unheld: Vec<PathBuf> = self.claims.keys().filter(|k| !self.held.contains_key(*k)).cloned().collect();
+        unheld.iter().filter_map(|k| self.claims.remove(k)).map(|(c, _)| c.path).collect()
     }
 
     /// Forgets a claim file that disappeared from disk.
@@ -182,52 +182,14 @@ impl State {
         self.claims.remove(key);
     }
 
-    /// Whether `P` was last written by us with `message` and nobody has held it since.
-    /// Remembers that the holder of lock file `file` was judged alive.
-    pub fn judged_alive(&mut self, file: FileId, holder: &str) {
-        if self.alive.len() >= MAX_ALIVE {
-            self.alive.retain(|_, (at, _)| at.elapsed() < ALIVE_FOR);
-            if self.alive.len() >= MAX_ALIVE {
-                self.alive.clear();
-            }
-        }
-        self.alive.insert(file, (Instant::now(), holder.to_string()));
-    }
-
-    /// Who holds lock file `file`, if it was judged alive less than ALIVE_FOR ago: a
-    /// holder that dies is then noticed that much later, never wrongly.
-    pub fn recently_alive(&self, file: FileId) -> Option<String> {
-        let (at, who) = self.alive.get(&file)?;
-        (at.elapsed() < ALIVE_FOR).then(|| format!("{who} (alive {} ms ago)", at.elapsed().as_millis()))
-    }
-
-    pub fn copy_is_fresh(&self, key: &Path, message: &[u8]) -> bool {
-        self.fresh_copies.get(key).is_some_and(|m| m == message)
-    }
-
-    pub fn set_copy_fresh(&mut self, key: &Path, message: Option<&[u8]>) {
-        match message {
-            Some(m) => {
-                if self.fresh_copies.len() >= MAX_FRESH_COPIES {
-                    self.fresh_copies.clear();
-                }
-                self.fresh_copies.insert(key.to_path_buf(), m.to_vec());
-            }
-            None => {
-                self.fresh_copies.remove(key);
-            }
-        }
-    }
-
     /// The child of a fork holds nothing: its pid and start time differ, and every lock
     /// and claim file belongs to the parent. Nothing on disk is touched.
     fn forget_after_fork(&mut self) {
-        self.generation += 1;
-        FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
-        self.me = None;
         self.held.clear();
+        self.swept.clear();
+        // Dropping them closes the child's descriptors (already pointed at /dev/null by
+        // the process hooks) and leaves the parent's claim files alone.
         self.claims.clear();
-        self.fresh_copies.clear();
         // Threads waiting in the parent do not exist here.
         self.waiters = 0;
     }
@@ -292,25 +254,27 @@ struct ForkGuard(std::cell::UnsafeCell<Option<MutexGuard<'static, State>>>);
 unsafe impl Sync for ForkGuard {}
 static FORK_GUARD: ForkGuard = ForkGuard(std::cell::UnsafeCell::new(None));
 
-extern "C" fn before_fork() {
+static FORK_HOOKS: process::Hooks = process::Hooks { prepare: before_fork, parent: after_fork_in_parent, child: after_fork_in_child, exit: at_exit };
+
+fn before_fork() {
     let guard = STATE.lock().unwrap_or_else(|p| p.into_inner());
     // SAFETY: see ForkGuard.
     unsafe { *FORK_GUARD.0.get() = Some(guard) };
 }
 
-extern "C" fn after_fork_in_parent() {
+fn after_fork_in_parent() {
     // SAFETY: see ForkGuard.
-    unsafe { (*FORK_GUARD.0.get()).take() };
+    drop(unsafe { (*FORK_GUARD.0.get()).take() });
 }
 
-extern "C" fn after_fork_in_child() {
+fn after_fork_in_child() {
     // SAFETY: see ForkGuard.
     if let Some(mut guard) = unsafe { (*FORK_GUARD.0.get()).take() } {
         guard.forget_after_fork();
     }
 }
 
-extern "C" fn at_exit() {
+fn at_exit() {
     // Another thread may be inside the library; never wait for it forever at exit.
     let mut state = None;
     for _ in 0..100 {
@@ -328,13 +292,5 @@ extern "C" fn at_exit() {
     }
     for claim in claims {
         let _ = fsops::unlink(&claim);
-    }
-}
-
-fn install_hooks() {
-    // SAFETY: the hooks are plain extern "C" functions that live as long as the library.
-    unsafe {
-        libc::pthread_atfork(Some(before_fork), Some(after_fork_in_parent), Some(after_fork_in_child));
-        libc::atexit(at_exit);
     }
 }

@@ -48,7 +48,7 @@ thread_local! {
 fn with_inotify<T>(f: impl FnOnce(&Inotify) -> Option<T>) -> Option<T> {
     INOTIFY.with(|cell| {
         let mut slot = cell.borrow_mut();
-        let generation = super::registry::fork_generation();
+        let generation = crate::process::fork_generation();
         if slot.as_ref().is_none_or(|(g, _)| *g != generation) {
             // A forked child must not read events off the instance it shares with its
             // parent; dropping its copy of the fd leaves the parent's instance intact.
