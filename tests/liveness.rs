@@ -1,7 +1,7 @@
 //! A live holder is never cleared, even when its record's start time no longer matches
 //! its process (as after the realtime clock was stepped: start times are computed from
 //! /proc/stat's btime, which moves with the clock). Its claim's flock proves it alive.
-//! Once it is killed, the same lock is cleared at once. One test: it forks.
+//! Once it is killed, the same lock is cleared at once, by the very next call.
 
 use std::fs;
 use std::io::{Read, Write};
@@ -61,6 +61,58 @@ fn live_holder_with_shifted_start_time_is_not_cleared() {
     drop(killed);
     let taken = lockfile::create(&path, b"after the holder died").expect("a dead holder is cleared");
     taken.unlock().unwrap();
+}
+
+/// One call never answers from another call's judgement: a holder judged alive by one
+/// create, then SIGKILLed and reaped, is cleared by the very next create (the old 50 ms
+/// process-wide "judged alive" cache answered EAGAIN, "alive 12 ms ago").
+#[test]
+fn a_holder_killed_a_moment_ago_is_cleared_by_the_next_call() {
+    let dir = TempDir(std::env::temp_dir().join(format!("nfslock-killed-{}", std::process::id())));
+    fs::create_dir_all(&dir.0).unwrap();
+    let path = dir.0.join("p");
+    for round in 0..20 {
+        let (mut ready_r, mut ready_w) = std::io::pipe().unwrap();
+        // SAFETY: the child only takes the lock, reports, and sleeps until it is killed.
+        let child = unsafe { libc::fork() };
+        assert!(child >= 0, "fork");
+        if child == 0 {
+            drop(ready_r);
+            let held = lockfile::create(&path, b"about to be killed");
+            let _ = ready_w.write_all(if held.is_ok() { b"1" } else { b"0" });
+            std::mem::forget(held);
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
+        }
+        drop(ready_w);
+        let mut ok = [0u8; 1];
+        ready_r.read_exact(&mut ok).unwrap();
+        let killed = scopeguard_kill(child);
+        assert_eq!(&ok, b"1", "round {round}: the child took the lock");
+        let err = lockfile::create(&path, b"taker").expect_err("a live holder keeps its lock");
+        assert_eq!(err.errno(), Errno::EAGAIN, "{err}");
+        drop(killed);
+        let taken = lockfile::create(&path, b"taker").unwrap_or_else(|e| panic!("round {round}: {e}"));
+        taken.unlock().unwrap();
+    }
+}
+
+/// A message that cannot fit a record is refused before anything is written: no claim,
+/// no lock file, and the path stays free for everyone.
+#[test]
+fn an_oversized_message_is_emsgsize_and_writes_nothing() {
+    let dir = TempDir(std::env::temp_dir().join(format!("nfslock-msgsize-{}", std::process::id())));
+    fs::create_dir_all(&dir.0).unwrap();
+    let path = dir.0.join("p");
+    let message = vec![b'm'; 70_000];
+    let err = lockfile::create(&path, &message).expect_err("70 KB does not fit 64 KiB");
+    assert_eq!(err.errno(), Errno::EMSGSIZE, "{err}");
+    let err = lockfile::blocking_create(&path, &message, None).expect_err("nor when waiting");
+    assert_eq!(err.errno(), Errno::EMSGSIZE, "{err}");
+    let left: Vec<_> = fs::read_dir(&dir.0).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(left.is_empty(), "files were written: {left:?}");
+    lockfile::create(&path, b"small").expect("the path is free").unlock().unwrap();
 }
 
 /// Kills and reaps the child when dropped, also when an assertion fails first.

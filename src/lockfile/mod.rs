@@ -34,7 +34,6 @@ use crate::record::{Record, MAX_RECORD_LEN};
 use holder::{Cleared, Holder, ReadError};
 use registry::{state, Busy, Claim};
 
-pub(crate) use registry::MAX_CLAIMS;
 // Kept for the session layer's callers until they name `process` directly.
 pub(crate) use crate::process::{fork_generation, this_process};
 
