@@ -84,14 +84,17 @@ const char *nfslock_version(void);
 
 /**
  * Tries once to lock `path`: creates the lock file `path.nfs_lock` holding this
- * process's record (host, pid, `message`, start time) and writes the same record to
- * `path`. `message` may be NULL (empty). On success stores a new handle in `*lock_out`.
+ * process's record (host, pid, `message`, start time). `path` itself is never written.
+ * `message` may be NULL (empty). On success stores a new handle in `*lock_out`.
  *
- * Errors: EAGAIN held by a live process, by another host, or by another thread of this
- * process; EDEADLK the calling thread holds it already; EBADMSG the existing lock file
- * is not a record (it is left alone); ELOOP a symlink at `path.nfs_lock` or `path`;
- * ENOENT the directory does not exist; EACCES, EPERM, EROFS, ENAMETOOLONG; EINVAL for a
- * NULL or empty path or a NULL `lock_out`.
+ * Errors: EAGAIN held by a live process, by another host, by another thread of this
+ * process, or by a holder that has not written its record yet (an empty lock file);
+ * EDEADLK the calling thread holds it already (under any spelling of the path);
+ * EBADMSG the existing lock file is not a record (it is left alone); EMSGSIZE the
+ * record would exceed 64 KiB (nothing is written); ELOOP a symlink at `path.nfs_lock`;
+ * ENOENT the directory does not exist; EMFILE, EACCES, EPERM, EROFS, ENOSPC,
+ * ENAMETOOLONG; EINVAL for a NULL or empty path, a path ending in `/`, `/.` or `/..`,
+ * or a NULL `lock_out`.
  *
  * A dead holder on this host (no such pid, or the pid now belongs to a process with
  * another start time) is cleared and the lock taken. Thread-safe.
@@ -110,8 +113,11 @@ int nfslock_create(const char *path,
  * from 1 ms to 100 ms with jitter and wakes at once when a process of this machine
  * releases the lock.
  *
+ * A lock file without a record (a Core holder between its link and its write) is
+ * waited for like any held lock; EBADMSG once it stayed so for 5 s of this wait.
+ *
  * Errors that waiting cannot cure return at once: EACCES, EPERM, EROFS, ENOENT,
- * ENAMETOOLONG, ELOOP, EBADMSG, EDEADLK, EINVAL.
+ * ENAMETOOLONG, ELOOP, EBADMSG, EMSGSIZE, EDEADLK, EINVAL.
  *
  * # Safety
  * As for `nfslock_create`.
