@@ -16,6 +16,8 @@ mod claim;
 mod holder;
 mod registry;
 mod wait;
+#[cfg(test)]
+mod tests;
 
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;

@@ -170,6 +170,12 @@ impl State {
         self.swept.insert(dir.to_path_buf())
     }
 
+    /// How many claims are kept for paths this process does not hold.
+    #[cfg(test)]
+    pub fn unheld_claims(&self) -> usize {
+        self.claims.keys().filter(|k| !self.held.contains_key(*k)).count()
+    }
+
     /// Gives up every kept claim of a path this process does not hold (the process ran
     /// out of descriptors); returns the claim files to remove.
     pub fn drop_unheld_claims(&mut self) -> Vec<PathBuf> {
