@@ -66,7 +66,8 @@ impl Error {
         &self.cause
     }
 
-    /// Re-labels an error raised by a building block with the public operation that ran it.
+    /// Re-labels an error with the operation that ran it (the C API's function name, or
+    /// a public operation that used a building block).
     pub(crate) fn in_op(mut self, op: &'static str) -> Self {
         self.op = op;
         self

@@ -57,7 +57,7 @@ pub unsafe extern "C" fn nfslock_create(path: *const c_char, message: *const c_c
         // SAFETY: per this function's contract.
         let (path, message) = unsafe { (path_arg(OP, path)?, optional_bytes_arg(message)) };
         out_arg(OP, lock_out, "lock_out")?;
-        hand_out(lockfile::create(path, message)?, lock_out);
+        hand_out(lockfile::create(path, message).map_err(|e| e.in_op(OP))?, lock_out);
         Ok(())
     })
 }
@@ -87,7 +87,7 @@ pub unsafe extern "C" fn nfslock_blocking_create(
         // SAFETY: per this function's contract.
         let (path, message) = unsafe { (path_arg(OP, path)?, optional_bytes_arg(message)) };
         out_arg(OP, lock_out, "lock_out")?;
-        hand_out(lockfile::blocking_create(path, message, timeout_of(timeout_ms))?, lock_out);
+        hand_out(lockfile::blocking_create(path, message, timeout_of(timeout_ms)).map_err(|e| e.in_op(OP))?, lock_out);
         Ok(())
     })
 }
@@ -117,7 +117,7 @@ pub unsafe extern "C" fn nfslock_unlock(lock: *mut nfslock) -> c_int {
         let mut handle = unsafe { Box::from_raw(lock) };
         handle.magic = FREED;
         match handle.lock.take() {
-            Some(held) => held.unlock(),
+            Some(held) => held.unlock().map_err(|e| e.in_op(OP)),
             None => Ok(()),
         }
     })
@@ -229,5 +229,6 @@ pub unsafe extern "C" fn nfslock_critical_section(
         // SAFETY: f and f_result are valid per the contract; f_result is written as soon
         // as f returns, so it holds f's result even when the release then fails.
         lockfile::critical_section(path, message, timeout_of(timeout_ms), || unsafe { *f_result = f(ctx) })
+            .map_err(|e| e.in_op(OP))
     })
 }

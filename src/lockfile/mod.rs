@@ -57,12 +57,13 @@ pub const UNWRITTEN_PATIENCE: Duration = Duration::from_secs(5);
 /// judged again for this long (a contended lock is not re-read on every wake-up).
 const ALIVE_FOR: Duration = Duration::from_millis(50);
 
-const OP_CREATE: &str = "nfslock_create";
-const OP_BLOCKING: &str = "nfslock_blocking_create";
-const OP_UNLOCK: &str = "nfslock_unlock";
-const OP_UNLOCK_PATH: &str = "nfslock_unlock_path";
-const OP_READ: &str = "nfslock_get_hostname_and_pid";
-const OP_CRITICAL: &str = "nfslock_critical_section";
+// Errors name the Rust operation; the C API relabels them with its function's name.
+const OP_CREATE: &str = "create";
+const OP_BLOCKING: &str = "blocking_create";
+const OP_UNLOCK: &str = "unlock";
+const OP_UNLOCK_PATH: &str = "unlock_path";
+const OP_READ: &str = "read_record";
+const OP_CRITICAL: &str = "critical_section";
 
 /// The names one lock involves.
 #[derive(Debug, Clone)]
