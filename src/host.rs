@@ -15,11 +15,21 @@ use nix::unistd::Pid;
 use crate::record::{Record, StartTime};
 
 /// Who this process is, as its lock records say.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Identity {
     pub host: Vec<u8>,
     pub pid: i32,
     pub start_time: Option<StartTime>,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity")
+            .field("host", &String::from_utf8_lossy(&self.host))
+            .field("pid", &self.pid)
+            .field("start_time", &self.start_time)
+            .finish()
+    }
 }
 
 impl Identity {

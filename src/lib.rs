@@ -5,6 +5,7 @@
 //! declared in `include/nfslock.h`.
 
 pub mod error;
+#[doc(hidden)]
 pub mod ffi;
 mod fsops;
 mod process;

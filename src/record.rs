@@ -8,7 +8,7 @@ pub const MAX_RECORD_LEN: usize = 64 * 1024;
 
 /// Who holds a lock: host name, pid, free-form message and the holder's process start
 /// time (absent in files written before 2018).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Record {
     pub host: Vec<u8>,
     pub pid: i32,
@@ -17,8 +17,28 @@ pub struct Record {
 }
 
 /// A process start time: microseconds since the Unix epoch, UTC.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct StartTime(pub i64);
+
+/// Text, not byte arrays: `Record { host: "build-07", pid: 4242, message: "nightly",
+/// start_time: Some(2026-11-22 04:30:00.120000Z) }`.
+impl std::fmt::Debug for Record {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Record")
+            .field("host", &String::from_utf8_lossy(&self.host))
+            .field("pid", &self.pid)
+            .field("message", &String::from_utf8_lossy(&self.message))
+            .field("start_time", &self.start_time)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for StartTime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (date, time) = format_utc(*self);
+        write!(f, "{date} {time}")
+    }
+}
 
 impl StartTime {
     /// Two start times within a second are the same process (Core's rule, made
@@ -202,6 +222,15 @@ mod tests {
     use super::*;
 
     const T: StartTime = StartTime(1_705_314_600_120_000); // 2024-01-15 10:30:00.120000Z
+
+    #[test]
+    fn debug_prints_text() {
+        let r = Record { host: b"build-07".to_vec(), pid: 4242, message: b"nightly".to_vec(), start_time: Some(T) };
+        assert_eq!(
+            format!("{r:?}"),
+            r#"Record { host: "build-07", pid: 4242, message: "nightly", start_time: Some(2024-01-15 10:30:00.120000Z) }"#
+        );
+    }
 
     fn rec(host: &str, pid: i32, message: &[u8], start_time: Option<StartTime>) -> Record {
         Record { host: host.into(), pid, message: message.to_vec(), start_time }
