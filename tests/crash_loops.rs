@@ -283,6 +283,8 @@ fn summary(litter: &[String]) -> String {
             "ID claim"
         } else if l.contains(".ids/") {
             "ID lock"
+        } else if l.contains(&format!("/.{NAME}.counter.")) {
+            "counter temporary file"
         } else if l.contains("nfslock-ids-") {
             "combining table"
         } else {
