@@ -48,7 +48,7 @@ const NPATHS: usize = 4;
 const LITTER_SLACK: usize = 2;
 /// Kill delays after a worker says it starts: at most this (see `Rng::delay`).
 const HOLDER_DELAY_US: u64 = 6_000;
-const ALLOC_DELAY_US: u64 = 12_000;
+const ALLOC_DELAY_US: u64 = 20_000;
 const NAME: &str = "crash";
 
 /// The two tests run one after the other: each keeps both cores busy.

@@ -3,8 +3,8 @@
  *
  *   crash_worker holder DIR NPATHS     locks DIR/lock0 .. DIR/lock<NPATHS-1> over and over
  *                                      until killed
- *   crash_worker alloc DIR NAME        opens a session on repository DIR, namespace NAME, and
- *                                      makes new IDs until killed
+ *   crash_worker alloc DIR NAME        opens a session on repository DIR, namespace NAME,
+ *                                      makes new IDs, closes it, and again, until killed
  *   crash_worker hold DIR              takes DIR/lock0, says "H" and waits to be killed
  *   crash_worker check-locks DIR NPATHS   takes every DIR/lock<i> with a 1000 ms timeout and
  *                                      releases it; exit status 0 when all were taken
@@ -111,38 +111,45 @@ static int holder(const char *dir, int npaths) {
     }
 }
 
+/* Opens a session, makes IDs in three calls (giving one back now and then), closes it,
+ * and again: kills land in session open and close as well as in make_new_ids. */
 static int alloc(const char *dir, const char *name) {
     line("R");
-    nfslock_session *s;
-    int rc = nfslock_session_open(dir, name, 0, &s);
-    if (rc != 0) {
-        failed("nfslock_session_open", rc);
-        return 1;
-    }
-    line("F");
     for (size_t round = 0;; round++) {
-        size_t n = round % 3 + 1;
-        uint64_t ids[3];
-        rc = nfslock_session_make_new_ids(s, n, ids);
+        nfslock_session *s;
+        int rc = nfslock_session_open(dir, name, 0, &s);
         if (rc != 0) {
-            failed("nfslock_session_make_new_ids", rc);
-            continue;
+            failed("nfslock_session_open", rc);
+            return 1;
         }
-        if (n == 1)
-            line("I %llu", (unsigned long long)ids[0]);
-        else if (n == 2)
-            line("I %llu %llu", (unsigned long long)ids[0], (unsigned long long)ids[1]);
-        else
-            line("I %llu %llu %llu", (unsigned long long)ids[0], (unsigned long long)ids[1],
-                 (unsigned long long)ids[2]);
-        /* Now and then give one back, so that releases are cut short too. */
-        if (round % 4 == 3) {
-            uint64_t released[1];
-            size_t n_released = 0;
-            rc = nfslock_session_release_ids(s, ids, 1, released, &n_released);
-            if (rc != 0 || n_released != 1)
-                failed("nfslock_session_release_ids", rc);
+        if (round == 0)
+            line("F");
+        for (size_t call = 0; call < 3; call++) {
+            size_t n = call + 1;
+            uint64_t ids[3];
+            rc = nfslock_session_make_new_ids(s, n, ids);
+            if (rc != 0) {
+                failed("nfslock_session_make_new_ids", rc);
+                continue;
+            }
+            if (n == 1)
+                line("I %llu", (unsigned long long)ids[0]);
+            else if (n == 2)
+                line("I %llu %llu", (unsigned long long)ids[0], (unsigned long long)ids[1]);
+            else
+                line("I %llu %llu %llu", (unsigned long long)ids[0], (unsigned long long)ids[1],
+                     (unsigned long long)ids[2]);
+            if (round % 2 == 1 && call == 1) {
+                uint64_t released[1];
+                size_t n_released = 0;
+                rc = nfslock_session_release_ids(s, ids, 1, released, &n_released);
+                if (rc != 0 || n_released != 1)
+                    failed("nfslock_session_release_ids", rc);
+            }
         }
+        rc = nfslock_session_close(s);
+        if (rc != 0)
+            failed("nfslock_session_close", rc);
     }
 }
 
