@@ -1,8 +1,10 @@
 /*
- * dlopen LIB DIR main|thread: loads libnfslock with dlopen() (the program is not linked
- * against it), uses it (locks, a blocking wait, a session and its IDs) from the main
- * thread or from a thread that ends before the library is closed, dlclose()s it, twice
- * over, the second time with a lock still held; then forks: the child exits through
+ * dlopen LIB DIR main|thread|session-open: loads libnfslock with dlopen() (the program is
+ * not linked against it), uses it (locks, a blocking wait, a session and its IDs) from
+ * the main thread or from a thread that ends before the library is closed, dlclose()s
+ * it, twice over, the second time with a lock still held (session-open: once, only
+ * opening a session (timeout 400 ms) from a thread and leaving it open, its heartbeat
+ * thread running, and waits 500 ms after dlclose); then forks: the child exits through
  * exit() (at-exit handlers run) and the parent reports the child's status and exits the
  * same way. Every
  * handler the library left behind (pthread_atfork, atexit, thread-local destructors) must
@@ -71,7 +73,7 @@ static void *sym(void *lib, const char *name) {
 
 /* One load and use; returns the handle for dlclose. With `keep_one`, a lock is still
  * held at the end. */
-static void *use(const char *libpath, const char *dir, int round, int keep_one) {
+static void *use(const char *libpath, const char *dir, int round, int keep_one, int keep_session) {
     void *lib = dlopen(libpath, RTLD_NOW | RTLD_LOCAL);
     CHECKF(lib != NULL, "dlopen(%s): %s", libpath, dlerror());
     if (lib == NULL)
@@ -86,6 +88,16 @@ static void *use(const char *libpath, const char *dir, int round, int keep_one) 
     if (!create || !blocking || !unlock || !open_s || !make_ids || !close_s || !last_error)
         return lib;
     char path[PATH_MAX];
+    if (keep_session) {
+        /* Only a session, left open: its heartbeat thread is all that runs library code
+         * at dlclose (what else the thread touches can make the loader keep the library
+         * mapped, by chance). */
+        struct nfslock_session *s;
+        snprintf(path, sizeof path, "%s/repo", dir);
+        int rc = open_s(path, "dl", 400, &s);
+        CHECKF(rc == 0, "nfslock_session_open(%s) = %d: %s", path, rc, last_error());
+        return lib;
+    }
     for (int i = 0; i < 3; i++) {
         struct nfslock *l;
         snprintf(path, sizeof path, "%s/lock%d-%d", dir, round, i);
@@ -129,29 +141,32 @@ static void unload(void *lib, int round, int keep_one) {
 
 struct cycle_args {
     const char *lib, *dir;
-    int round, keep_one;
+    int round, keep_one, keep_session;
     void *handle;
 };
 
 static void *use_in_thread(void *p) {
     struct cycle_args *a = p;
-    a->handle = use(a->lib, a->dir, a->round, a->keep_one);
+    a->handle = use(a->lib, a->dir, a->round, a->keep_one, a->keep_session);
     return NULL;
 }
 
 int main(int argc, char **argv) {
-    if (argc != 4 || (strcmp(argv[3], "main") != 0 && strcmp(argv[3], "thread") != 0)) {
-        fprintf(stderr, "usage: %s LIBNFSLOCK DIR main|thread\n", argv[0]);
+    const char *mode = argc == 4 ? argv[3] : "";
+    int session_open = strcmp(mode, "session-open") == 0;
+    if (strcmp(mode, "main") != 0 && strcmp(mode, "thread") != 0 && !session_open) {
+        fprintf(stderr, "usage: %s LIBNFSLOCK DIR main|thread|session-open\n", argv[0]);
         return 2;
     }
     if (mapped()) {
         printf("FAIL: libnfslock is mapped before dlopen (the program was linked against it): the test would prove nothing\n");
         return 1;
     }
-    for (int round = 0; round < 2; round++) {
-        /* The second load keeps a lock held at dlclose. */
-        struct cycle_args args = {argv[1], argv[2], round, round == 1, NULL};
-        if (strcmp(argv[3], "main") == 0) {
+    for (int round = 0; round < (session_open ? 1 : 2); round++) {
+        /* The second load keeps a lock held at dlclose; session-open keeps a session
+         * open. */
+        struct cycle_args args = {argv[1], argv[2], round, round == 1, session_open, NULL};
+        if (strcmp(mode, "main") == 0) {
             use_in_thread(&args);
         } else {
             /* Used only from a thread that has ended before the library is closed: no
@@ -163,6 +178,9 @@ int main(int argc, char **argv) {
         }
         unload(args.handle, round, args.keep_one);
     }
+    /* Time for a left-open session's heartbeat to come due. */
+    if (session_open)
+        usleep(500 * 1000);
     fflush(stdout);
     pid_t child = fork();
     if (child < 0) {
