@@ -134,6 +134,9 @@ static void unload(void *lib, int round, int keep_one) {
     if (lib == NULL)
         return;
     CHECKF(dlclose(lib) == 0, "round %d: dlclose: %s", round, dlerror());
+    /* The README's contract: the library pins itself on first use (RTLD_NODELETE), so its
+     * at-fork and at-exit hooks and its threads never run in unmapped code. */
+    CHECKF(mapped(), "round %d: the library was unmapped by dlclose (it must pin itself)", round);
     printf("round %d: after dlclose the library is %s%s\n", round, mapped() ? "still mapped (pinned)" : "unmapped",
            keep_one ? " (a lock was held at dlclose)" : "");
     fflush(stdout);
