@@ -28,19 +28,20 @@ impl fmt::Display for PathSuffix<'_> {
     }
 }
 
+/// The result of every fallible operation of the library.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    pub fn new(errno: Errno, op: &'static str, path: Option<&Path>, cause: impl Into<String>) -> Self {
+    pub(crate) fn new(errno: Errno, op: &'static str, path: Option<&Path>, cause: impl Into<String>) -> Self {
         Error { errno, op, path: path.map(Path::to_path_buf), cause: cause.into() }
     }
 
     /// An error from a system call on `path`, described by the syscall's own name.
-    pub fn sys(errno: Errno, op: &'static str, path: &Path, call: &str) -> Self {
+    pub(crate) fn sys(errno: Errno, op: &'static str, path: &Path, call: &str) -> Self {
         Error::new(errno, op, Some(path), format!("{call}: {}", errno.desc()))
     }
 
-    pub fn invalid(op: &'static str, cause: impl Into<String>) -> Self {
+    pub(crate) fn invalid(op: &'static str, cause: impl Into<String>) -> Self {
         Error::new(Errno::EINVAL, op, None, cause)
     }
 
@@ -54,14 +55,17 @@ impl Error {
         self.errno as i32
     }
 
+    /// The operation that failed (`create`, `nfslock_create` through the C API).
     pub fn op(&self) -> &'static str {
         self.op
     }
 
+    /// The path the operation was given, if any.
     pub fn path(&self) -> Option<&Path> {
         self.path.as_deref()
     }
 
+    /// What went wrong, for a person to read.
     pub fn cause(&self) -> &str {
         &self.cause
     }

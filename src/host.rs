@@ -17,8 +17,11 @@ use crate::record::{Record, StartTime};
 /// Who this process is, as its lock records say.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Identity {
+    /// This machine's host name (gethostname), as records carry it.
     pub host: Vec<u8>,
+    /// The process id.
     pub pid: i32,
+    /// When the process started (None when /proc could not tell).
     pub start_time: Option<StartTime>,
 }
 

@@ -10,9 +10,13 @@ pub const MAX_RECORD_LEN: usize = 64 * 1024;
 /// time (absent in files written before 2018).
 #[derive(Clone, PartialEq, Eq)]
 pub struct Record {
+    /// The holder's host name.
     pub host: Vec<u8>,
+    /// The holder's process id on that host.
     pub pid: i32,
+    /// Free-form text the holder gave when it took the lock.
     pub message: Vec<u8>,
+    /// When the holder's process started; absent in records written before 2018.
     pub start_time: Option<StartTime>,
 }
 
