@@ -300,6 +300,15 @@ impl Env {
         self.mounts.lock().unwrap().push(at.to_path_buf());
     }
 
+    /// Unmounts the topmost mount at `at` (one mounted with [`Env::mount`]).
+    fn unmount(&self, at: &Path) {
+        run_ok(Command::new("umount").arg(at)).unwrap_or_else(|e| panic!("umount: {e}"));
+        let mut mounts = self.mounts.lock().unwrap();
+        if let Some(i) = mounts.iter().rposition(|m| m == at) {
+            mounts.remove(i);
+        }
+    }
+
     fn remount(&self, at: &Path, opts: &str) {
         run_ok(Command::new("mount").args(["-o", opts]).arg(at)).unwrap_or_else(|e| panic!("remount: {e}"));
     }
@@ -625,10 +634,6 @@ fn diff(before: &BTreeMap<PathBuf, Node>, after: &BTreeMap<PathBuf, Node>) -> Ve
 // ---------------------------------------------------------------------------------------
 // Records and counters, as the README specifies them
 // ---------------------------------------------------------------------------------------
-
-fn hostname() -> String {
-    nix::unistd::gethostname().expect("host name").to_string_lossy().into_owned()
-}
 
 /// A lock record of another host (never broken: EAGAIN).
 fn other_host_record() -> String {
@@ -1409,5 +1414,638 @@ fn planted_entries_at_the_combining_table_name() {
         }
     }
     drop(att);
+    report(failures);
+}
+
+// ---------------------------------------------------------------------------------------
+// 2. ENOSPC, EROFS, EMFILE
+// ---------------------------------------------------------------------------------------
+
+/// Fills the filesystem of `filler` completely, then frees `pages` pages of it.
+fn fill_leaving(filler: &Path, pages: u64) {
+    let mut f = fs::OpenOptions::new().create(true).append(true).open(filler).expect("filler");
+    let chunk = vec![0x55u8; 4096];
+    loop {
+        match f.write(&chunk) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
+            Err(e) => panic!("filling {}: {e}", filler.display()),
+        }
+    }
+    drop(f);
+    let len = fs::metadata(filler).unwrap().len();
+    let f = fs::OpenOptions::new().write(true).open(filler).unwrap();
+    f.set_len(len.saturating_sub(pages * 4096) / 4096 * 4096).unwrap();
+}
+
+fn empty(filler: &Path) {
+    let _ = fs::OpenOptions::new().write(true).open(filler).and_then(|f| f.set_len(0));
+}
+
+/// What a process of the library may not leave behind once it has exited: claims,
+/// lock files, temporary files; and no file that is half a record or half a counter.
+fn leftovers(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for (p, n) in snapshot(root) {
+        let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if name.starts_with(".nfslock-") || name.ends_with(".nfs_lock") || name.starts_with(".jobs.counter.") {
+            out.push(format!("{} is left behind", p.display()));
+        }
+        if name == "jobs.counter" && (n.content.len() != 124 || !n.content.starts_with(b"nfslock-counter 1\n")) {
+            out.push(format!("{} is not a whole counter: {:?}", p.display(), String::from_utf8_lossy(&n.content)));
+        }
+        if name == "lk" && !(n.content.starts_with(b"((host ") && n.content.ends_with(b"))")) {
+            out.push(format!("{} is not a whole record: {:?}", p.display(), String::from_utf8_lossy(&n.content)));
+        }
+        if p.parent().is_some_and(|d| d.ends_with("jobs.sessions")) {
+            out.push(format!("session record {} is left behind", p.display()));
+        }
+    }
+    out
+}
+
+/// The repository works and is consistent (a clean `check`), with space back.
+fn repository_is_sound(env: &Env, repo: &Path, label: &str, failures: &mut Vec<String>) {
+    let mut d = env.driver(&format!("{label}: afterwards"), Who::Root);
+    let mut run = || -> Result<(), String> {
+        let r = d.try_cmd(&format!("open {} jobs 2000", repo.display()))?;
+        check_rc(failures, label, "session_open afterwards", &r, &["0"]);
+        if r.ok() {
+            check_rc(failures, label, "reap afterwards", &d.try_cmd("reap")?, &["0"]);
+            check_rc(failures, label, "make_new_ids afterwards", &d.try_cmd("make 1")?, &["0"]);
+            check_rc(failures, label, "check afterwards", &d.try_cmd("check")?, &["0"]);
+            check_rc(failures, label, "close afterwards", &d.try_cmd("close")?, &["0"]);
+        }
+        d.quit()
+    };
+    if let Err(e) = run() {
+        failures.push(format!("{label}: {e}"));
+    }
+}
+
+fn ids_of(r: &Reply) -> Vec<u64> {
+    r.field("ids").split(',').filter(|s| !s.is_empty()).map(|s| s.parse().unwrap()).collect()
+}
+
+#[test]
+fn enospc_on_a_small_tmpfs() {
+    let _serial = serial();
+    let env = Env::new("enospc");
+    let mp = env.dir("small", 0o755, Who::Root);
+    env.mount(&["-t", "tmpfs", "-o", "size=256k,mode=0755", "nfslock-hostile"], &mp);
+    let filler = mp.join("filler");
+    let mut failures = Vec::new();
+    let lk = mp.join("lk");
+
+    // create and blocking_create with 0..3 pages left.
+    for pages in 0..=3u64 {
+        let label = format!("locks with {pages} free page(s)");
+        let _ = fs::remove_file(&lk);
+        fill_leaving(&filler, pages);
+        let allowed: &[&str] = if pages == 0 { &["ENOSPC"] } else { &["0", "ENOSPC"] };
+        let mut d = env.driver(&label, Who::Root);
+        let mut run = || -> Result<(), String> {
+            let r = d.try_cmd(&format!("create {}", lk.display()))?;
+            check_rc(&mut failures, &label, "create", &r, allowed);
+            if r.ok() {
+                check_rc(&mut failures, &label, "unlock", &d.try_cmd("unlock")?, &["0"]);
+            }
+            let r = d.try_cmd(&format!("blocking {} 10000", lk.display()))?;
+            check_rc(&mut failures, &label, "blocking_create(10 s)", &r, allowed);
+            check_prompt(&mut failures, &label, "blocking_create(10 s)", &r, PROMPT_MS);
+            if r.ok() {
+                check_rc(&mut failures, &label, "unlock", &d.try_cmd("unlock")?, &["0"]);
+            }
+            d.quit()
+        };
+        if let Err(e) = run() {
+            failures.push(format!("{label}: {e}"));
+        }
+        drop(d);
+        failures.extend(leftovers(&mp).into_iter().map(|l| format!("{label}: {l}")));
+    }
+
+    // unlock on a full filesystem.
+    {
+        let label = "unlock on a full filesystem";
+        empty(&filler);
+        let mut d = env.driver(label, Who::Root);
+        d.must(&format!("create {}", lk.display()));
+        fill_leaving(&filler, 0);
+        let r = d.cmd("unlock");
+        check_rc(&mut failures, label, "unlock", &r, &["0"]);
+        if fs::symlink_metadata(mp.join("lk.nfs_lock")).is_ok() {
+            failures.push(format!("{label}: lk.nfs_lock is still there after unlock returned {}", r.errno));
+        }
+        d.quit().unwrap();
+        failures.extend(leftovers(&mp).into_iter().map(|l| format!("{label}: {l}")));
+    }
+
+    // session_open of a new repository with 0..5 pages left; then, with space back, the
+    // repository must be sound.
+    for pages in 0..=5u64 {
+        let label = format!("new repository with {pages} free page(s)");
+        let repo = mp.join(format!("repo{pages}"));
+        fill_leaving(&filler, pages);
+        let allowed: &[&str] = if pages == 0 { &["ENOSPC"] } else { &["0", "ENOSPC"] };
+        let mut d = env.driver(&label, Who::Root);
+        let mut run = || -> Result<(), String> {
+            let r = d.try_cmd(&format!("open {} jobs 2000", repo.display()))?;
+            check_rc(&mut failures, &label, "session_open", &r, allowed);
+            check_prompt(&mut failures, &label, "session_open", &r, PROMPT_MS);
+            if r.ok() {
+                check_rc(&mut failures, &label, "make_new_ids", &d.try_cmd("make 1")?, &["0", "ENOSPC"]);
+                check_rc(&mut failures, &label, "close", &d.try_cmd("close")?, &["0"]);
+            }
+            d.quit()
+        };
+        if let Err(e) = run() {
+            failures.push(format!("{label}: {e}"));
+        }
+        drop(d);
+        failures.extend(leftovers(&mp).into_iter().map(|l| format!("{label}: {l}")));
+        empty(&filler);
+        repository_is_sound(&env, &repo, &label, &mut failures);
+    }
+
+    // session_open of an existing repository, and make_new_ids, on a full filesystem.
+    {
+        let label = "existing repository on a full filesystem";
+        let repo = mp.join("repo0");
+        empty(&filler);
+        let mut d = env.driver(label, Who::Root);
+        d.must(&format!("open {} jobs 2000", repo.display()));
+        let mut last = ids_of(&d.must("make 1"))[0];
+        fill_leaving(&filler, 0);
+        let mut d2 = env.driver(label, Who::Root);
+        let r = d2.cmd(&format!("open {} jobs 2000", repo.display()));
+        check_rc(&mut failures, label, "session_open", &r, &["ENOSPC"]);
+        d2.quit().unwrap();
+        for i in 0..3 {
+            let r = d.cmd("make 1");
+            check_rc(&mut failures, label, &format!("make_new_ids #{i} on a full filesystem"), &r, &["0", "ENOSPC"]);
+            if r.ok() {
+                let id = ids_of(&r)[0];
+                if id <= last {
+                    failures.push(format!("{label}: make_new_ids returned {id} after {last}"));
+                }
+                last = id;
+            }
+        }
+        empty(&filler);
+        let r = d.cmd("make 1");
+        check_rc(&mut failures, label, "make_new_ids with space back", &r, &["0"]);
+        if r.ok() && ids_of(&r)[0] <= last {
+            failures.push(format!("{label}: make_new_ids returned {} after {last}", ids_of(&r)[0]));
+        }
+        check_rc(&mut failures, label, "check", &d.cmd("check"), &["0"]);
+        check_rc(&mut failures, label, "close", &d.cmd("close"), &["0"]);
+        d.quit().unwrap();
+        failures.extend(leftovers(&mp).into_iter().map(|l| format!("{label}: {l}")));
+        repository_is_sound(&env, &repo, label, &mut failures);
+    }
+    report(failures);
+}
+
+#[test]
+fn erofs_on_a_read_only_bind_mount() {
+    let _serial = serial();
+    let env = Env::new("erofs");
+    let mut failures = Vec::new();
+    let base = env.dir("base", 0o755, Who::Root);
+    let mut d = env.driver("setup", Who::Root);
+    d.must(&format!("open {} jobs 2000", base.join("repo").display()));
+    d.must("make 1");
+    d.must("close");
+    d.quit().unwrap();
+    let ro = env.dir("ro", 0o755, Who::Root);
+    env.mount(&["--bind", &base.display().to_string()], &ro);
+    env.remount(&ro, "remount,bind,ro");
+    let before = snapshot(&base);
+    {
+        let label = "read-only mount";
+        let mut d = env.driver(label, Who::Root);
+        let lk = ro.join("lk");
+        let r = d.cmd(&format!("create {}", lk.display()));
+        check_rc(&mut failures, label, "create", &r, &["EROFS"]);
+        let r = d.cmd(&format!("blocking {} 10000", lk.display()));
+        check_rc(&mut failures, label, "blocking_create(10 s)", &r, &["EROFS"]);
+        check_prompt(&mut failures, label, "blocking_create(10 s)", &r, PROMPT_MS);
+        let r = d.cmd(&format!("open {} jobs 2000", ro.join("repo").display()));
+        check_rc(&mut failures, label, "session_open of an existing repository", &r, &["EROFS"]);
+        let r = d.cmd(&format!("open {} jobs 2000", ro.join("newrepo").display()));
+        check_rc(&mut failures, label, "session_open of a new repository", &r, &["EROFS"]);
+        d.quit().unwrap();
+    }
+    for x in diff(&before, &snapshot(&base)) {
+        failures.push(format!("read-only mount: {x}"));
+    }
+
+    // The filesystem turns read-only while a lock is held and a session is open. A mount
+    // with files open for writing cannot be remounted read-only, so a read-only bind
+    // mount of the same directory is stacked on the path: every path operation then
+    // meets EROFS, as after an emergency remount; unmounting it makes the path
+    // writable again.
+    let base2 = env.dir("base2", 0o755, Who::Root);
+    let flip = env.dir("flip", 0o755, Who::Root);
+    let base2_s = base2.display().to_string();
+    env.mount(&["--bind", &base2_s], &flip);
+    let label = "turned read-only";
+    let lk = flip.join("lk");
+    let repo = flip.join("repo");
+    let mut d = env.driver(label, Who::Root);
+    d.must(&format!("create {}", lk.display()));
+    d.must(&format!("open {} jobs 2000", repo.display()));
+    let first = ids_of(&d.must("make 1"))[0];
+    env.mount(&["--bind", &base2_s], &flip);
+    env.remount(&flip, "remount,bind,ro");
+    let r = d.cmd("unlock");
+    check_rc(&mut failures, label, "unlock", &r, &["EROFS"]);
+    let r = d.cmd("make 1");
+    check_rc(&mut failures, label, "make_new_ids", &r, &["EROFS", "ESTALE"]);
+    env.unmount(&flip);
+    if r.errno == "EROFS" || fs::symlink_metadata(flip.join("lk.nfs_lock")).is_ok() {
+        // Its own lock, which it could not remove: nfslock_unlock_path takes it back.
+        let r = d.cmd(&format!("unlock_path {}", lk.display()));
+        check_rc(&mut failures, label, "unlock_path of the lock unlock could not remove", &r, &["0"]);
+    }
+    if fs::symlink_metadata(flip.join("lk.nfs_lock")).is_ok() {
+        failures.push(format!("{label}: lk.nfs_lock is still there"));
+    }
+    let r = d.cmd("make 1");
+    check_rc(&mut failures, label, "make_new_ids read-write again", &r, &["0", "ESTALE"]);
+    if r.ok() && ids_of(&r)[0] <= first {
+        failures.push(format!("{label}: make_new_ids returned {} after {first}", ids_of(&r)[0]));
+    }
+    check_rc(&mut failures, label, "close", &d.cmd("close"), &["0", "ESTALE"]);
+    d.quit().unwrap();
+    repository_is_sound(&env, &repo, label, &mut failures);
+    report(failures);
+}
+
+#[test]
+fn emfile_under_a_low_rlimit_nofile() {
+    let _serial = serial();
+    let env = Env::new("emfile");
+    let dir = env.dir("d", 0o755, Who::Root);
+    let repo = dir.join("repo");
+    let mut failures = Vec::new();
+    let label = "EMFILE";
+    let mut d = env.driver(label, Who::Root);
+    d.must("rlimit 64");
+    for leave in 0..=3 {
+        let lk = dir.join(format!("lk{leave}"));
+        d.must(&format!("exhaust {leave}"));
+        let r = d.cmd(&format!("create {}", lk.display()));
+        let allowed: &[&str] = if leave == 0 { &["EMFILE"] } else { &["0", "EMFILE"] };
+        check_rc(&mut failures, label, &format!("create with {leave} descriptor(s) left"), &r, allowed);
+        if r.ok() {
+            check_rc(&mut failures, label, "unlock", &d.cmd("unlock"), &["0"]);
+        } else if fs::symlink_metadata(dir.join(format!("lk{leave}.nfs_lock"))).is_ok() {
+            failures.push(format!("{label}: a failed create left lk{leave}.nfs_lock"));
+        }
+        d.must("free");
+    }
+    d.must("exhaust 0");
+    let r = d.cmd(&format!("blocking {} 10000", dir.join("lkb").display()));
+    check_rc(&mut failures, label, "blocking_create(10 s) with no descriptor left", &r, &["EMFILE"]);
+    check_prompt(&mut failures, label, "blocking_create(10 s)", &r, PROMPT_MS);
+    d.must("free");
+
+    // unlock with no descriptor left.
+    let lu = dir.join("lu");
+    d.must(&format!("create {}", lu.display()));
+    d.must("exhaust 0");
+    let r = d.cmd("unlock");
+    check_rc(&mut failures, label, "unlock with no descriptor left", &r, &["0", "EMFILE"]);
+    d.must("free");
+    if !r.ok() {
+        check_rc(&mut failures, label, "unlock_path of the lock unlock could not remove", &d.cmd(&format!("unlock_path {}", lu.display())), &["0"]);
+    }
+    if fs::symlink_metadata(dir.join("lu.nfs_lock")).is_ok() {
+        failures.push(format!("{label}: lu.nfs_lock is still there"));
+    }
+
+    // Sessions.
+    d.must("exhaust 0");
+    let r = d.cmd(&format!("open {} jobs 2000", repo.display()));
+    check_rc(&mut failures, label, "session_open with no descriptor left", &r, &["EMFILE"]);
+    d.must("free");
+    for leave in 1..=6 {
+        d.must(&format!("exhaust {leave}"));
+        let r = d.cmd(&format!("open {} jobs 2000", repo.display()));
+        check_rc(&mut failures, label, &format!("session_open with {leave} descriptor(s) left"), &r, &["0", "EMFILE"]);
+        d.must("free");
+        if r.ok() {
+            check_rc(&mut failures, label, "close", &d.cmd("close"), &["0"]);
+        }
+        let records = fs::read_dir(repo.join("jobs.sessions")).map(|d| d.count()).unwrap_or(0);
+        if records != 0 {
+            failures.push(format!("{label}: {records} session record(s) left after session_open with {leave} descriptor(s) left"));
+        }
+    }
+    d.must(&format!("open {} jobs 2000", repo.display()));
+    let mut last = ids_of(&d.must("make 1"))[0];
+    d.must("exhaust 0");
+    for i in 0..3 {
+        let r = d.cmd("make 1");
+        check_rc(&mut failures, label, &format!("make_new_ids #{i} with no descriptor left"), &r, &["0", "EMFILE"]);
+        if r.ok() {
+            let id = ids_of(&r)[0];
+            if id <= last {
+                failures.push(format!("{label}: make_new_ids returned {id} after {last}"));
+            }
+            last = id;
+        }
+    }
+    d.must("free");
+    let r = d.cmd("make 1");
+    check_rc(&mut failures, label, "make_new_ids with descriptors back", &r, &["0"]);
+    if r.ok() && ids_of(&r)[0] <= last {
+        failures.push(format!("{label}: make_new_ids returned {} after {last}", ids_of(&r)[0]));
+    }
+    check_rc(&mut failures, label, "check", &d.cmd("check"), &["0"]);
+    check_rc(&mut failures, label, "close", &d.cmd("close"), &["0"]);
+    if let Err(e) = d.quit() {
+        failures.push(e);
+    }
+    failures.extend(leftovers(&dir).into_iter().map(|l| format!("{label}: {l}")));
+    repository_is_sound(&env, &repo, label, &mut failures);
+    report(failures);
+}
+
+/// Issue 15 finding 9: after 100 lock/unlock cycles with nothing held, the library held
+/// one descriptor per cached claim; under `ulimit -n 20` the 16th distinct path failed
+/// with EMFILE, and so did the program's own open(). The library may keep a small
+/// constant number of descriptors, never one per path it no longer holds.
+#[test]
+fn descriptors_stay_bounded_under_ulimit_20() {
+    let _serial = serial();
+    let env = Env::new("fdbound");
+    let a = env.dir("a", 0o755, Who::Root);
+    let b = env.dir("b", 0o755, Who::Root);
+    let mut d = env.driver("ulimit -n 20", Who::Root);
+    d.must("rlimit 20");
+    let base = d.must("fds").num("n");
+    let mut failures = Vec::new();
+    let label = "ulimit -n 20";
+    let r = d.cmd(&format!("paths {} 16 100", a.display()));
+    check_rc(&mut failures, label, "100 create+unlock cycles over 16 paths", &r, &["0"]);
+    // Counting needs a descriptor itself: -1 (EMFILE) is a finding too.
+    let after16 = d.cmd("fds").num("n");
+    check_rc(&mut failures, label, "the program's own open() afterwards", &d.cmd("openprobe"), &["0"]);
+    let r = d.cmd(&format!("paths {} 24 100", b.display()));
+    check_rc(&mut failures, label, "100 create+unlock cycles over 24 more paths", &r, &["0"]);
+    let after40 = d.cmd("fds").num("n");
+    check_rc(&mut failures, label, "the program's own open() afterwards", &d.cmd("openprobe"), &["0"]);
+    if after16 < 0 || after40 < 0 {
+        failures.push(format!("{label}: no descriptor left to count open descriptors with (after 16 paths: {after16}, after 40: {after40})"));
+    }
+    const SMALL: i64 = 2;
+    if after16 >= 0 && after40 >= 0 && (after16 - base > SMALL || after40 - base > SMALL) {
+        failures.push(format!(
+            "{label}: with nothing held the library keeps {} descriptors after 16 paths and {} after 40 \
+             (allowed: at most {SMALL}, independent of the number of paths)",
+            after16 - base,
+            after40 - base
+        ));
+    }
+    if let Err(e) = d.quit() {
+        failures.push(e);
+    }
+    report(failures);
+}
+
+// ---------------------------------------------------------------------------------------
+// 3. The lock directory removed or renamed during a wait
+// ---------------------------------------------------------------------------------------
+
+#[derive(Clone, Copy, Debug)]
+enum Gone {
+    Removed,
+    Renamed,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum HeldBy {
+    OtherProcess,
+    OtherThread,
+}
+
+/// blocking_create waits on D/x held by someone; D is removed or renamed: the wait must
+/// end within a few seconds with ENOENT ("the lock's directory does not exist"), not
+/// at its timeout or never.
+fn wait_while_the_directory_goes(gone: Gone, held_by: HeldBy, timeout_ms: i64, failures: &mut Vec<String>) {
+    let label = format!("{gone:?} while waiting (held by {held_by:?}, timeout {timeout_ms} ms)");
+    let env = Env::new(&format!("dirgone-{gone:?}-{held_by:?}-{timeout_ms}").to_lowercase());
+    let dir = env.dir("d", 0o755, Who::Root);
+    let x = dir.join("x");
+    let mut w = env.driver("waiter", Who::Root);
+    let mut holder = None;
+    match held_by {
+        HeldBy::OtherProcess => {
+            let mut h = env.driver("holder", Who::Root);
+            h.must(&format!("create {}", x.display()));
+            holder = Some(h);
+        }
+        HeldBy::OtherThread => {
+            w.must(&format!("thread_hold {}", x.display()));
+        }
+    }
+    let lock_ino = fs::symlink_metadata(dir.join("x.nfs_lock")).map(|m| m.ino()).unwrap_or(0);
+    w.send(&format!("blocking {} {timeout_ms}", x.display()));
+    sleep(Duration::from_millis(300));
+    if let Ok(line) = w.lines.try_recv() {
+        failures.push(format!("{label}: blocking_create did not wait: {line}"));
+        return;
+    }
+    let moved = env.path("d-moved");
+    match gone {
+        Gone::Removed => fs::remove_dir_all(&dir).expect("remove the lock directory"),
+        Gone::Renamed => fs::rename(&dir, &moved).expect("rename the lock directory"),
+    }
+    let t = Instant::now();
+    let mut waiter_alive = true;
+    match w.recv(Duration::from_secs(20)) {
+        Err(e) => {
+            waiter_alive = false;
+            failures.push(format!("{label}: {e}"));
+        }
+        Ok(r) => {
+            check_rc(failures, &label, "blocking_create", &r, &["ENOENT"]);
+            if t.elapsed() > Duration::from_secs(5) {
+                failures.push(format!("{label}: blocking_create returned {:?} after the directory went", t.elapsed()));
+            }
+        }
+    }
+    if let Gone::Renamed = gone {
+        let now = fs::symlink_metadata(moved.join("x.nfs_lock")).map(|m| m.ino()).unwrap_or(0);
+        if now != lock_ino {
+            failures.push(format!("{label}: the holder's lock file in the renamed directory was touched"));
+        }
+    }
+    if let (HeldBy::OtherThread, true) = (held_by, waiter_alive) {
+        if w.try_cmd("thread_release").is_err() {
+            failures.push(format!("{label}: the holder thread's unlock hung"));
+        }
+    }
+    drop(holder);
+}
+
+#[test]
+fn lock_directory_removed_while_blocking_create_waits() {
+    let _serial = serial();
+    let mut failures = Vec::new();
+    wait_while_the_directory_goes(Gone::Removed, HeldBy::OtherProcess, -1, &mut failures);
+    wait_while_the_directory_goes(Gone::Removed, HeldBy::OtherProcess, 60_000, &mut failures);
+    report(failures);
+}
+
+#[test]
+fn lock_directory_renamed_while_blocking_create_waits() {
+    let _serial = serial();
+    let mut failures = Vec::new();
+    wait_while_the_directory_goes(Gone::Renamed, HeldBy::OtherProcess, -1, &mut failures);
+    wait_while_the_directory_goes(Gone::Renamed, HeldBy::OtherProcess, 60_000, &mut failures);
+    report(failures);
+}
+
+#[test]
+fn lock_directory_removed_while_waiting_for_another_thread() {
+    let _serial = serial();
+    let mut failures = Vec::new();
+    wait_while_the_directory_goes(Gone::Removed, HeldBy::OtherThread, -1, &mut failures);
+    wait_while_the_directory_goes(Gone::Renamed, HeldBy::OtherThread, 60_000, &mut failures);
+    report(failures);
+}
+
+// ---------------------------------------------------------------------------------------
+// 4. A signal storm
+// ---------------------------------------------------------------------------------------
+
+/// Enough signals that every blocking system call of the library met some.
+const MIN_SIGNALS: i64 = 1000;
+
+#[test]
+fn signal_storm_during_blocking_create() {
+    let _serial = serial();
+    let env = Env::new("storm-locks");
+    let dir = env.dir("d", 0o755, Who::Root);
+    let x = dir.join("x");
+    let mut failures = Vec::new();
+    let label = "SIGALRM every 100 us";
+    let mut holder = env.driver("holder", Who::Root);
+    let mut w = env.driver("waiter", Who::Root);
+    holder.must(&format!("create {}", x.display()));
+    w.must("storm on");
+    // A holder that lets go after about 300 ms: the waiter gets the lock, no EINTR.
+    w.send(&format!("blocking {} 20000", x.display()));
+    sleep(Duration::from_millis(300));
+    holder.must("unlock");
+    match w.recv(COMMAND_LIMIT) {
+        Ok(r) => {
+            check_rc(&mut failures, label, "blocking_create(20 s) against a holder releasing after 300 ms", &r, &["0"]);
+            check_prompt(&mut failures, label, "blocking_create", &r, 300.0 + PROMPT_MS);
+            if r.ok() {
+                check_rc(&mut failures, label, "unlock", &w.cmd("unlock"), &["0"]);
+            }
+        }
+        Err(e) => failures.push(e),
+    }
+    // A holder that stays: a 500 ms timeout is honoured.
+    holder.must(&format!("create {}", x.display()));
+    for _ in 0..3 {
+        let r = w.cmd(&format!("blocking {} 500", x.display()));
+        check_rc(&mut failures, label, "blocking_create(500 ms) against a holder that stays", &r, &["ETIMEDOUT"]);
+        if r.ms < 490.0 || r.ms > PROMPT_MS {
+            failures.push(format!("{label}: blocking_create(500 ms) returned after {:.0} ms", r.ms));
+        }
+    }
+    holder.must("unlock");
+    // Uncontended cycles, and a lock held by a live process (EAGAIN, never EINTR).
+    let r = w.cmd(&format!("cycles {} 2000", dir.join("y").display()));
+    check_rc(&mut failures, label, "2000 create+unlock cycles", &r, &["0"]);
+    holder.must(&format!("create {}", x.display()));
+    for _ in 0..50 {
+        let r = w.cmd(&format!("create {}", x.display()));
+        check_rc(&mut failures, label, "create of a held lock", &r, &["EAGAIN"]);
+        check_rc(&mut failures, label, "get_hostname_and_pid", &w.cmd(&format!("read {}", x.display())), &["0"]);
+    }
+    let signals = w.must("storm off").num("signals");
+    if signals < MIN_SIGNALS {
+        failures.push(format!("{label}: only {signals} signals were delivered: the storm did not happen"));
+    }
+    if let Err(e) = w.quit() {
+        failures.push(e);
+    }
+    report(failures);
+}
+
+#[test]
+fn signal_storm_during_make_new_ids() {
+    let _serial = serial();
+    let env = Env::new("storm-sessions");
+    let repo = env.dir("repo", 0o755, Who::Root);
+    let mut failures = Vec::new();
+    let label = "SIGALRM every 100 us";
+    let mut ws: Vec<Driver> = (0..2).map(|i| env.driver(&format!("allocator {i}"), Who::Root)).collect();
+    for (i, w) in ws.iter_mut().enumerate() {
+        w.must("storm on");
+        w.must(&format!("idlog {}", env.path(&format!("ids-{i}")).display()));
+        let r = w.cmd(&format!("open {} jobs 2000", repo.display()));
+        check_rc(&mut failures, label, "session_open", &r, &["0"]);
+        if !r.ok() {
+            report(failures);
+            return;
+        }
+    }
+    // Both at once, so that the token, the combining table's futex and the heartbeat
+    // all wait under the storm.
+    for w in ws.iter_mut() {
+        w.send("makeloop 300");
+    }
+    let mut firsts = Vec::new();
+    for w in ws.iter_mut() {
+        match w.recv(Duration::from_secs(120)) {
+            Ok(r) => {
+                check_rc(&mut failures, label, "300 x make_new_ids(1)", &r, &["0"]);
+                if r.field("done") != "300" || r.field("increasing") != "1" {
+                    failures.push(format!("{label}: makeloop: {}", r.line));
+                }
+                firsts.push(r.num("first"));
+            }
+            Err(e) => failures.push(e),
+        }
+    }
+    let mut all = Vec::new();
+    for i in 0..2 {
+        all.extend(fs::read_to_string(env.path(&format!("ids-{i}"))).unwrap_or_default().lines().map(|l| l.parse::<u64>().unwrap()));
+    }
+    let unique: HashSet<u64> = all.iter().copied().collect();
+    if all.len() != 600 || unique.len() != 600 {
+        failures.push(format!("{label}: {} ids issued, {} distinct (expected 600 and 600)", all.len(), unique.len()));
+    }
+    for (w, first) in ws.iter_mut().zip(firsts) {
+        let r = w.cmd(&format!("release_ids {first}"));
+        check_rc(&mut failures, label, "release_ids", &r, &["0"]);
+        let r = w.cmd(&format!("lock_ids {first}"));
+        check_rc(&mut failures, label, "lock_ids", &r, &["0"]);
+        if r.field("locked") != first.to_string() {
+            failures.push(format!("{label}: lock_ids {first}: {}", r.line));
+        }
+        check_rc(&mut failures, label, "reap", &w.cmd("reap"), &["0"]);
+    }
+    check_rc(&mut failures, label, "check", &ws[0].cmd("check"), &["0"]);
+    for w in ws.iter_mut() {
+        check_rc(&mut failures, label, "close", &w.cmd("close"), &["0"]);
+        let signals = w.must("storm off").num("signals");
+        if signals < MIN_SIGNALS {
+            failures.push(format!("{label}: only {signals} signals were delivered: the storm did not happen"));
+        }
+        if let Err(e) = w.quit() {
+            failures.push(e);
+        }
+    }
     report(failures);
 }
