@@ -616,12 +616,24 @@ fn snapshot(root: &Path) -> BTreeMap<PathBuf, Node> {
     out
 }
 
+impl Node {
+    fn show(&self) -> String {
+        let text = String::from_utf8_lossy(&self.content);
+        let text: String = text.chars().take(80).collect();
+        format!("{} ino {} uid {} mode {:o} size {} mtime {}.{:09} {text:?}", self.kind, self.ino, self.uid, self.mode, self.size, self.mtime.0, self.mtime.1)
+    }
+}
+
+fn show(n: &Option<Node>) -> String {
+    n.as_ref().map_or_else(|| "absent".to_string(), Node::show)
+}
+
 fn diff(before: &BTreeMap<PathBuf, Node>, after: &BTreeMap<PathBuf, Node>) -> Vec<String> {
     let mut out = Vec::new();
     for (p, b) in before {
         match after.get(p) {
             None => out.push(format!("{} was removed", p.display())),
-            Some(a) if a != b => out.push(format!("{} changed: {b:?} -> {a:?}", p.display())),
+            Some(a) if a != b => out.push(format!("{} changed: {} -> {}", p.display(), b.show(), a.show())),
             _ => {}
         }
     }
@@ -1015,7 +1027,7 @@ fn run_lock_case(env: &Env, att: &mut Driver, attacker: Who, victim: Who, dir: &
         failures.push(format!("{label}: outside the sticky directory: {d}"));
     }
     if case.plant.must_stay() && node(&at) != planted {
-        failures.push(format!("{label}: the planted {:?} at {} was touched: {planted:?} -> {:?}", case.plant, at.display(), node(&at)));
+        failures.push(format!("{label}: the planted {:?} at {} was touched: {} -> {}", case.plant, at.display(), show(&planted), show(&node(&at))));
     }
     for l in litter(dir, &dir_before, victim, &["lockp"]) {
         failures.push(format!("{label}: left behind after exit: {l}"));
@@ -1291,7 +1303,7 @@ fn planted_entries_at_session_repository_names() {
                     failures.push(format!("{label}: outside the sticky directory: {x}"));
                 }
                 if case.plant.must_stay() && node(&at) != planted {
-                    failures.push(format!("{label}: the planted {:?} at {} was touched: {planted:?} -> {:?}", case.plant, at.display(), node(&at)));
+                    failures.push(format!("{label}: the planted {:?} at {} was touched: {} -> {}", case.plant, at.display(), show(&planted), show(&node(&at))));
                 }
             }
             // Predicted names of the repository's private files: the guard's claim
@@ -1401,7 +1413,7 @@ fn planted_entries_at_the_combining_table_name() {
             }
             drop(d);
             if node(&table) != planted {
-                failures.push(format!("{label}: the planted entry at {} was touched: {planted:?} -> {:?}", table.display(), node(&table)));
+                failures.push(format!("{label}: the planted entry at {} was touched: {} -> {}", table.display(), show(&planted), show(&node(&table))));
             }
             for x in diff(&outside_before, &snapshot(&outside)) {
                 failures.push(format!("{label}: outside: {x}"));
