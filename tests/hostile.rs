@@ -683,10 +683,10 @@ fn escape(text: &[u8]) -> String {
 /// Errnos the README documents for nfslock_create (its row, and the filesystem's errors
 /// of the error table).
 const CREATE_DOC: &[&str] =
-    &["EAGAIN", "EDEADLK", "EBADMSG", "ELOOP", "ENOENT", "EACCES", "EPERM", "EROFS", "ENAMETOOLONG", "EISDIR", "ENOSPC", "EIO"];
+    &["EAGAIN", "EDEADLK", "EBADMSG", "EMSGSIZE", "ELOOP", "ENOENT", "EMFILE", "ENFILE", "EACCES", "EPERM", "EROFS", "ENAMETOOLONG", "EISDIR", "ENOSPC", "EIO"];
 /// nfslock_blocking_create: the same and ETIMEDOUT.
 const BLOCKING_DOC: &[&str] =
-    &["ETIMEDOUT", "EAGAIN", "EDEADLK", "EBADMSG", "ELOOP", "ENOENT", "EACCES", "EPERM", "EROFS", "ENAMETOOLONG", "EISDIR", "ENOSPC", "EIO"];
+    &["ETIMEDOUT", "EAGAIN", "EDEADLK", "EBADMSG", "EMSGSIZE", "ELOOP", "ENOENT", "EMFILE", "ENFILE", "EACCES", "EPERM", "EROFS", "ENAMETOOLONG", "EISDIR", "ENOSPC", "EIO"];
 /// nfslock_session_open: its row, plus ELOOP/EBADMSG/EISDIR of the error table (a
 /// symlink or a non-file where the repository's files should be).
 const OPEN_DOC: &[&str] = &["0", "ENOTDIR", "EACCES", "EPERM", "EROFS", "ENOSPC", "ETIMEDOUT", "ELOOP", "EBADMSG", "EISDIR", "EIO"];
@@ -895,9 +895,6 @@ fn lock_cases() -> Vec<LockCase> {
     const LOOP: Exp = both(&["ELOOP"]);
     const BAD: Exp = both(&["EBADMSG"]);
     const NOENT: Exp = both(&["ENOENT"]);
-    // Not a regular file at P: the README documents EISDIR ("is not a regular file")
-    // for create; EBADMSG is the error table's word for a non-file.
-    const NOT_FILE: Exp = both(&["EISDIR", "EBADMSG"]);
     let garbage = b"this is not a lock record\n".to_vec();
     let mut cases = vec![];
     for (name, target) in [("lock-symlink-secret", "secret"), ("lock-symlink-dir", "victim_dir"), ("lock-symlink-dangling", "missing")] {
@@ -917,10 +914,11 @@ fn lock_cases() -> Vec<LockCase> {
         name: "lock-empty-file",
         at: At::Lock,
         plant: Plant::File(0o644, Vec::new()),
-        create: both(&["EBADMSG", "EAGAIN"]),
-        blocking: both(&["EBADMSG", "ETIMEDOUT"]),
+        // A holder between its link and its write (Core v1): held, never cleared.
+        create: both(&["EAGAIN"]),
+        blocking: both(&["ETIMEDOUT"]),
         read: BAD,
-        unlock_path: BAD,
+        unlock_path: both(&["EAGAIN"]),
     });
     cases.push(LockCase {
         name: "lock-other-host-record",
@@ -951,27 +949,22 @@ fn lock_cases() -> Vec<LockCase> {
         read: Exp { root: &["ENOENT"], user: &["0"] },
         unlock_path: Exp { root: &["ENOENT"], user: &["EPERM"] },
     });
-    for (name, target) in [("copy-symlink-secret", "secret"), ("copy-symlink-dir", "victim_dir"), ("copy-symlink-dangling", "missing")] {
-        cases.push(LockCase { name, at: At::Copy, plant: Plant::Symlink(target), create: LOOP, blocking: LOOP, read: NOENT, unlock_path: NOENT });
+    // P is never written, created or followed by libnfslock (README "On-disk format"):
+    // whatever is planted there, the lock works and the entry stays exactly as it was.
+    const TAKEN: Exp = both(&["0"]);
+    for (name, plant) in [
+        ("copy-symlink-secret", Plant::Symlink("secret")),
+        ("copy-symlink-dir", Plant::Symlink("victim_dir")),
+        ("copy-symlink-dangling", Plant::Symlink("missing")),
+        ("copy-fifo", Plant::Fifo),
+        ("copy-socket", Plant::Socket),
+        ("copy-dir", Plant::Dir(0o777)),
+        ("copy-hardlink-bait", Plant::Hardlink("bait")),
+        ("copy-hardlink-victim-file", Plant::Hardlink("victim_ww")),
+        ("copy-attacker-file", Plant::File(0o644, garbage)),
+    ] {
+        cases.push(LockCase { name, at: At::Copy, plant, create: TAKEN, blocking: TAKEN, read: NOENT, unlock_path: NOENT });
     }
-    for (name, plant) in [("copy-fifo", Plant::Fifo), ("copy-socket", Plant::Socket), ("copy-dir", Plant::Dir(0o777))] {
-        cases.push(LockCase { name, at: At::Copy, plant, create: NOT_FILE, blocking: NOT_FILE, read: NOENT, unlock_path: NOENT });
-    }
-    // A file at P is replaced by rename (never written through): root may replace the
-    // attacker's; another user may not in a sticky directory (EPERM); a hard link of the
-    // victim's own file is the victim's to replace.
-    const ROOT_ONLY: Exp = Exp { root: &["0"], user: &["EPERM"] };
-    cases.push(LockCase { name: "copy-hardlink-bait", at: At::Copy, plant: Plant::Hardlink("bait"), create: ROOT_ONLY, blocking: ROOT_ONLY, read: NOENT, unlock_path: NOENT });
-    cases.push(LockCase {
-        name: "copy-hardlink-victim-file",
-        at: At::Copy,
-        plant: Plant::Hardlink("victim_ww"),
-        create: both(&["0"]),
-        blocking: both(&["0"]),
-        read: NOENT,
-        unlock_path: NOENT,
-    });
-    cases.push(LockCase { name: "copy-attacker-file", at: At::Copy, plant: Plant::File(0o644, garbage), create: ROOT_ONLY, blocking: ROOT_ONLY, read: NOENT, unlock_path: NOENT });
     cases
 }
 
@@ -1026,7 +1019,7 @@ fn run_lock_case(env: &Env, att: &mut Driver, attacker: Who, victim: Who, dir: &
     for d in diff(&outside_before, &snapshot(outside)) {
         failures.push(format!("{label}: outside the sticky directory: {d}"));
     }
-    if case.plant.must_stay() && node(&at) != planted {
+    if (case.plant.must_stay() || matches!(case.at, At::Copy)) && node(&at) != planted {
         failures.push(format!("{label}: the planted {:?} at {} was touched: {} -> {}", case.plant, at.display(), show(&planted), show(&node(&at))));
     }
     for l in litter(dir, &dir_before, victim, &["lockp"]) {
@@ -1721,7 +1714,12 @@ fn emfile_under_a_low_rlimit_nofile() {
     }
     d.must("exhaust 0");
     let r = d.cmd(&format!("blocking {} 10000", dir.join("lkb").display()));
-    check_rc(&mut failures, label, "blocking_create(10 s) with no descriptor left", &r, &["EMFILE"]);
+    // The creates above left claims kept for paths no longer held; the library gives
+    // them up for descriptors (README: EMFILE only when even that is not enough).
+    check_rc(&mut failures, label, "blocking_create(10 s) with no descriptor left", &r, &["0", "EMFILE"]);
+    if r.ok() {
+        check_rc(&mut failures, label, "unlock", &d.cmd("unlock"), &["0"]);
+    }
     check_prompt(&mut failures, label, "blocking_create(10 s)", &r, PROMPT_MS);
     d.must("free");
 
@@ -1814,7 +1812,8 @@ fn descriptors_stay_bounded_under_ulimit_20() {
     if after16 < 0 || after40 < 0 {
         failures.push(format!("{label}: no descriptor left to count open descriptors with (after 16 paths: {after16}, after 40: {after40})"));
     }
-    const SMALL: i64 = 2;
+    // README: at most 8 claims (one descriptor each) are kept for paths not held.
+    const SMALL: i64 = 8;
     if after16 >= 0 && after40 >= 0 && (after16 - base > SMALL || after40 - base > SMALL) {
         failures.push(format!(
             "{label}: with nothing held the library keeps {} descriptors after 16 paths and {} after 40 \

@@ -234,6 +234,12 @@ fn blocking(t: Target, message: &[u8], timeout: Option<Duration>) -> Result<Lock
             Err(e) if !matches!(e.errno(), Errno::EAGAIN | Errno::EIO | Errno::ESTALE | Errno::EINTR) => return Err(e),
             Err(e) => e,
         };
+        // A lock held by another thread of this process is waited for in memory, where
+        // a removed or renamed directory would go unnoticed: check it on every round.
+        if !t.dir.is_dir() {
+            let why = format!("the directory {} was removed or renamed while waiting", t.dir.display());
+            return Err(t.error(Errno::ENOENT, OP_BLOCKING, why));
+        }
         if let Some((_, since)) = judged.unwritten.filter(|(_, since)| since.elapsed() >= UNWRITTEN_PATIENCE) {
             let why = format!(
                 "{} has held no record for {} ms (a holder that died between its link and its write?); it is left alone",
@@ -523,7 +529,16 @@ fn new_claim(t: &Target, message: &[u8], me: &Identity, op: &'static str) -> Res
         }
         other => other,
     };
-    let c = created.map_err(|e| t.sys(e, op, "creating a claim file in", &t.dir))?;
+    let c = created.map_err(|e| match e {
+        // Every one of the fresh random names was taken: nothing a retry of the same
+        // names could cure, but a later attempt draws new ones.
+        Errno::EEXIST => t.error(
+            Errno::EAGAIN,
+            op,
+            format!("every fresh claim name drawn in {} was taken (is someone planting files there?)", t.dir.display()),
+        ),
+        e => t.sys(e, op, "creating a claim file in", &t.dir),
+    })?;
     let dropped = state().keep_claim(&t.key, c.clone());
     for path in dropped {
         let _ = fsops::unlink(&path);
