@@ -46,7 +46,12 @@ impl Error {
     }
 
     /// The errno value (always positive) the C API returns for this error.
-    pub fn errno(&self) -> Errno {
+    pub fn errno(&self) -> crate::Errno {
+        self.errno.into()
+    }
+
+    /// The same value as the system-call layer's type, for the library's own matches.
+    pub(crate) fn sys_errno(&self) -> Errno {
         self.errno
     }
 
@@ -78,6 +83,15 @@ impl Error {
     }
 }
 
+/// For code that speaks `std::io`: the kind follows the errno, and the inner error is
+/// this one (`get_ref()` and `downcast_ref::<Error>()` give back its code, operation,
+/// path and cause).
+impl From<Error> for std::io::Error {
+    fn from(e: Error) -> std::io::Error {
+        std::io::Error::new(std::io::Error::from_raw_os_error(e.code()).kind(), e)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,5 +103,9 @@ mod tests {
         assert_eq!(e.code(), libc::ENOENT);
         let e = Error::invalid("nfslock_unlock", "handle is NULL");
         assert_eq!(e.to_string(), "nfslock_unlock: handle is NULL");
+        assert_eq!(e.errno(), crate::Errno::EINVAL);
+        let io = std::io::Error::from(e.clone());
+        assert_eq!(io.kind(), std::io::ErrorKind::InvalidInput);
+        assert_eq!(io.get_ref().and_then(|r| r.downcast_ref::<Error>()), Some(&e));
     }
 }

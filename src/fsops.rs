@@ -139,16 +139,41 @@ fn open_nofollow(path: &Path, flags: OFlag) -> nix::Result<OwnedFd> {
     retry(|| fcntl::open(path, flags, Mode::empty()))
 }
 
-/// Creates a new file that did not exist (O_EXCL), mode 0644 at most.
-///
-/// EEXIST is always a collision, never taken for our own creation whose reply was lost:
-/// nothing proves such a file is ours (a forked sibling or another user may have made
-/// it). The caller draws another name; a file our own lost reply left behind is litter,
-/// removed by the sweeps of empty private files.
+/// Creates a new file that did not exist (O_EXCL), mode 0644 at most. EEXIST is
+/// reported as is (see [`create_fresh`] for names drawn for the call).
 pub fn create_new(path: &Path) -> nix::Result<OwnedFd> {
     let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     let mode = Mode::S_IRUSR | Mode::S_IWUSR | Mode::S_IRGRP | Mode::S_IROTH;
     retry(|| fcntl::open(path, flags, mode))
+}
+
+/// Creates a new file (O_EXCL) under `path`, whose last component carries 64 bits this
+/// very call drew from getrandom(2) (see `random`). An NFS server that sees the create
+/// retransmitted after a lost reply answers EEXIST for our own new file; such a file is
+/// taken over only with proof that it is ours: nobody could have known the name before
+/// our request made it, and it is exactly what that request made (a regular file of our
+/// user, empty, one link, not group- or world-writable). Anything else at the name is a
+/// collision (EEXIST): the caller draws another name.
+///
+/// The proof rests on the name being unpredictable and fresh: a stream of names that a
+/// forked child inherits, or a name reused across calls, would let a sibling's file pass
+/// for our own (two processes sharing one claim, both "holding" the lock).
+pub fn create_fresh(path: &Path) -> nix::Result<OwnedFd> {
+    match create_new(path) {
+        Err(Errno::EEXIST) => made_by_our_request(path).ok_or(Errno::EEXIST),
+        other => other,
+    }
+}
+
+fn made_by_our_request(path: &Path) -> Option<OwnedFd> {
+    let fd = open_existing(path, true).ok()?;
+    let st = fstat(&fd).ok()?;
+    let ours = is_regular(&st)
+        && st.st_uid == nix::unistd::geteuid().as_raw()
+        && st.st_size == 0
+        && st.st_nlink == 1
+        && st.st_mode & 0o022 == 0;
+    ours.then_some(fd)
 }
 
 pub fn fstat(fd: &impl AsFd) -> nix::Result<stat::FileStat> {

@@ -4,6 +4,7 @@
 //! The safe Rust core is usable directly ([`lockfile`], [`session`]); [`ffi`] is the C ABI over it,
 //! declared in `include/nfslock.h`.
 
+pub mod errno;
 pub mod error;
 #[doc(hidden)]
 pub mod ffi;
@@ -16,5 +17,6 @@ pub mod record;
 pub mod session;
 mod sexp;
 
+pub use errno::Errno;
 pub use error::{Error, Result};
 pub use record::{Record, StartTime};

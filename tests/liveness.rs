@@ -7,7 +7,7 @@ use std::fs;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 
-use nix::errno::Errno;
+use nfslock::Errno;
 use nfslock::{lockfile, Record, StartTime};
 
 struct TempDir(PathBuf);

@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nfslock::session::Session;
-use nix::errno::Errno;
+use nfslock::Errno;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 

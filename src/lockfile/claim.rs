@@ -38,10 +38,10 @@ fn create_private(dir: &Path) -> nix::Result<(PathBuf, OwnedFd)> {
     let mut collisions = 0;
     loop {
         let path = fresh_name(dir);
-        match fsops::create_new(&path) {
+        // The name was drawn for this call: a lost reply's EEXIST is recognised as ours.
+        match fsops::create_fresh(&path) {
             Ok(fd) => return Ok((path, fd)),
-            // 64 random bits: a collision is a file someone else put there (or our own
-            // create whose reply was lost); never adopted, another name is drawn.
+            // A file someone else put under 64 random bits: draw another name.
             Err(Errno::EEXIST) if collisions < 32 => collisions += 1,
             Err(e) => return Err(e),
         }

@@ -231,7 +231,7 @@ fn blocking(t: Target, message: &[u8], timeout: Option<Duration>) -> Result<Lock
     loop {
         let err = match attempt(&t, message, OP_BLOCKING, &mut judged) {
             Ok(lock) => return Ok(lock),
-            Err(e) if !matches!(e.errno(), Errno::EAGAIN | Errno::EIO | Errno::ESTALE | Errno::EINTR) => return Err(e),
+            Err(e) if !matches!(e.sys_errno(), Errno::EAGAIN | Errno::EIO | Errno::ESTALE | Errno::EINTR) => return Err(e),
             Err(e) => e,
         };
         // A lock held by another thread of this process is waited for in memory, where

@@ -4,7 +4,7 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use nix::errno::Errno;
+use crate::Errno;
 
 use super::holder::{self, Cleared, Holder, ReadError};
 use super::registry::{state, MAX_CLAIMS};

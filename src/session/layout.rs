@@ -132,7 +132,7 @@ mod tests {
     #[test]
     fn bad_names_are_einval() {
         for name in ["", ".", "..", "a/b", "a\0b"] {
-            assert_eq!(Repo::new("t", Path::new("/d"), name).unwrap_err().errno(), Errno::EINVAL, "{name:?}");
+            assert_eq!(Repo::new("t", Path::new("/d"), name).unwrap_err().sys_errno(), Errno::EINVAL, "{name:?}");
         }
         assert_eq!(Repo::new("t", Path::new("/d"), "jobs").unwrap().counter, Path::new("/d/jobs.counter"));
     }

@@ -273,7 +273,7 @@ pub fn reap_one(shared: &Shared, sid: &str, op: &'static str, mode: GuardMode) -
         GuardMode::Held => None,
         GuardMode::Try => match guard_within(shared, op, Duration::ZERO) {
             Ok(guard) => Some(guard),
-            Err(e) if matches!(e.errno(), Errno::EAGAIN | Errno::EIO | Errno::ESTALE | Errno::EINTR) => return Ok(false),
+            Err(e) if matches!(e.sys_errno(), Errno::EAGAIN | Errno::EIO | Errno::ESTALE | Errno::EINTR) => return Ok(false),
             Err(e) => return Err(e),
         },
         GuardMode::Wait => Some(guard(shared, op)?),

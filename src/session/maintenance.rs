@@ -59,7 +59,7 @@ pub fn prepare_repository(repo: &Repo, timeout: Duration) -> Result<()> {
 /// place of whatever is there, atomically, by rename.
 fn write_counter(repo: &Repo, next: u64, replace: bool) -> nix::Result<()> {
     let tmp = repo.dir.join(format!(".{}.{}", file_name(&repo.counter), crate::random::unpredictable_hex()));
-    let file = std::fs::File::from(fsops::create_new(&tmp)?);
+    let file = std::fs::File::from(fsops::create_fresh(&tmp)?);
     let placed = fsops::write_durably(&file, &counter::initial(next)).map_err(|e| fsops::io_errno(&e)).and_then(|()| {
         if replace {
             fsops::rename_placing(&file, &tmp, &repo.counter)

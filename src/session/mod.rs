@@ -128,7 +128,7 @@ impl Session {
         let rec = SessionRecord { beat: 0, owner: me.record(b""), since: record::now(), timeout };
         let path = repo.session_path(&sid);
         let sys = |e: Errno, call: &str| Error::sys(e, OP_OPEN, &path, call);
-        let fd = fsops::create_new(&path).map_err(|e| sys(e, "creating the session record"))?;
+        let fd = fsops::create_fresh(&path).map_err(|e| sys(e, "creating the session record"))?;
         let file = File::from(fd);
         let made = fsops::write_durably(&file, &rec.to_bytes())
             .map_err(|e| fsops::io_errno(&e))

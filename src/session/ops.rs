@@ -214,7 +214,7 @@ fn issue(shared: &Shared, st: &mut Ids, n: usize, ticket: Option<combine::Ticket
     // locks to a reaper meanwhile.
     let committed = still_live(shared, OP_MAKE).and_then(|()| token::commit(shared, &token, upto, OP_MAKE));
     if let (Some(t), Some(batch)) = (table, batch) {
-        t.finish(&shared.repo, batch, committed.as_ref().map(drop).map_err(|e| e.errno()));
+        t.finish(&shared.repo, batch, committed.as_ref().map(drop).map_err(|e| e.sys_errno()));
     }
     let keep_token = start == token.id();
     token::finish(shared, st, token, keep_token);

@@ -112,7 +112,7 @@ pub fn acquire_or_served(shared: &Shared, st: &mut Ids, op: &'static str, guarde
 pub fn acquire_if_readable(shared: &Shared, st: &mut Ids, op: &'static str) -> Result<Option<Token>> {
     match acquire(shared, st, op, true) {
         Ok(token) => Ok(Some(token)),
-        Err(e) if matches!(e.errno(), Errno::ENOENT | Errno::EBADMSG) => Ok(None),
+        Err(e) if matches!(e.sys_errno(), Errno::ENOENT | Errno::EBADMSG) => Ok(None),
         Err(e) => Err(e),
     }
 }
