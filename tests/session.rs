@@ -17,9 +17,6 @@ use nix::errno::Errno;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-#[path = "support/scratch.rs"]
-mod scratch;
-
 const CHILD: &str = "NFSLOCK_SESSION_CHILD";
 const CHILD_DIR: &str = "NFSLOCK_SESSION_DIR";
 const CHILD_TEST: &str = "child_main";
@@ -39,7 +36,6 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        scratch::remove_tables_of(&self.0);
         let _ = fs::remove_dir_all(&self.0);
     }
 }

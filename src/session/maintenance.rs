@@ -192,7 +192,6 @@ pub fn release_all(shared: &Shared) -> Result<()> {
     still_live(shared, OP_CLOSE)?;
     let mut ids = locked(&shared.ids);
     token::retry_stale_tokens(shared, &mut ids);
-    super::handoff::settle_abandoned(shared, &mut ids);
     let ours: Vec<FileId> = ids.claims.iter().filter(|c| fsops::id_of(&c.path) == Ok(c.file)).map(|c| c.file).collect();
     let mut first_error: Option<(Errno, PathBuf)> = None;
     let mut note = |r: nix::Result<()>, path: PathBuf| {

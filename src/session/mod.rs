@@ -4,13 +4,10 @@
 //!
 //! Every operation costs O(k) in the IDs it touches plus a constant: the counter is two
 //! fixed slots updated in place (counter.rs), an ID lock is one link(2) (idlock.rs).
-//! Who may write the counter is decided by its token (token.rs); the sessions of one
-//! host that allocate at the same time share its update (combine/, handoff.rs). The
-//! on-disk layout is in layout.rs; liveness and reaping in liveness.rs.
+//! Who may write the counter is decided by its token (token.rs). The on-disk layout is
+//! in layout.rs; liveness and reaping in liveness.rs.
 
-mod combine;
 mod counter;
-mod handoff;
 mod heartbeat;
 mod idlock;
 mod layout;
@@ -66,9 +63,6 @@ struct Shared {
     local: bool,
     /// The fork generation the session was opened in: a forked child acts on nothing.
     generation: u64,
-    /// The host's table for combining requests for new IDs (combine/), on a local
-    /// filesystem where it could be opened.
-    table: Option<combine::Table>,
     /// Separate from `ids`, so that an operation waiting (for the counter's token, say)
     /// never holds up the heartbeat.
     beat: Mutex<Beat>,
@@ -110,8 +104,6 @@ struct Ids {
     stale_tokens: Vec<(u64, FileId)>,
     /// The counter, kept open between calls on a local filesystem.
     counter: Option<Arc<counter::CounterFile>>,
-    /// Requests a combiner took and this session gave up waiting for (handoff.rs).
-    abandoned: Vec<combine::Ticket>,
 }
 
 impl Session {
@@ -141,16 +133,14 @@ impl Session {
             }
         };
         let beat = Beat { record: file, record_file: FileId::from(&st), count: 0, last: heartbeat::boottime(), expired: None };
-        let ids = Ids { claims: Vec::new(), next_claim: 0, held: HashMap::new(), known_next: 0, stale_tokens: Vec::new(), counter: None, abandoned: Vec::new() };
+        let ids = Ids { claims: Vec::new(), next_claim: 0, held: HashMap::new(), known_next: 0, stale_tokens: Vec::new(), counter: None };
         let local = fsops::is_local_fs(dir);
-        let table = if local { combine::Table::open(&repo.ids) } else { None };
         let shared = Arc::new(Shared {
             repo,
             sid,
             me,
             timeout,
             local,
-            table,
             generation: lockfile::fork_generation(),
             beat: Mutex::new(beat),
             ids: Mutex::new(ids),
