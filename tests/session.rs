@@ -402,3 +402,23 @@ fn a_forked_child_acts_on_nothing_of_its_parent() {
     assert_eq!(s.release_ids(&ids).unwrap(), ids, "the parent still holds its IDs");
     s.close().unwrap();
 }
+
+/// Issue 15 #6: timeouts the heartbeat cannot keep up with are refused (they used to be
+/// accepted, and a session with 1-19 ms got ESTALE without ever being paused); the
+/// shortest allowed one works: IDs for several leases, and a clean close.
+#[test]
+fn timeouts_below_the_minimum_are_einval_and_the_minimum_works() {
+    use nfslock::session::MIN_TIMEOUT;
+    let scratch = Scratch::new("min-timeout");
+    for ms in [1, 10, 19, MIN_TIMEOUT.as_millis() as u64 - 1] {
+        let err = Session::open(&scratch.0, Some("jobs"), Some(Duration::from_millis(ms))).err();
+        assert_eq!(err.map(|e| e.errno()), Some(Errno::EINVAL), "{ms} ms");
+    }
+    let s = Session::open(&scratch.0, Some("jobs"), Some(MIN_TIMEOUT)).unwrap();
+    for _ in 0..8 {
+        s.make_new_ids(1).expect("a session that is not paused stays live");
+        std::thread::sleep(MIN_TIMEOUT / 2 + Duration::from_millis(10));
+    }
+    s.close().expect("a clean close");
+    assert!(fs::read_dir(scratch.0.join("jobs.sessions")).unwrap().next().is_none(), "the record is removed");
+}

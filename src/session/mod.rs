@@ -39,6 +39,10 @@ pub use layout::DEFAULT_NAME;
 
 /// Ganga's default: a session unheard of for this long is dead.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(45_000);
+/// The shortest timeout a session may have: it heartbeats every quarter of it and stops
+/// acting after half of it without a beat, so a shorter one leaves no time for a beat's
+/// write and fdatasync (a shorter one is EINVAL, not silently raised).
+pub const MIN_TIMEOUT: Duration = Duration::from_millis(100);
 /// The most IDs one call may issue.
 pub const MAX_IDS_PER_CALL: usize = 1 << 24;
 
@@ -109,11 +113,25 @@ struct Ids {
 impl Session {
     /// Opens a session on repository `dir` (created if missing) for the ID namespace
     /// `name` (None: "default"). `timeout` (None or zero: 45 s) is how long the session
-    /// may go without a heartbeat before others treat it as dead.
+    /// may go without a heartbeat before others treat it as dead; EINVAL below
+    /// [`MIN_TIMEOUT`].
     pub fn open(dir: impl AsRef<Path>, name: Option<&str>, timeout: Option<Duration>) -> Result<Session> {
         let dir = dir.as_ref();
         let repo = Repo::new(OP_OPEN, dir, name.unwrap_or(DEFAULT_NAME))?;
         let timeout = timeout.filter(|t| !t.is_zero()).unwrap_or(DEFAULT_TIMEOUT);
+        if timeout < MIN_TIMEOUT {
+            return Err(Error::new(
+                Errno::EINVAL,
+                OP_OPEN,
+                Some(dir),
+                format!(
+                    "a timeout of {} ms is too short: at least {} ms (the session beats every quarter of it and \
+                     stops acting after half of it without a beat)",
+                    timeout.as_millis(),
+                    MIN_TIMEOUT.as_millis()
+                ),
+            ));
+        }
         maintenance::prepare_repository(&repo, timeout)?;
         let me = lockfile::this_process();
         let sid = layout::new_session_id();
