@@ -422,3 +422,61 @@ fn timeouts_below_the_minimum_are_einval_and_the_minimum_works() {
     s.close().expect("a clean close");
     assert!(fs::read_dir(scratch.0.join("jobs.sessions")).unwrap().next().is_none(), "the record is removed");
 }
+
+/// Issue 15 #3: in a sticky, world-writable repository directory, `NAME.ids` and
+/// `NAME.sessions` planted as symlinks (ELOOP) or as directories of another user
+/// (EPERM) are refused, and nothing is written through them; the repository directory
+/// itself as a symlink is ELOOP. (mkdir used to take the existing entry as success and
+/// write the claim, ID locks and record where the symlinks pointed.)
+#[test]
+fn planted_session_directories_are_refused_and_nothing_is_written_through_them() {
+    use std::os::unix::fs::{symlink, PermissionsExt};
+    let scratch = Scratch::new("planted");
+    let repo = scratch.0.join("repo");
+    let elsewhere = scratch.0.join("elsewhere");
+    fs::create_dir_all(&repo).unwrap();
+    fs::create_dir_all(elsewhere.join("ids")).unwrap();
+    fs::create_dir_all(elsewhere.join("sessions")).unwrap();
+    fs::set_permissions(&repo, fs::Permissions::from_mode(0o1777)).unwrap();
+    let nothing_elsewhere = || {
+        for sub in ["ids", "sessions"] {
+            let left: Vec<_> = fs::read_dir(elsewhere.join(sub)).unwrap().flatten().map(|e| e.file_name()).collect();
+            assert!(left.is_empty(), "written through the planted {sub}: {left:?}");
+        }
+    };
+    // Symlinks at both names (a fresh repository: no counter yet).
+    symlink(elsewhere.join("ids"), repo.join("jobs.ids")).unwrap();
+    symlink(elsewhere.join("sessions"), repo.join("jobs.sessions")).unwrap();
+    let err = Session::open(&repo, Some("jobs"), None).err().map(|e| e.errno());
+    assert_eq!(err, Some(Errno::ELOOP));
+    nothing_elsewhere();
+    // Only the sessions directory planted, the ids directory real.
+    fs::remove_file(repo.join("jobs.ids")).unwrap();
+    let err = Session::open(&repo, Some("jobs"), None).err().map(|e| e.errno());
+    assert_eq!(err, Some(Errno::ELOOP));
+    nothing_elsewhere();
+    // A real directory of another user (nobody): EPERM, and nothing made in it.
+    fs::remove_file(repo.join("jobs.sessions")).unwrap();
+    let theirs = repo.join("jobs.sessions");
+    fs::create_dir(&theirs).unwrap();
+    nix::unistd::chown(&theirs, Some(nix::unistd::Uid::from_raw(65534)), None).expect("the test runs as root (chown)");
+    let err = Session::open(&repo, Some("jobs"), None).err().map(|e| e.errno());
+    assert_eq!(err, Some(Errno::EPERM));
+    assert!(fs::read_dir(&theirs).unwrap().next().is_none(), "nothing written into another user's directory");
+    // A world-writable one without the sticky bit: EPERM.
+    fs::remove_dir(&theirs).unwrap();
+    fs::create_dir(&theirs).unwrap();
+    fs::set_permissions(&theirs, fs::Permissions::from_mode(0o777)).unwrap();
+    let err = Session::open(&repo, Some("jobs"), None).err().map(|e| e.errno());
+    assert_eq!(err, Some(Errno::EPERM));
+    fs::remove_dir(&theirs).unwrap();
+    // The repository directory itself as a symlink.
+    let link = scratch.0.join("repo-link");
+    symlink(&repo, &link).unwrap();
+    assert_eq!(Session::open(&link, Some("jobs"), None).err().map(|e| e.errno()), Some(Errno::ELOOP));
+    // And with nothing planted, it works.
+    let s = Session::open(&repo, Some("jobs"), None).unwrap();
+    s.make_new_ids(3).unwrap();
+    s.close().unwrap();
+    nothing_elsewhere();
+}

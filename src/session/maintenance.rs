@@ -34,22 +34,70 @@ fn mkdir(path: &Path, recursive: bool) -> std::io::Result<()> {
     made.map_err(|e| std::io::Error::from_raw_os_error(e as i32))
 }
 
+/// Checks a directory the session layer works in: the name itself is a directory, not
+/// a symlink (ELOOP: never followed) nor anything else (ENOTDIR). The repository
+/// directory may be writable by others only with the sticky bit (as /tmp is), so that
+/// nobody else can rename `NAME.ids` or `NAME.sessions` away and put their own in
+/// place; those two must belong to this process's user, to root or to the repository
+/// directory's owner, and be writable by no one else (EPERM): an attacker's directory
+/// there would take this session's claims, ID locks and record. Returns the owner.
+fn verify_dir(path: &Path, inside: Option<u32>) -> Result<u32> {
+    let bad = |e: Errno, why: String| Err(Error::new(e, OP_OPEN, Some(path), why));
+    let st = fsops::lstat(path).map_err(|e| Error::sys(e, OP_OPEN, path, "lstat"))?;
+    if fsops::is_symlink(&st) {
+        return bad(Errno::ELOOP, "a symlink where a repository directory should be: it is never followed".into());
+    }
+    if !fsops::is_dir(path) {
+        return bad(Errno::ENOTDIR, "not a directory".into());
+    }
+    let mode = st.st_mode & 0o7777;
+    match inside {
+        None if mode & 0o002 != 0 && mode & 0o1000 == 0 => {
+            bad(Errno::EPERM, format!("writable by anyone without the sticky bit (mode {mode:04o}): others could replace its session directories"))
+        }
+        None => Ok(st.st_uid),
+        Some(dir_owner) => {
+            let me = nix::unistd::geteuid().as_raw();
+            if ![me, 0, dir_owner].contains(&st.st_uid) {
+                return bad(Errno::EPERM, format!("owned by uid {}, not by this user ({me}), root or the repository's owner", st.st_uid));
+            }
+            if mode & 0o002 != 0 {
+                return bad(Errno::EPERM, format!("writable by anyone (mode {mode:04o})"));
+            }
+            Ok(st.st_uid)
+        }
+    }
+}
+
+/// Whether a session directory exists (verified, see [`verify_dir`]).
+fn present(path: &Path, dir_owner: u32) -> Result<bool> {
+    match fsops::lstat(path) {
+        Err(Errno::ENOENT) => Ok(false),
+        Err(e) => Err(Error::sys(e, OP_OPEN, path, "lstat")),
+        Ok(_) => verify_dir(path, Some(dir_owner)).map(|_| true),
+    }
+}
+
 /// Creates the directory and, for a new repository, the counter (at 0) and the
 /// session and ID directories. The counter is made first: an ID directory without a
 /// counter is a repository whose counter was lost, which must not restart from 0.
+/// Every directory is verified before anything is made in it ([`verify_dir`]).
 pub fn prepare_repository(repo: &Repo, timeout: Duration) -> Result<()> {
     let io = |e: std::io::Error, what: &str, path: &Path| Error::sys(fsops::io_errno(&e), OP_OPEN, path, what);
     mkdir(&repo.dir, true).map_err(|e| io(e, "creating the directory", &repo.dir))?;
-    if fsops::is_dir(&repo.ids) && fsops::is_dir(&repo.sessions) {
+    let owner = verify_dir(&repo.dir, None)?;
+    if present(&repo.ids, owner)? && present(&repo.sessions, owner)? {
         return Ok(());
     }
     let guard = lockfile::blocking_create_internal(&repo.guard, b"nfslock session: creating the repository", Some(timeout))
         .map_err(|e| e.in_op(OP_OPEN))?;
-    if !fsops::is_dir(&repo.ids) {
+    if !present(&repo.ids, owner)? {
         write_counter(repo, 0, false).map_err(|e| Error::sys(e, OP_OPEN, &repo.counter, "creating"))?;
         mkdir(&repo.ids, false).map_err(|e| io(e, "creating", &repo.ids))?;
     }
+    verify_dir(&repo.ids, Some(owner))?;
     mkdir(&repo.sessions, false).map_err(|e| io(e, "creating", &repo.sessions))?;
+    verify_dir(&repo.sessions, Some(owner))?;
     fsops::sync_dir(&repo.dir).map_err(|e| Error::sys(e, OP_OPEN, &repo.dir, "fsync"))?;
     let _ = guard.unlock();
     Ok(())
