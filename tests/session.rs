@@ -480,3 +480,24 @@ fn planted_session_directories_are_refused_and_nothing_is_written_through_them()
     s.close().unwrap();
     nothing_elsewhere();
 }
+
+/// Issue 15 #4: a crash in the middle of an open used to leave an empty record that was
+/// judged alive forever (`check`: EBADMSG). Records are now complete before they appear;
+/// an unreadable record of a dead process, and an opener's leftover `.open-` file, are
+/// reaped, and `check` is clean afterwards.
+#[test]
+fn an_empty_record_of_a_dead_opener_is_reaped() {
+    let scratch = Scratch::new("empty-record");
+    let s = Session::open(&scratch.0, Some("jobs"), None).unwrap();
+    let sessions = scratch.0.join("jobs.sessions");
+    let names: Vec<_> = fs::read_dir(&sessions).unwrap().flatten().map(|e| e.file_name().into_string().unwrap()).collect();
+    assert!(names.len() == 1 && !names[0].starts_with('.'), "only the record under its own name: {names:?}");
+    // What a killed opener leaves: an empty record (the old way) and an unlinked temp.
+    fs::write(sessions.join("0123456789abcdef"), b"").unwrap();
+    fs::write(sessions.join(".open-fedcba9876543210"), b"nfslock-session 1 beat 000").unwrap();
+    s.reap_locks().expect("reap");
+    s.check().expect("check is clean once the dead opener's files are reaped");
+    let left: Vec<_> = fs::read_dir(&sessions).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert_eq!(left.len(), 1, "only our record is left: {left:?}");
+    s.close().unwrap();
+}

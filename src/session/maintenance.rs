@@ -10,7 +10,7 @@ use nix::errno::Errno;
 use super::counter;
 use super::heartbeat::{enter, still_live};
 use super::idlock;
-use super::layout::{is_session_id, Repo};
+use super::layout::{is_opening_name, is_session_id, Repo};
 use super::liveness::{self, Listing};
 use super::ops::guard;
 use super::token::{self, Token};
@@ -106,8 +106,20 @@ pub fn prepare_repository(repo: &Repo, timeout: Duration) -> Result<()> {
 /// Writes a counter file holding `next`: created only if missing, or (`replace`) put in
 /// place of whatever is there, atomically, by rename.
 fn write_counter(repo: &Repo, next: u64, replace: bool) -> nix::Result<()> {
-    let tmp = repo.dir.join(format!(".{}.{}", file_name(&repo.counter), crate::random::unpredictable_hex()));
-    let file = std::fs::File::from(fsops::create_new(&tmp)?);
+    // Only the guard's holder makes these: a name found taken is litter (a create whose
+    // reply was lost), removed if empty, and another is drawn.
+    let mut tries = 0;
+    let (tmp, file) = loop {
+        let tmp = repo.dir.join(format!(".{}.{}", file_name(&repo.counter), crate::random::unpredictable_hex()));
+        match fsops::create_new(&tmp) {
+            Ok(fd) => break (tmp, std::fs::File::from(fd)),
+            Err(Errno::EEXIST) if tries < 16 => {
+                tries += 1;
+                liveness::remove_if_empty(&tmp);
+            }
+            Err(e) => return Err(e),
+        }
+    };
     let placed = fsops::write_durably(&file, &counter::initial(next)).map_err(|e| fsops::io_errno(&e)).and_then(|()| {
         if replace {
             fsops::rename_placing(&file, &tmp, &repo.counter)
@@ -192,6 +204,10 @@ fn findings(repo: &Repo, local: bool, token: Option<u64>) -> Result<Vec<String>>
     for entry in sessions.flatten() {
         let name = entry.file_name();
         let sid = name.to_string_lossy();
+        if is_opening_name(name.as_encoded_bytes()) {
+            // A record being written (or an opener's leftover, swept by the reapers).
+            continue;
+        }
         if !is_session_id(name.as_encoded_bytes()) {
             findings.push(format!("{} is not a session record", entry.path().display()));
         } else if let Err(why) = liveness::read_record(repo, &sid) {
