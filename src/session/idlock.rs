@@ -60,8 +60,17 @@ pub fn create_claim(repo: &Repo, sid: &str, mut n: u32) -> nix::Result<(Claim, u
                 };
             }
             // A number used before, or our own create whose reply was lost: never
-            // adopted (nothing proves it is ours), so move on to the next one.
-            Err(Errno::EEXIST) if n < u32::MAX => n += 1,
+            // adopted (nothing proves it is ours), so move on to the next one. An empty
+            // one (a lost reply, or a create killed before its write) holds no ID: it
+            // is litter under our own session's name, removed so it cannot pile up.
+            Err(Errno::EEXIST) if n < u32::MAX => {
+                if let Ok(st) = fsops::lstat(&path) {
+                    if fsops::is_regular(&st) && st.st_size == 0 && st.st_nlink == 1 {
+                        let _ = fsops::unlink_if_is(&path, FileId::from(&st));
+                    }
+                }
+                n += 1;
+            }
             Err(e) => return Err(e),
         }
     }
