@@ -462,6 +462,118 @@ static void t_session_threads_share_a_handle(void)
     CHECK_RC(nfslock_session_close(s), 0);
 }
 
+/* Issue 15 #8: a handle that was unlocked or closed is EINVAL, found without reading
+ * freed memory (valgrind runs this too), also when a newer handle took its place (the
+ * old code's freed handle was reused by the next create, and unlocking the stale one
+ * released the new lock). */
+static void t_stale_lock_handle(void)
+{
+    char a[PATH_MAX], b[PATH_MAX];
+    snprintf(a, sizeof a, "%s", tp("a"));
+    snprintf(b, sizeof b, "%s", tp("b"));
+    for (int round = 0; round < 20; round++) {
+        nfslock *h1 = NULL, *h2 = NULL;
+        REQUIRE_RC(nfslock_create(a, "first", &h1), 0);
+        REQUIRE_RC(nfslock_unlock(h1), 0);
+        REQUIRE_RC(nfslock_create(b, "second", &h2), 0);
+        CHECK_RC(nfslock_unlock(h1), EINVAL);
+        CHECKF(exists(lockfile_of(b)), "round %d: unlocking the stale handle released B", round);
+        CHECK_RC(nfslock_unlock(h1), EINVAL);
+        /* A session handle is not a lock handle, and the reverse. */
+        CHECK_RC(nfslock_session_close((nfslock_session *)h2), EINVAL);
+        CHECK(exists(lockfile_of(b)));
+        CHECK_RC(nfslock_unlock(h2), 0);
+        CHECK(!exists(lockfile_of(b)));
+        CHECK_RC(nfslock_unlock(h2), EINVAL);
+    }
+}
+
+static void t_stale_session_handle(void)
+{
+    for (int round = 0; round < 5; round++) {
+        nfslock_session *s1 = open_session("jobs", 0);
+        uint64_t id = 0, first = 0;
+        CHECK_RC(nfslock_session_make_new_ids(s1, 1, &first), 0);
+        CHECK_RC(nfslock_session_close(s1), 0);
+        nfslock_session *s2 = open_session("jobs", 0);
+        CHECK_RC(nfslock_session_close(s1), EINVAL);
+        CHECK_RC(nfslock_session_make_new_ids(s1, 1, &id), EINVAL);
+        size_t n = 0;
+        CHECK_RC(nfslock_session_lock_ids(s1, &first, 1, &id, &n), EINVAL);
+        CHECK_RC(nfslock_session_check(s1), EINVAL);
+        CHECK_RC(nfslock_unlock((nfslock *)s2), EINVAL);
+        /* s2 is untouched by all that. */
+        CHECK_RC(nfslock_session_make_new_ids(s2, 1, &id), 0);
+        CHECK(id > first);
+        CHECK_RC(nfslock_session_close(s2), 0);
+        CHECK_RC(nfslock_session_close(s2), EINVAL);
+    }
+}
+
+/* Issue 9: a process that used sessions and then forks: the child opens its own
+ * session and makes IDs (no EEXIST), never uses its parent's (EPERM), and the parent
+ * opens another session after its child did. */
+static void t_session_fork_children_open_their_own(void)
+{
+    nfslock_session *s = open_session("jobs", 0);
+    uint64_t parent_id = 0;
+    CHECK_RC(nfslock_session_make_new_ids(s, 1, &parent_id), 0);
+    enum { KIDS = 4 };
+    int fds[KIDS][2];
+    pid_t pids[KIDS];
+    for (int k = 0; k < KIDS; k++) {
+        REQUIRE(pipe(fds[k]) == 0);
+        pids[k] = fork_flushed();
+        REQUIRE(pids[k] >= 0);
+        if (pids[k] == 0) {
+            close(fds[k][0]);
+            uint64_t ids[20] = {0}, other = 0;
+            int bad = 0;
+            bad |= nfslock_session_make_new_ids(s, 1, &other) != EPERM;
+            bad |= nfslock_session_reap_locks(s, NULL) != EPERM;
+            nfslock_session *mine = NULL;
+            int rc = nfslock_session_open(tp("repo"), "jobs", 0, &mine);
+            if (rc != 0) {
+                fprintf(stderr, "child: open: %s (%s)\n", errname(rc), nfslock_last_error());
+                _exit(2);
+            }
+            for (int i = 0; i < 20 && !bad; i++) {
+                rc = nfslock_session_make_new_ids(mine, 1, &ids[i]);
+                if (rc != 0) {
+                    fprintf(stderr, "child: make_new_ids: %s (%s)\n", errname(rc), nfslock_last_error());
+                    bad = 1;
+                }
+            }
+            bad |= nfslock_session_close(mine) != 0;
+            bad |= nfslock_session_close(s) != EPERM;
+            ssize_t w = write(fds[k][1], ids, sizeof ids);
+            _exit(bad || w != (ssize_t)sizeof ids ? 1 : 0);
+        }
+        close(fds[k][1]);
+    }
+    uint64_t all[KIDS * 20 + 1];
+    for (int k = 0; k < KIDS; k++) {
+        ssize_t got = read(fds[k][0], all + 20 * k, 20 * sizeof all[0]);
+        CHECKF(got == 20 * (ssize_t)sizeof all[0], "child %d sent %zd bytes", k, got);
+        close(fds[k][0]);
+        CHECKF(wait_status(pids[k]) == 0, "child %d failed", k);
+    }
+    /* The parent's session is intact, and it can open another one after its children. */
+    CHECK_RC(nfslock_session_make_new_ids(s, 1, &all[KIDS * 20]), 0);
+    nfslock_session *again = NULL;
+    CHECK_RC(nfslock_session_open(tp("repo"), "jobs", 0, &again), 0);
+    uint64_t more = 0;
+    CHECK_RC(nfslock_session_make_new_ids(again, 1, &more), 0);
+    for (int i = 0; i <= KIDS * 20; i++) {
+        CHECK(all[i] != parent_id && all[i] != more);
+        for (int j = i + 1; j <= KIDS * 20; j++)
+            CHECKF(all[i] != all[j], "ID %llu issued twice", (unsigned long long)all[i]);
+    }
+    CHECK_RC(nfslock_session_check(again), 0);
+    CHECK_RC(nfslock_session_close(again), 0);
+    CHECK_RC(nfslock_session_close(s), 0);
+}
+
 const struct test session_tests[] = {
     {"session_ids", t_session_ids, 0, 0},
     {"session_einval", t_session_einval, 0, 0},
@@ -476,5 +588,8 @@ const struct test session_tests[] = {
     {"session_etimedout_token_busy", t_session_etimedout_token_busy, 0, 1},
     {"session_waits_for_a_remote_writer", t_session_waits_for_a_remote_writer, 0, 0},
     {"session_threads_share_a_handle", t_session_threads_share_a_handle, 0, 0},
+    {"stale_lock_handle", t_stale_lock_handle, 0, 0},
+    {"stale_session_handle", t_stale_session_handle, 0, 0},
+    {"session_fork_children_open_their_own", t_session_fork_children_open_their_own, 0, 0},
     {NULL, NULL, 0, 0},
 };

@@ -211,11 +211,11 @@ int nfslock_critical_section(const char *path,
  * Opens a session on the repository directory `dir` (created, with missing parents,
  * if it does not exist) for the ID namespace `name` (NULL: "default"). `timeout_ms` is
  * how long the session may go without a heartbeat before other sessions treat it as
- * dead (0: 45000). Starts the session's heartbeat thread. Stores the handle in
- * `*session_out`.
+ * dead (0: 45000; at least 100). Starts the session's heartbeat thread. Stores the
+ * handle in `*session_out`.
  *
  * Errors: EINVAL NULL or empty `dir`, NULL `session_out`, a `name` that is empty, ".",
- * "..", or contains '/'; ENOTDIR, EACCES, EPERM, EROFS, ENOSPC creating the repository;
+ * "..", or contains '/', a `timeout_ms` of 1 to 99; ENOTDIR, EACCES, EPERM, EROFS, ENOSPC creating the repository;
  * ETIMEDOUT another process held the repository's guard lock past the timeout.
  *
  * # Safety

@@ -114,6 +114,10 @@ pub fn id_of(path: &Path) -> nix::Result<FileId> {
     lstat(path).map(|st| FileId::from(&st))
 }
 
+pub fn is_symlink(st: &stat::FileStat) -> bool {
+    SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFLNK
+}
+
 pub fn is_regular(st: &stat::FileStat) -> bool {
     SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFREG
 }

@@ -117,7 +117,6 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        scratch::remove_tables_of(&self.0);
         let _ = fs::remove_dir_all(&self.0);
     }
 }

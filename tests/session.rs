@@ -17,9 +17,6 @@ use nfslock::Errno;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-#[path = "support/scratch.rs"]
-mod scratch;
-
 const CHILD: &str = "NFSLOCK_SESSION_CHILD";
 const CHILD_DIR: &str = "NFSLOCK_SESSION_DIR";
 const CHILD_TEST: &str = "child_main";
@@ -39,7 +36,6 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        scratch::remove_tables_of(&self.0);
         let _ = fs::remove_dir_all(&self.0);
     }
 }
@@ -404,5 +400,104 @@ fn a_forked_child_acts_on_nothing_of_its_parent() {
         }
     }
     assert_eq!(s.release_ids(&ids).unwrap(), ids, "the parent still holds its IDs");
+    s.close().unwrap();
+}
+
+/// Issue 15 #6: timeouts the heartbeat cannot keep up with are refused (they used to be
+/// accepted, and a session with 1-19 ms got ESTALE without ever being paused); the
+/// shortest allowed one works: IDs for several leases, and a clean close.
+#[test]
+fn timeouts_below_the_minimum_are_einval_and_the_minimum_works() {
+    use nfslock::session::MIN_TIMEOUT;
+    let scratch = Scratch::new("min-timeout");
+    for ms in [1, 10, 19, MIN_TIMEOUT.as_millis() as u64 - 1] {
+        let err = Session::open(&scratch.0, Some("jobs"), Some(Duration::from_millis(ms))).err();
+        assert_eq!(err.map(|e| e.errno()), Some(Errno::EINVAL), "{ms} ms");
+    }
+    let s = Session::open(&scratch.0, Some("jobs"), Some(MIN_TIMEOUT)).unwrap();
+    for _ in 0..8 {
+        s.make_new_ids(1).expect("a session that is not paused stays live");
+        std::thread::sleep(MIN_TIMEOUT / 2 + Duration::from_millis(10));
+    }
+    s.close().expect("a clean close");
+    assert!(fs::read_dir(scratch.0.join("jobs.sessions")).unwrap().next().is_none(), "the record is removed");
+}
+
+/// Issue 15 #3: in a sticky, world-writable repository directory, `NAME.ids` and
+/// `NAME.sessions` planted as symlinks (ELOOP) or as directories of another user
+/// (EPERM) are refused, and nothing is written through them; the repository directory
+/// itself as a symlink is ELOOP. (mkdir used to take the existing entry as success and
+/// write the claim, ID locks and record where the symlinks pointed.)
+#[test]
+fn planted_session_directories_are_refused_and_nothing_is_written_through_them() {
+    use std::os::unix::fs::{symlink, PermissionsExt};
+    let scratch = Scratch::new("planted");
+    let repo = scratch.0.join("repo");
+    let elsewhere = scratch.0.join("elsewhere");
+    fs::create_dir_all(&repo).unwrap();
+    fs::create_dir_all(elsewhere.join("ids")).unwrap();
+    fs::create_dir_all(elsewhere.join("sessions")).unwrap();
+    fs::set_permissions(&repo, fs::Permissions::from_mode(0o1777)).unwrap();
+    let nothing_elsewhere = || {
+        for sub in ["ids", "sessions"] {
+            let left: Vec<_> = fs::read_dir(elsewhere.join(sub)).unwrap().flatten().map(|e| e.file_name()).collect();
+            assert!(left.is_empty(), "written through the planted {sub}: {left:?}");
+        }
+    };
+    // Symlinks at both names (a fresh repository: no counter yet).
+    symlink(elsewhere.join("ids"), repo.join("jobs.ids")).unwrap();
+    symlink(elsewhere.join("sessions"), repo.join("jobs.sessions")).unwrap();
+    let err = Session::open(&repo, Some("jobs"), None).err().map(|e| e.errno());
+    assert_eq!(err, Some(Errno::ELOOP));
+    nothing_elsewhere();
+    // Only the sessions directory planted, the ids directory real.
+    fs::remove_file(repo.join("jobs.ids")).unwrap();
+    let err = Session::open(&repo, Some("jobs"), None).err().map(|e| e.errno());
+    assert_eq!(err, Some(Errno::ELOOP));
+    nothing_elsewhere();
+    // A real directory of another user (nobody): EPERM, and nothing made in it.
+    fs::remove_file(repo.join("jobs.sessions")).unwrap();
+    let theirs = repo.join("jobs.sessions");
+    fs::create_dir(&theirs).unwrap();
+    nix::unistd::chown(&theirs, Some(nix::unistd::Uid::from_raw(65534)), None).expect("the test runs as root (chown)");
+    let err = Session::open(&repo, Some("jobs"), None).err().map(|e| e.errno());
+    assert_eq!(err, Some(Errno::EPERM));
+    assert!(fs::read_dir(&theirs).unwrap().next().is_none(), "nothing written into another user's directory");
+    // A world-writable one without the sticky bit: EPERM.
+    fs::remove_dir(&theirs).unwrap();
+    fs::create_dir(&theirs).unwrap();
+    fs::set_permissions(&theirs, fs::Permissions::from_mode(0o777)).unwrap();
+    let err = Session::open(&repo, Some("jobs"), None).err().map(|e| e.errno());
+    assert_eq!(err, Some(Errno::EPERM));
+    fs::remove_dir(&theirs).unwrap();
+    // The repository directory itself as a symlink.
+    let link = scratch.0.join("repo-link");
+    symlink(&repo, &link).unwrap();
+    assert_eq!(Session::open(&link, Some("jobs"), None).err().map(|e| e.errno()), Some(Errno::ELOOP));
+    // And with nothing planted, it works.
+    let s = Session::open(&repo, Some("jobs"), None).unwrap();
+    s.make_new_ids(3).unwrap();
+    s.close().unwrap();
+    nothing_elsewhere();
+}
+
+/// Issue 15 #4: a crash in the middle of an open used to leave an empty record that was
+/// judged alive forever (`check`: EBADMSG). Records are now complete before they appear;
+/// an unreadable record of a dead process, and an opener's leftover `.open-` file, are
+/// reaped, and `check` is clean afterwards.
+#[test]
+fn an_empty_record_of_a_dead_opener_is_reaped() {
+    let scratch = Scratch::new("empty-record");
+    let s = Session::open(&scratch.0, Some("jobs"), None).unwrap();
+    let sessions = scratch.0.join("jobs.sessions");
+    let names: Vec<_> = fs::read_dir(&sessions).unwrap().flatten().map(|e| e.file_name().into_string().unwrap()).collect();
+    assert!(names.len() == 1 && !names[0].starts_with('.'), "only the record under its own name: {names:?}");
+    // What a killed opener leaves: an empty record (the old way) and an unlinked temp.
+    fs::write(sessions.join("0123456789abcdef"), b"").unwrap();
+    fs::write(sessions.join(".open-fedcba9876543210"), b"nfslock-session 1 beat 000").unwrap();
+    s.reap_locks().expect("reap");
+    s.check().expect("check is clean once the dead opener's files are reaped");
+    let left: Vec<_> = fs::read_dir(&sessions).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert_eq!(left.len(), 1, "only our record is left: {left:?}");
     s.close().unwrap();
 }

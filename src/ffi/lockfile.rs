@@ -5,30 +5,28 @@ use std::ffi::{c_char, c_int, c_void};
 use std::time::Duration;
 
 use super::boundary::{check_fits, copy_out, ffi_guard, optional_bytes_arg, out_arg, path_arg};
+use super::handles::LOCKS;
 use crate::error::Error;
 use crate::lockfile::{self, Lock};
-
-const LIVE: u64 = 0x6e66_736c_6f63_6b31; // "nfslock1"
-const FREED: u64 = 0x6672_6565_6421_2121;
 
 /// One held lock. Opaque: created by `nfslock_create`, `nfslock_blocking_create`;
 /// destroyed by `nfslock_unlock` only.
 #[allow(non_camel_case_types)]
 pub struct nfslock {
-    /// Catches a double unlock or a stray pointer cheaply (not a guarantee: a freed
-    /// handle's memory may have been reused).
-    magic: u64,
-    lock: Option<Lock>,
+    /// Never instantiated: a handle is a number registered in `handles::LOCKS`, never
+    /// dereferenced (see handles.rs).
+    _opaque: [u8; 0],
 }
 
 fn timeout_of(timeout_ms: i64) -> Option<Duration> {
     u64::try_from(timeout_ms).ok().map(Duration::from_millis)
 }
 
-fn hand_out(lock: Lock, lock_out: *mut *mut nfslock) {
-    let handle = Box::into_raw(Box::new(nfslock { magic: LIVE, lock: Some(lock) }));
+fn hand_out(op: &'static str, lock: Lock, lock_out: *mut *mut nfslock) -> Result<(), Error> {
+    let handle = LOCKS.insert(op, lock)? as *mut nfslock;
     // SAFETY: the caller checked lock_out for NULL; it points to writable storage.
     unsafe { *lock_out = handle };
+    Ok(())
 }
 
 /// Tries once to lock `path`: creates the lock file `path.nfs_lock` holding this
@@ -57,8 +55,7 @@ pub unsafe extern "C" fn nfslock_create(path: *const c_char, message: *const c_c
         // SAFETY: per this function's contract.
         let (path, message) = unsafe { (path_arg(OP, path)?, optional_bytes_arg(message)) };
         out_arg(OP, lock_out, "lock_out")?;
-        hand_out(lockfile::create(path, message).map_err(|e| e.in_op(OP))?, lock_out);
-        Ok(())
+        hand_out(OP, lockfile::create(path, message).map_err(|e| e.in_op(OP))?, lock_out)
     })
 }
 
@@ -87,8 +84,7 @@ pub unsafe extern "C" fn nfslock_blocking_create(
         // SAFETY: per this function's contract.
         let (path, message) = unsafe { (path_arg(OP, path)?, optional_bytes_arg(message)) };
         out_arg(OP, lock_out, "lock_out")?;
-        hand_out(lockfile::blocking_create(path, message, timeout_of(timeout_ms)).map_err(|e| e.in_op(OP))?, lock_out);
-        Ok(())
+        hand_out(OP, lockfile::blocking_create(path, message, timeout_of(timeout_ms)).map_err(|e| e.in_op(OP))?, lock_out)
     })
 }
 
@@ -109,16 +105,10 @@ pub unsafe extern "C" fn nfslock_unlock(lock: *mut nfslock) -> c_int {
         if lock.is_null() {
             return Err(Error::invalid(OP, "lock is NULL"));
         }
-        // SAFETY: non-NULL and, per the contract, a handle from Box::into_raw.
-        if unsafe { (*lock).magic } != LIVE {
-            return Err(Error::invalid(OP, "not a live lock handle (unlocked twice?)"));
-        }
-        // SAFETY: as above; the handle is reclaimed exactly once, here.
-        let mut handle = unsafe { Box::from_raw(lock) };
-        handle.magic = FREED;
-        match handle.lock.take() {
+        // Looked up by its number, never read through: a dead handle is simply not there.
+        match LOCKS.remove(lock as usize) {
             Some(held) => held.unlock().map_err(|e| e.in_op(OP)),
-            None => Ok(()),
+            None => Err(Error::invalid(OP, "not a live lock handle (unlocked twice?)")),
         }
     })
 }

@@ -3,6 +3,7 @@
 
 mod boundary;
 pub mod errors;
+mod handles;
 pub mod lockfile;
 pub mod session;
 

@@ -4,36 +4,46 @@
 use std::ffi::{c_char, c_int, CStr, OsStr};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use nix::errno::Errno;
+
 use super::boundary::{check_fits, copy_out, ffi_guard, out_arg, path_arg};
+use super::handles::SESSIONS;
 use crate::error::Error;
 use crate::session::{Session, MAX_IDS_PER_CALL};
-
-const LIVE: u64 = 0x6e66_7373_6573_7331; // "nfssess1"
-const FREED: u64 = 0x6672_6565_6421_2121;
 
 /// An open session. Opaque: created by `nfslock_session_open`, destroyed by
 /// `nfslock_session_close` only. Thread-safe: any thread may use it.
 #[allow(non_camel_case_types)]
 pub struct nfslock_session {
-    magic: u64,
-    session: Option<Session>,
+    /// Never instantiated: a handle is a number registered in `handles::SESSIONS`,
+    /// never dereferenced (see handles.rs).
+    _opaque: [u8; 0],
 }
 
-/// The session behind a handle, or EINVAL.
-///
-/// # Safety
-/// `s` is NULL or a handle from `nfslock_session_open` not yet closed.
-unsafe fn session<'a>(op: &'static str, s: *mut nfslock_session) -> Result<&'a Session, Error> {
+/// What a session handle stands for. Calls on the session hold the read side of the
+/// lock; close takes the handle out of the registry and then the write side, so it
+/// waits for the calls other threads are making on it.
+pub struct Entry {
+    /// The fork generation the handle was made in (see `close`).
+    generation: u64,
+    session: RwLock<Option<Session>>,
+}
+
+/// Runs `f` on the session behind a live handle; EINVAL for NULL or a dead handle
+/// (closed, or never one), found without reading through the pointer.
+fn with_session<R>(op: &'static str, s: *mut nfslock_session, f: impl FnOnce(&Session) -> crate::Result<R>) -> Result<R, Error> {
     if s.is_null() {
         return Err(Error::invalid(op, "the session is NULL"));
     }
-    // SAFETY: non-NULL and, per the contract, a live handle.
-    let handle = unsafe { &*s };
-    match (&handle.session, handle.magic) {
-        (Some(session), LIVE) => Ok(session),
-        _ => Err(Error::invalid(op, "not an open session handle (closed twice?)")),
+    let dead = || Error::invalid(op, "not an open session handle (closed twice?)");
+    let entry = SESSIONS.with(s as usize, Arc::clone).ok_or_else(dead)?;
+    let session = entry.session.read().unwrap_or_else(|p| p.into_inner());
+    match session.as_ref() {
+        Some(session) => f(session),
+        None => Err(dead()),
     }
 }
 
@@ -73,6 +83,7 @@ unsafe fn write_ids(ids: &[u64], out: *mut u64, count: *mut usize) {
 ///
 /// # Safety
 /// As for `nfslock_session_lock_ids`.
+#[allow(clippy::too_many_arguments)]
 unsafe fn id_set_call(
     op: &'static str,
     s: *mut nfslock_session,
@@ -83,12 +94,12 @@ unsafe fn id_set_call(
     f: fn(&Session, &[u64]) -> crate::Result<Vec<u64>>,
 ) -> Result<(), Error> {
     // SAFETY: per this function's contract.
-    let (session, ids) = unsafe { (session(op, s)?, ids_arg(op, ids, n)?) };
+    let ids = unsafe { ids_arg(op, ids, n)? };
     out_arg(op, count, "the count")?;
     if n > 0 {
         out_arg(op, out, "the output array")?;
     }
-    let subset = f(session, ids)?;
+    let subset = with_session(op, s, |session| f(session, ids))?;
     // SAFETY: subset.len() <= n, the room in `out`.
     unsafe { write_ids(&subset, out, count) };
     Ok(())
@@ -97,11 +108,11 @@ unsafe fn id_set_call(
 /// Opens a session on the repository directory `dir` (created, with missing parents,
 /// if it does not exist) for the ID namespace `name` (NULL: "default"). `timeout_ms` is
 /// how long the session may go without a heartbeat before other sessions treat it as
-/// dead (0: 45000). Starts the session's heartbeat thread. Stores the handle in
-/// `*session_out`.
+/// dead (0: 45000; at least 100). Starts the session's heartbeat thread. Stores the
+/// handle in `*session_out`.
 ///
 /// Errors: EINVAL NULL or empty `dir`, NULL `session_out`, a `name` that is empty, ".",
-/// "..", or contains '/'; ENOTDIR, EACCES, EPERM, EROFS, ENOSPC creating the repository;
+/// "..", or contains '/', a `timeout_ms` of 1 to 99; ENOTDIR, EACCES, EPERM, EROFS, ENOSPC creating the repository;
 /// ETIMEDOUT another process held the repository's guard lock past the timeout.
 ///
 /// # Safety
@@ -125,8 +136,9 @@ pub unsafe extern "C" fn nfslock_session_open(
             let bytes = unsafe { CStr::from_ptr(name) }.to_bytes();
             Some(std::str::from_utf8(bytes).map_err(|_| Error::invalid(OP, format!("name {:?} is not UTF-8", OsStr::from_bytes(bytes))))?)
         };
-        let session = Session::open(dir, name, Some(Duration::from_millis(u64::from(timeout_ms))))?;
-        let handle = Box::into_raw(Box::new(nfslock_session { magic: LIVE, session: Some(session) }));
+        let session = Session::open(dir, name, Some(Duration::from_millis(u64::from(timeout_ms)))).map_err(|e| e.in_op(OP))?;
+        let entry = Entry { generation: crate::lockfile::fork_generation(), session: RwLock::new(Some(session)) };
+        let handle = SESSIONS.insert(OP, Arc::new(entry))? as *mut nfslock_session;
         // SAFETY: checked for NULL above; writable per the contract.
         unsafe { *session_out = handle };
         Ok(())
@@ -152,10 +164,8 @@ pub unsafe extern "C" fn nfslock_session_open(
 pub unsafe extern "C" fn nfslock_session_make_new_ids(s: *mut nfslock_session, n: usize, ids_out: *mut u64) -> c_int {
     const OP: &str = "nfslock_session_make_new_ids";
     ffi_guard(OP, || {
-        // SAFETY: per this function's contract.
-        let session = unsafe { session(OP, s)? };
         out_arg(OP, ids_out, "ids_out")?;
-        let ids = session.make_new_ids(n)?;
+        let ids = with_session(OP, s, |session| session.make_new_ids(n))?;
         // SAFETY: ids_out has room for n = ids.len() IDs per the contract.
         unsafe { std::ptr::copy_nonoverlapping(ids.as_ptr(), ids_out, ids.len()) };
         Ok(())
@@ -228,11 +238,9 @@ pub unsafe extern "C" fn nfslock_session_get_lock_session(
 ) -> c_int {
     const OP: &str = "nfslock_session_get_lock_session";
     ffi_guard(OP, || {
-        // SAFETY: per this function's contract.
-        let session = unsafe { session(OP, s)? };
         out_arg(OP, info, "info")?;
-        let text = session.lock_holder(id)?;
-        check_fits(OP, session.dir(), info_len, text.as_bytes(), "description")?;
+        let (text, dir) = with_session(OP, s, |session| Ok((session.lock_holder(id)?, session.dir().to_path_buf())))?;
+        check_fits(OP, &dir, info_len, text.as_bytes(), "description")?;
         // SAFETY: checked for NULL and size above.
         unsafe { copy_out(info, text.as_bytes()) };
         Ok(())
@@ -253,9 +261,7 @@ pub unsafe extern "C" fn nfslock_session_get_lock_session(
 pub unsafe extern "C" fn nfslock_session_reap_locks(s: *mut nfslock_session, n_reaped: *mut usize) -> c_int {
     const OP: &str = "nfslock_session_reap_locks";
     ffi_guard(OP, || {
-        // SAFETY: per this function's contract.
-        let session = unsafe { session(OP, s)? };
-        let reaped = session.reap_locks()?;
+        let reaped = with_session(OP, s, Session::reap_locks)?;
         if !n_reaped.is_null() {
             // SAFETY: non-NULL and writable per the contract.
             unsafe { *n_reaped = reaped };
@@ -274,10 +280,7 @@ pub unsafe extern "C" fn nfslock_session_reap_locks(s: *mut nfslock_session, n_r
 #[no_mangle]
 pub unsafe extern "C" fn nfslock_session_check(s: *mut nfslock_session) -> c_int {
     const OP: &str = "nfslock_session_check";
-    ffi_guard(OP, || {
-        // SAFETY: per this function's contract.
-        unsafe { session(OP, s)? }.check()
-    })
+    ffi_guard(OP, || with_session(OP, s, Session::check))
 }
 
 /// For an operator, after the counter was lost or damaged: sets the next ID to at least
@@ -292,10 +295,7 @@ pub unsafe extern "C" fn nfslock_session_check(s: *mut nfslock_session) -> c_int
 #[no_mangle]
 pub unsafe extern "C" fn nfslock_session_repair_counter(s: *mut nfslock_session, next_id: u64) -> c_int {
     const OP: &str = "nfslock_session_repair_counter";
-    ffi_guard(OP, || {
-        // SAFETY: per this function's contract.
-        unsafe { session(OP, s)? }.repair_counter(next_id)
-    })
+    ffi_guard(OP, || with_session(OP, s, |session| session.repair_counter(next_id)))
 }
 
 /// Releases every ID the session holds, stops its heartbeat, removes its records, and
@@ -314,16 +314,25 @@ pub unsafe extern "C" fn nfslock_session_close(s: *mut nfslock_session) -> c_int
         if s.is_null() {
             return Err(Error::invalid(OP, "the session is NULL"));
         }
-        // SAFETY: non-NULL and, per the contract, a handle from Box::into_raw.
-        if unsafe { (*s).magic } != LIVE {
-            return Err(Error::invalid(OP, "not an open session handle (closed twice?)"));
+        // Dead from here on for every thread: later calls get EINVAL.
+        let entry = SESSIONS.remove(s as usize).ok_or_else(|| Error::invalid(OP, "not an open session handle (closed twice?)"))?;
+        if entry.generation != crate::lockfile::fork_generation() {
+            // A forked child, on its parent's session: a thread of the parent may have
+            // been inside a call at fork time (its read lock was copied and will never
+            // be let go), so the lock is only tried. What cannot be had is left: the
+            // parent's session is the parent's, and nothing of it is touched here.
+            if let Ok(mut session) = entry.session.try_write() {
+                if let Some(session) = session.take() {
+                    return session.close().map_err(|e| e.in_op(OP));
+                }
+            }
+            std::mem::forget(entry);
+            return Err(Error::new(Errno::EPERM, OP, None, "the session belongs to the parent of this forked process"));
         }
-        // SAFETY: as above; the handle is reclaimed exactly once, here.
-        let mut handle = unsafe { Box::from_raw(s) };
-        handle.magic = FREED;
-        match handle.session.take() {
-            Some(session) => session.close(),
-            None => Ok(()),
+        let session = entry.session.write().unwrap_or_else(|p| p.into_inner()).take();
+        match session {
+            Some(session) => session.close().map_err(|e| e.in_op(OP)),
+            None => Err(Error::invalid(OP, "not an open session handle (closed twice?)")),
         }
     })
 }

@@ -24,11 +24,10 @@ use super::{locked, Beat, Ids, Shared};
 use crate::error::{Error, Result};
 use crate::fsops;
 
-/// Shortest heartbeat period, whatever the timeout.
-const MIN_PERIOD: Duration = Duration::from_millis(10);
-
+/// The heartbeat period: a quarter of the timeout (at least 25 ms: the timeout is at
+/// least `MIN_TIMEOUT`, so the period and the lease stay in proportion).
 fn period(timeout: Duration) -> Duration {
-    (timeout / 4).max(MIN_PERIOD)
+    timeout / 4
 }
 
 /// How long the session may be silent before it stops acting on its locks.

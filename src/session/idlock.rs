@@ -25,8 +25,6 @@ const CLAIM_HEAD: &str = "nfslock-idlock 1 session ";
 pub struct Claim {
     pub path: PathBuf,
     pub file: FileId,
-    /// Its number among the session's claims (part of its name).
-    pub number: u32,
     /// IDs linked to it so far (some may have been released since: a claim is not reused
     /// past the limit, so this only grows).
     pub links: u64,
@@ -54,7 +52,7 @@ pub fn create_claim(repo: &Repo, sid: &str, mut n: u32) -> nix::Result<(Claim, u
                     .map_err(|e| fsops::io_errno(&e))
                     .and_then(|()| fsops::fstat(&file));
                 return match made {
-                    Ok(st) => Ok((Claim { path, file: FileId::from(&st), number: n, links: 0 }, n)),
+                    Ok(st) => Ok((Claim { path, file: FileId::from(&st), links: 0 }, n)),
                     Err(e) => {
                         let _ = fsops::unlink(&path);
                         Err(e)
@@ -62,8 +60,17 @@ pub fn create_claim(repo: &Repo, sid: &str, mut n: u32) -> nix::Result<(Claim, u
                 };
             }
             // A number used before, or our own create whose reply was lost: never
-            // adopted (nothing proves it is ours), so move on to the next one.
-            Err(Errno::EEXIST) if n < u32::MAX => n += 1,
+            // adopted (nothing proves it is ours), so move on to the next one. An empty
+            // one (a lost reply, or a create killed before its write) holds no ID: it
+            // is litter under our own session's name, removed so it cannot pile up.
+            Err(Errno::EEXIST) if n < u32::MAX => {
+                if let Ok(st) = fsops::lstat(&path) {
+                    if fsops::is_regular(&st) && st.st_size == 0 && st.st_nlink == 1 {
+                        let _ = fsops::unlink_if_is(&path, FileId::from(&st));
+                    }
+                }
+                n += 1;
+            }
             Err(e) => return Err(e),
         }
     }
@@ -95,15 +102,6 @@ pub fn take(repo: &Repo, claim: &Claim, id: u64) -> nix::Result<Take> {
 /// Removes our lock on an ID if it is still ours. False: someone removed it (a reaper).
 pub fn release(repo: &Repo, id: u64, file: FileId) -> nix::Result<bool> {
     fsops::unlink_if_is(&repo.id_path(id), file)
-}
-
-/// Removes our locks on `ids` (those still linked to `file`), ignoring errors: for
-/// undoing links made for IDs that were never reported (a lock left behind is reaped
-/// with its session).
-pub fn release_many(repo: &Repo, ids: impl IntoIterator<Item = u64>, file: FileId) {
-    for id in ids {
-        let _ = release(repo, id, file);
-    }
 }
 
 /// The session holding `path` (an ID lock or a claim), read from the file.

@@ -6,6 +6,7 @@
 //! DIR/NAME.writer[.nfs_lock]  a lock file held by a writer on NFS around its counter
 //!                             update, with the counter's token (token.rs)
 //! DIR/NAME.sessions/<sid>     one record per open session (record.rs)
+//! DIR/NAME.sessions/.open-<sid>  a record being written, before it is linked to <sid>
 //! DIR/NAME.ids/<id>           one file per locked ID: a hard link of its session's claim
 //! DIR/NAME.ids/.claim-<sid>-<n>   the claims: "nfslock-idlock 1 session <sid>\n"
 //! ```
@@ -22,6 +23,12 @@ use crate::error::{Error, Result};
 pub const DEFAULT_NAME: &str = "default";
 const MAX_NAME: usize = 200;
 const CLAIM_PREFIX: &str = ".claim-";
+const OPENING_PREFIX: &str = ".open-";
+
+/// Whether a name in the sessions directory is a record being written (`.open-<sid>`).
+pub fn is_opening_name(name: &[u8]) -> bool {
+    name.strip_prefix(OPENING_PREFIX.as_bytes()).is_some_and(is_session_id)
+}
 
 /// The paths of one repository and ID namespace.
 #[derive(Debug, Clone)]
@@ -72,6 +79,11 @@ impl Repo {
 
     pub fn session_path(&self, sid: &str) -> PathBuf {
         self.sessions.join(sid)
+    }
+
+    /// Where session `sid`'s record is written before it is linked to its name.
+    pub fn opening_path(&self, sid: &str) -> PathBuf {
+        self.sessions.join(format!("{OPENING_PREFIX}{sid}"))
     }
 
     pub fn claim_path(&self, sid: &str, n: u32) -> PathBuf {

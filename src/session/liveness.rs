@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 
 use super::idlock;
-use super::layout::{classify, is_session_id, IdsEntry, Repo};
+use super::layout::{classify, is_opening_name, is_session_id, IdsEntry, Repo};
 use super::ops::{guard, guard_within};
 use super::record::{SessionRecord, MAX_LEN};
 use super::token;
@@ -35,9 +35,28 @@ pub enum Life {
 }
 
 /// What this process has seen of other sessions' beats.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Observer {
     seen: HashMap<String, (u64, Instant)>,
+    /// Unreadable records and `.open-` files: their identity and a checksum of their
+    /// bytes, and since when (our clock) they were seen so.
+    unreadable: HashMap<std::path::PathBuf, (FileId, u32, Instant)>,
+    local: bool,
+    /// How long an unreadable file must stay unchanged before it counts as dead: the
+    /// longer of our own timeout and the default one (its own is not readable).
+    patience: Duration,
+}
+
+/// Removes a file at one of our own fresh names that an O_EXCL create found taken, if
+/// it is an empty regular file (a create of ours whose reply was lost, or an opener
+/// killed before it wrote): litter, whoever made it. One that is someone's live file
+/// only makes their link fail, and they draw another name.
+pub fn remove_if_empty(path: &std::path::Path) {
+    if let Ok(st) = fsops::lstat(path) {
+        if fsops::is_regular(&st) && st.st_size == 0 && st.st_nlink == 1 {
+            let _ = fsops::unlink_if_is(path, FileId::from(&st));
+        }
+    }
 }
 
 /// Reads a session's record. None: there is none.
@@ -57,9 +76,36 @@ pub fn read_record(repo: &Repo, sid: &str) -> Result<Option<SessionRecord>, Stri
 }
 
 impl Observer {
+    pub fn new(local: bool, timeout: Duration) -> Observer {
+        Observer { seen: HashMap::new(), unreadable: HashMap::new(), local, patience: timeout.max(super::DEFAULT_TIMEOUT) }
+    }
+
+    /// Whether an unreadable record or `.open-` file is a dead process's: on a local
+    /// filesystem, when no process holds its flock (every session holds one on its
+    /// record for its life, and an opener on its `.open-` file); elsewhere, when its
+    /// bytes stayed the same for the observer's patience on its own clock.
+    pub fn unreadable_is_dead(&mut self, path: &std::path::Path) -> bool {
+        let Ok(fd) = fsops::open_existing(path, false) else { return false };
+        let file = File::from(fd);
+        if self.local {
+            return fsops::try_flock_exclusive(&file).is_ok();
+        }
+        let (Ok(st), Ok(Some(bytes))) = (fsops::fstat(&file), fsops::read_capped(&file, MAX_LEN + 1)) else { return false };
+        let now_seen = (FileId::from(&st), crc32fast::hash(&bytes));
+        let now = Instant::now();
+        match self.unreadable.get(path) {
+            Some(&(id, crc, since)) if (id, crc) == now_seen => now.duration_since(since) >= self.patience,
+            _ => {
+                self.unreadable.insert(path.to_path_buf(), (now_seen.0, now_seen.1, now));
+                false
+            }
+        }
+    }
+
     /// Judges session `sid` from its record now and what was seen of it before. A
-    /// record that cannot be read or parsed counts as alive: never break what you
-    /// cannot read (`check` reports it).
+    /// record that cannot be read or parsed counts as alive unless it is shown to be a
+    /// dead process's ([`Observer::unreadable_is_dead`]): never break what you cannot
+    /// read (`check` reports it).
     pub fn judge(&mut self, repo: &Repo, sid: &str, this_host: &[u8]) -> Life {
         let record = match read_record(repo, sid) {
             Ok(Some(r)) => r,
@@ -67,8 +113,10 @@ impl Observer {
                 self.seen.remove(sid);
                 return Life::Gone;
             }
+            Err(_) if self.unreadable_is_dead(&repo.session_path(sid)) => return Life::Dead,
             Err(_) => return Life::Alive,
         };
+        self.unreadable.remove(&repo.session_path(sid));
         if host::owner_of(&record.owner, this_host) == Owner::Dead {
             return Life::Dead;
         }
@@ -223,10 +271,27 @@ pub fn reap_dead(shared: &Shared, deadline: Option<Instant>) -> Result<usize> {
     }
     if finished {
         remove_orphans(repo, &listing, &sessions).map_err(sys)?;
+        sweep_openings(repo, &mut observer);
     }
     drop(observer);
     let _ = guard.unlock();
     Ok(reaped)
+}
+
+/// Removes the `.open-` files of openers that died before linking their record.
+fn sweep_openings(repo: &Repo, observer: &mut Observer) {
+    let Ok(dir) = std::fs::read_dir(&repo.sessions) else { return };
+    for entry in dir.map_while(std::result::Result::ok) {
+        if is_opening_name(entry.file_name().as_encoded_bytes()) {
+            let path = entry.path();
+            if let Ok(st) = fsops::lstat(&path) {
+                if fsops::is_regular(&st) && observer.unreadable_is_dead(&path) {
+                    let _ = fsops::unlink_if_is(&path, FileId::from(&st));
+                    observer.unreadable.remove(&path);
+                }
+            }
+        }
+    }
 }
 
 /// Removes ID locks whose claim's name is gone (an I/O error during a close or an undo

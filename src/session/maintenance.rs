@@ -10,7 +10,7 @@ use nix::errno::Errno;
 use super::counter;
 use super::heartbeat::{enter, still_live};
 use super::idlock;
-use super::layout::{is_session_id, Repo};
+use super::layout::{is_opening_name, is_session_id, Repo};
 use super::liveness::{self, Listing};
 use super::ops::guard;
 use super::token::{self, Token};
@@ -34,22 +34,70 @@ fn mkdir(path: &Path, recursive: bool) -> std::io::Result<()> {
     made.map_err(|e| std::io::Error::from_raw_os_error(e as i32))
 }
 
+/// Checks a directory the session layer works in: the name itself is a directory, not
+/// a symlink (ELOOP: never followed) nor anything else (ENOTDIR). The repository
+/// directory may be writable by others only with the sticky bit (as /tmp is), so that
+/// nobody else can rename `NAME.ids` or `NAME.sessions` away and put their own in
+/// place; those two must belong to this process's user, to root or to the repository
+/// directory's owner, and be writable by no one else (EPERM): an attacker's directory
+/// there would take this session's claims, ID locks and record. Returns the owner.
+fn verify_dir(path: &Path, inside: Option<u32>) -> Result<u32> {
+    let bad = |e: Errno, why: String| Err(Error::new(e, OP_OPEN, Some(path), why));
+    let st = fsops::lstat(path).map_err(|e| Error::sys(e, OP_OPEN, path, "lstat"))?;
+    if fsops::is_symlink(&st) {
+        return bad(Errno::ELOOP, "a symlink where a repository directory should be: it is never followed".into());
+    }
+    if !fsops::is_dir(path) {
+        return bad(Errno::ENOTDIR, "not a directory".into());
+    }
+    let mode = st.st_mode & 0o7777;
+    match inside {
+        None if mode & 0o002 != 0 && mode & 0o1000 == 0 => {
+            bad(Errno::EPERM, format!("writable by anyone without the sticky bit (mode {mode:04o}): others could replace its session directories"))
+        }
+        None => Ok(st.st_uid),
+        Some(dir_owner) => {
+            let me = nix::unistd::geteuid().as_raw();
+            if ![me, 0, dir_owner].contains(&st.st_uid) {
+                return bad(Errno::EPERM, format!("owned by uid {}, not by this user ({me}), root or the repository's owner", st.st_uid));
+            }
+            if mode & 0o002 != 0 {
+                return bad(Errno::EPERM, format!("writable by anyone (mode {mode:04o})"));
+            }
+            Ok(st.st_uid)
+        }
+    }
+}
+
+/// Whether a session directory exists (verified, see [`verify_dir`]).
+fn present(path: &Path, dir_owner: u32) -> Result<bool> {
+    match fsops::lstat(path) {
+        Err(Errno::ENOENT) => Ok(false),
+        Err(e) => Err(Error::sys(e, OP_OPEN, path, "lstat")),
+        Ok(_) => verify_dir(path, Some(dir_owner)).map(|_| true),
+    }
+}
+
 /// Creates the directory and, for a new repository, the counter (at 0) and the
 /// session and ID directories. The counter is made first: an ID directory without a
 /// counter is a repository whose counter was lost, which must not restart from 0.
+/// Every directory is verified before anything is made in it ([`verify_dir`]).
 pub fn prepare_repository(repo: &Repo, timeout: Duration) -> Result<()> {
     let io = |e: std::io::Error, what: &str, path: &Path| Error::sys(fsops::io_errno(&e), OP_OPEN, path, what);
     mkdir(&repo.dir, true).map_err(|e| io(e, "creating the directory", &repo.dir))?;
-    if fsops::is_dir(&repo.ids) && fsops::is_dir(&repo.sessions) {
+    let owner = verify_dir(&repo.dir, None)?;
+    if present(&repo.ids, owner)? && present(&repo.sessions, owner)? {
         return Ok(());
     }
     let guard = lockfile::blocking_create_internal(&repo.guard, b"nfslock session: creating the repository", Some(timeout))
         .map_err(|e| e.in_op(OP_OPEN))?;
-    if !fsops::is_dir(&repo.ids) {
+    if !present(&repo.ids, owner)? {
         write_counter(repo, 0, false).map_err(|e| Error::sys(e, OP_OPEN, &repo.counter, "creating"))?;
         mkdir(&repo.ids, false).map_err(|e| io(e, "creating", &repo.ids))?;
     }
+    verify_dir(&repo.ids, Some(owner))?;
     mkdir(&repo.sessions, false).map_err(|e| io(e, "creating", &repo.sessions))?;
+    verify_dir(&repo.sessions, Some(owner))?;
     fsops::sync_dir(&repo.dir).map_err(|e| Error::sys(e, OP_OPEN, &repo.dir, "fsync"))?;
     let _ = guard.unlock();
     Ok(())
@@ -58,8 +106,20 @@ pub fn prepare_repository(repo: &Repo, timeout: Duration) -> Result<()> {
 /// Writes a counter file holding `next`: created only if missing, or (`replace`) put in
 /// place of whatever is there, atomically, by rename.
 fn write_counter(repo: &Repo, next: u64, replace: bool) -> nix::Result<()> {
-    let tmp = repo.dir.join(format!(".{}.{}", file_name(&repo.counter), crate::random::unpredictable_hex()));
-    let file = std::fs::File::from(fsops::create_fresh(&tmp)?);
+    // Only the guard's holder makes these: a name found taken is litter (a create whose
+    // reply was lost), removed if empty, and another is drawn.
+    let mut tries = 0;
+    let (tmp, file) = loop {
+        let tmp = repo.dir.join(format!(".{}.{}", file_name(&repo.counter), crate::random::unpredictable_hex()));
+        match fsops::create_new(&tmp) {
+            Ok(fd) => break (tmp, std::fs::File::from(fd)),
+            Err(Errno::EEXIST) if tries < 16 => {
+                tries += 1;
+                liveness::remove_if_empty(&tmp);
+            }
+            Err(e) => return Err(e),
+        }
+    };
     let placed = fsops::write_durably(&file, &counter::initial(next)).map_err(|e| fsops::io_errno(&e)).and_then(|()| {
         if replace {
             fsops::rename_placing(&file, &tmp, &repo.counter)
@@ -144,6 +204,10 @@ fn findings(repo: &Repo, local: bool, token: Option<u64>) -> Result<Vec<String>>
     for entry in sessions.flatten() {
         let name = entry.file_name();
         let sid = name.to_string_lossy();
+        if is_opening_name(name.as_encoded_bytes()) {
+            // A record being written (or an opener's leftover, swept by the reapers).
+            continue;
+        }
         if !is_session_id(name.as_encoded_bytes()) {
             findings.push(format!("{} is not a session record", entry.path().display()));
         } else if let Err(why) = liveness::read_record(repo, &sid) {
@@ -192,7 +256,6 @@ pub fn release_all(shared: &Shared) -> Result<()> {
     still_live(shared, OP_CLOSE)?;
     let mut ids = locked(&shared.ids);
     token::retry_stale_tokens(shared, &mut ids);
-    super::handoff::settle_abandoned(shared, &mut ids);
     let ours: Vec<FileId> = ids.claims.iter().filter(|c| fsops::id_of(&c.path) == Ok(c.file)).map(|c| c.file).collect();
     let mut first_error: Option<(Errno, PathBuf)> = None;
     let mut note = |r: nix::Result<()>, path: PathBuf| {

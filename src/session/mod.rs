@@ -4,13 +4,23 @@
 //!
 //! Every operation costs O(k) in the IDs it touches plus a constant: the counter is two
 //! fixed slots updated in place (counter.rs), an ID lock is one link(2) (idlock.rs).
-//! Who may write the counter is decided by its token (token.rs); the sessions of one
-//! host that allocate at the same time share its update (combine/, handoff.rs). The
-//! on-disk layout is in layout.rs; liveness and reaping in liveness.rs.
+//! Who may write the counter is decided by its token (token.rs). The on-disk layout is
+//! in layout.rs; liveness and reaping in liveness.rs.
+//!
+//! Fork: a forked child inherits its parent's open sessions as memory only. It does not
+//! inherit their heartbeat threads (fork(2) copies only the calling thread), and every
+//! call on them in the child answers EPERM and touches nothing on disk; close in the
+//! child frees what it can and answers EPERM too. The child can open sessions of its
+//! own (their ids come from getrandom(2), never from a state it shares with its
+//! parent). Every descriptor the session layer opens (records, counter, claims,
+//! directory listings) is O_CLOEXEC, so a program the child execs keeps none; a child
+//! that does not exec keeps copies of the parent's record descriptor, and with it the
+//! shared flock each session holds on its record: that flock only ever decides whether
+//! an *unreadable* record or `.open-` file belongs to a dead process (liveness.rs), and
+//! a session's own record is never unreadable, so the copy keeps nothing of the
+//! parent's alive (liveness of readable records is the heartbeat and the owner's pid).
 
-mod combine;
 mod counter;
-mod handoff;
 mod heartbeat;
 mod idlock;
 mod layout;
@@ -42,6 +52,10 @@ pub use layout::DEFAULT_NAME;
 
 /// Ganga's default: a session unheard of for this long is dead.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(45_000);
+/// The shortest timeout a session may have: it heartbeats every quarter of it and stops
+/// acting after half of it without a beat, so a shorter one leaves no time for a beat's
+/// write and fdatasync (a shorter one is EINVAL, not silently raised).
+pub const MIN_TIMEOUT: Duration = Duration::from_millis(100);
 /// The most IDs one call may issue.
 pub const MAX_IDS_PER_CALL: usize = 1 << 24;
 
@@ -66,9 +80,6 @@ struct Shared {
     local: bool,
     /// The fork generation the session was opened in: a forked child acts on nothing.
     generation: u64,
-    /// The host's table for combining requests for new IDs (combine/), on a local
-    /// filesystem where it could be opened.
-    table: Option<combine::Table>,
     /// Separate from `ids`, so that an operation waiting (for the counter's token, say)
     /// never holds up the heartbeat.
     beat: Mutex<Beat>,
@@ -110,51 +121,48 @@ struct Ids {
     stale_tokens: Vec<(u64, FileId)>,
     /// The counter, kept open between calls on a local filesystem.
     counter: Option<Arc<counter::CounterFile>>,
-    /// Requests a combiner took and this session gave up waiting for (handoff.rs).
-    abandoned: Vec<combine::Ticket>,
 }
 
 impl Session {
     /// Opens a session on repository `dir` (created if missing) for the ID namespace
     /// `name` (None: "default"). `timeout` (None or zero: 45 s) is how long the session
-    /// may go without a heartbeat before others treat it as dead.
+    /// may go without a heartbeat before others treat it as dead; EINVAL below
+    /// [`MIN_TIMEOUT`].
     pub fn open(dir: impl AsRef<Path>, name: Option<&str>, timeout: Option<Duration>) -> Result<Session> {
         let dir = dir.as_ref();
         let repo = Repo::new(OP_OPEN, dir, name.unwrap_or(DEFAULT_NAME))?;
         let timeout = timeout.filter(|t| !t.is_zero()).unwrap_or(DEFAULT_TIMEOUT);
+        if timeout < MIN_TIMEOUT {
+            return Err(Error::new(
+                Errno::EINVAL,
+                OP_OPEN,
+                Some(dir),
+                format!(
+                    "a timeout of {} ms is too short: at least {} ms (the session beats every quarter of it and \
+                     stops acting after half of it without a beat)",
+                    timeout.as_millis(),
+                    MIN_TIMEOUT.as_millis()
+                ),
+            ));
+        }
         maintenance::prepare_repository(&repo, timeout)?;
         let me = lockfile::this_process();
-        let sid = layout::new_session_id();
         let rec = SessionRecord { beat: 0, owner: me.record(b""), since: record::now(), timeout };
+        let (sid, file, st) = publish_record(&repo, &rec)?;
         let path = repo.session_path(&sid);
-        let sys = |e: Errno, call: &str| Error::sys(e, OP_OPEN, &path, call);
-        let fd = fsops::create_fresh(&path).map_err(|e| sys(e, "creating the session record"))?;
-        let file = File::from(fd);
-        let made = fsops::write_durably(&file, &rec.to_bytes())
-            .map_err(|e| fsops::io_errno(&e))
-            .and_then(|()| fsops::fstat(&file));
-        let st = match made {
-            Ok(st) => st,
-            Err(e) => {
-                let _ = fsops::unlink(&path);
-                return Err(sys(e, "writing the session record"));
-            }
-        };
         let beat = Beat { record: file, record_file: FileId::from(&st), count: 0, last: heartbeat::boottime(), expired: None };
-        let ids = Ids { claims: Vec::new(), next_claim: 0, held: HashMap::new(), known_next: 0, stale_tokens: Vec::new(), counter: None, abandoned: Vec::new() };
+        let ids = Ids { claims: Vec::new(), next_claim: 0, held: HashMap::new(), known_next: 0, stale_tokens: Vec::new(), counter: None };
         let local = fsops::is_local_fs(dir);
-        let table = if local { combine::Table::open(&repo.ids) } else { None };
         let shared = Arc::new(Shared {
             repo,
             sid,
             me,
             timeout,
             local,
-            table,
             generation: lockfile::fork_generation(),
             beat: Mutex::new(beat),
             ids: Mutex::new(ids),
-            observer: Mutex::new(Observer::default()),
+            observer: Mutex::new(Observer::new(local, timeout)),
             stop: Mutex::new(false),
             wake: Condvar::new(),
         });
@@ -256,6 +264,59 @@ impl Drop for Session {
             let _ = self.shut();
         }
     }
+}
+
+/// Creates a new session's record, complete before it appears under its name: written
+/// and synced under `.open-<sid>`, then linked to `<sid>` (so a crash can never leave a
+/// record that cannot be read). The file keeps a shared flock for the session's life:
+/// on a local filesystem that is how a leftover `.open-` file (or any unreadable record)
+/// is known to be a dead process's (liveness.rs). A name already taken is never adopted:
+/// another one is drawn.
+fn publish_record(repo: &Repo, rec: &SessionRecord) -> Result<(String, File, nix::sys::stat::FileStat)> {
+    const TRIES: usize = 16;
+    for _ in 0..TRIES {
+        let sid = layout::new_session_id();
+        let (tmp, path) = (repo.opening_path(&sid), repo.session_path(&sid));
+        let sys = |e: Errno, call: &str| Error::sys(e, OP_OPEN, &path, call);
+        let file = match fsops::create_new(&tmp) {
+            Ok(fd) => File::from(fd),
+            Err(Errno::EEXIST) => {
+                liveness::remove_if_empty(&tmp);
+                continue;
+            }
+            Err(e) => return Err(sys(e, "creating the session record")),
+        };
+        // Not every filesystem has flock (NFS may not): it only speeds up local sweeps.
+        let _ = fsops::try_flock_shared(&file);
+        let made = fsops::write_durably(&file, &rec.to_bytes()).map_err(|e| fsops::io_errno(&e)).and_then(|()| fsops::fstat(&file));
+        let st = match made {
+            Ok(st) => st,
+            Err(e) => {
+                let _ = fsops::unlink(&tmp);
+                return Err(sys(e, "writing the session record"));
+            }
+        };
+        let ours = FileId::from(&st);
+        let linked = match fsops::link(&tmp, &path) {
+            Ok(()) => Ok(true),
+            // A retransmitted LINK reports EEXIST (or EIO) although ours worked.
+            Err(e @ (Errno::EEXIST | Errno::EIO)) => match fsops::id_of(&path) {
+                Ok(id) if id == ours => Ok(true),
+                _ if e == Errno::EEXIST => Ok(false),
+                _ => Err(e),
+            },
+            // Our temporary name was swept meanwhile (taken for a dead opener's).
+            Err(Errno::ENOENT) => Ok(false),
+            Err(e) => Err(e),
+        };
+        let _ = fsops::unlink_if_is(&tmp, ours);
+        match linked {
+            Ok(true) => return Ok((sid, file, st)),
+            Ok(false) => continue,
+            Err(e) => return Err(sys(e, "linking the session record")),
+        }
+    }
+    Err(Error::new(Errno::EAGAIN, OP_OPEN, Some(&repo.sessions), format!("{TRIES} fresh session ids in a row were taken")))
 }
 
 /// Locks a mutex, also after a panic elsewhere (the ffi layer catches panics; the data

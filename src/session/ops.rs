@@ -6,14 +6,13 @@ use std::time::Duration;
 
 use nix::errno::Errno;
 
-use super::combine;
 use super::counter::{self, Counter, CounterFile};
 use super::token::{self, Token};
 use super::heartbeat::{enter, expire, still_live};
 use super::idlock::{self, Claim, Take, MAX_LINKS_PER_CLAIM};
 use super::liveness::{self, GuardMode, Life};
 use super::record::show_time;
-use super::{handoff, locked, Ids, Shared, MAX_IDS_PER_CALL};
+use super::{locked, Ids, Shared, MAX_IDS_PER_CALL};
 use crate::error::{Error, Result};
 use crate::fsops::{self, FileId};
 use crate::lockfile::{self, Lock};
@@ -162,43 +161,8 @@ pub fn make_new_ids(shared: &Shared, n: usize) -> Result<Vec<u64>> {
         return Err(Error::new(Errno::EINVAL, OP_MAKE, None, format!("n must be 1 to {MAX_IDS_PER_CALL}, not {n}")));
     }
     let mut st = enter(shared, OP_MAKE)?;
-    handoff::settle_abandoned(shared, &mut st);
-    // A request handed to a combiner that could not serve it is tried again, the last
-    // time without the table.
-    for attempt in 0..=handoff::TRIES {
-        let ticket = match attempt < handoff::TRIES {
-            true => handoff::post(shared, &mut st, n).map_err(|e| take_error(shared, OP_MAKE, e))?,
-            false => None,
-        };
-        if let Some(ids) = issue(shared, &mut st, n, ticket)? {
-            return Ok(ids);
-        }
-    }
-    Err(Error::new(Errno::EAGAIN, OP_MAKE, Some(&shared.repo.ids), "no combiner served the request, and neither did this session"))
-}
-
-/// One try at issuing `n` IDs: as the token's holder (serving the requests posted by
-/// other sessions of this host), or through a combiner that took `ticket`. None: try
-/// again.
-fn issue(shared: &Shared, st: &mut Ids, n: usize, ticket: Option<combine::Ticket>) -> Result<Option<Vec<u64>>> {
-    let table = shared.table.as_ref();
-    let posted = table.zip(ticket.as_ref());
-    let token = match token::acquire_or_served(shared, st, OP_MAKE, false, posted) {
-        Ok(Some(token)) => token,
-        Ok(None) => return handoff::collect(shared, st, posted),
-        Err(e) => {
-            return match posted {
-                Some((t, k)) if !t.withdraw(k) => handoff::collect(shared, st, posted).and_then(|ids| ids.map(Some).ok_or(e)),
-                _ => Err(e),
-            }
-        }
-    };
-    if let Some((t, k)) = posted {
-        if !t.withdraw(k) {
-            token::finish(shared, st, token, false);
-            return handoff::collect(shared, st, posted);
-        }
-    }
+    let st = &mut *st;
+    let token = token::acquire(shared, st, OP_MAKE, false)?;
     let (start, taken) = match still_live(shared, OP_MAKE).and_then(|()| lock_range(shared, st, &token, n)) {
         Ok(range) => range,
         Err(e) => {
@@ -207,31 +171,25 @@ fn issue(shared: &Shared, st: &mut Ids, n: usize, ticket: Option<combine::Ticket
         }
     };
     let end = start + n as u64;
-    let batch = table.map(|t| t.serve(&shared.repo, &shared.me, end));
-    let upto = batch.as_ref().map_or(end, |b| b.end);
     // The IDs are issued once the counter has passed them on stable storage, and only
     // by a session that still holds its lease: one paused past it may have lost its
     // locks to a reaper meanwhile.
-    let committed = still_live(shared, OP_MAKE).and_then(|()| token::commit(shared, &token, upto, OP_MAKE));
-    if let (Some(t), Some(batch)) = (table, batch) {
-        t.finish(&shared.repo, batch, committed.as_ref().map(drop).map_err(|e| e.sys_errno()));
-    }
+    let committed = still_live(shared, OP_MAKE).and_then(|()| token::commit(shared, &token, end, OP_MAKE));
     let keep_token = start == token.id();
     token::finish(shared, st, token, keep_token);
     if let Err(e) = committed.and_then(|_| still_live(shared, OP_MAKE)) {
         undo(shared, &taken);
         return Err(e);
     }
-    st.known_next = st.known_next.max(upto);
+    st.known_next = st.known_next.max(end);
     st.held.extend(taken.iter().copied());
-    Ok(Some((start..end).collect()))
+    Ok((start..end).collect())
 }
 
 /// Locks `n` consecutive IDs from the token's on. Nobody else links IDs at or above the
-/// counter while we hold the token (lock_ids advances the counter first, and combiners
-/// hold the token), so an ID found locked there was left by a session that crashed in
-/// the middle of an update (a combiner's round is undone before its token is taken
-/// over): the range starts again past it, and the token is then not part of it.
+/// counter while we hold the token (lock_ids advances the counter first), so an ID found
+/// locked there was left by a session that crashed in the middle of an update: the
+/// range starts again past it, and the token is then not part of it.
 fn lock_range(shared: &Shared, st: &mut Ids, token: &Token, n: usize) -> Result<(u64, Vec<(u64, FileId)>)> {
     let overflow = || Error::new(Errno::EINVAL, OP_MAKE, Some(&shared.repo.counter), format!("{n} more IDs would pass 2^64"));
     let mut start = token.id();
@@ -264,7 +222,6 @@ pub fn lock_ids(shared: &Shared, ids: &[u64]) -> Result<Vec<u64>> {
     let mut seen = HashSet::with_capacity(ids.len());
     let ids: Vec<u64> = ids.iter().copied().filter(|id| seen.insert(*id)).collect();
     let mut st = enter(shared, OP_LOCK)?;
-    handoff::settle_abandoned(shared, &mut st);
     let Some(&max) = ids.iter().max() else { return Ok(Vec::new()) };
     if max >= st.known_next {
         raise_counter(shared, &mut st, max)?;

@@ -26,10 +26,6 @@
 //! directory may be exported, so after taking the token it checks that no remote writer
 //! holds the writer lock, and if one does it lines up behind it like a remote writer.
 //!
-//! A make_new_ids caller may have its request posted for a combiner (combine/): its
-//! wait then sleeps on the combining table's bell, and the take ends (None) as soon as
-//! a combiner has taken the request.
-//!
 //! Waiting inside a take never waits for the guard (reapers, check, repair hold it and
 //! may wait for the writer lock): a dead holder is reaped here only when the guard is
 //! free or already ours.
@@ -43,7 +39,6 @@ use super::counter::{self, Counter, CounterFile};
 use super::layout::Repo;
 use super::liveness::{self, GuardMode};
 use super::ops::{counter_error, read_counter, take, take_error};
-use super::combine::{Table, Ticket};
 use super::{idlock, Ids, Shared};
 use crate::error::{Error, Result};
 use crate::fsops::{self, FileId};
@@ -56,8 +51,6 @@ const QUICK_LOOKS: u32 = 32;
 const FIRST_SLEEP: Duration = Duration::from_micros(50);
 const MAX_SLEEP_LOCAL: Duration = Duration::from_millis(5);
 const MAX_SLEEP_REMOTE: Duration = Duration::from_millis(100);
-/// How long a waiter with a posted request waits before it checks the holder's life.
-const TAKE_OVER_AFTER: Duration = Duration::from_millis(1);
 
 /// The right to write the counter, held by this session until [`finish`]ed.
 pub struct Token {
@@ -80,28 +73,20 @@ impl Token {
 /// timeout (at least a second) for a live holder and taking it over from a dead one.
 /// `guarded`: the caller holds the repository's guard.
 pub fn acquire(shared: &Shared, st: &mut Ids, op: &'static str, guarded: bool) -> Result<Token> {
-    acquire_or_served(shared, st, op, guarded, None)?
-        .ok_or_else(|| Error::new(Errno::EAGAIN, op, Some(&shared.repo.counter), "no request of this call was posted"))
-}
-
-/// As [`acquire`], for a caller whose request for IDs is posted in the host's table
-/// (combine/): None when a combiner took the request before this session got the token.
-pub fn acquire_or_served(shared: &Shared, st: &mut Ids, op: &'static str, guarded: bool, posted: Option<Posted>) -> Result<Option<Token>> {
     if !shared.local {
         let writer = writer_lock(shared, op)?;
-        return Ok(take_token(shared, st, op, guarded, posted)?.map(|t| Token { writer: Some(writer), ..t }));
+        return take_token(shared, st, op, guarded).map(|t| Token { writer: Some(writer), ..t });
     }
-    let Some(token) = take_token(shared, st, op, guarded, posted)? else { return Ok(None) };
+    let token = take_token(shared, st, op, guarded)?;
     match fsops::lstat(&shared.repo.writer_held) {
-        Err(nix::errno::Errno::ENOENT) => Ok(Some(token)),
+        Err(nix::errno::Errno::ENOENT) => Ok(token),
         // A remote writer holds the writer lock (or we cannot tell): let go and line up
         // behind it. Never wait for the lock with the token held: its holder may be
         // waiting for the token.
         _ => {
             finish(shared, st, token, false);
             let writer = writer_lock(shared, op)?;
-            // Served meanwhile: the writer lock is let go when dropped.
-            Ok(take_token(shared, st, op, guarded, posted)?.map(|t| Token { writer: Some(writer), ..t }))
+            take_token(shared, st, op, guarded).map(|t| Token { writer: Some(writer), ..t })
         }
     }
 }
@@ -122,11 +107,8 @@ fn writer_lock(shared: &Shared, op: &'static str) -> Result<Lock> {
     lockfile::blocking_create_internal(&shared.repo.writer, b"nfslock session: counter update", Some(wait)).map_err(|e| e.in_op(op))
 }
 
-/// A posted request, and the table it is posted in.
-pub type Posted<'a> = (&'a Table, &'a Ticket);
-
-/// The token, or None when `posted` was taken by a combiner meanwhile.
-fn take_token(shared: &Shared, st: &mut Ids, op: &'static str, guarded: bool, posted: Option<Posted>) -> Result<Option<Token>> {
+/// The token, waiting for a live holder and taking it over from a dead one.
+fn take_token(shared: &Shared, st: &mut Ids, op: &'static str, guarded: bool) -> Result<Token> {
     retry_stale_tokens(shared, st);
     let wait = shared.patience();
     let max_sleep = if shared.local { MAX_SLEEP_LOCAL } else { MAX_SLEEP_REMOTE };
@@ -135,12 +117,9 @@ fn take_token(shared: &Shared, st: &mut Ids, op: &'static str, guarded: bool, po
     let mut sleep = FIRST_SLEEP;
     let (mut cf, mut c) = read_counter(shared, st, op)?;
     'attempt: loop {
-        if posted.is_some_and(|(table, ticket)| table.taken(ticket)) {
-            return Ok(None);
-        }
         match take(shared, st, c.next) {
             Ok(Some(file)) => match counter::read(&cf) {
-                Ok(now) if now == c => return Ok(Some(Token { cf, counter: c, file, writer: None })),
+                Ok(now) if now == c => return Ok(Token { cf, counter: c, file, writer: None }),
                 // Moved on between the read and the link: that ID may be issued.
                 Ok(now) => {
                     drop_lock(shared, st, c.next, file);
@@ -182,18 +161,6 @@ fn take_token(shared: &Shared, st: &mut Ids, op: &'static str, guarded: bool, po
                 return Err(busy(shared, op, c.next, wait));
             }
             looks += 1;
-            if let Some((table, ticket)) = posted {
-                // A combiner rings the table's bell when it is done: sleep on that.
-                if start.elapsed() >= TAKE_OVER_AFTER && looks % 4 == 0 && take_over(shared, st, c.next, op, guarded)? {
-                    (cf, c) = read_counter(shared, st, op)?;
-                    continue 'attempt;
-                }
-                if table.doze(ticket, sleep.min(wait.saturating_sub(start.elapsed()))) {
-                    return Ok(None);
-                }
-                sleep = (sleep * 2).min(max_sleep);
-                continue 'attempt;
-            }
             if looks <= QUICK_LOOKS {
                 std::thread::yield_now();
                 continue;
@@ -279,14 +246,10 @@ fn may_take_over(repo: &Repo, sid: &str, this_host: &[u8]) -> bool {
     }
 }
 
-/// Clears the lock on `id` if it was left by a combiner that died (combine/), if its
-/// holder may be taken over from (reaping it), or if it is a leftover of this very
-/// session (a claim it has since moved on from); true when something was done.
+/// Clears the lock on `id` if its holder may be taken over from (reaping it), or if it
+/// is a leftover of this very session (a claim it has since moved on from); true when
+/// something was done.
 fn take_over(shared: &Shared, st: &mut Ids, id: u64, op: &'static str, guarded: bool) -> Result<bool> {
-    // The lock may be a link a dead combiner made for another session (combine/).
-    if shared.table.as_ref().is_some_and(|t| t.undo_dead_rounds(&shared.repo, &shared.me)) {
-        return Ok(true);
-    }
     let Ok(Some(sid)) = idlock::holder_of(&shared.repo.id_path(id)) else { return Ok(false) };
     if sid == shared.sid {
         let files: Vec<FileId> = st.claims.iter().map(|c| c.file).collect();

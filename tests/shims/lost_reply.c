@@ -8,8 +8,9 @@
  *   NFSLOCK_SHIM_LOSE_UNLINK=1  every successful unlink returns ENOENT
  *   NFSLOCK_SHIM_LOSE_RENAME=1  every successful rename onto a name that is neither a
  *                               lock nor a claim (the P copy) returns ENOENT
- *   NFSLOCK_SHIM_LOSE_CREATE=1  every successful O_EXCL create is reported as EEXIST
- *                               (the new file stays, closed)
+ *   NFSLOCK_SHIM_LOSE_CREATE=1  every other successful O_EXCL create is reported as EEXIST
+ *                               (the new file stays, closed): a lost reply is never taken
+ *                               for our own create, so the library draws another name
  *   NFSLOCK_SHIM_WRITE_EIO=1    every other pwrite fails with EIO without writing
  *   NFSLOCK_SHIM_MKDIR_EIO=1    every other mkdir fails with EIO without creating
  *   NFSLOCK_SHIM_LINK_ENOENT=1  every other linkat to *.nfs_lock fails with ENOENT without
@@ -20,13 +21,6 @@
  *   NFSLOCK_SHIM_STOP_COUNTER_WRITE=N  the process stops itself (SIGSTOP) just before its
  *                               Nth pwrite to a file named *.counter (a session's ID
  *                               counter), and writes once it is continued
- *   NFSLOCK_SHIM_STOP_COMBINED_WRITE=N  likewise, but before the first counter pwrite, from
- *                               the Nth on, that ends a combined round: one in which
- *                               the process linked IDs to more than one claim (its own
- *                               and other sessions'); it stops once
- *   NFSLOCK_SHIM_STOP_AFTER_ID_LINK=N  the process stops itself once, just after its Nth
- *                               successful linkat to a name of digits only (an ID lock:
- *                               a session's counter token is the first one of a call)
  * A counter file named by NFSLOCK_SHIM_COUNT (if set) gets one byte per injected fault.
  */
 #define _GNU_SOURCE
@@ -72,44 +66,6 @@ static void count_fault(void) {
     }
 }
 
-static int is_id_name(const char *path) {
-    const char *base = strrchr(path, '/');
-    base = base ? base + 1 : path;
-    if (*base == 0) return 0;
-    for (; *base; base++) {
-        if (*base < '0' || *base > '9') return 0;
-    }
-    return 1;
-}
-
-/* For NFSLOCK_SHIM_STOP_COMBINED_WRITE: the first claim linked to an ID since the last
- * counter write, and whether another one was linked after it. ID links are made only
- * by the thread calling make_new_ids (a heartbeat's links are to other names). */
-static char round_source[4096];
-static int round_combined;
-
-static void note_link_source(const char *oldpath, const char *newpath) {
-    if (!is_id_name(newpath)) return;
-    if (round_source[0] == 0) {
-        snprintf(round_source, sizeof round_source, "%s", oldpath);
-    } else if (strcmp(round_source, oldpath) != 0) {
-        round_combined = 1;
-    }
-}
-
-/* NFSLOCK_SHIM_STOP_AFTER_ID_LINK: a test continues the process (SIGCONT) once other
- * sessions are waiting for the token it holds. */
-static void stop_after_id_link(const char *newpath) {
-    static int links, stopped_once;
-    const char *nth = getenv("NFSLOCK_SHIM_STOP_AFTER_ID_LINK");
-    if (nth == NULL || stopped_once || !is_id_name(newpath)) return;
-    if (++links == atoi(nth)) {
-        stopped_once = 1;
-        count_fault();
-        raise(SIGSTOP);
-    }
-}
-
 int linkat(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, int flags) {
     int (*real)(int, const char *, int, const char *, int) =
         (int (*)(int, const char *, int, const char *, int))dlsym(RTLD_NEXT, "linkat");
@@ -120,10 +76,6 @@ int linkat(int olddirfd, const char *oldpath, int newdirfd, const char *newpath,
         return -1;
     }
     int r = real(olddirfd, oldpath, newdirfd, newpath, flags);
-    if (r == 0) {
-        note_link_source(oldpath, newpath);
-        stop_after_id_link(newpath);
-    }
     if (r == 0) {
         if (getenv("NFSLOCK_SHIM_LOSE_LINK")) { count_fault(); errno = EEXIST; return -1; }
         if (getenv("NFSLOCK_SHIM_LINK_EIO")) { count_fault(); errno = EIO; return -1; }
@@ -155,8 +107,9 @@ int renameat(int olddirfd, const char *oldpath, int newdirfd, const char *newpat
 }
 
 static int exclusive_create(const char *path, int flags, int fd) {
+    static int flip;
     (void)path;
-    if (fd >= 0 && (flags & O_CREAT) && (flags & O_EXCL) && getenv("NFSLOCK_SHIM_LOSE_CREATE")) {
+    if (fd >= 0 && (flags & O_CREAT) && (flags & O_EXCL) && getenv("NFSLOCK_SHIM_LOSE_CREATE") && every_other(&flip)) {
         close(fd);
         count_fault();
         errno = EEXIST;
@@ -222,25 +175,20 @@ int fstat(int fd, struct stat *st) {
     return real(fd, st);
 }
 
-/* NFSLOCK_SHIM_STOP_COUNTER_WRITE / _STOP_COMBINED_WRITE: counts pwrites to *.counter
+/* NFSLOCK_SHIM_STOP_COUNTER_WRITE: counts pwrites to *.counter
  * files (by the name the descriptor was opened under) and stops the process before the
  * chosen one. */
 static void stop_before_counter_write(int fd) {
     static int writes, stopped_once;
     const char *nth = getenv("NFSLOCK_SHIM_STOP_COUNTER_WRITE");
-    const char *combined = getenv("NFSLOCK_SHIM_STOP_COMBINED_WRITE");
-    if (nth == NULL && combined == NULL) return;
+    if (nth == NULL) return;
     char link[64], target[4096];
     snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
     ssize_t n = readlink(link, target, sizeof target - 1);
     if (n <= 0) return;
     target[n] = 0;
     if (!ends_with(target, ".counter")) return;
-    ++writes;
-    int stop = nth != NULL ? writes == atoi(nth) : writes >= atoi(combined) && round_combined;
-    round_source[0] = 0;
-    round_combined = 0;
-    if (stop && !stopped_once) {
+    if (++writes == atoi(nth) && !stopped_once) {
         stopped_once = 1;
         count_fault();
         raise(SIGSTOP);

@@ -1,0 +1,125 @@
+//! The handles the C API hands out (`nfslock *`, `nfslock_session *`), and how a dead
+//! one is told from a live one without touching freed memory.
+//!
+//! A handle is not the address of anything: it is a number drawn from one process-wide
+//! counter that only grows (in steps of 16, so that it looks like an aligned pointer),
+//! never dereferenced, and looked up in a registry of the live ones. A handle that was
+//! unlocked or closed is gone from the registry and its number is never handed out
+//! again, so a stale handle (used twice, or after another handle was created in its
+//! place) is EINVAL, whatever happened to the memory since; nothing of the caller's is
+//! read through it. Both families use the same counter, so a lock handle passed as a
+//! session (or the reverse) is EINVAL too.
+//!
+//! The registries are guarded by mutexes that are held only to insert, look up or
+//! remove an entry (never across a call into the core). So that a fork in the middle of
+//! such an update cannot leave a child with a registry locked forever, the registries
+//! are taken before fork(2) and let go after it in both processes (pthread_atfork). A
+//! forked child inherits the registries: the parent's handles are found there, and the
+//! core answers EPERM for them (nothing of the parent's is touched).
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, Once};
+
+use crate::error::Error;
+
+/// The first handle value, and the step between two (an aligned, non-NULL "pointer").
+const FIRST: usize = 0x1000;
+const STEP: usize = 16;
+
+static NEXT: AtomicUsize = AtomicUsize::new(FIRST);
+static AT_FORK: Once = Once::new();
+
+/// The live handles of one kind, and what each stands for.
+pub struct Registry<T> {
+    live: Mutex<BTreeMap<usize, T>>,
+}
+
+impl<T> Registry<T> {
+    pub const fn new() -> Registry<T> {
+        Registry { live: Mutex::new(BTreeMap::new()) }
+    }
+
+    fn table(&self) -> MutexGuard<'_, BTreeMap<usize, T>> {
+        // Every update is a single insert or remove: a panic cannot leave it half done.
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers `value` under a new handle, never handed out before in this process.
+    pub fn insert(&self, op: &'static str, value: T) -> Result<usize, Error> {
+        AT_FORK.call_once(install_at_fork);
+        let handle = NEXT
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |h| h.checked_add(STEP))
+            .map_err(|_| Error::new(nix::errno::Errno::ENOMEM, op, None, "this process has used up its handle numbers"))?;
+        self.table().insert(handle, value);
+        Ok(handle)
+    }
+
+    /// Runs `f` on the value of a live handle; None when `handle` is not live.
+    pub fn with<R>(&self, handle: usize, f: impl FnOnce(&T) -> R) -> Option<R> {
+        self.table().get(&handle).map(f)
+    }
+
+    /// Takes a live handle out of the registry: it is dead from now on.
+    pub fn remove(&self, handle: usize) -> Option<T> {
+        self.table().remove(&handle)
+    }
+}
+
+/// The lock handles: `nfslock *`.
+pub static LOCKS: Registry<crate::lockfile::Lock> = Registry::new();
+/// The session handles: `nfslock_session *` (see ffi/session.rs for the entry).
+pub static SESSIONS: Registry<std::sync::Arc<super::session::Entry>> = Registry::new();
+
+type Held = (
+    Option<MutexGuard<'static, BTreeMap<usize, crate::lockfile::Lock>>>,
+    Option<MutexGuard<'static, BTreeMap<usize, std::sync::Arc<super::session::Entry>>>>,
+);
+
+thread_local! {
+    /// The registries' guards, held by the forking thread across fork(2).
+    static HELD_ACROSS_FORK: RefCell<Held> = const { RefCell::new((None, None)) };
+}
+
+extern "C" fn before_fork() {
+    // Always in this order; nothing else ever holds both.
+    let held = (Some(LOCKS.table()), Some(SESSIONS.table()));
+    let _ = HELD_ACROSS_FORK.try_with(|h| *h.borrow_mut() = held);
+}
+
+extern "C" fn after_fork() {
+    let _ = HELD_ACROSS_FORK.try_with(|h| {
+        let (locks, sessions) = std::mem::take(&mut *h.borrow_mut());
+        drop(sessions);
+        drop(locks);
+    });
+}
+
+fn install_at_fork() {
+    // SAFETY: the handlers are plain functions of this library, which is never unloaded
+    // while they are registered (the library's own at-fork hooks need the same).
+    let rc = unsafe { libc::pthread_atfork(Some(before_fork), Some(after_fork), Some(after_fork)) };
+    // Without the handlers (ENOMEM) a fork during an update could wedge the child's
+    // registry; the registries still work otherwise.
+    let _ = rc;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handles_are_never_reused_and_dead_ones_are_not_found() {
+        let reg: Registry<u32> = Registry::new();
+        let a = reg.insert("t", 1).unwrap();
+        assert_eq!(reg.with(a, |v| *v), Some(1));
+        assert_eq!(reg.remove(a), Some(1));
+        let b = reg.insert("t", 2).unwrap();
+        assert_ne!(a, b, "a dead handle's number is never handed out again");
+        assert_eq!(reg.with(a, |v| *v), None);
+        assert_eq!(reg.remove(a), None);
+        assert_eq!(reg.with(b, |v| *v), Some(2));
+        assert!(a % STEP == 0 && b % STEP == 0 && a >= FIRST);
+    }
+}
