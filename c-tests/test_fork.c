@@ -241,7 +241,8 @@ static void busy_stop(struct busy *b)
     atomic_store(&b->stop, 1);
     pthread_join(b->th, NULL);
     b->running = 0;
-    CHECKF(b->errors == 0, "%d failures in a busy thread", b->errors);
+    CHECKF(b->errors == 0 && b->ids.errors == 0, "%d failures in a busy thread",
+           b->errors + b->ids.errors);
 }
 
 /* Stops a busy thread started with hold_at_stop; returns 0 once it holds its paths. */
@@ -267,12 +268,18 @@ enum kind {
     K_BUSY,         /* a thread cycling locks and one making IDs run while it forks */
 };
 
+/* Each completes "a parent that ...". */
 static const char *const kind_names[] = {
-    "never used the library",          "held and released locks",
-    "waited in blocking_create",       "used critical_section",
-    "opened a session and made IDs",   "two sessions making IDs concurrently",
-    "holds locks at fork time",        "threads inside the library at fork time",
+    "never used the library",
+    "held and released locks",
+    "waited in blocking_create",
+    "used critical_section",
+    "opened a session and made IDs",
+    "made IDs with two sessions concurrently",
+    "held locks at fork time",
+    "had threads inside the library at fork time",
 };
+_Static_assert(sizeof kind_names / sizeof kind_names[0] == K_BUSY + 1, "a name for each kind");
 
 struct lock_report {
     atomic_int rounds;
