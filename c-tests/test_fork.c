@@ -325,7 +325,22 @@ struct matrix {
     struct busy locker, idmaker;
     pthread_t idjob[2];
     int idjobs;
+    int start[2]; /* the children start together when the parent closes start[1] */
 };
+
+/* Every lock child takes a new message, and so makes a new claim file, every this many
+ * rounds: siblings that drew the same names would collide on them. */
+#define ROUNDS_PER_MESSAGE 10
+
+/* In a child: waits until the parent lets all of them go at once. */
+static void wait_for_start(struct matrix *m)
+{
+    close(m->start[1]);
+    char c;
+    while (read(m->start[0], &c, 1) < 0 && errno == EINTR) {
+    }
+    close(m->start[0]);
+}
 
 /* A child contending on the lock; returns its number of failed checks. */
 static int lock_child(struct matrix *m, int k)
@@ -334,8 +349,11 @@ static int lock_child(struct matrix *m, int k)
     char who[32];
     snprintf(who, sizeof who, "lock child %d (pid %d)", k, (int)getpid());
     for (int i = 0; i < LOCK_ROUNDS; i++) {
+        char message[64];
+        snprintf(message, sizeof message, "%s, rounds from %d", who,
+                 i - i % ROUNDS_PER_MESSAGE);
         nfslock *lock = NULL;
-        int rc = nfslock_blocking_create(m->path, who, 30000LL * t_time_scale, &lock);
+        int rc = nfslock_blocking_create(m->path, message, 30000LL * t_time_scale, &lock);
         if (rc != 0) {
             if (atomic_fetch_add(&r->create_errors, 1) < PRINTED)
                 t_fail(__FILE__, __LINE__, "%s round %d: blocking_create: %s (%s)", who, i,
@@ -614,6 +632,7 @@ static void *matrix_body(void *arg)
     struct matrix *m = arg;
     const char *where = m->from_thread ? "a second thread" : "the main thread";
     parent_before(m);
+    REQUIRE(pipe2(m->start, O_CLOEXEC) == 0);
 
     /* Lock and ID children alternately, a moment apart, so that forks land at different
      * points of the busy threads' calls. */
@@ -627,6 +646,7 @@ static void *matrix_body(void *arg)
             REQUIRE(pid >= 0);
             if (pid == 0) {
                 int before = atomic_load(&t_failures);
+                wait_for_start(m);
                 if (lock)
                     lock_child(m, k);
                 else
@@ -639,6 +659,8 @@ static void *matrix_body(void *arg)
             sleep_ms(2);
         }
     }
+    close(m->start[0]);
+    close(m->start[1]); /* go */
     parent_after_fork(m);
 
     /* The parent opens a session after all its ID children did (a parent whose names its
