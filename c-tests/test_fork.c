@@ -8,14 +8,18 @@
  * on one lock for 300 rounds each (blocking_create, read-modify-write of a counter file,
  * an O_EXCL marker created and removed inside the critical section, unlock) and six that
  * open sessions on one repository and make IDs, while the parent keeps making IDs of
- * its own. Every round must run alone (the marker's O_EXCL never fails, every unlock
- * returns 0, the counter ends exact), every ID is issued once across all of them, and no
+ * its own. The children start together, and a lock child makes a new claim file every 10
+ * rounds, so that siblings drawing the same "unpredictable" names would meet on them.
+ * Every round must run alone (the marker's O_EXCL never fails, every unlock returns 0,
+ * the counter ends exact), every ID is issued once across all of them, and no
  * session_open fails (a child that draws its parent's or a sibling's names gets EEXIST).
  * Each kind runs with the children forked by the main thread and by another thread.
  *
- * Then the descriptors a child inherits: a parent killed while holding a lock must not
- * be kept "alive" by its forked children (another thread was inside create/unlock at
- * each fork), nor by children it started with posix_spawn or vfork+exec.
+ * Then the descriptors a child inherits: a parent killed while holding locks must not be
+ * kept "alive" by its forked children (another thread was inside create/unlock at each
+ * fork): every lock it held is taken within 5 s while they live. Children it started
+ * with posix_spawn or vfork+exec hold no descriptor of the library at all, and its locks
+ * and session ID are taken over at once.
  */
 #include "harness.h"
 
