@@ -282,10 +282,8 @@ impl Run {
 
     fn after_done(&mut self, i: usize, op: &str, done: &str) {
         let taking = matches!(op, "create" | "blocking" | "v1" | "v2");
-        if taking && self.peers[i].ok(done) {
-            if self.peers[i].wait_for(&["held", "overlap"], ANSWER).is_some() {
-                self.peers[i].holds = true;
-            }
+        if taking && self.peers[i].ok(done) && self.peers[i].wait_for(&["held", "overlap"], ANSWER).is_some() {
+            self.peers[i].holds = true;
         }
         if op == "unlock" {
             self.peers[i].holds = false;
@@ -808,6 +806,7 @@ fn core_v1_gap_of_60_to_150_ms_between_link_and_write() {
 #[test]
 fn blocking_create_waits_for_a_core_v1_holder_between_link_and_write() {
     let _serial = serial();
+    let mut outcomes = Vec::new();
     for step in ["ftruncate", "write-record"] {
         let mut r = Run::new(format!("fresh / core-v1-create paused before {step} for 1 s / our-blocking_create"));
         let core = r.spawn(Kind::Core, "core", &[]);
@@ -839,10 +838,9 @@ fn blocking_create_waits_for_a_core_v1_holder_between_link_and_write() {
         }
         r.release_all();
         r.check_overlaps();
-        let o = r.outcome();
-        drop(r);
-        assert_clean("blocking_create on a Core lock between link and write", &[o], Instant::now());
+        outcomes.push(r.outcome());
     }
+    assert_clean("blocking_create on a Core lock between link and write", &outcomes, Instant::now());
 }
 
 /// A Core v1 holder killed between its link and its write leaves an empty lock file for
