@@ -6,6 +6,7 @@
 
 pub mod error;
 pub mod ffi;
+#[doc(hidden)] pub mod fuzzing;
 mod fsops;
 mod random;
 pub mod host;

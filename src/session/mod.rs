@@ -9,15 +9,15 @@
 //! on-disk layout is in layout.rs; liveness and reaping in liveness.rs.
 
 mod combine;
-mod counter;
+pub(crate) mod counter;
 mod handoff;
 mod heartbeat;
-mod idlock;
+pub(crate) mod idlock;
 mod layout;
 mod liveness;
 mod maintenance;
 mod ops;
-mod record;
+pub(crate) mod record;
 mod token;
 
 use std::collections::HashMap;
