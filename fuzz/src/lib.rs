@@ -2,7 +2,7 @@
 //! counting global allocator that aborts the process (a crash, for libFuzzer, which then
 //! saves the input) when, during one run of the checks, a single allocation or the
 //! memory allocated and not yet freed exceeds the target's limit
-//! (`nfslock::fuzzing::alloc_limit`: four times the most input its reader passes on).
+//! (`nfslock::fuzzing::alloc_limit`: four times the 64 KiB record cap).
 //!
 //! Only allocations made through Rust's global allocator are counted: those of the
 //! parsers and the checks, not libFuzzer's own (C++, through malloc directly).
@@ -114,6 +114,17 @@ fn decimal(mut v: usize, out: &mut [u8; 20]) -> &[u8] {
 
 /// Runs `target`'s checks on `data` with its allocation limit armed.
 pub fn fuzz(target: &str, data: &[u8]) {
+    // A panic is the crash to report: disarm the limit before the panic hook (libFuzzer's,
+    // which prints the message and aborts) formats it, so that it is not reported as an
+    // allocation over the limit instead.
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let report = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            LIMIT.store(0, Relaxed);
+            report(info)
+        }));
+    });
     let limit = nfslock::fuzzing::alloc_limit(target);
     BASE.store(LIVE.load(Relaxed), Relaxed);
     LIMIT.store(limit, Relaxed);
