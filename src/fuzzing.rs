@@ -68,8 +68,7 @@ pub fn run(target: &str, data: &[u8]) {
 ///
 /// - The S-expression reader: whatever it reads, its machine form (what this library
 ///   writes) reads back as the same expression.
-/// - A record read, written again ([`Record::to_bytes`]), reads back as the same record,
-///   and that writing is a fixed point (writing the re-read record gives the same bytes).
+/// - A record read, written again ([`Record::to_bytes`]), reads back as the same record.
 ///   Skipped when the written form is over the record cap: escapes can make a record
 ///   read from disk longer when written (a raw byte >= 127 becomes `\DDD`), and such a
 ///   record is refused when read, which is the cap doing its work.
@@ -104,7 +103,6 @@ pub fn lock_record(data: &[u8]) {
         "the record, written again as {:?}, does not read back as the same record",
         String::from_utf8_lossy(&bytes)
     );
-    assert_eq!(rec.to_bytes(), bytes, "writing a record is not a fixed point");
 }
 
 /// A session record: [`srecord::SessionRecord::parse`].
@@ -185,11 +183,19 @@ fn check_counter(data: &[u8]) {
     assert_eq!(counter::read(&cf).ok(), Some(c), "the file reads differently from its bytes");
     let mut current = c;
     for next in [c.next.wrapping_add(1), c.next.wrapping_add(1000)] {
-        let written = counter::write(&cf, &current, next).expect("writing a counter in memory");
-        let read = counter::read(&cf).ok();
-        assert_eq!(read, Some(written), "the counter updated to {next} does not read back as written");
-        assert!(written.seq > current.seq, "an update did not raise the sequence ({} after {})", written.seq, current.seq);
-        current = written;
+        match counter::write(&cf, &current, next) {
+            Ok(written) => {
+                let read = counter::read(&cf).ok();
+                assert_eq!(read, Some(written), "the counter updated to {next} does not read back as written");
+                assert!(written.seq > current.seq, "an update did not raise the sequence ({} after {})", written.seq, current.seq);
+                current = written;
+            }
+            // Refusing an update (a sequence that cannot grow) is fine if nothing changed.
+            Err(e) => {
+                assert_eq!(counter::read(&cf).ok(), Some(current), "a refused update ({e}) changed the counter");
+                break;
+            }
+        }
     }
 }
 
