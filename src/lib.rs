@@ -8,6 +8,7 @@ pub mod errno;
 pub mod error;
 #[doc(hidden)]
 pub mod ffi;
+#[doc(hidden)] pub mod fuzzing;
 mod fsops;
 mod process;
 mod random;

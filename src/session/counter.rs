@@ -27,20 +27,20 @@ use nix::errno::Errno;
 
 use crate::fsops::{self, FileId};
 
-const HEADER: &[u8] = b"nfslock-counter 1\n";
+pub(crate) const HEADER: &[u8] = b"nfslock-counter 1\n";
 /// "A " + 20 digits + " " + 20 digits + " " + 8 hex + "\n"
-const SLOT_LEN: usize = 2 + 20 + 1 + 20 + 1 + 8 + 1;
-const FILE_LEN: usize = HEADER.len() + 2 * SLOT_LEN;
-const LABELS: [u8; 2] = [b'A', b'B'];
+pub(crate) const SLOT_LEN: usize = 2 + 20 + 1 + 20 + 1 + 8 + 1;
+pub(crate) const FILE_LEN: usize = HEADER.len() + 2 * SLOT_LEN;
+pub(crate) const LABELS: [u8; 2] = [b'A', b'B'];
 
 /// The counter as read: its value and where the next update goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Counter {
     /// The next ID to issue.
     pub next: u64,
-    seq: u64,
+    pub(crate) seq: u64,
     /// The slot holding the value (0 = A, 1 = B).
-    slot: usize,
+    pub(crate) slot: usize,
 }
 
 /// Why the counter could not be read.
@@ -51,7 +51,7 @@ pub enum ReadError {
     Sys(Errno, &'static str),
 }
 
-fn slot_line(label: u8, seq: u64, next: u64) -> Vec<u8> {
+pub(crate) fn slot_line(label: u8, seq: u64, next: u64) -> Vec<u8> {
     let mut line = format!("{} {seq:020} {next:020} ", label as char).into_bytes();
     let crc = crc32fast::hash(&line);
     line.extend_from_slice(format!("{crc:08x}\n").as_bytes());
@@ -59,7 +59,7 @@ fn slot_line(label: u8, seq: u64, next: u64) -> Vec<u8> {
     line
 }
 
-fn parse_slot(label: u8, line: &[u8]) -> Option<(u64, u64)> {
+pub(crate) fn parse_slot(label: u8, line: &[u8]) -> Option<(u64, u64)> {
     let digits = |b: &[u8]| -> Option<u64> {
         if b.len() != 20 || !b.iter().all(u8::is_ascii_digit) {
             return None;

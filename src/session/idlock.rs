@@ -30,7 +30,7 @@ pub struct Claim {
     pub links: u64,
 }
 
-fn claim_text(sid: &str) -> Vec<u8> {
+pub(crate) fn claim_text(sid: &str) -> Vec<u8> {
     format!("{CLAIM_HEAD}{sid}\n").into_bytes()
 }
 

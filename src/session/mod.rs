@@ -20,14 +20,14 @@
 //! a session's own record is never unreadable, so the copy keeps nothing of the
 //! parent's alive (liveness of readable records is the heartbeat and the owner's pid).
 
-mod counter;
+pub(crate) mod counter;
 mod heartbeat;
-mod idlock;
+pub(crate) mod idlock;
 mod layout;
 mod liveness;
 mod maintenance;
 mod ops;
-mod record;
+pub(crate) mod record;
 mod token;
 
 use std::collections::HashMap;
