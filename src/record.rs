@@ -167,7 +167,9 @@ fn parse_utc(s: &str) -> Option<i64> {
     let (hms, frac) = clock.split_once('.').unwrap_or((clock, ""));
     let mut t = hms.split(':');
     let (h, mi, sec) = (num(t.next()?, 2)?, num(t.next()?, 2)?, num(t.next()?, 2)?);
-    if t.next().is_some() || h > 23 || mi > 59 || sec > 60 || frac.len() > 9 {
+    // Digits only: a multi-byte character would also make the padding below slice
+    // inside it.
+    if t.next().is_some() || h > 23 || mi > 59 || sec > 60 || frac.len() > 9 || !frac.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     let micros = if frac.is_empty() { 0 } else { num(&format!("{frac:0<6}")[..6], 6)? };
@@ -181,7 +183,10 @@ fn parse_utc(s: &str) -> Option<i64> {
         }
     };
     let secs = days_from_civil(y, m, day) * 86_400 + h * 3600 + mi * 60 + sec - offset;
-    Some(secs * 1_000_000 + micros)
+    // A zone offset can carry a time past 9999 or before 0000 in UTC, which no record
+    // could hold once written again (Core's form has four-digit years).
+    let (utc_year, _, _) = civil_from_days(secs.div_euclid(86_400));
+    (0..=9999).contains(&utc_year).then_some(secs * 1_000_000 + micros)
 }
 
 fn num(s: &str, len: usize) -> Option<i64> {
@@ -226,6 +231,17 @@ mod tests {
     use super::*;
 
     const T: StartTime = StartTime(1_705_314_600_120_000); // 2024-01-15 10:30:00.120000Z
+
+    #[test]
+    fn start_times_that_could_not_be_written_back_are_refused() {
+        // Found by fuzzing: a multi-byte character in the fraction panicked; a zone
+        // offset past year 9999 (or before 0000) read, but wrote a five-digit year.
+        for bad in ["2024-01-15 10:30:00.aaaaa\u{20ac}Z", "2024-01-15 10:30:00.12x456Z", "9999-12-31 23:59:59-01:00", "0000-01-01 00:00:00+01:00"] {
+            assert_eq!(parse_utc(bad), None, "{bad}");
+        }
+        assert!(parse_utc("9999-12-31 23:59:59Z").is_some());
+        assert!(parse_utc("0000-01-01 00:00:00Z").is_some());
+    }
 
     #[test]
     fn debug_prints_text() {

@@ -91,7 +91,7 @@ pub struct ParseError(pub String);
 
 /// Parses exactly one S-expression, with optional white space and comments around it.
 pub fn parse(text: &[u8]) -> Result<Sexp, ParseError> {
-    let mut p = Parser { s: text, i: 0, depth: 0 };
+    let mut p = Parser { s: text, i: 0, depth: 0, values: 0 };
     p.skip_blank();
     let value = p.value()?;
     p.skip_blank();
@@ -105,11 +105,17 @@ struct Parser<'a> {
     s: &'a [u8],
     i: usize,
     depth: usize,
+    /// Values read so far (atoms and lists).
+    values: usize,
 }
 
 /// Records are a few levels deep; anything deeper is not a record and must not be
 /// allowed to exhaust the stack.
 const MAX_DEPTH: usize = 32;
+/// A Core record has about 13 values; unknown fields are allowed, but a tree of many
+/// thousands of tiny values would cost some 50 bytes of memory per input byte, so the
+/// memory a reader spends stays bounded by a small multiple of the input cap.
+const MAX_VALUES: usize = 1024;
 
 impl Parser<'_> {
     fn error(&self, what: &str) -> ParseError {
@@ -135,6 +141,10 @@ impl Parser<'_> {
     }
 
     fn value(&mut self) -> Result<Sexp, ParseError> {
+        self.values += 1;
+        if self.values > MAX_VALUES {
+            return Err(self.error(&format!("more than {MAX_VALUES} values")));
+        }
         match self.peek() {
             None => Err(self.error("unexpected end")),
             Some(b'(') => self.list(),
@@ -174,6 +184,11 @@ impl Parser<'_> {
             self.i += 1;
         }
         let atom = &self.s[start..self.i];
+        if atom.is_empty() {
+            // A control byte that is neither white space nor part of an atom: stopping
+            // here without consuming it would read empty atoms forever.
+            return Err(self.error("a control byte where an atom should be"));
+        }
         if atom.windows(2).any(|w| w == b"#|" || w == b"|#" || w == b"#;") {
             return Err(self.error("comment marker inside an atom"));
         }
@@ -287,6 +302,18 @@ mod tests {
                 Sexp::list([Sexp::atom("message"), Sexp::atom("line one\nline two")]),
             ])
         );
+    }
+
+    #[test]
+    fn a_stray_control_byte_and_a_flood_of_values_are_refused_at_once() {
+        // Found by fuzzing: `(` followed by 0x01 read empty atoms forever (out of memory).
+        assert!(parse(b"(\x01").is_err());
+        assert!(parse(b"((host h)(pid 1)(message \x02))").is_err());
+        // Thousands of tiny values: bounded memory, refused.
+        let many = format!("({})", "()".repeat(5000));
+        assert!(parse(many.as_bytes()).is_err());
+        let fine = format!("({})", "()".repeat(100));
+        assert!(parse(fine.as_bytes()).is_ok());
     }
 
     #[test]

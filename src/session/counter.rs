@@ -12,8 +12,8 @@
 //!
 //! ```text
 //! nfslock-counter 1
-//! A 00000000000000000007 00000000000000001234 1c291ca3
-//! B 00000000000000000006 00000000000000001230 8f0e23d1
+//! A 00000000000000000007 00000000000000001234 3acfbe15
+//! B 00000000000000000006 00000000000000001230 bba8d963
 //! ```
 //!
 //! Each slot line: its letter, a sequence number, the next ID, and the CRC-32 (hex) of
@@ -99,6 +99,10 @@ pub fn parse(bytes: &[u8]) -> Result<Counter, String> {
         .collect();
     let best = (0..2).filter_map(|i| slots[i].map(|(seq, next)| (seq, next, i))).max();
     match best {
+        // A sequence that cannot grow would make the next update's slot lose to this
+        // one: the counter would stand still and IDs be issued again. Only a crafted or
+        // damaged file gets there (2^64 updates); it is corrupt, for repair_counter.
+        Some((u64::MAX, _, _)) => Err("its newer slot's sequence is 2^64-1 and cannot be advanced".into()),
         Some((seq, next, slot)) => Ok(Counter { next, seq, slot }),
         None => Err("neither of its two slots has a valid checksum".into()),
     }
@@ -164,7 +168,8 @@ pub fn load(path: &Path, local: bool) -> Result<(CounterFile, Counter), ReadErro
 /// after a transient error.
 pub fn write(cf: &CounterFile, current: &Counter, next: u64) -> nix::Result<Counter> {
     let slot = 1 - current.slot;
-    let seq = current.seq + 1;
+    // parse() refuses a sequence of u64::MAX, so this cannot wrap; checked anyway.
+    let seq = current.seq.checked_add(1).ok_or(nix::errno::Errno::EOVERFLOW)?;
     let line = slot_line(LABELS[slot], seq, next);
     let at = (HEADER.len() + slot * SLOT_LEN) as u64;
     fsops::retry(|| cf.file.write_all_at(&line, at).map_err(|e| fsops::io_errno(&e)))?;
@@ -186,6 +191,16 @@ mod tests {
         let bytes = initial(42);
         assert_eq!(bytes.len(), FILE_LEN);
         assert_eq!(parse(&bytes).unwrap().next, 42);
+    }
+
+    #[test]
+    fn a_sequence_that_cannot_grow_is_corrupt() {
+        // Found by fuzzing: seq + 1 wrapped to 0, the update lost to the old slot and the
+        // counter stood still (IDs issued again).
+        let mut bytes = initial(10);
+        let b_at = HEADER.len() + SLOT_LEN;
+        bytes[b_at..b_at + SLOT_LEN].copy_from_slice(&slot_line(b'B', u64::MAX, 15));
+        assert!(parse(&bytes).is_err());
     }
 
     #[test]
