@@ -168,8 +168,10 @@ pub fn load(path: &Path, local: bool) -> Result<(CounterFile, Counter), ReadErro
 /// after a transient error.
 pub fn write(cf: &CounterFile, current: &Counter, next: u64) -> nix::Result<Counter> {
     let slot = 1 - current.slot;
-    // parse() refuses a sequence of u64::MAX, so this cannot wrap; checked anyway.
-    let seq = current.seq.checked_add(1).ok_or(nix::errno::Errno::EOVERFLOW)?;
+    // A slot is never given the sequence u64::MAX, which parse() refuses (it could not
+    // be advanced): a counter that far along (only a crafted file) is refused as
+    // corrupt, for repair_counter, and the file is left as it was.
+    let seq = current.seq.checked_add(1).filter(|s| *s < u64::MAX).ok_or(nix::errno::Errno::EBADMSG)?;
     let line = slot_line(LABELS[slot], seq, next);
     let at = (HEADER.len() + slot * SLOT_LEN) as u64;
     fsops::retry(|| cf.file.write_all_at(&line, at).map_err(|e| fsops::io_errno(&e)))?;
