@@ -11,7 +11,8 @@
 #   make demo [PREFIX=/usr/local] [DEMO_ARGS=/tmp/some-path]
 #                                   install, then build examples/c/demo.c against the
 #                                   installed tree with pkg-config and run it
-#   make test                       scripts/deps, cargo test --all-targets (the multi-host
+#   make test                       scripts/deps, clippy (warnings are errors),
+#                                   cargo test --all-targets and --doc (the multi-host
 #                                   rig included), the rig's filesystem's own tests,
 #                                   60 s of fuzzing (scripts/fuzz check),
 #                                   scripts/test-install (THE project test command)
@@ -122,7 +123,9 @@ demo: install
 
 test:
 	scripts/deps
+	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) test --all-targets
+	$(CARGO) test --doc
 	$(CARGO) test --manifest-path rig/faultfs/Cargo.toml --target-dir $(TARGET_DIR)/rig-faultfs
 	scripts/fuzz check 60
 	scripts/test-install

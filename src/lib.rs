@@ -1,19 +1,52 @@
 //! libnfslock: locks that stay correct when the processes sharing them run on different
 //! machines over NFS or any shared POSIX filesystem.
 //!
-//! The safe Rust core is usable directly ([`lockfile`], [`session`]); [`ffi`] is the C ABI over it,
-//! declared in `include/nfslock.h`.
+//! The safe Rust core is usable directly ([`lockfile`], [`session`]); the C ABI over it
+//! is declared in `include/nfslock.h`.
+//!
+//! A lock file, as Core's `Nfs_lock` takes it (`P.nfs_lock` holds the holder's record):
+//!
+//! ```
+//! # let dir = tempfile::tempdir().unwrap();
+//! # let path = dir.path().join("queue");
+//! use std::time::Duration;
+//! use nfslock::{lockfile, Errno};
+//!
+//! let lock = lockfile::blocking_create(&path, b"nightly import", Some(Duration::from_secs(30)))?;
+//! let holder = lockfile::read_record(&path)?;
+//! assert_eq!(holder.pid, std::process::id() as i32);
+//! // The same thread again, through any spelling of the path: EDEADLK at once.
+//! assert_eq!(lockfile::create(&path, b"again").unwrap_err().errno(), Errno::EDEADLK);
+//! lock.unlock()?; // ENOLCK had someone removed or replaced our lock meanwhile
+//! # Ok::<(), nfslock::Error>(())
+//! ```
+//!
+//! Unique, increasing IDs shared by every session of a repository, on any host:
+//!
+//! ```
+//! # let dir = tempfile::tempdir().unwrap();
+//! use nfslock::session::Session;
+//!
+//! let s = Session::open(dir.path().join("repo"), Some("jobs"), None)?;
+//! let ids = s.make_new_ids(3)?;
+//! assert!(ids[0] < ids[1] && ids[1] < ids[2]);
+//! s.close()?; // releases every ID lock of the session
+//! # Ok::<(), nfslock::Error>(())
+//! ```
+
+#![warn(missing_docs)]
 
 pub mod errno;
 pub mod error;
 #[doc(hidden)]
 pub mod ffi;
-#[doc(hidden)] pub mod fuzzing;
 mod fsops;
-mod process;
-mod random;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod host;
 pub mod lockfile;
+mod process;
+mod random;
 pub mod record;
 pub mod session;
 mod sexp;
