@@ -142,6 +142,16 @@ pub fn open_existing(path: &Path, write: bool) -> nix::Result<OwnedFd> {
     open_nofollow(path, if write { OFlag::O_RDWR } else { OFlag::O_RDONLY })
 }
 
+/// Opens an existing file to flock it: read-write where allowed, as Core does, because
+/// NFS clients emulate flock with byte-range locks, which want a descriptor open for
+/// reading (shared) and for writing (exclusive); read-only where writing is refused.
+pub fn open_for_flock(path: &Path) -> nix::Result<OwnedFd> {
+    match open_existing(path, true) {
+        Err(Errno::EACCES | Errno::EPERM | Errno::EROFS | Errno::ETXTBSY) => open_existing(path, false),
+        other => other,
+    }
+}
+
 /// Opens an existing file for reading and writing with O_DIRECT (no client page cache),
 /// without following a symlink. EINVAL where the filesystem has no O_DIRECT.
 pub fn open_existing_direct(path: &Path) -> nix::Result<OwnedFd> {
@@ -156,7 +166,9 @@ fn open_nofollow(path: &Path, flags: OFlag) -> nix::Result<OwnedFd> {
 /// Creates a new file that did not exist (O_EXCL), mode 0644 at most. EEXIST is
 /// reported as is (see [`create_fresh`] for names drawn for the call).
 pub fn create_new(path: &Path) -> nix::Result<OwnedFd> {
-    let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    // Read and write: NFSv4 clients emulate flock with byte-range locks, which need a
+    // descriptor open for reading (shared) or writing (exclusive).
+    let flags = OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     let mode = Mode::S_IRUSR | Mode::S_IWUSR | Mode::S_IRGRP | Mode::S_IROTH;
     retry(|| fcntl::open(path, flags, mode))
 }
@@ -200,9 +212,21 @@ pub fn fstat(fd: &impl AsFd) -> nix::Result<stat::FileStat> {
 /// The write is repeated after a transient error (same bytes, same place); the sync is
 /// not: after a failed fsync the kernel may have dropped the dirty pages, and a second
 /// one could report success for data that never reached the disk.
-pub fn write_durably(file: &File, data: &[u8]) -> std::io::Result<()> {
-    retry(|| file.write_all_at(data, 0).map_err(|e| io_errno(&e))).map_err(|e| std::io::Error::from_raw_os_error(e as i32))?;
-    file.sync_data()
+pub fn write_durably(fd: &impl AsFd, data: &[u8]) -> std::io::Result<()> {
+    let write_all = || {
+        let mut done = 0;
+        while done < data.len() {
+            match nix::sys::uio::pwrite(fd.as_fd(), &data[done..], done as i64) {
+                Ok(0) => return Err(Errno::EIO),
+                Ok(n) => done += n,
+                Err(Errno::EINTR) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    };
+    retry(write_all).map_err(|e| std::io::Error::from_raw_os_error(e as i32))?;
+    unistd::fdatasync(fd.as_fd()).map_err(|e| std::io::Error::from_raw_os_error(e as i32))
 }
 
 /// Reads the file from its start, at most `limit` bytes; `Ok(None)` when it holds more.

@@ -12,9 +12,12 @@
 //! - gets its own identity (pid, start time) on first use, never its parent's;
 //! - holds no lock and no claim of its parent (the lock-file registry forgets them);
 //! - keeps none of the descriptors registered as [`ChildlessFd`]: right after fork they
-//!   are pointed at /dev/null in the child, so a flock that says "this process is alive"
-//!   on a claim dies with the parent, whatever the child does. This also covers the
-//!   copies other threads of the parent held at fork time (they never run in the child);
+//!   are closed in the child, so a flock that says "this process is alive" on a claim
+//!   dies with the parent, whatever the child does. This also covers the copies other
+//!   threads of the parent held at fork time (they never run in the child), and a
+//!   descriptor being opened at that moment (the open and its registration happen under
+//!   the lock the hook takes). The objects that owned them are forgotten, never
+//!   dropped, in the child, so no number is ever closed twice;
 //! - has no heartbeat thread: threads are not copied by fork.
 //!
 //! posix_spawn(3) and vfork(2) run no at-fork handlers; their child only execs or exits,
@@ -97,7 +100,7 @@ fn registered() -> impl Iterator<Item = &'static Hooks> {
 /// alive"). It is O_CLOEXEC like every descriptor of the library; in a forked child it
 /// is pointed at /dev/null by the at-fork hook before the child runs any code.
 #[derive(Debug)]
-pub struct ChildlessFd(OwnedFd);
+pub struct ChildlessFd(std::mem::ManuallyDrop<OwnedFd>);
 
 /// The raw numbers of every live [`ChildlessFd`].
 static CHILDLESS: Mutex<Option<HashSet<RawFd>>> = Mutex::new(None);
@@ -107,10 +110,15 @@ fn childless() -> MutexGuard<'static, Option<HashSet<RawFd>>> {
 }
 
 impl ChildlessFd {
-    pub fn new(fd: OwnedFd) -> ChildlessFd {
+    /// Opens a descriptor with `open` and registers it, under the lock the at-fork hook
+    /// takes: no fork(2) can come between the two, so no child ever gets a copy that
+    /// its hook does not close.
+    pub fn open(open: impl FnOnce() -> nix::Result<OwnedFd>) -> nix::Result<ChildlessFd> {
         install_hooks();
-        childless().get_or_insert_with(HashSet::new).insert(fd.as_raw_fd());
-        ChildlessFd(fd)
+        let mut set = childless();
+        let fd = open()?;
+        set.get_or_insert_with(HashSet::new).insert(fd.as_raw_fd());
+        Ok(ChildlessFd(std::mem::ManuallyDrop::new(fd)))
     }
 }
 
@@ -128,11 +136,14 @@ impl AsRawFd for ChildlessFd {
 
 impl Drop for ChildlessFd {
     fn drop(&mut self) {
-        // Forgotten before the close, so the number is never in the set while it may
-        // already name another file.
-        if let Some(set) = childless().as_mut() {
+        // Unregistered and closed under the lock the at-fork hook takes, so the number
+        // is never in the set while it may already name another file.
+        let mut set = childless();
+        if let Some(set) = set.as_mut() {
             set.remove(&self.0.as_raw_fd());
         }
+        // SAFETY: dropped exactly once, here, and never used again.
+        unsafe { std::mem::ManuallyDrop::drop(&mut self.0) };
     }
 }
 
@@ -167,9 +178,9 @@ extern "C" fn after_fork_in_parent() {
 extern "C" fn after_fork_in_child() {
     FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
     // SAFETY: see ForkGuard.
-    let guards = unsafe { (*FORK_GUARD.0.get()).take() };
-    if let Some(set) = guards.as_ref().and_then(|(_, set)| set.as_ref()) {
-        point_at_dev_null(set);
+    let mut guards = unsafe { (*FORK_GUARD.0.get()).take() };
+    if let Some(set) = guards.as_mut().and_then(|(_, set)| set.as_mut()) {
+        close_all(set);
     }
     drop(guards);
     for h in registered() {
@@ -177,26 +188,18 @@ extern "C" fn after_fork_in_child() {
     }
 }
 
-/// Replaces each descriptor in `set` by one on /dev/null: the child's reference to the
-/// open file description (and its flock) is gone, and the number stays taken, so the
-/// owner's later close(2) closes /dev/null and nothing else. Only async-signal-safe
-/// calls (open, dup2, close), as a forked child of a threaded parent requires.
-fn point_at_dev_null(set: &HashSet<RawFd>) {
-    // SAFETY: plain system calls on descriptor numbers this process owns.
-    unsafe {
-        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC);
-        for &fd in set {
-            if null < 0 || libc::dup3(null, fd, libc::O_CLOEXEC) < 0 {
-                // No /dev/null: closing is the next best thing (the number may be
-                // reused; the owner's close then fails or closes a newer file of this
-                // child, which holds nothing of the library's).
-                libc::close(fd);
-            }
-        }
-        if null >= 0 {
-            libc::close(null);
-        }
+/// Closes each descriptor in `set` and forgets them all: the child's references to
+/// their open file descriptions (and flocks) are gone. Their owners are never dropped in
+/// the child (the family hooks forget their state, and the other threads that held
+/// copies do not exist there), so a number the child reuses for its own files is never
+/// closed by the library, nor touched by a later fork. Only close(2), which is
+/// async-signal-safe, and a clear that frees nothing.
+fn close_all(set: &mut HashSet<RawFd>) {
+    for &fd in set.iter() {
+        // SAFETY: a descriptor number this process owns; nothing uses it after this.
+        unsafe { libc::close(fd) };
     }
+    set.clear();
 }
 
 extern "C" fn at_exit() {
@@ -261,14 +264,14 @@ mod tests {
     #[test]
     fn a_forked_child_keeps_no_childless_descriptor() {
         let file = tempfile_in_tmp();
-        let fd = ChildlessFd::new(OwnedFd::from(file));
+        let fd = ChildlessFd::open(|| Ok(OwnedFd::from(file))).unwrap();
         // SAFETY: flock on a descriptor we own.
         assert_eq!(unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_SH) }, 0);
         let raw = fd.as_raw_fd();
         let ours = nix::sys::stat::fstat(fd.as_fd()).unwrap();
         let moved = fork_and_report(|| {
             let now = nix::sys::stat::fstat(unsafe { BorrowedFd::borrow_raw(raw) });
-            now.is_ok_and(|st| st.st_ino != ours.st_ino)
+            now.is_err() || now.is_ok_and(|st| st.st_ino != ours.st_ino)
         });
         assert!(moved, "the child still had the descriptor's file open");
     }

@@ -9,7 +9,6 @@
 use std::ffi::OsStr;
 use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
-use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -33,13 +32,16 @@ fn is_claim_name(name: &OsStr) -> bool {
     b.len() == NAME_LEN && b.starts_with(PREFIX.as_bytes()) && b[PREFIX.len()..].iter().all(u8::is_ascii_hexdigit)
 }
 
-/// Creates a file under a fresh unpredictable name in `dir`; retries name collisions.
-fn create_private(dir: &Path) -> nix::Result<(PathBuf, OwnedFd)> {
+/// Creates a file under a fresh unpredictable name in `dir` (retrying name collisions)
+/// and registers its descriptor as one a forked child must not keep, in one step that
+/// no fork(2) can split (see `ChildlessFd::open`): a child forked meanwhile by another
+/// thread would otherwise keep the flock that says this process is alive.
+fn create_private(dir: &Path) -> nix::Result<(PathBuf, ChildlessFd)> {
     let mut collisions = 0;
     loop {
         let path = fresh_name(dir);
         // The name was drawn for this call: a lost reply's EEXIST is recognised as ours.
-        match fsops::create_fresh(&path) {
+        match ChildlessFd::open(|| fsops::create_fresh(&path)) {
             Ok(fd) => return Ok((path, fd)),
             // A file someone else put under 64 random bits: draw another name.
             Err(Errno::EEXIST) if collisions < 32 => collisions += 1,
@@ -51,29 +53,34 @@ fn create_private(dir: &Path) -> nix::Result<(PathBuf, OwnedFd)> {
 /// Creates a claim in `dir` holding `record` (durably: see fsops::write_durably), with
 /// this process's shared liveness flock on it.
 pub fn create(dir: &Path, record: &[u8], message: &[u8]) -> nix::Result<Claim> {
-    let (path, fd) = create_private(dir)?;
-    let file = File::from(fd);
-    let made = fsops::fstat(&file).and_then(|st| {
-        // The flock comes before the write, so a sweep on this host never takes a claim
-        // being written for an orphan. Where flock is unsupported (EOPNOTSUPP, ENOLCK)
-        // liveness falls back to pid and start time alone, as in Core.
-        match fsops::try_flock_shared(&file) {
-            Ok(()) | Err(Errno::EOPNOTSUPP | Errno::ENOLCK | Errno::EINVAL) => {}
-            Err(e) => return Err(e),
-        }
-        fsops::write_durably(&file, record).map_err(|e| fsops::io_errno(&e))?;
-        Ok(FileId::from(&st))
-    });
-    match made {
-        Ok(id) => {
-            let local = fsops::is_local_fs(dir);
-            Ok(Claim { path, id, message: message.to_vec(), local, liveness: Arc::new(ChildlessFd::new(file.into())) })
-        }
-        Err(e) => {
-            let _ = fsops::unlink(&path);
-            Err(e)
+    for _ in 0..8 {
+        let (path, fd) = create_private(dir)?;
+        let made = fsops::fstat(&fd).and_then(|st| {
+            // The flock comes before the write, so a sweep on this host does not take a
+            // claim being written for an orphan. Where flock is unsupported (EOPNOTSUPP,
+            // ENOLCK) liveness falls back to pid and start time alone, as in Core.
+            match fsops::try_flock_shared(&fd) {
+                Ok(()) | Err(Errno::EOPNOTSUPP | Errno::ENOLCK | Errno::EINVAL) => {}
+                Err(e) => return Err(e),
+            }
+            fsops::write_durably(&fd, record).map_err(|e| fsops::io_errno(&e))?;
+            Ok(FileId::from(&st))
+        });
+        match made {
+            Ok(id) => {
+                let local = fsops::is_local_fs(dir);
+                return Ok(Claim { path, id, message: message.to_vec(), local, liveness: Arc::new(fd) });
+            }
+            // A sweep of another process took the empty file between our create and our
+            // flock (its exclusive flock is held until it unlinks): a fresh name.
+            Err(Errno::EWOULDBLOCK) => continue,
+            Err(e) => {
+                let _ = fsops::unlink(&path);
+                return Err(e);
+            }
         }
     }
+    Err(Errno::EWOULDBLOCK)
 }
 
 /// Removes the claim files in `dir` that no live process keeps: those whose record
@@ -115,7 +122,7 @@ struct Orphan {
 }
 
 fn read_orphan(path: &Path) -> Option<Orphan> {
-    let fd = fsops::open_existing(path, false).ok()?;
+    let fd = fsops::open_for_flock(path).ok()?;
     let st = fsops::fstat(&fd).ok()?;
     if !fsops::is_regular(&st) || st.st_nlink != 1 {
         // Not a file, or linked elsewhere too (a lock file, or a name someone else made).

@@ -120,12 +120,7 @@ pub enum Cleared {
 /// Removes the lock file `lock_path` if it is still the file `dead` whose record
 /// `record` names a dead process of this host.
 pub fn clear_dead(lock_path: &Path, copy_path: &Path, dead: FileId, record: &Record) -> nix::Result<Cleared> {
-    // Core opens read-write so that flock works however the NFS client maps it.
-    let fd = match fsops::open_existing(lock_path, true) {
-        Err(Errno::EACCES | Errno::EPERM | Errno::EROFS) => fsops::open_existing(lock_path, false),
-        other => other,
-    };
-    let fd = match fd {
+    let fd = match fsops::open_for_flock(lock_path) {
         Ok(fd) => fd,
         Err(Errno::ENOENT) => return Ok(Cleared::Gone),
         Err(e) => return Err(e),

@@ -34,7 +34,7 @@ use crate::host::{self, Identity, Owner};
 use crate::process;
 use crate::record::{Record, MAX_RECORD_LEN};
 use holder::{Cleared, Holder, ReadError};
-use registry::{state, Busy, Claim};
+use registry::{state, Busy, Claim, Release};
 
 // Kept for the session layer's callers until they name `process` directly.
 pub(crate) use crate::process::{fork_generation, this_process};
@@ -173,12 +173,12 @@ impl Lock {
     fn release(&self, op: &'static str) -> Result<()> {
         let t = &self.target;
         {
-            let st = state();
+            let mut st = state();
             if process::fork_generation() != self.generation {
                 return Err(t.error(Errno::EPERM, op, "the handle was inherited through fork; only its owner releases it"));
             }
-            if !st.holds(&t.key, self.token) {
-                return Err(t.error(Errno::ENOLCK, op, "the lock was already released with nfslock_unlock_path"));
+            if !st.begin_release(&t.key, self.token) {
+                return Err(t.error(Errno::ENOLCK, op, "the lock was released (or is being released) with unlock_path"));
             }
         }
         let removed = fsops::unlink_if_is(&t.lock, self.file);
@@ -229,6 +229,7 @@ fn blocking(t: Target, message: &[u8], timeout: Option<Duration>) -> Result<Lock
     let mut watch = None;
     let mut judged = Judgements::default();
     loop {
+        judged.unwritten_this_round = false;
         let err = match attempt(&t, message, OP_BLOCKING, &mut judged) {
             Ok(lock) => return Ok(lock),
             Err(e) if !matches!(e.sys_errno(), Errno::EAGAIN | Errno::EIO | Errno::ESTALE | Errno::EINTR) => return Err(e),
@@ -239,6 +240,11 @@ fn blocking(t: Target, message: &[u8], timeout: Option<Duration>) -> Result<Lock
         if fsops::dir_is_gone(&t.dir) {
             let why = format!("the directory {} was removed or renamed while waiting", t.dir.display());
             return Err(t.error(Errno::ENOENT, OP_BLOCKING, why));
+        }
+        // A round that saw the lock held with a record, free, or another file, ends the
+        // wait on an unwritten one: the patience counts one file staying without a record.
+        if !judged.unwritten_this_round {
+            judged.unwritten = None;
         }
         if let Some((_, since)) = judged.unwritten.filter(|(_, since)| since.elapsed() >= UNWRITTEN_PATIENCE) {
             let why = format!(
@@ -285,8 +291,16 @@ pub fn unlock_path(path: impl AsRef<Path>) -> Result<()> {
         Holder::Held { record, file } => (record, file),
     };
     if me.wrote(&record) {
-        let removed = fsops::unlink_if_is(&t.lock, file);
-        registry::end_holds_of_file(file);
+        let removed = match state().begin_release_of_file(file) {
+            Release::Started(key, token) => {
+                let removed = fsops::unlink_if_is(&t.lock, file);
+                registry::end_hold(&key, token);
+                removed
+            }
+            Release::InProgress => return Err(t.error(Errno::EAGAIN, op, "another thread of this process is releasing it")),
+            // Ours by its record, with no hold in this process's registry.
+            Release::NotHeld => fsops::unlink_if_is(&t.lock, file),
+        };
         return match removed {
             Ok(true) => Ok(()),
             Ok(false) => Err(t.error(Errno::EAGAIN, op, "the lock changed hands while it was being removed")),
@@ -329,8 +343,12 @@ const UNWRITTEN: &str = "the lock file holds no record yet: its holder is betwee
 struct Judgements {
     /// Lock files whose holders were judged alive, when, and who they are.
     alive: HashMap<FileId, (Instant, String)>,
-    /// The lock file seen without a record, and since when (this process's clock).
+    /// The lock file seen without a record, and since when (this process's clock): set
+    /// by the round that first sees it so, kept while every later round sees the same
+    /// file without a record, and forgotten by any round that sees anything else.
     unwritten: Option<(FileId, Instant)>,
+    /// Whether the current round saw a lock file without a record.
+    unwritten_this_round: bool,
 }
 
 impl Judgements {
@@ -340,6 +358,7 @@ impl Judgements {
     }
 
     fn saw_unwritten(&mut self, file: FileId) {
+        self.unwritten_this_round = true;
         if self.unwritten.is_none_or(|(f, _)| f != file) {
             self.unwritten = Some((file, Instant::now()));
         }

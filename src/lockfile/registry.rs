@@ -43,6 +43,21 @@ struct Held {
     lock_path: PathBuf,
     /// Whether the at-exit hook releases it (not for the library's internal locks).
     release_at_exit: bool,
+    /// A thread is removing the lock file (unlock, or unlock_path of it): nobody else
+    /// may, and the path stays reserved until the file is gone. Threads of one process
+    /// share a path's claim, so a second remover checking the name after a new holder
+    /// linked that same claim again would take the new lock for the old one.
+    releasing: bool,
+}
+
+/// What [`State::begin_release_of_file`] found.
+pub enum Release {
+    /// This thread now removes it: the key and token to end afterwards.
+    Started(PathBuf, u64),
+    /// Another thread is removing it at this moment.
+    InProgress,
+    /// No hold of this process names that file.
+    NotHeld,
 }
 
 /// How many claim files a process keeps ready (each with one open descriptor, its
@@ -105,7 +120,7 @@ impl State {
         }
         let token = self.next_token;
         self.next_token += 1;
-        let held = Held { thread: this_thread(), token, file: None, lock_path: lock_path.to_path_buf(), release_at_exit };
+        let held = Held { thread: this_thread(), token, file: None, lock_path: lock_path.to_path_buf(), release_at_exit, releasing: false };
         self.held.insert(key.to_path_buf(), held);
         Ok(token)
     }
@@ -121,6 +136,30 @@ impl State {
     /// `nfslock_unlock_path` from this process ended it).
     pub fn holds(&self, key: &Path, token: u64) -> bool {
         self.held.get(key).is_some_and(|h| h.token == token)
+    }
+
+    /// Makes the calling thread the one that removes the lock file of hold `token`;
+    /// false when the hold is over or another thread is removing it (unlock_path).
+    pub fn begin_release(&mut self, key: &Path, token: u64) -> bool {
+        match self.held.get_mut(key).filter(|h| h.token == token && !h.releasing) {
+            Some(h) => {
+                h.releasing = true;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The same for the hold on lock file `file`, whatever spelling it was taken under.
+    pub fn begin_release_of_file(&mut self, file: FileId) -> Release {
+        match self.held.iter_mut().find(|(_, h)| h.file == Some(file)) {
+            Some((_, h)) if h.releasing => Release::InProgress,
+            Some((key, h)) => {
+                h.releasing = true;
+                Release::Started(key.clone(), h.token)
+            }
+            None => Release::NotHeld,
+        }
     }
 
     fn held_by_other_thread(&self, key: &Path) -> bool {
@@ -191,11 +230,13 @@ impl State {
     /// The child of a fork holds nothing: its pid and start time differ, and every lock
     /// and claim file belongs to the parent. Nothing on disk is touched.
     fn forget_after_fork(&mut self) {
-        self.held.clear();
-        self.swept.clear();
-        // Dropping them closes the child's descriptors (already pointed at /dev/null by
-        // the process hooks) and leaves the parent's claim files alone.
-        self.claims.clear();
+        // Forgotten, not dropped: a forked child of a threaded parent should only do
+        // async-signal-safe work, and freeing is not; the claims' descriptors were closed
+        // by the process hooks already, and must not be closed again. The parent's claim
+        // files are left alone. (A few hundred bytes stay allocated in the child.)
+        std::mem::forget(std::mem::take(&mut self.held));
+        std::mem::forget(std::mem::take(&mut self.swept));
+        std::mem::forget(std::mem::take(&mut self.claims));
         // Threads waiting in the parent do not exist here.
         self.waiters = 0;
     }
@@ -230,14 +271,6 @@ fn wake_waiters(st: &State) {
     if st.waiters > 0 {
         RELEASED.notify_all();
     }
-}
-
-/// Ends whatever hold this process has on the lock file `file` (any spelling of its
-/// path), after that file was removed; see [`end_hold`].
-pub fn end_holds_of_file(file: FileId) {
-    let mut st = state();
-    st.held.retain(|_, h| h.file != Some(file));
-    wake_waiters(&st);
 }
 
 /// If another thread of this process holds `key`, waits up to `timeout` for it to let

@@ -211,3 +211,22 @@ fn claims_of_paths_not_held_are_bounded() {
         lock.unlock().unwrap();
     }
 }
+
+#[test]
+fn a_lock_file_that_gets_its_record_is_waited_for_as_held_past_the_patience() {
+    // Seen empty once (Core v1 between link and write), then written in place: the wait
+    // goes on as for any holder and ends in ETIMEDOUT, never EBADMSG.
+    let d = scratch();
+    let p = d.path().join("a");
+    let lock = d.path().join("a.nfs_lock");
+    fs::write(&lock, b"").unwrap();
+    let waiter = {
+        let p = p.clone();
+        std::thread::spawn(move || blocking_create(&p, b"waiter", Some(UNWRITTEN_PATIENCE + Duration::from_millis(1500))).unwrap_err())
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let record = process::this_process().record(b"core v1 holder").to_bytes();
+    fs::OpenOptions::new().write(true).open(&lock).and_then(|mut f| std::io::Write::write_all(&mut f, &record)).unwrap();
+    let err = waiter.join().unwrap();
+    assert_eq!(err.errno(), Errno::ETIMEDOUT, "{err}");
+}
