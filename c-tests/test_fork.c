@@ -1016,6 +1016,76 @@ static void t_forked_children_of_killed_holder(void)
 
 #define SPAWNS 10
 
+/* Found in review: a claim's descriptor was registered for the at-fork hook only after
+ * its flock and its fsync, so a child forked by another thread in that window kept the
+ * parent's liveness flock, and the parent's lock stayed wedged after it was killed. A
+ * worker thread makes a new claim every round (a new message each time) while the main
+ * thread forks 200 children, each of which counts the descriptors it has on the test
+ * directory's files before its first call: there must never be one. */
+struct claim_churn {
+    atomic_int stop;
+    char path[PATH_MAX];
+    atomic_int rounds, failures;
+};
+
+static void *churn_claims(void *arg)
+{
+    struct claim_churn *c = arg;
+    char msg[64];
+    for (long i = 0; !atomic_load(&c->stop); i++) {
+        snprintf(msg, sizeof msg, "claim %ld", i);
+        nfslock *l;
+        int rc = nfslock_create(c->path, msg, &l);
+        if (rc == 0)
+            rc = nfslock_unlock(l);
+        if (rc != 0)
+            atomic_fetch_add(&c->failures, 1);
+        atomic_fetch_add(&c->rounds, 1);
+    }
+    return NULL;
+}
+
+static void t_fork_during_claim_creation_keeps_no_descriptor(void)
+{
+    struct claim_churn c = {0};
+    snprintf(c.path, sizeof c.path, "%s", tp("churn"));
+    pthread_t t;
+    REQUIRE(pthread_create(&t, NULL, churn_claims, &c) == 0);
+    while (atomic_load(&c.rounds) < 20)
+        sleep_ms(1);
+    int leaked = 0, forks = 0;
+    char first[512] = "";
+    for (; forks < 200; forks++) {
+        int p[2];
+        REQUIRE(pipe(p) == 0);
+        pid_t pid = fork();
+        REQUIRE(pid >= 0);
+        if (pid == 0) {
+            char what[512];
+            int n = library_fds(getpid(), what, sizeof what);
+            (void)!write(p[1], &n, sizeof n);
+            (void)!write(p[1], what, sizeof what);
+            _exit(0);
+        }
+        close(p[1]);
+        int n = -1;
+        char what[512] = "";
+        CHECK(read(p[0], &n, sizeof n) == (ssize_t)sizeof n);
+        (void)!read(p[0], what, sizeof what);
+        close(p[0]);
+        CHECK(wait_status(pid) == 0);
+        if (n != 0 && leaked++ == 0)
+            snprintf(first, sizeof first, "%s", what);
+    }
+    atomic_store(&c.stop, 1);
+    pthread_join(t, NULL);
+    CHECKF(leaked == 0, "%d of %d children forked during claim creation kept a descriptor of the "
+                        "library's (first: %s)", leaked, forks, first);
+    CHECKF(atomic_load(&c.failures) == 0, "%d lock cycles failed", atomic_load(&c.failures));
+    CHECKF(atomic_load(&c.rounds) >= 100, "only %d claims were made during %d forks",
+           atomic_load(&c.rounds), forks);
+}
+
 static char *const sleep_argv[] = {"sleep", "120", NULL};
 
 /* vfork + exec of /bin/sleep, alone in a function (the child shares our stack). */
@@ -1171,6 +1241,8 @@ const struct test fork_tests[] = {
     MATRIX_ENTRIES(holding),
     MATRIX_ENTRIES(busy),
     {"forked_children_of_killed_holder", t_forked_children_of_killed_holder, 60, 1},
+    /* Heavy: under valgrind every child reports the other thread's allocations as lost. */
+    {"fork_during_claim_creation_keeps_no_descriptor", t_fork_during_claim_creation_keeps_no_descriptor, 60, 1},
     {"posix_spawn_child_of_killed_holder", t_posix_spawn_child_of_killed_holder, 30, 0},
     {"vfork_child_of_killed_holder", t_vfork_child_of_killed_holder, 30, 0},
     {NULL, NULL, 0, 0},

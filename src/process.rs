@@ -16,8 +16,9 @@
 //!   dies with the parent, whatever the child does. This also covers the copies other
 //!   threads of the parent held at fork time (they never run in the child), and a
 //!   descriptor being opened at that moment (the open and its registration happen under
-//!   the lock the hook takes). The objects that owned them are forgotten, never
-//!   dropped, in the child, so no number is ever closed twice;
+//!   the lock the hook takes). Their owners, when dropped in the child, close nothing
+//!   (the number may be the child's own file by then), and a later fork does not touch
+//!   them either;
 //! - has no heartbeat thread: threads are not copied by fork.
 //!
 //! posix_spawn(3) and vfork(2) run no at-fork handlers; their child only execs or exits,
@@ -137,13 +138,14 @@ impl AsRawFd for ChildlessFd {
 impl Drop for ChildlessFd {
     fn drop(&mut self) {
         // Unregistered and closed under the lock the at-fork hook takes, so the number
-        // is never in the set while it may already name another file.
+        // is never in the set while it may already name another file. One that is not
+        // in the set was closed by the hook of a fork (this is the child): its number
+        // may be the child's own file by now, and is left alone.
         let mut set = childless();
-        if let Some(set) = set.as_mut() {
-            set.remove(&self.0.as_raw_fd());
+        if set.as_mut().is_some_and(|set| set.remove(&self.0.as_raw_fd())) {
+            // SAFETY: dropped exactly once, here, and never used again.
+            unsafe { std::mem::ManuallyDrop::drop(&mut self.0) };
         }
-        // SAFETY: dropped exactly once, here, and never used again.
-        unsafe { std::mem::ManuallyDrop::drop(&mut self.0) };
     }
 }
 
@@ -189,11 +191,10 @@ extern "C" fn after_fork_in_child() {
 }
 
 /// Closes each descriptor in `set` and forgets them all: the child's references to
-/// their open file descriptions (and flocks) are gone. Their owners are never dropped in
-/// the child (the family hooks forget their state, and the other threads that held
-/// copies do not exist there), so a number the child reuses for its own files is never
-/// closed by the library, nor touched by a later fork. Only close(2), which is
-/// async-signal-safe, and a clear that frees nothing.
+/// their open file descriptions (and flocks) are gone. An owner dropped in the child
+/// later finds its number unregistered and closes nothing, so a number the child reuses
+/// for its own files is never closed by the library, nor touched by a later fork. Only
+/// close(2), which is async-signal-safe, and a clear that frees nothing.
 fn close_all(set: &mut HashSet<RawFd>) {
     for &fd in set.iter() {
         // SAFETY: a descriptor number this process owns; nothing uses it after this.

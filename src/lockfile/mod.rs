@@ -291,7 +291,9 @@ pub fn unlock_path(path: impl AsRef<Path>) -> Result<()> {
         Holder::Held { record, file } => (record, file),
     };
     if me.wrote(&record) {
-        let removed = match state().begin_release_of_file(file) {
+        // Bound first: the state's guard must be gone before end_hold takes it again.
+        let release = state().begin_release_of_file(file);
+        let removed = match release {
             Release::Started(key, token) => {
                 let removed = fsops::unlink_if_is(&t.lock, file);
                 registry::end_hold(&key, token);

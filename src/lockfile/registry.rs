@@ -230,13 +230,13 @@ impl State {
     /// The child of a fork holds nothing: its pid and start time differ, and every lock
     /// and claim file belongs to the parent. Nothing on disk is touched.
     fn forget_after_fork(&mut self) {
-        // Forgotten, not dropped: a forked child of a threaded parent should only do
-        // async-signal-safe work, and freeing is not; the claims' descriptors were closed
-        // by the process hooks already, and must not be closed again. The parent's claim
-        // files are left alone. (A few hundred bytes stay allocated in the child.)
-        std::mem::forget(std::mem::take(&mut self.held));
-        std::mem::forget(std::mem::take(&mut self.swept));
-        std::mem::forget(std::mem::take(&mut self.claims));
+        // The claims' descriptors were closed by the process hooks already; dropping the
+        // claims here closes nothing again (see ChildlessFd) and leaves the parent's
+        // claim files alone. Freeing memory in a forked child of a threaded parent is
+        // safe with glibc and musl, which make malloc usable before the child handlers.
+        self.held.clear();
+        self.swept.clear();
+        self.claims.clear();
         // Threads waiting in the parent do not exist here.
         self.waiters = 0;
     }
