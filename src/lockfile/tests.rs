@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use crate::Errno;
 
 use super::holder::{self, Cleared, Holder, ReadError};
-use super::registry::{state, MAX_CLAIMS};
+use super::registry::{self, state, MAX_CLAIMS};
 use super::*;
 use crate::record::Record;
 
@@ -229,4 +229,34 @@ fn a_lock_file_that_gets_its_record_is_waited_for_as_held_past_the_patience() {
     fs::OpenOptions::new().write(true).open(&lock).and_then(|mut f| std::io::Write::write_all(&mut f, &record)).unwrap();
     let err = waiter.join().unwrap();
     assert_eq!(err.errno(), Errno::ETIMEDOUT, "{err}");
+}
+
+#[test]
+fn one_lock_is_removed_by_one_thread_at_a_time() {
+    // Review finding: unlock in one thread and unlock_path in another could both pass
+    // their checks; a third thread relinking the path's shared claim in between then
+    // had its new lock removed by the slower remover. While one removes, the other is
+    // told so and removes nothing.
+    let d = scratch();
+    let p = d.path().join("a");
+    let lock = create(&p, b"m").unwrap();
+    assert!(state().begin_release(&lock.target.key, lock.token), "the unlock starts");
+    let err = std::thread::spawn({
+        let p = p.clone();
+        move || unlock_path(&p).unwrap_err()
+    })
+    .join()
+    .unwrap();
+    assert_eq!(err.errno(), Errno::EAGAIN, "{err}");
+    assert!(lock.lock_file().exists(), "unlock_path removed nothing");
+    // Finish that release as unlock would, then the other way round: a hold that
+    // unlock_path is removing cannot be unlocked.
+    fs::remove_file(lock.lock_file()).unwrap();
+    registry::end_hold(&lock.target.key, lock.token);
+    std::mem::forget(lock);
+    let fresh = create(&p, b"m").unwrap();
+    let file = fsops::id_of(fresh.lock_file()).unwrap();
+    assert!(matches!(state().begin_release_of_file(file), registry::Release::Started(..)));
+    let err = fresh.unlock().unwrap_err();
+    assert_eq!(err.errno(), Errno::ENOLCK, "{err}");
 }
