@@ -1,10 +1,9 @@
 //! The FUSE side: every operation becomes NFSv3 calls, with the Linux client's
 //! semantics where lock files depend on them (see README.md for every difference).
 //!
-//! - One inode number per file handle (hard links share it; the number is this
-//!   mount's own, not the server's fileid), kept until the kernel forgets it; an
-//!   inode the kernel names but we do not know is ESTALE, and so is a handle the
-//!   server no longer knows.
+//! - One inode per file handle (hard links share it), numbered with the server's
+//!   fileid as Linux does; an inode the kernel names but this mount does not know is
+//!   ESTALE, and so is a handle the server no longer knows.
 //! - The kernel is told to cache nothing (TTL 0): this daemon keeps the attribute and
 //!   name cache itself, valid for `actimeo` (0: none), so it can apply the NFS rules:
 //!   open always refetches attributes (close-to-open), operations that change a file
@@ -47,6 +46,8 @@ struct Node {
     lookups: u64,
     /// Open files of this mount on the inode.
     opens: u64,
+    /// Bumped when the server's fileid is reused by another handle.
+    generation: u64,
     /// Names it was silly-renamed to: (directory inode, name), removed at last close.
     silly: Vec<(u64, Vec<u8>)>,
 }
@@ -63,7 +64,6 @@ struct OpenFile {
 struct State {
     nodes: HashMap<u64, Node>,
     by_fh: HashMap<Vec<u8>, u64>,
-    next_ino: u64,
     files: HashMap<u64, OpenFile>,
     next_fh: u64,
     dirs: HashMap<u64, Vec<(u64, Vec<u8>, FileType)>>,
@@ -162,10 +162,10 @@ fn verifier() -> createverf3 {
 
 impl NfsFs {
     pub fn new(client: Client, actimeo: Duration, stats: Arc<Stats>) -> NfsFs {
-        let mut state = State { next_ino: ROOT + 1, next_fh: 1, ..State::default() };
+        let mut state = State { next_fh: 1, ..State::default() };
         let root = client.root.clone();
         state.by_fh.insert(root.data.to_vec(), ROOT);
-        state.nodes.insert(ROOT, Node { fh: root, attr: None, lookups: 1, opens: 0, silly: Vec::new() });
+        state.nodes.insert(ROOT, Node { fh: root, attr: None, lookups: 1, opens: 0, silly: Vec::new(), generation: 0 });
         NfsFs { client, actimeo, state: Mutex::new(state), stats }
     }
 
@@ -179,16 +179,29 @@ impl NfsFs {
         }
     }
 
-    /// The inode of a file handle (a new one the first time), with fresh attributes.
-    fn intern(&self, fh: nfs_fh3, attr: &fattr3, lookup: bool) -> u64 {
+    /// The inode of a file handle, with fresh attributes. The inode number is the
+    /// server's fileid, as Linux reports it: stable for the file's life however often
+    /// the kernel forgets and finds it again (the library compares st_dev/st_ino of a
+    /// lock file across its whole hold). A fileid the server reuses for a new file
+    /// (another handle) gets a new generation, which makes the kernel drop the old
+    /// inode.
+    fn intern(&self, fh: nfs_fh3, attr: &fattr3, lookup: bool) -> (u64, u64) {
         let mut st = self.state.lock().unwrap();
         let ino = match st.by_fh.get(fh.data.as_ref()) {
             Some(&ino) => ino,
             None => {
-                let ino = st.next_ino;
-                st.next_ino += 1;
+                let ino = if attr.fileid <= ROOT { attr.fileid | (1 << 63) } else { attr.fileid };
+                let generation = match st.nodes.get(&ino) {
+                    Some(old) if ino != ROOT => {
+                        self.stats.bump("fileid_reused");
+                        let (old_fh, g) = (old.fh.data.to_vec(), old.generation);
+                        st.by_fh.remove(&old_fh);
+                        g + 1
+                    }
+                    _ => 0,
+                };
                 st.by_fh.insert(fh.data.to_vec(), ino);
-                st.nodes.insert(ino, Node { fh, attr: None, lookups: 0, opens: 0, silly: Vec::new() });
+                st.nodes.insert(ino, Node { fh, attr: None, lookups: 0, opens: 0, silly: Vec::new(), generation });
                 ino
             }
         };
@@ -197,7 +210,7 @@ impl NfsFs {
         if lookup {
             node.lookups += 1;
         }
-        ino
+        (ino, node.generation)
     }
 
     fn cache_attr(&self, ino: u64, attr: Option<fattr3>) {
@@ -253,14 +266,14 @@ impl NfsFs {
     /// Replies with an entry for a handle just made or found under `parent`/`name`.
     fn entry(&self, w: Who, parent: u64, name: &[u8], fh: Option<nfs_fh3>, attr: Option<fattr3>, reply: ReplyEntry) {
         match self.resolve(w, parent, name, fh, attr) {
-            Ok((ino, a)) => reply.entry(&TTL0, &attr_of(ino, &a), Generation(0)),
+            Ok((ino, generation, a)) => reply.entry(&TTL0, &attr_of(ino, &a), Generation(generation)),
             Err(e) => reply.error(err(e)),
         }
     }
 
     /// A created or looked-up object's inode and attributes (LOOKUP and GETATTR for
     /// what the reply left out), counted as one kernel lookup.
-    fn resolve(&self, w: Who, parent: u64, name: &[u8], fh: Option<nfs_fh3>, attr: Option<fattr3>) -> Res<(u64, fattr3)> {
+    fn resolve(&self, w: Who, parent: u64, name: &[u8], fh: Option<nfs_fh3>, attr: Option<fattr3>) -> Res<(u64, u64, fattr3)> {
         let (fh, attr) = match fh {
             Some(fh) => (fh, attr),
             None => {
@@ -272,9 +285,9 @@ impl NfsFs {
             Some(a) => a,
             None => self.client.getattr(w, &fh)?,
         };
-        let ino = self.intern(fh, &attr, true);
+        let (ino, generation) = self.intern(fh, &attr, true);
         self.state.lock().unwrap().names.insert((parent, name.to_vec()), (ino, Instant::now()));
-        Ok((ino, attr))
+        Ok((ino, generation, attr))
     }
 
     fn new_open(&self, ino: u64, w: Who) -> u64 {
@@ -351,10 +364,11 @@ impl Filesystem for NfsFs {
             if let Some(ino) = hit {
                 if let Ok(a) = self.attr(w, INodeNo(ino), false) {
                     self.stats.bump("name_cache_hits");
-                    if let Some(n) = self.state.lock().unwrap().nodes.get_mut(&ino) {
+                    let generation = self.state.lock().unwrap().nodes.get_mut(&ino).map_or(0, |n| {
                         n.lookups += 1;
-                    }
-                    return reply.entry(&TTL0, &attr_of(ino, &a), Generation(0));
+                        n.generation
+                    });
+                    return reply.entry(&TTL0, &attr_of(ino, &a), Generation(generation));
                 }
             }
         }
@@ -374,22 +388,11 @@ impl Filesystem for NfsFs {
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        if ino.0 == ROOT {
-            return;
-        }
-        let mut st = self.state.lock().unwrap();
-        let gone = match st.nodes.get_mut(&ino.0) {
-            Some(n) => {
-                n.lookups = n.lookups.saturating_sub(nlookup);
-                n.lookups == 0 && n.opens == 0
-            }
-            None => false,
-        };
-        if gone {
-            if let Some(n) = st.nodes.remove(&ino.0) {
-                st.by_fh.remove(n.fh.data.as_ref());
-            }
-            st.names.retain(|_, (i, _)| *i != ino.0);
+        // The count is kept for the record only: a node stays known for the mount's
+        // life (its inode number is the fileid, which the kernel may name again after
+        // a forget of an older generation), so an inode is never wrongly ESTALE.
+        if let Some(n) = self.state.lock().unwrap().nodes.get_mut(&ino.0) {
+            n.lookups = n.lookups.saturating_sub(nlookup);
         }
     }
 
@@ -499,14 +502,21 @@ impl Filesystem for NfsFs {
         };
         let name = name.as_bytes();
         let child = self.forget_name(parent.0, name);
-        // Silly rename: a file this mount still has open keeps existing under a
-        // hidden name until its last close, as on Linux.
+        // Silly rename: a file this mount still has open, and of which this is the
+        // last name, keeps existing under a hidden name until its last close, as on
+        // Linux. (Linux decides by the dentry: it renames only when this name is the
+        // one in use; we cannot tell names apart, so we rename only when the file
+        // would otherwise be gone: a file with another name survives its unlink.)
         let open = {
             let mut st = self.state.lock().unwrap();
             st.silly_counter += 1;
             let counter = st.silly_counter;
-            child.and_then(|c| st.nodes.get(&c).filter(|n| n.opens > 0).map(|n| (c, n.attr.as_ref().map_or(c, |(a, _)| a.fileid), counter)))
+            child.filter(|c| st.nodes.get(c).is_some_and(|n| n.opens > 0)).map(|c| (c, counter))
         };
+        let open = open.and_then(|(ino, counter)| match self.attr(w, INodeNo(ino), true) {
+            Ok(a) if a.nlink <= 1 => Some((ino, a.fileid, counter)),
+            _ => None,
+        });
         if let Some((ino, fileid, counter)) = open {
             let hidden = format!(".nfs{fileid:016x}{counter:08x}").into_bytes();
             self.stats.bump("silly_renames");
@@ -758,7 +768,7 @@ impl Filesystem for NfsFs {
             // with it succeeds, anyone else's gets NFS3ERR_EXIST.
             self.stats.bump("create_exclusive");
             self.client.create(w, &dir, name, createhow3::EXCLUSIVE(verifier())).and_then(|(fh, _)| {
-                let (ino, _) = self.resolve(w, parent.0, name, fh, None)?;
+                let (ino, generation, _) = self.resolve(w, parent.0, name, fh, None)?;
                 let file = self.fh(INodeNo(ino)).map_err(|_| libc::ESTALE)?;
                 // The verifier sat in atime/mtime: set them, and the mode.
                 let s = sattr3 { atime: set_atime::SET_TO_SERVER_TIME, mtime: set_mtime::SET_TO_SERVER_TIME, ..mode_only(perm) };
@@ -768,7 +778,7 @@ impl Filesystem for NfsFs {
                     None => self.client.getattr(w, &file)?,
                 };
                 self.cache_attr(ino, Some(a.clone()));
-                Ok((ino, a))
+                Ok((ino, generation, a))
             })
         } else {
             let mut s = mode_only(perm);
@@ -778,9 +788,9 @@ impl Filesystem for NfsFs {
             self.client.create(w, &dir, name, createhow3::UNCHECKED(s)).and_then(|(fh, attr)| self.resolve(w, parent.0, name, fh, attr))
         };
         match made {
-            Ok((ino, a)) => {
+            Ok((ino, generation, a)) => {
                 let fh = self.new_open(ino, w);
-                reply.created(&TTL0, &attr_of(ino, &a), Generation(0), FileHandle(fh), FopenFlags::empty());
+                reply.created(&TTL0, &attr_of(ino, &a), Generation(generation), FileHandle(fh), FopenFlags::empty());
             }
             Err(e) => reply.error(err(e)),
         }

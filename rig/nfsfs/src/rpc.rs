@@ -137,6 +137,7 @@ impl Rpc {
         args.pack(&mut body).map_err(|e| RpcError::Garbage(format!("packing args: {e}")))?;
         let mut timeout = self.timeo;
         let mut sent = 0u32;
+        let mut connect_backoff = Duration::from_millis(20);
         loop {
             if sent > 0 {
                 self.stats.bump("rpc_retransmits");
@@ -150,9 +151,10 @@ impl Rpc {
             if let Err(e) = self.connect() {
                 self.stats.bump("rpc_connect_errors");
                 log(&format!("connect {}: {e}", self.server));
-                // Do not spin on a refused connection: wait out this try's timer.
-                std::thread::sleep(deadline.saturating_duration_since(Instant::now()).min(Duration::from_millis(200)));
-                timeout = (timeout * 2).min(TIMEO_MAX);
+                // The old source port may be what is refused: a new one next time.
+                self.local_port = None;
+                std::thread::sleep(connect_backoff);
+                connect_backoff = (connect_backoff * 2).min(self.timeo);
                 continue;
             }
             if let Err(e) = self.send(&body) {
