@@ -118,11 +118,13 @@ struct Wire {
     actimeo_ms: u64,
     lost_pct: u32,
     drop_pct: u32,
+    /// NFSv3 procedure numbers whose replies are lost (empty: CREATE, REMOVE, RENAME, LINK).
+    procs: &'static str,
 }
 
 impl Default for Wire {
     fn default() -> Wire {
-        Wire { udp: false, actimeo_ms: 0, lost_pct: 0, drop_pct: 0 }
+        Wire { udp: false, actimeo_ms: 0, lost_pct: 0, drop_pct: 0, procs: "" }
     }
 }
 
@@ -150,10 +152,12 @@ impl NfsHost {
             NfsHost { unshare: Some(unshare), fs: None, init, stats: state.join(format!("{name}.stats")), lossy: false, root: root.to_path_buf() };
         run_ok(Command::new(root.join("rig/nfs/link")).args([server.init.to_string(), init.to_string(), n.to_string()]), "rig/nfs/link");
         if wire.lost_pct > 0 || wire.drop_pct > 0 {
-            run_ok(
-                Command::new(root.join("rig/nfs/lossy")).args([init.to_string(), wire.lost_pct.to_string(), wire.drop_pct.to_string()]),
-                "rig/nfs/lossy",
-            );
+            let mut lossy = Command::new(root.join("rig/nfs/lossy"));
+            lossy.args([init.to_string(), wire.lost_pct.to_string(), wire.drop_pct.to_string()]);
+            if !wire.procs.is_empty() {
+                lossy.arg(wire.procs);
+            }
+            run_ok(&mut lossy, "rig/nfs/lossy");
             host.lossy = true;
         }
         let ready = state.join(format!("{name}.ready"));
@@ -282,7 +286,7 @@ fn exclusion(rig: &mut Rig, bins: &Bins, name: &str, wire: Wire) {
         .filter(|n| n.ends_with(".nfs_lock") || n.starts_with(".nfslock-") || n.starts_with(".nfs"))
         .collect();
     rig.check(&scenario, leftovers.is_empty(), format!("left behind: {leftovers:?}"));
-    let (mut lost, mut dropped, mut retrans, mut reconnects, mut drc) = (0, 0, 0, 0, 0);
+    let (mut lost, mut dropped, mut retrans, mut reconnects, mut drc, mut new_port) = (0, 0, 0, 0, 0, 0);
     let mut nfs_errors: std::collections::BTreeMap<String, u64> = Default::default();
     for h in &hosts {
         let (l, d) = h.wire_counts();
@@ -293,6 +297,7 @@ fn exclusion(rig: &mut Rig, bins: &Bins, name: &str, wire: Wire) {
                 "rpc_retransmits" => retrans += v,
                 "rpc_connects" => reconnects += v.saturating_sub(1),
                 "rpc_replies_after_retransmit" => drc += v,
+                "rpc_new_source_port" => new_port += v,
                 k if k.starts_with("err_") && !k.starts_with("err_lookup_NFS3ERR_NOENT") => *nfs_errors.entry(k[4..].to_string()).or_default() += v,
                 _ => {}
             }
@@ -314,7 +319,7 @@ fn exclusion(rig: &mut Rig, bins: &Bins, name: &str, wire: Wire) {
         violations: viol,
         wall: start.elapsed(),
         notes: format!(
-            "counter {counter}/{expected}; {errs} errors; {lost} replies lost, {dropped} packets dropped; {retrans} retransmissions ({drc} answered), {reconnects} reconnects; NFS errors seen: {}{}",
+            "counter {counter}/{expected}; {errs} errors; {lost} replies lost, {dropped} packets dropped; {retrans} retransmissions ({drc} answered), {reconnects} reconnects ({new_port} from a new port); NFS errors seen: {}{}",
             if errors.is_empty() { "none".to_string() } else { errors.join(", ") },
             if messages.is_empty() { String::new() } else { format!("; worker messages: {}", messages.join(" / ")) }
         ),
@@ -332,6 +337,8 @@ fn nfs_scenarios() {
     let started = Instant::now();
     exclusion(&mut rig, &bins, "TCP, clean", Wire::default());
     exclusion(&mut rig, &bins, "TCP, lost CREATE/REMOVE/RENAME/LINK replies 15% + 2% packets dropped", Wire { lost_pct: 15, drop_pct: 2, ..Wire::default() });
+    exclusion(&mut rig, &bins, "TCP, lost REMOVE replies 20%", Wire { lost_pct: 20, procs: "12", ..Wire::default() });
+    exclusion(&mut rig, &bins, "TCP, lost CREATE/RENAME/LINK replies 20%", Wire { lost_pct: 20, procs: "8, 14, 15", ..Wire::default() });
     exclusion(&mut rig, &bins, "UDP, 2% packets dropped", Wire { udp: true, drop_pct: 2, ..Wire::default() });
     exclusion(&mut rig, &bins, "TCP, actimeo 3 s, lost replies 10%", Wire { actimeo_ms: 3000, lost_pct: 10, ..Wire::default() });
     let table = table(&rig.rows);
