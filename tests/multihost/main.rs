@@ -9,6 +9,7 @@
 
 mod build;
 mod host;
+mod nfs;
 mod sessions;
 
 use std::fmt::Write as _;
