@@ -328,7 +328,7 @@ fn exclusion(rig: &mut Rig, bins: &Bins, name: &str, wire: Wire) {
 }
 
 #[test]
-#[ignore = "real NFS server rig, not yet in make test: cargo test --test multihost nfs -- --ignored"]
+#[ignore = "issue 16, work in progress: in 2 of 5 runs 1-2 unlocks get ENOLCK under 15% lost replies + 2% drops (cause not yet known); run with cargo test --test multihost nfs -- --ignored"]
 fn nfs_scenarios() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
