@@ -81,18 +81,20 @@ fn present(path: &Path, dir_owner: u32) -> Result<bool> {
 /// Creates the directory and, for a new repository, the counter (at 0) and the
 /// session and ID directories. The counter is made first: an ID directory without a
 /// counter is a repository whose counter was lost, which must not restart from 0.
-/// Every directory is verified before anything is made in it ([`verify_dir`]).
-pub fn prepare_repository(repo: &Repo, timeout: Duration) -> Result<()> {
+/// Every directory is verified before anything is made in it ([`verify_dir`]); the
+/// repository directory's owner is noted in `repo` (whose counter is trusted).
+pub fn prepare_repository(repo: &mut Repo, timeout: Duration) -> Result<()> {
     let io = |e: std::io::Error, what: &str, path: &Path| Error::sys(fsops::io_errno(&e), OP_OPEN, path, what);
     mkdir(&repo.dir, true).map_err(|e| io(e, "creating the directory", &repo.dir))?;
     let owner = verify_dir(&repo.dir, None)?;
+    repo.owner = Some(owner);
     if present(&repo.ids, owner)? && present(&repo.sessions, owner)? {
         return Ok(());
     }
     let guard = lockfile::blocking_create_internal(&repo.guard, b"nfslock session: creating the repository", Some(timeout))
         .map_err(|e| e.in_op(OP_OPEN))?;
     if !present(&repo.ids, owner)? {
-        write_counter(repo, 0, false).map_err(|e| Error::sys(e, OP_OPEN, &repo.counter, "creating"))?;
+        write_counter(repo, 0, false, OP_OPEN)?;
         mkdir(&repo.ids, false).map_err(|e| io(e, "creating", &repo.ids))?;
     }
     verify_dir(&repo.ids, Some(owner))?;
@@ -103,40 +105,98 @@ pub fn prepare_repository(repo: &Repo, timeout: Duration) -> Result<()> {
     Ok(())
 }
 
+/// How many temporary names one counter write draws before it gives up (EAGAIN).
+const COUNTER_TEMP_TRIES: usize = 16;
+
 /// Writes a counter file holding `next`: created only if missing, or (`replace`) put in
-/// place of whatever is there, atomically, by rename.
-fn write_counter(repo: &Repo, next: u64, replace: bool) -> nix::Result<()> {
-    // Only the guard's holder makes these: a name found taken is litter (a create whose
-    // reply was lost), removed if empty, and another is drawn.
-    let mut tries = 0;
-    let (tmp, file) = loop {
-        let tmp = repo.dir.join(format!(".{}.{}", file_name(&repo.counter), crate::random::unpredictable_hex()));
-        match fsops::create_new(&tmp) {
-            Ok(fd) => break (tmp, std::fs::File::from(fd)),
-            Err(Errno::EEXIST) if tries < 16 => {
-                tries += 1;
-                liveness::remove_if_empty(&tmp);
+/// place of whatever is there, atomically, by rename. The caller holds the guard.
+///
+/// Created only if missing: a counter found at the name is kept only if it is one the
+/// repository could have made (see `counter::open`: an earlier creator that died
+/// before making the ID directory); anything else (a file planted by another user, a
+/// hard link of someone's file) is refused (EBADMSG), never adopted.
+fn write_counter(repo: &Repo, next: u64, replace: bool, op: &'static str) -> Result<()> {
+    let sys = |e: Errno, call: &str| Error::sys(e, op, &repo.counter, call);
+    remove_our_counter_temps(repo);
+    let (tmp, file) = draw_counter_temp(repo).map_err(|e| match e {
+        Errno::EEXIST => Error::new(
+            Errno::EAGAIN,
+            op,
+            Some(&repo.dir),
+            format!("{COUNTER_TEMP_TRIES} fresh temporary names for the counter in a row were taken (someone is planting files there)"),
+        ),
+        e => sys(e, "creating a temporary file for"),
+    })?;
+    let written = fsops::write_durably(&file, &counter::initial(next)).map_err(|e| fsops::io_errno(&e));
+    let ours = written.and_then(|()| fsops::fstat(&file)).map(|st| FileId::from(&st));
+    let placed = match ours {
+        Err(e) => Err(sys(e, "writing")),
+        Ok(_) if replace => fsops::rename_placing(&file, &tmp, &repo.counter).map_err(|e| sys(e, "renaming into place")),
+        Ok(ours) => match fsops::link(&tmp, &repo.counter) {
+            Ok(()) => Ok(()),
+            // A retransmitted LINK reports EEXIST although ours worked.
+            Err(Errno::EEXIST) if fsops::id_of(&repo.counter) == Ok(ours) => Ok(()),
+            Err(Errno::EEXIST) => {
+                // Our own temporary name is a second link of ours, gone first.
+                let _ = fsops::unlink(&tmp);
+                adopt_existing_counter(repo, op)
             }
-            Err(e) => return Err(e),
-        }
+            Err(e) => Err(sys(e, "linking into place")),
+        },
     };
-    let placed = fsops::write_durably(&file, &counter::initial(next)).map_err(|e| fsops::io_errno(&e)).and_then(|()| {
-        if replace {
-            fsops::rename_placing(&file, &tmp, &repo.counter)
-        } else {
-            match fsops::link(&tmp, &repo.counter) {
-                Ok(()) | Err(Errno::EEXIST) => Ok(()),
-                Err(e) => Err(e),
-            }
-        }
-    });
     let _ = fsops::unlink(&tmp);
     placed?;
-    fsops::sync_dir(&repo.dir)
+    fsops::sync_dir(&repo.dir).map_err(|e| Error::sys(e, op, &repo.dir, "fsync"))
 }
 
-fn file_name(path: &Path) -> String {
-    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+/// A counter found where a new repository's would go: kept if the repository could
+/// have made it, else refused.
+fn adopt_existing_counter(repo: &Repo, op: &'static str) -> Result<()> {
+    match counter::open(repo, true) {
+        Ok(_) => Ok(()),
+        Err(counter::ReadError::Corrupt(why)) => Err(Error::new(
+            Errno::EBADMSG,
+            op,
+            Some(&repo.counter),
+            format!("a file is in the way of the new repository's counter and is not one it could have made ({why}); it is left alone: remove it"),
+        )),
+        Err(counter::ReadError::Missing) => Err(Error::new(Errno::EAGAIN, op, Some(&repo.counter), "the counter in the way of the new one vanished; try again")),
+        Err(counter::ReadError::Sys(e, call)) => Err(Error::sys(e, op, &repo.counter, call)),
+    }
+}
+
+/// A new temporary file for the counter, at a fresh unpredictable name. A name found
+/// taken is never used: litter of ours (empty) is removed, and another is drawn.
+fn draw_counter_temp(repo: &Repo) -> nix::Result<(PathBuf, std::fs::File)> {
+    for _ in 0..COUNTER_TEMP_TRIES {
+        let tmp = repo.counter_temp_path(&crate::random::unpredictable_hex());
+        match fsops::create_new(&tmp) {
+            Ok(fd) => return Ok((tmp, std::fs::File::from(fd))),
+            Err(Errno::EEXIST) => liveness::remove_if_empty(&tmp),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(Errno::EEXIST)
+}
+
+/// Removes counter temporary files of this user left by a counter write that died (the
+/// caller holds the guard, so no such write is under way): one still linked to the
+/// counter would give it a second link, and litter must not grow with crashes. Files
+/// of other users are never touched.
+fn remove_our_counter_temps(repo: &Repo) {
+    let Ok(dir) = std::fs::read_dir(&repo.dir) else { return };
+    let me = nix::unistd::geteuid().as_raw();
+    for entry in dir.map_while(std::result::Result::ok) {
+        if !repo.is_counter_temp(entry.file_name().as_encoded_bytes()) {
+            continue;
+        }
+        let path = entry.path();
+        if let Ok(st) = fsops::lstat(&path) {
+            if fsops::is_regular(&st) && st.st_uid == me {
+                let _ = fsops::unlink_if_is(&path, FileId::from(&st));
+            }
+        }
+    }
 }
 
 pub fn check(shared: &Shared) -> Result<()> {
@@ -166,7 +226,7 @@ pub fn check(shared: &Shared) -> Result<()> {
 /// holds the counter's token on (not a finding).
 fn findings(repo: &Repo, local: bool, token: Option<u64>) -> Result<Vec<String>> {
     let mut findings = Vec::new();
-    let next = match counter::load(&repo.counter, local) {
+    let next = match counter::load(repo, local) {
         Ok((_, c)) => Some(c.next),
         Err(counter::ReadError::Missing) => {
             findings.push(format!("the counter {} is missing", repo.counter.display()));
@@ -233,9 +293,7 @@ pub fn repair_counter(shared: &Shared, next_id: u64) -> Result<()> {
         let floor = next_id.max(known_next).max(above_locked);
         match &token {
             Some(token) => token::commit(shared, token, floor, OP_REPAIR),
-            None => write_counter(repo, floor, true)
-                .map(|()| floor)
-                .map_err(|e| Error::sys(e, OP_REPAIR, &repo.counter, "writing")),
+            None => write_counter(repo, floor, true, OP_REPAIR).map(|()| floor),
         }
     });
     if let Some(token) = token {

@@ -130,7 +130,7 @@ impl Session {
     /// [`MIN_TIMEOUT`].
     pub fn open(dir: impl AsRef<Path>, name: Option<&str>, timeout: Option<Duration>) -> Result<Session> {
         let dir = dir.as_ref();
-        let repo = Repo::new(OP_OPEN, dir, name.unwrap_or(DEFAULT_NAME))?;
+        let mut repo = Repo::new(OP_OPEN, dir, name.unwrap_or(DEFAULT_NAME))?;
         let timeout = timeout.filter(|t| !t.is_zero()).unwrap_or(DEFAULT_TIMEOUT);
         if timeout < MIN_TIMEOUT {
             return Err(Error::new(
@@ -145,7 +145,7 @@ impl Session {
                 ),
             ));
         }
-        maintenance::prepare_repository(&repo, timeout)?;
+        maintenance::prepare_repository(&mut repo, timeout)?;
         let me = lockfile::this_process();
         let rec = SessionRecord { beat: 0, owner: me.record(b""), since: record::now(), timeout };
         let (sid, file, st) = publish_record(&repo, &rec)?;

@@ -89,7 +89,7 @@ pub(super) fn read_counter(shared: &Shared, st: &mut Ids, op: &'static str) -> R
         }
         st.counter = None;
     }
-    let cf = Arc::new(counter::open(&shared.repo.counter, shared.local).map_err(|e| counter_error(shared, op, e))?);
+    let cf = Arc::new(counter::open(&shared.repo, shared.local).map_err(|e| counter_error(shared, op, e))?);
     let c = counter::read(&cf).map_err(|e| counter_error(shared, op, e))?;
     if shared.local {
         st.counter = Some(cf.clone());

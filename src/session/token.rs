@@ -223,7 +223,7 @@ pub fn commit(shared: &Shared, token: &Token, next: u64, op: &'static str) -> Re
 /// Reapers leave such a session alone (see the module comment). When in doubt (an
 /// error), it may.
 pub fn pins(repo: &Repo, local: bool, sid: &str, this_host: &[u8]) -> bool {
-    let c = match counter::load(&repo.counter, local) {
+    let c = match counter::load(repo, local) {
         Ok((_, c)) => c,
         // No writer can take a token on a missing or corrupt counter.
         Err(counter::ReadError::Missing | counter::ReadError::Corrupt(_)) => return false,
