@@ -37,16 +37,17 @@ const LAYERS: &[&[&str]] = &[
     &["errno"],
 ];
 
-/// The session layer's submodules, highest first: the facade, then allocation, the
-/// counter's token, the lease, the reaper, counter/ID locks/liveness, and the
-/// repository's layout and file formats at the bottom.
+/// The session layer's submodules, highest first: its unit tests (which drive whole
+/// sessions), the facade (mod.rs: `Session`), the heartbeat thread and the operations
+/// (allocation; maintenance: create, check, repair, close), the counter's token, the
+/// lease and the reaper, the session's state in memory, the counter, ID locks,
+/// liveness and the guard, and the repository's file formats and layout at the bottom.
 const SESSION_LAYERS: &[&[&str]] = &[
+    &["session::tests"],
     &["session"],
-    &["session::heartbeat"],
-    &["session::alloc", "session::maintenance"],
+    &["session::heartbeat", "session::alloc", "session::maintenance"],
     &["session::token"],
-    &["session::lease"],
-    &["session::reaper"],
+    &["session::lease", "session::reaper"],
     &["session::state"],
     &["session::counter", "session::idlock", "session::liveness", "session::guard"],
     &["session::record", "session::files"],

@@ -21,10 +21,14 @@
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+
 use nix::errno::Errno;
 use nix::sys::stat::FileStat;
 
 use super::layout::Repo;
+use crate::error::Error;
 use crate::fsops::{self, FileId};
 
 const HEADER: &[u8] = b"nfslock-counter 1\n";
@@ -49,6 +53,53 @@ pub enum ReadError {
     Missing,
     Corrupt(String),
     Sys(Errno, &'static str),
+}
+
+impl ReadError {
+    /// The error of operation `op` that met this on the counter at `path`: a missing or
+    /// corrupt counter is an error until it is repaired (starting again from zero would
+    /// issue old IDs twice).
+    pub fn error(self, op: &'static str, path: &Path) -> Error {
+        match self {
+            ReadError::Missing => Error::new(
+                Errno::ENOENT,
+                op,
+                Some(path),
+                "the ID counter is missing; it is not recreated from zero (that could issue IDs twice): \
+                 call repair_counter with the next ID to issue",
+            ),
+            ReadError::Corrupt(why) => Error::new(Errno::EBADMSG, op, Some(path), format!("the ID counter is corrupt ({why}); call repair_counter")),
+            ReadError::Sys(e, call) => Error::sys(e, op, path, call),
+        }
+    }
+}
+
+/// The counter as a session reads it. Where every user of the filesystem shares this
+/// machine's page cache (a local filesystem), the file is kept open between calls and
+/// only the name is checked to still refer to it (a repair replaces it); elsewhere
+/// (NFS) it is opened afresh every time, which is what revalidates the client's cache.
+#[derive(Debug, Default)]
+pub struct Cache {
+    open: Option<Arc<CounterFile>>,
+}
+
+impl Cache {
+    /// Reads the counter of `repo` (see [`Cache`]); errors as [`ReadError::error`].
+    pub fn read(&mut self, repo: &Repo, local: bool, op: &'static str) -> Result<(Arc<CounterFile>, Counter), Error> {
+        let path = &repo.counter;
+        if let Some(cf) = self.open.clone() {
+            if fsops::id_of(path) == Ok(cf.id) {
+                return read(&cf).map(|c| (cf, c)).map_err(|e| e.error(op, path));
+            }
+            self.open = None;
+        }
+        let cf = Arc::new(open(repo, local).map_err(|e| e.error(op, path))?);
+        let c = read(&cf).map_err(|e| e.error(op, path))?;
+        if local {
+            self.open = Some(cf.clone());
+        }
+        Ok((cf, c))
+    }
 }
 
 fn slot_line(label: u8, seq: u64, next: u64) -> Vec<u8> {
