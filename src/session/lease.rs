@@ -1,9 +1,9 @@
 //! The session's lease on its own locks, and the beat that renews it.
 //!
 //! The heartbeat thread (heartbeat.rs) rewrites the beat in the session's record every
-//! quarter of the timeout; an operation beats too when the last beat is that old. Others call the session dead
-//! once they have seen its beat unchanged for the whole timeout, on their own clocks; the
-//! session itself stops acting (ESTALE) once it has been silent for half of it, measured
+//! quarter of the timeout; an operation beats too when the last beat is that old.
+//! Others call the session dead once they have seen its beat unchanged for the whole
+//! timeout, on their own clocks; the session itself stops acting (ESTALE) once it has been silent for half of it, measured
 //! on CLOCK_BOOTTIME, which keeps counting through a suspend. That margin covers the
 //! time a beat takes to write and clocks that run at slightly different rates. Every
 //! operation checks the lease first and again after any wait, so a session that was
