@@ -127,6 +127,16 @@ pub fn is_dir(path: &Path) -> bool {
     lstat(path).is_ok_and(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR)
 }
 
+/// Whether `dir` is known to be no directory any more (removed, renamed, or replaced by
+/// something else): stat(2) says ENOENT or ENOTDIR, or names a non-directory. A
+/// transient error (retried first) is not proof: false.
+pub fn dir_is_gone(dir: &Path) -> bool {
+    match retry(|| stat::stat(dir)) {
+        Ok(st) => SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFDIR,
+        Err(e) => matches!(e, Errno::ENOENT | Errno::ENOTDIR),
+    }
+}
+
 /// Opens an existing file without following a symlink and without blocking on a FIFO.
 pub fn open_existing(path: &Path, write: bool) -> nix::Result<OwnedFd> {
     open_nofollow(path, if write { OFlag::O_RDWR } else { OFlag::O_RDONLY })

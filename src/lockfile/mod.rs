@@ -235,7 +235,7 @@ fn blocking(t: Target, message: &[u8], timeout: Option<Duration>) -> Result<Lock
         };
         // A lock held by another thread of this process is waited for in memory, where
         // a removed or renamed directory would go unnoticed: check it on every round.
-        if !t.dir.is_dir() {
+        if fsops::dir_is_gone(&t.dir) {
             let why = format!("the directory {} was removed or renamed while waiting", t.dir.display());
             return Err(t.error(Errno::ENOENT, OP_BLOCKING, why));
         }
