@@ -32,8 +32,9 @@ pub struct Entry {
     session: RwLock<Option<Session>>,
 }
 
-/// Runs `f` on the session behind a live handle; EINVAL for NULL or a dead handle
-/// (closed, or never one), found without reading through the pointer.
+/// Runs `f` on the session behind a live handle, its errors labelled with `op` (the C
+/// function's name); EINVAL for NULL or a dead handle (closed, or never one), found
+/// without reading through the pointer.
 fn with_session<R>(op: &'static str, s: *mut nfslock_session, f: impl FnOnce(&Session) -> crate::Result<R>) -> Result<R, Error> {
     if s.is_null() {
         return Err(Error::invalid(op, "the session is NULL"));
@@ -42,7 +43,8 @@ fn with_session<R>(op: &'static str, s: *mut nfslock_session, f: impl FnOnce(&Se
     let entry = SESSIONS.with(s as usize, Arc::clone).ok_or_else(dead)?;
     let session = entry.session.read().unwrap_or_else(|p| p.into_inner());
     match session.as_ref() {
-        Some(session) => f(session),
+        // The core names its Rust operations; the C caller reads this function's name.
+        Some(session) => f(session).map_err(|e| e.in_op(op)),
         None => Err(dead()),
     }
 }
@@ -137,7 +139,7 @@ pub unsafe extern "C" fn nfslock_session_open(
             Some(std::str::from_utf8(bytes).map_err(|_| Error::invalid(OP, format!("name {:?} is not UTF-8", OsStr::from_bytes(bytes))))?)
         };
         let session = Session::open(dir, name, Some(Duration::from_millis(u64::from(timeout_ms)))).map_err(|e| e.in_op(OP))?;
-        let entry = Entry { generation: crate::lockfile::fork_generation(), session: RwLock::new(Some(session)) };
+        let entry = Entry { generation: crate::process::fork_generation(), session: RwLock::new(Some(session)) };
         let handle = SESSIONS.insert(OP, Arc::new(entry))? as *mut nfslock_session;
         // SAFETY: checked for NULL above; writable per the contract.
         unsafe { *session_out = handle };
@@ -316,7 +318,7 @@ pub unsafe extern "C" fn nfslock_session_close(s: *mut nfslock_session) -> c_int
         }
         // Dead from here on for every thread: later calls get EINVAL.
         let entry = SESSIONS.remove(s as usize).ok_or_else(|| Error::invalid(OP, "not an open session handle (closed twice?)"))?;
-        if entry.generation != crate::lockfile::fork_generation() {
+        if entry.generation != crate::process::fork_generation() {
             // A forked child, on its parent's session: a thread of the parent may have
             // been inside a call at fork time (its read lock was copied and will never
             // be let go), so the lock is only tried. What cannot be had is left: the

@@ -37,7 +37,6 @@ use holder::{Cleared, Holder, ReadError};
 use registry::{state, Busy, Claim, Release};
 
 // Kept for the session layer's callers until they name `process` directly.
-pub(crate) use crate::process::{fork_generation, this_process};
 
 /// The suffix Core's Nfs_lock appends to a path to name its lock file.
 pub const LOCK_SUFFIX: &str = ".nfs_lock";

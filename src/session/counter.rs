@@ -22,9 +22,13 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::Arc;
 
 use nix::errno::Errno;
+use nix::sys::stat::FileStat;
 
+use super::layout::Repo;
+use crate::error::Error;
 use crate::fsops::{self, FileId};
 
 pub(crate) const HEADER: &[u8] = b"nfslock-counter 1\n";
@@ -49,6 +53,53 @@ pub enum ReadError {
     Missing,
     Corrupt(String),
     Sys(Errno, &'static str),
+}
+
+impl ReadError {
+    /// The error of operation `op` that met this on the counter at `path`: a missing or
+    /// corrupt counter is an error until it is repaired (starting again from zero would
+    /// issue old IDs twice).
+    pub fn error(self, op: &'static str, path: &Path) -> Error {
+        match self {
+            ReadError::Missing => Error::new(
+                Errno::ENOENT,
+                op,
+                Some(path),
+                "the ID counter is missing; it is not recreated from zero (that could issue IDs twice): \
+                 call repair_counter with the next ID to issue",
+            ),
+            ReadError::Corrupt(why) => Error::new(Errno::EBADMSG, op, Some(path), format!("the ID counter is corrupt ({why}); call repair_counter")),
+            ReadError::Sys(e, call) => Error::sys(e, op, path, call),
+        }
+    }
+}
+
+/// The counter as a session reads it. Where every user of the filesystem shares this
+/// machine's page cache (a local filesystem), the file is kept open between calls and
+/// only the name is checked to still refer to it (a repair replaces it); elsewhere
+/// (NFS) it is opened afresh every time, which is what revalidates the client's cache.
+#[derive(Debug, Default)]
+pub struct Cache {
+    open: Option<Arc<CounterFile>>,
+}
+
+impl Cache {
+    /// Reads the counter of `repo` (see [`Cache`]); errors as [`ReadError::error`].
+    pub fn read(&mut self, repo: &Repo, local: bool, op: &'static str) -> Result<(Arc<CounterFile>, Counter), Error> {
+        let path = &repo.counter;
+        if let Some(cf) = self.open.clone() {
+            if fsops::id_of(path) == Ok(cf.id) {
+                return read(&cf).map(|c| (cf, c)).map_err(|e| e.error(op, path));
+            }
+            self.open = None;
+        }
+        let cf = Arc::new(open(repo, local).map_err(|e| e.error(op, path))?);
+        let c = read(&cf).map_err(|e| e.error(op, path))?;
+        if local {
+            self.open = Some(cf.clone());
+        }
+        Ok((cf, c))
+    }
 }
 
 pub(crate) fn slot_line(label: u8, seq: u64, next: u64) -> Vec<u8> {
@@ -128,7 +179,14 @@ pub struct CounterFile {
 /// filesystems it is opened with O_DIRECT where that is supported, so that reads go to
 /// the server: the file's size never changes, so a client that sees two updates within
 /// one tick of the server's timestamps would otherwise keep serving the older page.
-pub fn open(path: &Path, local: bool) -> Result<CounterFile, ReadError> {
+///
+/// Only a file the repository could have made itself is a counter: a regular file with
+/// one link, of this process's user, root or the repository's owner. Anything else at
+/// the name (a socket, a FIFO, a hard link of someone else's file, another user's file)
+/// is refused as corrupt, never read as a value nor written through: a write to a file
+/// with another name would change that other file.
+pub fn open(repo: &Repo, local: bool) -> Result<CounterFile, ReadError> {
+    let path = &repo.counter;
     let opened = match local {
         true => fsops::open_existing(path, true),
         false => match fsops::open_existing_direct(path) {
@@ -140,13 +198,30 @@ pub fn open(path: &Path, local: bool) -> Result<CounterFile, ReadError> {
         Ok(fd) => fd,
         Err(Errno::ENOENT) => return Err(ReadError::Missing),
         Err(Errno::ELOOP) => return Err(ReadError::Corrupt("it is a symlink".into())),
+        // open(2) of a socket.
+        Err(Errno::ENXIO) => return Err(ReadError::Corrupt("it is not a regular file (a socket)".into())),
         Err(e) => return Err(ReadError::Sys(e, "open")),
     };
     let st = fsops::fstat(&fd).map_err(|e| ReadError::Sys(e, "fstat"))?;
-    if !fsops::is_regular(&st) {
-        return Err(ReadError::Corrupt("it is not a regular file".into()));
-    }
+    untrusted(repo, &st).map_or(Ok(()), |why| Err(ReadError::Corrupt(why)))?;
     Ok(CounterFile { file: File::from(fd), id: FileId::from(&st) })
+}
+
+/// Why the file `st` cannot be the repository's counter, if it cannot (see [`open`]).
+pub fn untrusted(repo: &Repo, st: &FileStat) -> Option<String> {
+    if !fsops::is_regular(st) {
+        return Some("it is not a regular file".into());
+    }
+    if st.st_nlink != 1 {
+        return Some(format!(
+            "it has {} links: another name refers to the same file (planted by someone else?), which a write would change",
+            st.st_nlink
+        ));
+    }
+    if !repo.trusts_owner(st.st_uid) {
+        return Some(format!("it belongs to uid {}, not to this user, root or the repository's owner", st.st_uid));
+    }
+    None
 }
 
 /// Reads the counter: one pread of one byte more than the file should hold.
@@ -157,8 +232,8 @@ pub fn read(cf: &CounterFile) -> Result<Counter, ReadError> {
 }
 
 /// Opens and reads the counter.
-pub fn load(path: &Path, local: bool) -> Result<(CounterFile, Counter), ReadError> {
-    let cf = open(path, local)?;
+pub fn load(repo: &Repo, local: bool) -> Result<(CounterFile, Counter), ReadError> {
+    let cf = open(repo, local)?;
     let counter = read(&cf)?;
     Ok((cf, counter))
 }

@@ -1,157 +1,45 @@
-//! The heartbeat and the session's lease on its own locks.
-//!
-//! A thread per session rewrites the beat in its record every quarter of the timeout,
-//! then reaps dead sessions for at most another quarter. Others call the session dead
-//! once they have seen its beat unchanged for the whole timeout, on their own clocks; the
-//! session itself stops acting (ESTALE) once it has been silent for half of it, measured
-//! on CLOCK_BOOTTIME, which keeps counting through a suspend. That margin covers the
-//! time a beat takes to write and clocks that run at slightly different rates. Every
-//! operation checks the lease first and again after any wait, so a session that was
-//! paused (SIGSTOP, a stalled or suspended VM) finds out before it acts on locks others
-//! may have reclaimed.
+//! The heartbeat thread: one per session, it renews the session's lease (lease.rs)
+//! every quarter of the timeout, then reaps dead sessions for at most another quarter.
 
-use std::os::unix::fs::FileExt;
-use std::sync::{Arc, MutexGuard};
+use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use nix::errno::Errno;
-use nix::time::{clock_gettime, ClockId};
+use super::lease;
+use super::reaper;
+use super::state::{locked, Shared};
 
-use super::liveness;
-use super::record::{beat_bytes, BEAT_OFFSET};
-use super::{locked, Beat, Ids, Shared};
-use crate::error::{Error, Result};
-use crate::fsops;
-
-/// The heartbeat period: a quarter of the timeout (at least 25 ms: the timeout is at
-/// least `MIN_TIMEOUT`, so the period and the lease stay in proportion).
-fn period(timeout: Duration) -> Duration {
-    timeout / 4
-}
-
-/// How long the session may be silent before it stops acting on its locks.
-fn lease(timeout: Duration) -> Duration {
-    timeout / 2
-}
-
-/// Time since boot, suspends included.
-pub fn boottime() -> Duration {
-    clock_gettime(ClockId::CLOCK_BOOTTIME).map(Duration::from).unwrap_or_default()
-}
+/// What the heartbeat's reaping is called in errors (which it drops: they are met again
+/// in the next round).
+const OP: &str = "heartbeat";
 
 pub fn start(shared: Arc<Shared>) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new().name("nfslock-session".into()).spawn(move || run(&shared))
 }
 
 pub fn stop(shared: &Shared) {
-    *shared.stop.lock().unwrap_or_else(|p| p.into_inner()) = true;
+    *locked(&shared.stop) = true;
     shared.wake.notify_all();
 }
 
 fn run(shared: &Shared) {
-    let period = period(shared.timeout);
+    let period = lease::period(shared.timeout);
     loop {
         {
-            let stopped = shared.stop.lock().unwrap_or_else(|p| p.into_inner());
+            let stopped = locked(&shared.stop);
             let (stopped, _) = shared.wake.wait_timeout_while(stopped, period, |s| !*s).unwrap_or_else(|p| p.into_inner());
             if *stopped {
                 return;
             }
         }
-        let beaten = beat(shared, &mut locked(&shared.beat));
+        let beaten = lease::beat(shared, &mut locked(&shared.beat));
         if beaten.is_err() && locked(&shared.beat).expired.is_some() {
             return;
         }
         // Bounded, so that reaping a large dead session never delays the next beat; what
         // is left is reaped in the next rounds. Errors are met again then too.
         let deadline = Instant::now() + period;
-        let _ = liveness::reap_dead(shared, Some(deadline));
+        let _ = reaper::reap_dead(shared, OP, Some(deadline));
     }
 }
 
-/// Rewrites the beat (durably: on NFS, fdatasync is what sends it to the server) and
-/// checks, before and after, that the record is still ours.
-pub fn beat(shared: &Shared, st: &mut Beat) -> std::result::Result<(), String> {
-    check_lease(shared, st)?;
-    // The lease runs from before the checks: a stall between them and the write must
-    // not count as time the session was known to be alive.
-    let started = boottime();
-    let path = shared.repo.session_path(&shared.sid);
-    let ours = |st: &Beat| fsops::id_of(&path).is_ok_and(|id| id == st.record_file);
-    if !ours(st) {
-        return Err(expire(st, format!("its record {} was removed: another session reaped it", path.display())));
-    }
-    let next = st.count + 1;
-    let written = st
-        .record
-        .write_all_at(&beat_bytes(next), BEAT_OFFSET as u64)
-        .and_then(|()| st.record.sync_data());
-    match written {
-        Ok(()) => {}
-        // On NFS a handle turns stale when another client removed the file.
-        Err(e) if matches!(e.raw_os_error(), Some(libc::ESTALE | libc::ENOENT)) => {
-            return Err(expire(st, format!("its record {} is gone: another session reaped it", path.display())));
-        }
-        // Not expired yet: the next beat may work; the lease decides.
-        Err(e) => return Err(format!("writing the heartbeat to {}: {e}", path.display())),
-    }
-    if !ours(st) {
-        return Err(expire(st, format!("its record {} was removed while it beat: another session reaped it", path.display())));
-    }
-    st.count = next;
-    st.last = started;
-    Ok(())
-}
-
-/// ESTALE-worthy when the session expired or was silent past its lease.
-fn check_lease(shared: &Shared, st: &mut Beat) -> std::result::Result<(), String> {
-    if let Some(why) = &st.expired {
-        return Err(why.clone());
-    }
-    let silent = boottime().saturating_sub(st.last);
-    if silent > lease(shared.timeout) {
-        // Others may be about to judge us dead, or have: beating now would resurrect
-        // a session whose locks they may have handed out.
-        return Err(expire(st, format!(
-            "the session was silent for {} ms, past its lease of {} ms (timeout {} ms): paused or stalled; \
-             other sessions may have reclaimed its locks",
-            silent.as_millis(),
-            lease(shared.timeout).as_millis(),
-            shared.timeout.as_millis()
-        )));
-    }
-    Ok(())
-}
-
-pub fn expire(st: &mut Beat, why: String) -> String {
-    st.expired = Some(why.clone());
-    why
-}
-
-/// ESTALE for `op` once the session expired or was silent past its lease. Cheap (no
-/// system call): for the checks after a wait.
-pub fn still_live(shared: &Shared, op: &'static str) -> Result<()> {
-    check_lease(shared, &mut locked(&shared.beat)).map_err(|why| Error::new(Errno::ESTALE, op, Some(&shared.repo.dir), why))
-}
-
-/// The session's IDs, for an operation `op`: EPERM in a forked child, ESTALE once
-/// expired; beats first when the last beat is a quarter of the timeout old.
-pub fn enter<'a>(shared: &'a Shared, op: &'static str) -> Result<MutexGuard<'a, Ids>> {
-    if crate::lockfile::fork_generation() != shared.generation {
-        return Err(super::ops::forked(shared, op));
-    }
-    {
-        let mut st = locked(&shared.beat);
-        let stale = |why: String| Error::new(Errno::ESTALE, op, Some(&shared.repo.dir), why);
-        check_lease(shared, &mut st).map_err(stale)?;
-        if boottime().saturating_sub(st.last) > period(shared.timeout) {
-            if let Err(why) = beat(shared, &mut st) {
-                if st.expired.is_some() {
-                    return Err(stale(why));
-                }
-            }
-        }
-    }
-    Ok(locked(&shared.ids))
-}

@@ -41,6 +41,9 @@ pub struct Repo {
     pub writer_held: PathBuf,
     pub sessions: PathBuf,
     pub ids: PathBuf,
+    /// The repository directory's owner, once it has been verified (maintenance.rs):
+    /// besides this process's user and root, the only user whose counter is trusted.
+    pub owner: Option<u32>,
 }
 
 impl Repo {
@@ -70,6 +73,7 @@ impl Repo {
             writer_held: writer_held.into(),
             sessions: file("sessions"),
             ids: file("ids"),
+            owner: None,
         })
     }
 
@@ -84,6 +88,28 @@ impl Repo {
     /// Where session `sid`'s record is written before it is linked to its name.
     pub fn opening_path(&self, sid: &str) -> PathBuf {
         self.sessions.join(format!("{OPENING_PREFIX}{sid}"))
+    }
+
+    /// Whether a file of user `uid` may be one of the repository's own: made by this
+    /// process's user, root, or the repository directory's owner.
+    pub fn trusts_owner(&self, uid: u32) -> bool {
+        uid == nix::unistd::geteuid().as_raw() || uid == 0 || self.owner == Some(uid)
+    }
+
+    /// A temporary name for a new counter file (`.NAME.counter.<16 hex>`), made only by
+    /// the guard's holder and renamed or linked into place.
+    pub fn counter_temp_path(&self, hex: &str) -> PathBuf {
+        self.dir.join(format!(".{}.{hex}", self.counter_name()))
+    }
+
+    /// Whether `name` (in the repository directory) is a counter temporary name.
+    pub fn is_counter_temp(&self, name: &[u8]) -> bool {
+        let prefix = format!(".{}.", self.counter_name());
+        name.strip_prefix(prefix.as_bytes()).is_some_and(is_session_id)
+    }
+
+    fn counter_name(&self) -> String {
+        self.counter.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
     }
 
     pub fn claim_path(&self, sid: &str, n: u32) -> PathBuf {

@@ -4,8 +4,26 @@
 //!
 //! Every operation costs O(k) in the IDs it touches plus a constant: the counter is two
 //! fixed slots updated in place (counter.rs), an ID lock is one link(2) (idlock.rs).
-//! Who may write the counter is decided by its token (token.rs). The on-disk layout is
-//! in layout.rs; liveness and reaping in liveness.rs.
+//!
+//! The files, each using only those below it (tests/module_graph.rs checks this):
+//!
+//! - this file: [`Session`], the facade: open (the session's record), close, and one
+//!   call per operation;
+//! - heartbeat.rs: the thread that renews the lease and reaps;
+//!   alloc.rs: make_new_ids, lock_ids, release_ids, lock_holder, reap_locks;
+//!   maintenance.rs: creating a repository, check, repair_counter, close's release;
+//! - token.rs: the counter's token, the right to write the counter;
+//! - lease.rs: the session's lease on its own locks, and its beat;
+//!   reaper.rs: removing what dead sessions left;
+//! - state.rs: the session's state in memory (shared by the handle and the heartbeat);
+//! - counter.rs: the counter file; idlock.rs: claims and ID locks; liveness.rs: who is
+//!   alive; guard.rs: the repository's guard lock;
+//! - record.rs: the session record's format; files.rs: creating, linking and reading
+//!   the repository's small files;
+//! - layout.rs: where a repository's files are.
+//!
+//! Errors name the Rust operation (`open`, `make_new_ids`, ...); the C API relabels
+//! them with its function's name.
 //!
 //! Fork: a forked child inherits its parent's open sessions as memory only. It does not
 //! inherit their heartbeat threads (fork(2) copies only the calling thread), and every
@@ -20,20 +38,26 @@
 //! a session's own record is never unreadable, so the copy keeps nothing of the
 //! parent's alive (liveness of readable records is the heartbeat and the owner's pid).
 
+mod alloc;
 pub(crate) mod counter;
+mod files;
+mod guard;
 mod heartbeat;
 pub(crate) mod idlock;
 mod layout;
+mod lease;
 mod liveness;
 mod maintenance;
-mod ops;
+mod reaper;
 pub(crate) mod record;
+mod state;
+#[cfg(test)]
+mod tests;
 mod token;
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::path::Path;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -41,25 +65,19 @@ use nix::errno::Errno;
 
 use crate::error::{Error, Result};
 use crate::fsops::{self, FileId};
-use crate::host::Identity;
-use crate::lockfile;
-use idlock::Claim;
+use crate::process;
 use layout::Repo;
 use liveness::Observer;
 use record::SessionRecord;
+use state::{Beat, Ids, Shared};
 
+pub use alloc::MAX_IDS_PER_CALL;
 pub use layout::DEFAULT_NAME;
+pub use lease::MIN_TIMEOUT;
+pub use liveness::DEFAULT_TIMEOUT;
 
-/// Ganga's default: a session unheard of for this long is dead.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(45_000);
-/// The shortest timeout a session may have: it heartbeats every quarter of it and stops
-/// acting after half of it without a beat, so a shorter one leaves no time for a beat's
-/// write and fdatasync (a shorter one is EINVAL, not silently raised).
-pub const MIN_TIMEOUT: Duration = Duration::from_millis(100);
-/// The most IDs one call may issue.
-pub const MAX_IDS_PER_CALL: usize = 1 << 24;
-
-const OP_OPEN: &str = "nfslock_session_open";
+const OP_OPEN: &str = "open";
+const OP_CLOSE: &str = "close";
 
 /// An open session: it holds ID locks, and heartbeats until closed. Thread-safe.
 /// Dropping it closes it (ignoring errors); [`Session::close`] reports them.
@@ -69,60 +87,6 @@ pub struct Session {
     closed: bool,
 }
 
-/// What the handle and its heartbeat thread share.
-struct Shared {
-    repo: Repo,
-    sid: String,
-    me: Arc<Identity>,
-    timeout: Duration,
-    /// Whether every user of the repository's filesystem shares this machine's page
-    /// cache (a local filesystem): counter updates then need no guard (token.rs).
-    local: bool,
-    /// The fork generation the session was opened in: a forked child acts on nothing.
-    generation: u64,
-    /// Separate from `ids`, so that an operation waiting (for the counter's token, say)
-    /// never holds up the heartbeat.
-    beat: Mutex<Beat>,
-    ids: Mutex<Ids>,
-    observer: Mutex<Observer>,
-    stop: Mutex<bool>,
-    wake: Condvar,
-}
-
-impl Shared {
-    /// How long an operation waits for a lock another session holds (the guard, the
-    /// writer lock, the counter's token): the session's timeout, at least a second.
-    fn patience(&self) -> Duration {
-        self.timeout.max(Duration::from_secs(1))
-    }
-}
-
-/// The session's record and heartbeat.
-struct Beat {
-    record: File,
-    record_file: FileId,
-    count: u64,
-    /// When the last beat started, on CLOCK_BOOTTIME (see heartbeat.rs).
-    last: Duration,
-    /// Why the session can no longer act (ESTALE), once it knows.
-    expired: Option<String>,
-}
-
-/// The session's ID locks.
-struct Ids {
-    claims: Vec<Claim>,
-    next_claim: u32,
-    /// The IDs this session holds, and the claim each is linked to.
-    held: HashMap<u64, FileId>,
-    /// A lower bound of the counter's next ID (it never decreases).
-    known_next: u64,
-    /// Locks this session took as the counter's token and failed to remove: retried
-    /// before its next update and at close (see token.rs).
-    stale_tokens: Vec<(u64, FileId)>,
-    /// The counter, kept open between calls on a local filesystem.
-    counter: Option<Arc<counter::CounterFile>>,
-}
-
 impl Session {
     /// Opens a session on repository `dir` (created if missing) for the ID namespace
     /// `name` (None: "default"). `timeout` (None or zero: 45 s) is how long the session
@@ -130,7 +94,7 @@ impl Session {
     /// [`MIN_TIMEOUT`].
     pub fn open(dir: impl AsRef<Path>, name: Option<&str>, timeout: Option<Duration>) -> Result<Session> {
         let dir = dir.as_ref();
-        let repo = Repo::new(OP_OPEN, dir, name.unwrap_or(DEFAULT_NAME))?;
+        let mut repo = Repo::new(OP_OPEN, dir, name.unwrap_or(DEFAULT_NAME))?;
         let timeout = timeout.filter(|t| !t.is_zero()).unwrap_or(DEFAULT_TIMEOUT);
         if timeout < MIN_TIMEOUT {
             return Err(Error::new(
@@ -145,13 +109,13 @@ impl Session {
                 ),
             ));
         }
-        maintenance::prepare_repository(&repo, timeout)?;
-        let me = lockfile::this_process();
+        maintenance::prepare_repository(&mut repo, timeout, OP_OPEN)?;
+        let me = process::this_process();
         let rec = SessionRecord { beat: 0, owner: me.record(b""), since: record::now(), timeout };
         let (sid, file, st) = publish_record(&repo, &rec)?;
         let path = repo.session_path(&sid);
-        let beat = Beat { record: file, record_file: FileId::from(&st), count: 0, last: heartbeat::boottime(), expired: None };
-        let ids = Ids { claims: Vec::new(), next_claim: 0, held: HashMap::new(), known_next: 0, stale_tokens: Vec::new(), counter: None };
+        let beat = Beat { record: file, record_file: FileId::from(&st), count: 0, last: lease::boottime(), expired: None };
+        let ids = Ids::default();
         let local = fsops::is_local_fs(dir);
         let shared = Arc::new(Shared {
             repo,
@@ -159,7 +123,7 @@ impl Session {
             me,
             timeout,
             local,
-            generation: lockfile::fork_generation(),
+            generation: process::fork_generation(),
             beat: Mutex::new(beat),
             ids: Mutex::new(ids),
             observer: Mutex::new(Observer::new(local, timeout)),
@@ -186,28 +150,28 @@ impl Session {
     /// Issues `n` consecutive new IDs, each greater than every ID issued before in this
     /// repository and namespace and than every locked ID, locked by this session.
     pub fn make_new_ids(&self, n: usize) -> Result<Vec<u64>> {
-        ops::make_new_ids(&self.shared, n)
+        alloc::make_new_ids(&self.shared, n)
     }
 
     /// Locks those of `ids` that no other live session holds; returns them (IDs this
     /// session held already included), in the order given, without duplicates.
     pub fn lock_ids(&self, ids: &[u64]) -> Result<Vec<u64>> {
-        ops::lock_ids(&self.shared, ids)
+        alloc::lock_ids(&self.shared, ids)
     }
 
     /// Releases those of `ids` this session holds; returns them.
     pub fn release_ids(&self, ids: &[u64]) -> Result<Vec<u64>> {
-        ops::release_ids(&self.shared, ids)
+        alloc::release_ids(&self.shared, ids)
     }
 
     /// Who holds `id`: "HOST (pid N) since TIME". ENOENT when no session holds it.
     pub fn lock_holder(&self, id: u64) -> Result<String> {
-        ops::lock_holder(&self.shared, id)
+        alloc::lock_holder(&self.shared, id)
     }
 
     /// Removes the records of dead sessions; returns how many sessions.
     pub fn reap_locks(&self) -> Result<usize> {
-        ops::reap_locks(&self.shared)
+        alloc::reap_locks(&self.shared)
     }
 
     /// Checks the repository's on-disk state: EBADMSG with the findings if it is not
@@ -230,7 +194,7 @@ impl Session {
 
     fn shut(&mut self) -> Result<()> {
         self.closed = true;
-        let in_child = lockfile::fork_generation() != self.shared.generation;
+        let in_child = process::fork_generation() != self.shared.generation;
         if in_child {
             if let Some(thread) = self.heartbeat.take() {
                 // The thread does not exist in a forked child: nothing to stop or join,
@@ -244,16 +208,16 @@ impl Session {
             }
         }
         if in_child {
-            return Err(ops::forked(&self.shared, "nfslock_session_close"));
+            return Err(self.shared.forked(OP_CLOSE));
         }
         // The IDs are released while the heartbeat still runs (on NFS, releasing many
         // can outlast the timeout), and the record goes last.
-        let released = maintenance::release_all(&self.shared);
+        let released = maintenance::release_all(&self.shared, OP_CLOSE);
         if let Some(thread) = self.heartbeat.take() {
             heartbeat::stop(&self.shared);
             let _ = thread.join();
         }
-        let removed = maintenance::remove_record(&self.shared);
+        let removed = maintenance::remove_record(&self.shared, OP_CLOSE);
         released.and(removed)
     }
 }
@@ -278,49 +242,26 @@ fn publish_record(repo: &Repo, rec: &SessionRecord) -> Result<(String, File, nix
         let sid = layout::new_session_id();
         let (tmp, path) = (repo.opening_path(&sid), repo.session_path(&sid));
         let sys = |e: Errno, call: &str| Error::sys(e, OP_OPEN, &path, call);
-        let file = match fsops::create_new(&tmp) {
-            Ok(fd) => File::from(fd),
-            Err(Errno::EEXIST) => {
-                liveness::remove_if_empty(&tmp);
-                continue;
-            }
+        // Not every filesystem has flock (NFS may not): it only speeds up local sweeps.
+        let flock = |f: &File| {
+            let _ = fsops::try_flock_shared(f);
+        };
+        let made = match files::create_private(&tmp, &rec.to_bytes(), flock) {
+            Ok(Some(made)) => made,
+            Ok(None) => continue,
             Err(e) => return Err(sys(e, "creating the session record")),
         };
-        // Not every filesystem has flock (NFS may not): it only speeds up local sweeps.
-        let _ = fsops::try_flock_shared(&file);
-        let made = fsops::write_durably(&file, &rec.to_bytes()).map_err(|e| fsops::io_errno(&e)).and_then(|()| fsops::fstat(&file));
-        let st = match made {
-            Ok(st) => st,
-            Err(e) => {
-                let _ = fsops::unlink(&tmp);
-                return Err(sys(e, "writing the session record"));
-            }
-        };
-        let ours = FileId::from(&st);
-        let linked = match fsops::link(&tmp, &path) {
-            Ok(()) => Ok(true),
-            // A retransmitted LINK reports EEXIST (or EIO) although ours worked.
-            Err(e @ (Errno::EEXIST | Errno::EIO)) => match fsops::id_of(&path) {
-                Ok(id) if id == ours => Ok(true),
-                _ if e == Errno::EEXIST => Ok(false),
-                _ => Err(e),
-            },
+        let linked = match files::link_checked(&tmp, &path, made.id()) {
             // Our temporary name was swept meanwhile (taken for a dead opener's).
             Err(Errno::ENOENT) => Ok(false),
-            Err(e) => Err(e),
+            other => other,
         };
-        let _ = fsops::unlink_if_is(&tmp, ours);
+        let _ = fsops::unlink_if_is(&tmp, made.id());
         match linked {
-            Ok(true) => return Ok((sid, file, st)),
+            Ok(true) => return Ok((sid, made.file, made.stat)),
             Ok(false) => continue,
             Err(e) => return Err(sys(e, "linking the session record")),
         }
     }
     Err(Error::new(Errno::EAGAIN, OP_OPEN, Some(&repo.sessions), format!("{TRIES} fresh session ids in a row were taken")))
-}
-
-/// Locks a mutex, also after a panic elsewhere (the ffi layer catches panics; the data
-/// stays consistent because every update is a single assignment or insert).
-fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -36,13 +36,12 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 
 use super::counter::{self, Counter, CounterFile};
-use super::layout::Repo;
-use super::liveness::{self, GuardMode};
-use super::ops::{counter_error, read_counter, take, take_error};
-use super::{idlock, Ids, Shared};
+use super::idlock::{self, Take};
+use super::lease::link_error;
+use super::reaper::{self, GuardMode};
+use super::state::{Ids, Shared};
 use crate::error::{Error, Result};
 use crate::fsops::{self, FileId};
-use crate::host::{self, Owner};
 use crate::lockfile::{self, Lock};
 
 /// Re-reads without sleeping before a waiter starts sleeping: a live holder writes the
@@ -117,8 +116,8 @@ fn take_token(shared: &Shared, st: &mut Ids, op: &'static str, guarded: bool) ->
     let mut sleep = FIRST_SLEEP;
     let (mut cf, mut c) = read_counter(shared, st, op)?;
     'attempt: loop {
-        match take(shared, st, c.next) {
-            Ok(Some(file)) => match counter::read(&cf) {
+        match st.claims.take(&shared.repo, &shared.sid, c.next) {
+            Ok(Take::Ours(file)) => match counter::read(&cf) {
                 Ok(now) if now == c => return Ok(Token { cf, counter: c, file, writer: None }),
                 // Moved on between the read and the link: that ID may be issued.
                 Ok(now) => {
@@ -128,16 +127,16 @@ fn take_token(shared: &Shared, st: &mut Ids, op: &'static str, guarded: bool) ->
                 }
                 Err(e) => {
                     drop_lock(shared, st, c.next, file);
-                    return Err(counter_error(shared, op, e));
+                    return Err(e.error(op, &shared.repo.counter));
                 }
             },
-            Ok(None) => {}
+            Ok(Take::Held) => {}
             Err(e) => {
                 // The link may have been made (an error reported after it worked).
                 if let Some(claim) = st.claims.last() {
                     st.stale_tokens.push((c.next, claim.file));
                 }
-                return Err(take_error(shared, op, e));
+                return Err(link_error(shared, op, e));
             }
         }
         // Another writer holds it: watch the counter (reads only) until it moves, and
@@ -218,49 +217,20 @@ pub fn commit(shared: &Shared, token: &Token, next: u64, op: &'static str) -> Re
     Ok(next.max(token.counter.next))
 }
 
-/// Whether session `sid` may be holding the token for a write it has not made yet: it
-/// holds the lock on the counter's next ID and its process is not known to be gone.
-/// Reapers leave such a session alone (see the module comment). When in doubt (an
-/// error), it may.
-pub fn pins(repo: &Repo, local: bool, sid: &str, this_host: &[u8]) -> bool {
-    let c = match counter::load(&repo.counter, local) {
-        Ok((_, c)) => c,
-        // No writer can take a token on a missing or corrupt counter.
-        Err(counter::ReadError::Missing | counter::ReadError::Corrupt(_)) => return false,
-        Err(counter::ReadError::Sys(..)) => return true,
-    };
-    match idlock::holder_of(&repo.id_path(c.next)) {
-        Ok(Some(holder)) if holder == sid => !may_take_over(repo, sid, this_host),
-        Ok(_) => false,
-        Err(_) => true,
-    }
-}
-
-/// Whether a token held by `sid` may be taken: its process is gone from this host, or
-/// the session has no record (reaped or closed: it cannot pass its lease check again).
-fn may_take_over(repo: &Repo, sid: &str, this_host: &[u8]) -> bool {
-    match liveness::read_record(repo, sid) {
-        Ok(Some(r)) => host::owner_of(&r.owner, this_host) == Owner::Dead,
-        Ok(None) => true,
-        Err(_) => false,
-    }
-}
-
 /// Clears the lock on `id` if its holder may be taken over from (reaping it), or if it
 /// is a leftover of this very session (a claim it has since moved on from); true when
 /// something was done.
 fn take_over(shared: &Shared, st: &mut Ids, id: u64, op: &'static str, guarded: bool) -> Result<bool> {
     let Ok(Some(sid)) = idlock::holder_of(&shared.repo.id_path(id)) else { return Ok(false) };
     if sid == shared.sid {
-        let files: Vec<FileId> = st.claims.iter().map(|c| c.file).collect();
         let path = shared.repo.id_path(id);
-        return Ok(files.into_iter().any(|f| fsops::unlink_if_is(&path, f) == Ok(true)));
+        return Ok(st.claims.files().into_iter().any(|f| fsops::unlink_if_is(&path, f) == Ok(true)));
     }
-    if !may_take_over(&shared.repo, &sid, &shared.me.host) {
+    if !reaper::may_take_over(&shared.repo, &sid, &shared.me.host) {
         return Ok(false);
     }
     let mode = if guarded { GuardMode::Held } else { GuardMode::Try };
-    liveness::reap_one(shared, &sid, op, mode)
+    reaper::reap_one(shared, &sid, op, mode)
 }
 
 fn busy(shared: &Shared, op: &'static str, id: u64, wait: Duration) -> Error {
@@ -281,3 +251,8 @@ fn busy(shared: &Shared, op: &'static str, id: u64, wait: Duration) -> Error {
     )
 }
 
+
+/// Reads the counter through the session's cache (see `counter::Cache`).
+pub fn read_counter(shared: &Shared, st: &mut Ids, op: &'static str) -> Result<(Arc<CounterFile>, Counter)> {
+    st.counter.read(&shared.repo, shared.local, op)
+}

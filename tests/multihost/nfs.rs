@@ -112,7 +112,7 @@ impl Drop for Server {
 }
 
 /// What one host's client and wire look like.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 struct Wire {
     udp: bool,
     actimeo_ms: u64,
@@ -122,11 +122,6 @@ struct Wire {
     procs: &'static str,
 }
 
-impl Default for Wire {
-    fn default() -> Wire {
-        Wire { udp: false, actimeo_ms: 0, lost_pct: 0, drop_pct: 0, procs: "" }
-    }
-}
 
 /// A simulated host with a network namespace of its own and an NFS client mount.
 struct NfsHost {

@@ -1,154 +1,45 @@
-//! The session operations on IDs: issuing, locking, releasing, and asking who holds one.
+//! Allocation: the session operations on IDs: issuing new ones, locking and releasing
+//! given ones, asking who holds one, and reaping on request.
 
 use std::collections::HashSet;
-use std::sync::Arc;
-use std::time::Duration;
 
 use nix::errno::Errno;
 
-use super::counter::{self, Counter, CounterFile};
-use super::token::{self, Token};
-use super::heartbeat::{enter, expire, still_live};
-use super::idlock::{self, Claim, Take, MAX_LINKS_PER_CLAIM};
-use super::liveness::{self, GuardMode, Life};
+use super::counter;
+use super::idlock::{self, Take};
+use super::lease::{enter, link_error, still_live};
+use super::liveness::{self, Life};
+use super::reaper::{self, GuardMode};
 use super::record::show_time;
-use super::{locked, Ids, Shared, MAX_IDS_PER_CALL};
+use super::state::{locked, Ids, Shared};
+use super::token::{self, Token};
 use crate::error::{Error, Result};
-use crate::fsops::{self, FileId};
-use crate::lockfile::{self, Lock};
+use crate::fsops::FileId;
 
-const OP_MAKE: &str = "nfslock_session_make_new_ids";
-const OP_LOCK: &str = "nfslock_session_lock_ids";
-const OP_RELEASE: &str = "nfslock_session_release_ids";
-const OP_HOLDER: &str = "nfslock_session_get_lock_session";
-const OP_REAP: &str = "nfslock_session_reap_locks";
+/// The most IDs one call may issue.
+pub const MAX_IDS_PER_CALL: usize = 1 << 24;
+
+const OP_MAKE: &str = "make_new_ids";
+const OP_LOCK: &str = "lock_ids";
+const OP_RELEASE: &str = "release_ids";
+const OP_HOLDER: &str = "lock_holder";
+const OP_REAP: &str = "reap_locks";
 /// How many times one allocation moves past IDs found locked above the counter (left by
 /// a session that crashed between locking and advancing the counter).
 const MAX_SKIPS: usize = 64;
-
-/// The error for a failed link of an ID lock. ENOENT: our claim's name is gone, which
-/// only a reaper does: the session was judged dead, and has expired.
-pub(super) fn take_error(shared: &Shared, op: &'static str, e: Errno) -> Error {
-    if e == Errno::ENOENT {
-        let why = expire(&mut locked(&shared.beat), "its claim file was removed: another session reaped it".into());
-        return Error::new(Errno::ESTALE, op, Some(&shared.repo.ids), why);
-    }
-    sys(shared, op, e, "locking an ID in")
-}
-
-pub fn forked(shared: &Shared, op: &'static str) -> Error {
-    Error::new(Errno::EPERM, op, Some(&shared.repo.dir), "the session belongs to the parent of this forked process")
-}
-
-fn sys(shared: &Shared, op: &'static str, e: Errno, call: &str) -> Error {
-    Error::sys(e, op, &shared.repo.dir, call)
-}
-
-/// Takes the repository's guard, the lock file that serialises reaping, check and
-/// repair, waiting up to the session's timeout (at least a second).
-pub(super) fn guard(shared: &Shared, op: &'static str) -> Result<Lock> {
-    guard_within(shared, op, shared.patience())
-}
-
-/// The guard, waiting at most `wait` (zero: one attempt, EAGAIN when busy).
-pub(super) fn guard_within(shared: &Shared, op: &'static str, wait: Duration) -> Result<Lock> {
-    lockfile::blocking_create_internal(&shared.repo.guard, b"nfslock session: reaping or checking", Some(wait)).map_err(|e| e.in_op(op))
-}
-
-pub(super) fn counter_error(shared: &Shared, op: &'static str, e: counter::ReadError) -> Error {
-    let path = &shared.repo.counter;
-    match e {
-        counter::ReadError::Missing => Error::new(
-            Errno::ENOENT,
-            op,
-            Some(path),
-            "the ID counter is missing; it is not recreated from zero (that could issue IDs twice): \
-             call nfslock_session_repair_counter with the next ID to issue",
-        ),
-        counter::ReadError::Corrupt(why) => Error::new(
-            Errno::EBADMSG,
-            op,
-            Some(path),
-            format!("the ID counter is corrupt ({why}); call nfslock_session_repair_counter"),
-        ),
-        counter::ReadError::Sys(e, call) => Error::sys(e, op, path, call),
-    }
-}
-
-/// Reads the counter; a missing or corrupt one is an error until the
-/// operator repairs it: starting again from zero would issue old IDs twice.
-///
-/// Where every user of the filesystem shares this machine's page cache (a local
-/// filesystem), the session keeps the file open between calls and only checks that the
-/// name still refers to it (a repair replaces it); elsewhere (NFS) it is opened afresh,
-/// which is what revalidates the client's cache.
-pub(super) fn read_counter(shared: &Shared, st: &mut Ids, op: &'static str) -> Result<(Arc<CounterFile>, Counter)> {
-    if let Some(cf) = st.counter.clone() {
-        if fsops::id_of(&shared.repo.counter) == Ok(cf.id) {
-            return counter::read(&cf).map(|c| (cf, c)).map_err(|e| counter_error(shared, op, e));
-        }
-        st.counter = None;
-    }
-    let cf = Arc::new(counter::open(&shared.repo.counter, shared.local).map_err(|e| counter_error(shared, op, e))?);
-    let c = counter::read(&cf).map_err(|e| counter_error(shared, op, e))?;
-    if shared.local {
-        st.counter = Some(cf.clone());
-    }
-    Ok((cf, c))
-}
-
-/// The claim new ID locks link to, starting a new one when the current one has no
-/// room for `room` more links.
-pub(super) fn claim(shared: &Shared, st: &mut Ids, room: u64) -> nix::Result<usize> {
-    let full = st.claims.last().is_none_or(|c| c.links + room > MAX_LINKS_PER_CLAIM);
-    if full {
-        let (claim, n) = idlock::create_claim(&shared.repo, &shared.sid, st.next_claim)?;
-        st.claims.push(claim);
-        st.next_claim = n + 1;
-    }
-    Ok(st.claims.len() - 1)
-}
-
-/// Links one ID to our current claim (a new claim when the filesystem allows the
-/// current one no more links: EMLINK).
-pub(super) fn take(shared: &Shared, st: &mut Ids, id: u64) -> nix::Result<Option<FileId>> {
-    let mut fresh = false;
-    loop {
-        let i = claim(shared, st, 1)?;
-        let c: &mut Claim = &mut st.claims[i];
-        match idlock::take(&shared.repo, c, id) {
-            Ok(Take::Ours) => {
-                c.links += 1;
-                return Ok(Some(c.file));
-            }
-            Ok(Take::Held) => return Ok(None),
-            Err(Errno::EMLINK) if !fresh => {
-                c.links = MAX_LINKS_PER_CLAIM;
-                fresh = true;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-pub(super) fn undo(shared: &Shared, taken: &[(u64, FileId)]) {
-    for &(id, file) in taken {
-        let _ = idlock::release(&shared.repo, id, file);
-    }
-}
 
 /// Locks every ID of `start..end`, or none: Err(id) names one another session holds.
 fn take_range(shared: &Shared, st: &mut Ids, start: u64, end: u64) -> nix::Result<std::result::Result<Vec<(u64, FileId)>, u64>> {
     let mut taken = Vec::with_capacity((end - start) as usize);
     for id in start..end {
-        match take(shared, st, id) {
-            Ok(Some(file)) => taken.push((id, file)),
-            Ok(None) => {
-                undo(shared, &taken);
+        match st.claims.take(&shared.repo, &shared.sid, id) {
+            Ok(Take::Ours(file)) => taken.push((id, file)),
+            Ok(Take::Held) => {
+                idlock::release_each(&shared.repo, &taken);
                 return Ok(Err(id));
             }
             Err(e) => {
-                undo(shared, &taken);
+                idlock::release_each(&shared.repo, &taken);
                 return Err(e);
             }
         }
@@ -178,7 +69,7 @@ pub fn make_new_ids(shared: &Shared, n: usize) -> Result<Vec<u64>> {
     let keep_token = start == token.id();
     token::finish(shared, st, token, keep_token);
     if let Err(e) = committed.and_then(|_| still_live(shared, OP_MAKE)) {
-        undo(shared, &taken);
+        idlock::release_each(&shared.repo, &taken);
         return Err(e);
     }
     st.known_next = st.known_next.max(end);
@@ -213,7 +104,7 @@ fn lock_range(shared: &Shared, st: &mut Ids, token: &Token, n: usize) -> Result<
             Ok(Err(_)) => {
                 return Err(Error::new(Errno::EAGAIN, OP_MAKE, Some(&shared.repo.ids), "too many IDs above the counter are locked"));
             }
-            Err(e) => return Err(take_error(shared, OP_MAKE, e)),
+            Err(e) => return Err(link_error(shared, OP_MAKE, e)),
         }
     }
 }
@@ -233,26 +124,26 @@ pub fn lock_ids(shared: &Shared, ids: &[u64]) -> Result<Vec<u64>> {
             locked.push(id);
             continue;
         }
-        let mut outcome = take(shared, &mut st, id);
-        if matches!(outcome, Ok(None)) && holder_is_dead(shared, id) {
-            outcome = take(shared, &mut st, id);
+        let mut outcome = st.claims.take(&shared.repo, &shared.sid, id);
+        if outcome == Ok(Take::Held) && holder_is_dead(shared, id) {
+            outcome = st.claims.take(&shared.repo, &shared.sid, id);
         }
         match outcome {
-            Ok(Some(file)) => {
+            Ok(Take::Ours(file)) => {
                 new.push((id, file));
                 locked.push(id);
             }
-            Ok(None) => {}
+            Ok(Take::Held) => {}
             Err(e) => {
-                undo(shared, &new);
-                return Err(take_error(shared, OP_LOCK, e));
+                idlock::release_each(&shared.repo, &new);
+                return Err(link_error(shared, OP_LOCK, e));
             }
         }
     }
     // A session paused in the middle past its lease may have been reaped meanwhile:
     // what it linked after that is not reported as locked.
     if let Err(e) = still_live(shared, OP_LOCK) {
-        undo(shared, &new);
+        idlock::release_each(&shared.repo, &new);
         return Err(e);
     }
     st.held.extend(new);
@@ -266,7 +157,7 @@ fn raise_counter(shared: &Shared, st: &mut Ids, max: u64) -> Result<()> {
     // Usually the counter is past them already (a fresh session knows nothing of it).
     // On a local filesystem the value read may not be synced yet (its writer may have
     // died before its fdatasync): it is relied on, so it is synced.
-    let (cf, counter) = read_counter(shared, st, OP_LOCK)?;
+    let (cf, counter) = token::read_counter(shared, st, OP_LOCK)?;
     if counter.next >= end {
         if shared.local {
             counter::sync(&cf).map_err(|e| Error::sys(e, OP_LOCK, &shared.repo.counter, "fdatasync"))?;
@@ -294,7 +185,7 @@ fn holder_is_dead(shared: &Shared, id: u64) -> bool {
     if locked(&shared.observer).judge(&shared.repo, &holder, &shared.me.host) == Life::Alive {
         return false;
     }
-    liveness::reap_one(shared, &holder, OP_LOCK, GuardMode::Wait).unwrap_or(false)
+    reaper::reap_one(shared, &holder, OP_LOCK, GuardMode::Wait).unwrap_or(false)
 }
 
 pub fn release_ids(shared: &Shared, ids: &[u64]) -> Result<Vec<u64>> {
@@ -308,7 +199,7 @@ pub fn release_ids(shared: &Shared, ids: &[u64]) -> Result<Vec<u64>> {
             Ok(false) => {}
             Err(e) => {
                 st.held.insert(id, file);
-                return Err(sys(shared, OP_RELEASE, e, "releasing an ID in"));
+                return Err(shared.sys(OP_RELEASE, e, "releasing an ID in"));
             }
         }
     }
@@ -338,5 +229,5 @@ pub fn lock_holder(shared: &Shared, id: u64) -> Result<String> {
 
 pub fn reap_locks(shared: &Shared) -> Result<usize> {
     let _ids = enter(shared, OP_REAP)?;
-    liveness::reap_dead(shared, None)
+    reaper::reap_dead(shared, OP_REAP, None)
 }
