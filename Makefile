@@ -11,7 +11,8 @@
 #   make demo [PREFIX=/usr/local] [DEMO_ARGS=/tmp/some-path]
 #                                   install, then build examples/c/demo.c against the
 #                                   installed tree with pkg-config and run it
-#   make test                       scripts/deps, clippy (warnings are errors),
+#   make test                       scripts/deps, cargo fmt --check, clippy (warnings
+#                                   are errors),
 #                                   cargo test --all-targets and --doc (the multi-host
 #                                   rig included), the rig's filesystem's own tests,
 #                                   60 s of fuzzing (scripts/fuzz check),
@@ -123,6 +124,7 @@ demo: install
 
 test:
 	scripts/deps
+	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) test --all-targets
 	$(CARGO) test --doc

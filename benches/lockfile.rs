@@ -109,8 +109,7 @@ fn handoff(c: &mut Criterion) {
     let waiter_path = path.clone();
     let waiter = thread::spawn(move || {
         for () in go_rx {
-            let lock = lockfile::blocking_create(&waiter_path, MESSAGE, Some(Duration::from_secs(10)))
-                .expect("waiter blocking_create");
+            let lock = lockfile::blocking_create(&waiter_path, MESSAGE, Some(Duration::from_secs(10))).expect("waiter blocking_create");
             let got = Instant::now();
             lock.unlock().expect("waiter unlock");
             done_tx.send(got).expect("report");

@@ -194,11 +194,8 @@ pub fn create_fresh(path: &Path) -> nix::Result<OwnedFd> {
 fn made_by_our_request(path: &Path) -> Option<OwnedFd> {
     let fd = open_existing(path, true).ok()?;
     let st = fstat(&fd).ok()?;
-    let ours = is_regular(&st)
-        && st.st_uid == nix::unistd::geteuid().as_raw()
-        && st.st_size == 0
-        && st.st_nlink == 1
-        && st.st_mode & 0o022 == 0;
+    let ours =
+        is_regular(&st) && st.st_uid == nix::unistd::geteuid().as_raw() && st.st_size == 0 && st.st_nlink == 1 && st.st_mode & 0o022 == 0;
     ours.then_some(fd)
 }
 

@@ -132,11 +132,7 @@ fn check_beat_rewrite(bytes: &[u8], rec: &srecord::SessionRecord) {
         let mut beaten = bytes.to_vec();
         beaten[srecord::BEAT_OFFSET..srecord::BEAT_OFFSET + 20].copy_from_slice(&srecord::beat_bytes(beat));
         let want = srecord::SessionRecord { beat, ..rec.clone() };
-        assert_eq!(
-            srecord::SessionRecord::parse(&beaten).as_ref(),
-            Ok(&want),
-            "the beat rewritten in place to {beat} does not read back"
-        );
+        assert_eq!(srecord::SessionRecord::parse(&beaten).as_ref(), Ok(&want), "the beat rewritten in place to {beat} does not read back");
     }
 }
 
@@ -272,7 +268,11 @@ mod tests {
                     "claim" => idlock::parse_claim(&data).is_some(),
                     _ => unreachable!(),
                 };
-                if accepted { ok += 1 } else { bad += 1 }
+                if accepted {
+                    ok += 1
+                } else {
+                    bad += 1
+                }
             }
             assert!(ok >= 2 && bad >= 2, "{target}: {ok} accepted and {bad} refused seeds");
         }

@@ -80,8 +80,7 @@ impl Record {
         if bytes.contains(&0) {
             return Err(BadRecord("record contains a NUL byte".into()));
         }
-        let Sexp::List(fields) = sexp::parse(bytes).map_err(|e| BadRecord(format!("not an S-expression: {}", e.0)))?
-        else {
+        let Sexp::List(fields) = sexp::parse(bytes).map_err(|e| BadRecord(format!("not an S-expression: {}", e.0)))? else {
             return Err(BadRecord("record is an atom, not a list of fields".into()));
         };
         let (mut host, mut pid, mut message, mut start_time) = (None, None, None, None);
@@ -179,7 +178,11 @@ fn parse_utc(s: &str) -> Option<i64> {
             let (sign, hhmm) = zone.split_at(1);
             let (oh, om) = hhmm.split_once(':').unwrap_or((hhmm, "00"));
             let off = num(oh, 2)? * 3600 + num(om, 2)? * 60;
-            if sign == "-" { -off } else { off }
+            if sign == "-" {
+                -off
+            } else {
+                off
+            }
         }
     };
     let secs = days_from_civil(y, m, day) * 86_400 + h * 3600 + mi * 60 + sec - offset;
@@ -199,10 +202,7 @@ pub(crate) fn format_utc(t: StartTime) -> (String, String) {
     let micros = t.0.rem_euclid(1_000_000);
     let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let (y, m, d) = civil_from_days(days);
-    (
-        format!("{y:04}-{m:02}-{d:02}"),
-        format!("{:02}:{:02}:{:02}.{micros:06}Z", sod / 3600, sod / 60 % 60, sod % 60),
-    )
+    (format!("{y:04}-{m:02}-{d:02}"), format!("{:02}:{:02}:{:02}.{micros:06}Z", sod / 3600, sod / 60 % 60, sod % 60))
 }
 
 // Proleptic Gregorian calendar <-> days since 1970-01-01 (Howard Hinnant's algorithms).
@@ -236,7 +236,9 @@ mod tests {
     fn start_times_that_could_not_be_written_back_are_refused() {
         // Found by fuzzing: a multi-byte character in the fraction panicked; a zone
         // offset past year 9999 (or before 0000) read, but wrote a five-digit year.
-        for bad in ["2024-01-15 10:30:00.aaaaa\u{20ac}Z", "2024-01-15 10:30:00.12x456Z", "9999-12-31 23:59:59-01:00", "0000-01-01 00:00:00+01:00"] {
+        for bad in
+            ["2024-01-15 10:30:00.aaaaa\u{20ac}Z", "2024-01-15 10:30:00.12x456Z", "9999-12-31 23:59:59-01:00", "0000-01-01 00:00:00+01:00"]
+        {
             assert_eq!(parse_utc(bad), None, "{bad}");
         }
         assert!(parse_utc("9999-12-31 23:59:59Z").is_some());
@@ -259,10 +261,7 @@ mod tests {
     #[test]
     fn writes_cores_machine_form_byte_for_byte() {
         let cases: [(Record, &str); 5] = [
-            (
-                rec("myhost", 12345, b"", Some(T)),
-                r#"((host myhost)(pid 12345)(message"")(start_time(2024-01-15 10:30:00.120000Z)))"#,
-            ),
+            (rec("myhost", 12345, b"", Some(T)), r#"((host myhost)(pid 12345)(message"")(start_time(2024-01-15 10:30:00.120000Z)))"#),
             (rec("h", 1, b"hi", None), "((host h)(pid 1)(message hi))"),
             (
                 rec("h.example.com", 7, b"a \"quoted\" word", Some(StartTime(0))),

@@ -128,10 +128,7 @@ fn c_harness_passes_under_valgrind() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     // No silent skip: CI must install valgrind (Debian package `valgrind`).
     let probe = Command::new("valgrind").arg("--version").output();
-    assert!(
-        matches!(&probe, Ok(o) if o.status.success()),
-        "valgrind is not installed (apt-get install valgrind): {probe:?}"
-    );
+    assert!(matches!(&probe, Ok(o) if o.status.success()), "valgrind is not installed (apt-get install valgrind): {probe:?}");
     let exe = harness();
     let expected = listed(&["--quick"]);
     let mut cmd = Command::new("valgrind");

@@ -250,8 +250,7 @@ impl Run {
             }
         });
         let stdin = child.stdin.take();
-        let mut peer =
-            Peer { label: label.into(), kind, child, stdin, rx, log: self.log.clone(), holds: false, gone: false };
+        let mut peer = Peer { label: label.into(), kind, child, stdin, rx, log: self.log.clone(), holds: false, gone: false };
         assert!(peer.wait_for(&["ready"], ANSWER).is_some(), "{label} did not start");
         self.peers.push(peer);
         self.peers.len() - 1
@@ -334,9 +333,7 @@ impl Run {
             let label = self.peers[i].label.clone();
             if let Some(done) = self.command(i, "unlock") {
                 if !self.peers[i].ok(&done) {
-                    self.violation(format!(
-                        "{label} believed it held the lock, but its release found otherwise: {done}"
-                    ));
+                    self.violation(format!("{label} believed it held the lock, but its release found otherwise: {done}"));
                 }
             }
         }
@@ -365,10 +362,7 @@ impl Run {
         self.check_overlaps();
         if fs::symlink_metadata(self.lock_file()).is_ok() {
             let content = fs::read(self.lock_file()).unwrap_or_default();
-            self.notes.push(format!(
-                "after every holder released, P.nfs_lock is still there: {:?}",
-                String::from_utf8_lossy(&content)
-            ));
+            self.notes.push(format!("after every holder released, P.nfs_lock is still there: {:?}", String::from_utf8_lossy(&content)));
         }
     }
 
@@ -683,12 +677,7 @@ fn run_jobs<J: Send + Sync + 'static>(jobs: Vec<J>, f: fn(&J) -> Vec<Outcome>) -
 /// first few).
 fn assert_clean(what: &str, outcomes: &[Outcome], started: Instant) {
     let failing: Vec<&Outcome> = outcomes.iter().filter(|o| !o.violations.is_empty()).collect();
-    println!(
-        "{what}: {} runs, {} with violations, {:.1} s",
-        outcomes.len(),
-        failing.len(),
-        started.elapsed().as_secs_f64()
-    );
+    println!("{what}: {} runs, {} with violations, {:.1} s", outcomes.len(), failing.len(), started.elapsed().as_secs_f64());
     for o in outcomes.iter().filter(|o| !o.notes.is_empty()) {
         for n in &o.notes {
             println!("  note: {}: {n}", o.name);
@@ -713,14 +702,8 @@ fn assert_clean(what: &str, outcomes: &[Outcome], started: Instant) {
     panic!("{what}: {} of {} runs broke mutual exclusion or its contract:\n{report}", failing.len(), outcomes.len());
 }
 
-const CREATE_STARTS: [Start; 6] = [
-    Start::Fresh,
-    Start::OursUnlocked,
-    Start::DeadCoreV1,
-    Start::DeadCoreV2,
-    Start::DeadOurs,
-    Start::DeadCoreV1ClearedByUnlockPath,
-];
+const CREATE_STARTS: [Start; 6] =
+    [Start::Fresh, Start::OursUnlocked, Start::DeadCoreV1, Start::DeadCoreV2, Start::DeadOurs, Start::DeadCoreV1ClearedByUnlockPath];
 
 /// Core's v1 and v2 create (with their stale cleanup), from every start state, against
 /// our create (our stale cleanup where the holder is dead), unlock_path, a whole
@@ -795,8 +778,7 @@ fn core_v1_gap_of_60_to_150_ms_between_link_and_write() {
             }
         }
     }
-    let outcomes =
-        run_jobs(jobs, |&(start, step, ms, action)| vec![run_one(start, Seq::CreateV1, Pause::Gap(step, ms), action).0]);
+    let outcomes = run_jobs(jobs, |&(start, step, ms, action)| vec![run_one(start, Seq::CreateV1, Pause::Gap(step, ms), action).0]);
     assert_clean("Core v1 with a real link-write gap", &outcomes, started);
 }
 
@@ -858,10 +840,8 @@ fn empty_lock_of_a_crashed_core_is_ebadmsg_only_after_a_while() {
     r.kill(core);
     let ours = r.spawn(Kind::Ours, "ours", &[]);
     let done = r.command_within(ours, "blocking 20000 ours", Duration::from_secs(30));
-    let ms: Option<u64> = done
-        .as_deref()
-        .and_then(|d| d.split_whitespace().find_map(|w| w.strip_prefix("ms=")))
-        .and_then(|m| m.parse().ok());
+    let ms: Option<u64> =
+        done.as_deref().and_then(|d| d.split_whitespace().find_map(|w| w.strip_prefix("ms="))).and_then(|m| m.parse().ok());
     match (&done, ms) {
         (Some(d), Some(ms)) if d.starts_with("done blocking EBADMSG") => {
             if Duration::from_millis(ms) < EMPTY_PATIENCE_MIN {

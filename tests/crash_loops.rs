@@ -257,7 +257,8 @@ fn lock_litter(dir: &Path) -> Vec<String> {
 /// its guard and writer locks; everything in the directories; the repository's
 /// combining tables in /dev/shm.
 fn repo_litter(dir: &Path) -> Vec<String> {
-    let keep = [format!("{NAME}.counter"), format!("{NAME}.ids"), format!("{NAME}.sessions"), format!("{NAME}.guard"), format!("{NAME}.writer")];
+    let keep =
+        [format!("{NAME}.counter"), format!("{NAME}.ids"), format!("{NAME}.sessions"), format!("{NAME}.guard"), format!("{NAME}.writer")];
     let mut out = listing(dir, |name| keep.iter().any(|k| k == name));
     out.extend(listing(&dir.join(format!("{NAME}.ids")), |_| false));
     out.extend(listing(&dir.join(format!("{NAME}.sessions")), |_| false));
@@ -275,9 +276,17 @@ fn summary(litter: &[String]) -> String {
     let mut by_kind: BTreeMap<String, usize> = BTreeMap::new();
     for l in litter {
         let kind = if l.contains("/.nfslock-") {
-            if l.ends_with("(0 bytes)") { "empty .nfslock-* file" } else { ".nfslock-* file" }
+            if l.ends_with("(0 bytes)") {
+                "empty .nfslock-* file"
+            } else {
+                ".nfslock-* file"
+            }
         } else if l.contains(".sessions/") {
-            if l.ends_with("(0 bytes)") { "empty session record" } else { "session record" }
+            if l.ends_with("(0 bytes)") {
+                "empty session record"
+            } else {
+                "session record"
+            }
         } else if l.contains(".ids/.claim-") {
             "ID claim"
         } else if l.contains(".ids/") {
@@ -311,11 +320,13 @@ fn lock_holders_killed_at_random_points() {
     let (mut early, mut late) = (0, 0);
     let started = Instant::now();
     for round in 1..=CRASHES / 2 {
-        let pair: Vec<(Worker, Duration)> = (0..2)
-            .map(|_| (start(&["holder", &dir, &npaths]), rng.delay(HOLDER_DELAY_US)))
-            .collect();
+        let pair: Vec<(Worker, Duration)> = (0..2).map(|_| (start(&["holder", &dir, &npaths]), rng.delay(HOLDER_DELAY_US))).collect();
         for r in kill_at(pair, &mut failures) {
-            if r.past_first { late += 1 } else { early += 1 }
+            if r.past_first {
+                late += 1
+            } else {
+                early += 1
+            }
             failures.extend(r.errors.into_iter().map(|e| format!("after {} crashes, a holder: {e}", round * 2)));
         }
         if round * 2 == FIRST_COUNT || round * 2 == CRASHES {
@@ -370,12 +381,14 @@ fn session_allocators_killed_at_random_points() {
     let (mut early, mut late) = (0, 0);
     let started = Instant::now();
     for round in 1..=CRASHES / 2 {
-        let pair: Vec<(Worker, Duration)> = (0..2)
-            .map(|_| (start(&["alloc", &dir_s, NAME]), rng.delay(ALLOC_DELAY_US)))
-            .collect();
+        let pair: Vec<(Worker, Duration)> = (0..2).map(|_| (start(&["alloc", &dir_s, NAME]), rng.delay(ALLOC_DELAY_US))).collect();
         for (k, r) in kill_at(pair, &mut failures).into_iter().enumerate() {
             let crash = round * 2 - 1 + k;
-            if r.past_first { late += 1 } else { early += 1 }
+            if r.past_first {
+                late += 1
+            } else {
+                early += 1
+            }
             failures.extend(r.errors.into_iter().map(|e| format!("crash {crash}, an allocator: {e}")));
             for id in r.ids {
                 max_id = max_id.max(Some(id));

@@ -91,23 +91,17 @@ fn mask_rust(src: &str) -> Vec<u8> {
             }
             blank(&mut out, i, j);
             i = j;
-        } else if (c == b'r' || ((c == b'b' || c == b'c') && s.get(i + 1) == Some(&b'r')))
-            && (i == 0 || !ident(s[i - 1]))
-            && {
-                let k = if c == b'r' { i + 1 } else { i + 2 };
-                let hashes = s[k..].iter().take_while(|&&b| b == b'#').count();
-                s.get(k + hashes) == Some(&b'"')
-            }
-        {
+        } else if (c == b'r' || ((c == b'b' || c == b'c') && s.get(i + 1) == Some(&b'r'))) && (i == 0 || !ident(s[i - 1])) && {
+            let k = if c == b'r' { i + 1 } else { i + 2 };
+            let hashes = s[k..].iter().take_while(|&&b| b == b'#').count();
+            s.get(k + hashes) == Some(&b'"')
+        } {
             // Raw string: r"..", r#".."#, br".." or cr"..": ends at a quote and as many #.
             let k = if c == b'r' { i + 1 } else { i + 2 };
             let hashes = s[k..].iter().take_while(|&&b| b == b'#').count();
             let body = k + hashes + 1;
             let closing = format!("\"{}", "#".repeat(hashes)).into_bytes();
-            let end = s[body..]
-                .windows(closing.len())
-                .position(|w| w == closing.as_slice())
-                .map_or(s.len(), |n| body + n + closing.len());
+            let end = s[body..].windows(closing.len()).position(|w| w == closing.as_slice()).map_or(s.len(), |n| body + n + closing.len());
             blank(&mut out, i, end);
             i = end;
         } else if c == b'"' {
@@ -167,11 +161,7 @@ fn is_ident(b: u8) -> bool {
 fn find_words(m: &[u8], word: &str) -> Vec<usize> {
     let w = word.as_bytes();
     (0..m.len().saturating_sub(w.len() - 1))
-        .filter(|&i| {
-            &m[i..i + w.len()] == w
-                && (i == 0 || !is_ident(m[i - 1]))
-                && !matches!(m.get(i + w.len()), Some(&b) if is_ident(b))
-        })
+        .filter(|&i| &m[i..i + w.len()] == w && (i == 0 || !is_ident(m[i - 1])) && !matches!(m.get(i + w.len()), Some(&b) if is_ident(b)))
         .collect()
 }
 
@@ -214,11 +204,7 @@ fn guard_problem(body: &[u8], original: &str) -> Option<String> {
     let name = std::str::from_utf8(&body[start..name_end]).unwrap_or("");
     let first_code = || original[start..].lines().next().unwrap_or("").trim().to_string();
     if !GUARDS.contains(&name) || body.get(name_end) != Some(&b'(') {
-        return Some(format!(
-            "its body does not begin with a guard call ({}): `{}`",
-            GUARDS.join(" or "),
-            first_code()
-        ));
+        return Some(format!("its body does not begin with a guard call ({}): `{}`", GUARDS.join(" or "), first_code()));
     }
     let after = skip_ws(body, matching(body, name_end));
     if after < body.len() {
@@ -316,9 +302,7 @@ fn header_functions() -> BTreeSet<String> {
 /// Offsets of identifiers starting with `prefix`.
 fn find_words_prefix(m: &[u8], prefix: &str) -> Vec<usize> {
     let p = prefix.as_bytes();
-    (0..m.len().saturating_sub(p.len() - 1))
-        .filter(|&i| &m[i..i + p.len()] == p && (i == 0 || !is_ident(m[i - 1])))
-        .collect()
+    (0..m.len().saturating_sub(p.len() - 1)).filter(|&i| &m[i..i + p.len()] == p && (i == 0 || !is_ident(m[i - 1]))).collect()
 }
 
 /// (name, type) of every defined dynamic symbol of the cdylib, version suffixes removed.
@@ -345,15 +329,12 @@ fn dynamic_symbols() -> Vec<(String, String)> {
 fn every_exported_function_is_panic_guarded() {
     let exports = source_exports();
     assert!(!exports.is_empty(), "found no #[no_mangle] functions under src/");
-    let unguarded: Vec<String> = exports
-        .iter()
-        .filter_map(|e| e.problem.as_ref().map(|p| format!("{}:{}: {}: {p}", e.file.display(), e.line, e.symbol)))
-        .collect();
+    let unguarded: Vec<String> =
+        exports.iter().filter_map(|e| e.problem.as_ref().map(|p| format!("{}:{}: {}: {p}", e.file.display(), e.line, e.symbol))).collect();
     assert!(unguarded.is_empty(), "exported functions without a panic guard:\n{}", unguarded.join("\n"));
 
     // The guards themselves must catch panics.
-    let boundary: String =
-        rust_files(&root().join("src/ffi")).iter().map(|f| fs::read_to_string(f).expect("read src/ffi")).collect();
+    let boundary: String = rust_files(&root().join("src/ffi")).iter().map(|f| fs::read_to_string(f).expect("read src/ffi")).collect();
     for guard in GUARDS {
         let def = boundary
             .find(&format!("fn {guard}("))
@@ -369,13 +350,7 @@ fn exports_header_and_symbols_agree() {
     let exports = source_exports();
     let mut in_source = BTreeSet::new();
     for e in &exports {
-        assert!(
-            in_source.insert(e.symbol.clone()),
-            "{} is exported twice (second at {}:{})",
-            e.symbol,
-            e.file.display(),
-            e.line
-        );
+        assert!(in_source.insert(e.symbol.clone()), "{} is exported twice (second at {}:{})", e.symbol, e.file.display(), e.line);
         assert!(
             e.file.starts_with(root().join("src/ffi")),
             "{} is exported from {}: exports belong in src/ffi/",
@@ -393,19 +368,12 @@ fn exports_header_and_symbols_agree() {
     // The version script's node (e.g. NFSLOCK_0) appears as an absolute symbol: not code.
     let is_version_node = |(name, kind): &(String, String)| {
         kind == "A"
-            && name
-                .strip_prefix("NFSLOCK_")
-                .is_some_and(|v| !v.is_empty() && v.chars().all(|c| c.is_ascii_digit() || c == '.' || c == '_'))
+            && name.strip_prefix("NFSLOCK_").is_some_and(|v| !v.is_empty() && v.chars().all(|c| c.is_ascii_digit() || c == '.' || c == '_'))
     };
-    let foreign: Vec<_> =
-        symbols.iter().filter(|s| !is_version_node(s) && !s.0.starts_with("nfslock_")).map(|s| &s.0).collect();
+    let foreign: Vec<_> = symbols.iter().filter(|s| !is_version_node(s) && !s.0.starts_with("nfslock_")).map(|s| &s.0).collect();
     assert!(foreign.is_empty(), "libnfslock.so exports symbols outside the nfslock_ namespace: {foreign:?}");
-    let in_library: BTreeSet<String> =
-        symbols.iter().filter(|s| s.0.starts_with("nfslock_")).map(|s| s.0.clone()).collect();
-    assert_eq!(
-        in_source, in_library,
-        "functions exported in src/ffi (left) vs dynamic symbols of libnfslock.so (right)"
-    );
+    let in_library: BTreeSet<String> = symbols.iter().filter(|s| s.0.starts_with("nfslock_")).map(|s| s.0.clone()).collect();
+    assert_eq!(in_source, in_library, "functions exported in src/ffi (left) vs dynamic symbols of libnfslock.so (right)");
 }
 
 /// The scanner itself: it must see through comments and literals, and reject every way

@@ -132,12 +132,7 @@ fn check_mode(mode: &str, extra: &[&str]) -> String {
     args.extend_from_slice(extra);
     let (status, out) = run(&checks(), &args);
     println!("{out}");
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "checks {mode} {}: {}\n{out}",
-        extra.join(" "),
-        describe(status)
-    );
+    assert!(status.is_some_and(|s| s.success()), "checks {mode} {}: {}\n{out}", extra.join(" "), describe(status));
     out
 }
 
@@ -245,8 +240,7 @@ fn a_socket_at_the_lock_file_is_ebadmsg_and_left_alone() {
     println!("{out}");
     assert!(status.is_some_and(|s| s.success()), "checks socket: {}\n{out}", describe(status));
     // After the process is gone (its claims removed at exit), only the socket is left.
-    let names: Vec<String> =
-        fs::read_dir(&scratch.0).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let names: Vec<String> = fs::read_dir(&scratch.0).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     assert_eq!(names, vec!["P.nfs_lock".to_string()], "the directory after the calls on a socket lock file");
 }
 

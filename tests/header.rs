@@ -8,11 +8,7 @@ const REGENERATE: &str = "NFSLOCK_UPDATE_HEADER=1 cargo test --test header";
 fn committed_header_is_current() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let config = cbindgen::Config::from_file(root.join("cbindgen.toml")).expect("cbindgen.toml parses");
-    let bindings = cbindgen::Builder::new()
-        .with_crate(root)
-        .with_config(config)
-        .generate()
-        .expect("cbindgen generates the header");
+    let bindings = cbindgen::Builder::new().with_crate(root).with_config(config).generate().expect("cbindgen generates the header");
     let mut generated = Vec::new();
     bindings.write(&mut generated);
     let path = root.join("include/nfslock.h");

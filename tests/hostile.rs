@@ -168,7 +168,8 @@ impl User {
         static STALE: std::sync::Once = std::sync::Once::new();
         STALE.call_once(remove_stale_users);
         let name = format!("nfsh{}{role}{}", std::process::id(), USER_SEQ.fetch_add(1, Ordering::Relaxed));
-        let added = run_ok(Command::new("useradd").args(["-M", "-U", "-s", "/usr/sbin/nologin", "-c", "libnfslock hostile test"]).arg(&name));
+        let added =
+            run_ok(Command::new("useradd").args(["-M", "-U", "-s", "/usr/sbin/nologin", "-c", "libnfslock hostile test"]).arg(&name));
         if let Err(e) = added {
             panic!("useradd failed (install the passwd package, see scripts/deps): {e}");
         }
@@ -446,9 +447,10 @@ impl Driver {
     fn send(&mut self, line: &str) {
         self.transcript.push(format!("> {line}"));
         let stdin = self.stdin.as_mut().expect("driver stdin");
-        stdin.write_all(format!("{line}\n").as_bytes()).and_then(|()| stdin.flush()).unwrap_or_else(|e| {
-            panic!("driver {} is gone ({e}); transcript:\n{}", self.name, self.context())
-        });
+        stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .and_then(|()| stdin.flush())
+            .unwrap_or_else(|e| panic!("driver {} is gone ({e}); transcript:\n{}", self.name, self.context()));
     }
 
     /// The next reply, or an error (with the transcript) if none comes within `limit`:
@@ -614,7 +616,10 @@ impl Node {
     fn show(&self) -> String {
         let text = String::from_utf8_lossy(&self.content);
         let text: String = text.chars().take(80).collect();
-        format!("{} ino {} uid {} mode {:o} size {} mtime {}.{:09} {text:?}", self.kind, self.ino, self.uid, self.mode, self.size, self.mtime.0, self.mtime.1)
+        format!(
+            "{} ino {} uid {} mode {:o} size {} mtime {}.{:09} {text:?}",
+            self.kind, self.ino, self.uid, self.mode, self.size, self.mtime.0, self.mtime.1
+        )
     }
 }
 
@@ -676,11 +681,42 @@ fn escape(text: &[u8]) -> String {
 
 /// Errnos the README documents for nfslock_create (its row, and the filesystem's errors
 /// of the error table).
-const CREATE_DOC: &[&str] =
-    &["EAGAIN", "EDEADLK", "EBADMSG", "EMSGSIZE", "ELOOP", "ENOENT", "EMFILE", "ENFILE", "EACCES", "EPERM", "EROFS", "ENAMETOOLONG", "EISDIR", "ENOSPC", "EIO"];
+const CREATE_DOC: &[&str] = &[
+    "EAGAIN",
+    "EDEADLK",
+    "EBADMSG",
+    "EMSGSIZE",
+    "ELOOP",
+    "ENOENT",
+    "EMFILE",
+    "ENFILE",
+    "EACCES",
+    "EPERM",
+    "EROFS",
+    "ENAMETOOLONG",
+    "EISDIR",
+    "ENOSPC",
+    "EIO",
+];
 /// nfslock_blocking_create: the same and ETIMEDOUT.
-const BLOCKING_DOC: &[&str] =
-    &["ETIMEDOUT", "EAGAIN", "EDEADLK", "EBADMSG", "EMSGSIZE", "ELOOP", "ENOENT", "EMFILE", "ENFILE", "EACCES", "EPERM", "EROFS", "ENAMETOOLONG", "EISDIR", "ENOSPC", "EIO"];
+const BLOCKING_DOC: &[&str] = &[
+    "ETIMEDOUT",
+    "EAGAIN",
+    "EDEADLK",
+    "EBADMSG",
+    "EMSGSIZE",
+    "ELOOP",
+    "ENOENT",
+    "EMFILE",
+    "ENFILE",
+    "EACCES",
+    "EPERM",
+    "EROFS",
+    "ENAMETOOLONG",
+    "EISDIR",
+    "ENOSPC",
+    "EIO",
+];
 /// nfslock_session_open: its row, plus ELOOP/EBADMSG/EISDIR of the error table (a
 /// symlink or a non-file where the repository's files should be).
 const OPEN_DOC: &[&str] = &["0", "ENOTDIR", "EACCES", "EPERM", "EROFS", "ENOSPC", "ETIMEDOUT", "ELOOP", "EBADMSG", "EISDIR", "EIO"];
@@ -892,7 +928,15 @@ fn lock_cases() -> Vec<LockCase> {
     let garbage = b"this is not a lock record\n".to_vec();
     let mut cases = vec![];
     for (name, target) in [("lock-symlink-secret", "secret"), ("lock-symlink-dir", "victim_dir"), ("lock-symlink-dangling", "missing")] {
-        cases.push(LockCase { name, at: At::Lock, plant: Plant::Symlink(target), create: LOOP, blocking: LOOP, read: LOOP, unlock_path: LOOP });
+        cases.push(LockCase {
+            name,
+            at: At::Lock,
+            plant: Plant::Symlink(target),
+            create: LOOP,
+            blocking: LOOP,
+            read: LOOP,
+            unlock_path: LOOP,
+        });
     }
     for (name, plant) in [
         ("lock-hardlink-bait", Plant::Hardlink("bait")),
@@ -964,7 +1008,17 @@ fn lock_cases() -> Vec<LockCase> {
 
 /// Runs one case: plants, runs the victim, checks. Failures are collected.
 #[allow(clippy::too_many_arguments)] // one case is many facts; a struct would only rename them
-fn run_lock_case(env: &Env, att: &mut Driver, attacker: Who, victim: Who, dir: &Path, outside: &Path, case: &LockCase, label: &str, failures: &mut Vec<String>) {
+fn run_lock_case(
+    env: &Env,
+    att: &mut Driver,
+    attacker: Who,
+    victim: Who,
+    dir: &Path,
+    outside: &Path,
+    case: &LockCase,
+    label: &str,
+    failures: &mut Vec<String>,
+) {
     let p = dir.join("lockp");
     let lock = dir.join("lockp.nfs_lock");
     let at = match case.at {
@@ -1015,7 +1069,13 @@ fn run_lock_case(env: &Env, att: &mut Driver, attacker: Who, victim: Who, dir: &
         failures.push(format!("{label}: outside the sticky directory: {d}"));
     }
     if (case.plant.must_stay() || matches!(case.at, At::Copy)) && node(&at) != planted {
-        failures.push(format!("{label}: the planted {:?} at {} was touched: {} -> {}", case.plant, at.display(), show(&planted), show(&node(&at))));
+        failures.push(format!(
+            "{label}: the planted {:?} at {} was touched: {} -> {}",
+            case.plant,
+            at.display(),
+            show(&planted),
+            show(&node(&at))
+        ));
     }
     for l in litter(dir, &dir_before, victim, &["lockp"]) {
         failures.push(format!("{label}: left behind after exit: {l}"));
@@ -1048,7 +1108,8 @@ fn planted_entries_at_lock_file_names() {
 
 /// Values the getrandom shim hands out in turn: the names the library draws next are
 /// then `.nfslock-<v>`, `.NAME.counter.<v>`, ... which the attacker plants first.
-const PREDICTED: [&str; 6] = ["4141414141414141", "4242424242424242", "0123456789abcdef", "fedcba9876543210", "00000000deadbeef", "7777777777777777"];
+const PREDICTED: [&str; 6] =
+    ["4141414141414141", "4242424242424242", "0123456789abcdef", "fedcba9876543210", "00000000deadbeef", "7777777777777777"];
 
 /// The environment that preloads the shim into a driver run by `victim`; `count` is
 /// made writable for it.
@@ -1231,10 +1292,22 @@ fn session_cases() -> Vec<SessionCase> {
     }
     // The attacker holds the guard of a repository that does not exist yet: opening it
     // waits for the guard (README: "ETIMEDOUT repository guard busy").
-    cases.push(SessionCase { name: "guard-live-attacker-holder", at: "guard", plant: Plant::LiveHolder, open: &["ETIMEDOUT"], make: MAKE_DOC });
+    cases.push(SessionCase {
+        name: "guard-live-attacker-holder",
+        at: "guard",
+        plant: Plant::LiveHolder,
+        open: &["ETIMEDOUT"],
+        make: MAKE_DOC,
+    });
     // The attacker holds the writer lock: make_new_ids lines up behind it (README "The
     // counter's token") and gives up after the session's timeout.
-    cases.push(SessionCase { name: "writer-live-attacker-holder", at: "writer", plant: Plant::LiveHolder, open: &["0"], make: &["ETIMEDOUT"] });
+    cases.push(SessionCase {
+        name: "writer-live-attacker-holder",
+        at: "writer",
+        plant: Plant::LiveHolder,
+        open: &["0"],
+        make: &["ETIMEDOUT"],
+    });
     cases
 }
 
@@ -1291,7 +1364,13 @@ fn planted_entries_at_session_repository_names() {
                     failures.push(format!("{label}: outside the sticky directory: {x}"));
                 }
                 if case.plant.must_stay() && node(&at) != planted {
-                    failures.push(format!("{label}: the planted {:?} at {} was touched: {} -> {}", case.plant, at.display(), show(&planted), show(&node(&at))));
+                    failures.push(format!(
+                        "{label}: the planted {:?} at {} was touched: {} -> {}",
+                        case.plant,
+                        at.display(),
+                        show(&planted),
+                        show(&node(&at))
+                    ));
                 }
             }
             // Predicted names of the repository's private files: the guard's claim
@@ -1644,7 +1723,13 @@ fn emfile_under_a_low_rlimit_nofile() {
     check_rc(&mut failures, label, "unlock with no descriptor left", &r, &["0", "EMFILE"]);
     d.must("free");
     if !r.ok() {
-        check_rc(&mut failures, label, "unlock_path of the lock unlock could not remove", &d.cmd(&format!("unlock_path {}", lu.display())), &["0"]);
+        check_rc(
+            &mut failures,
+            label,
+            "unlock_path of the lock unlock could not remove",
+            &d.cmd(&format!("unlock_path {}", lu.display())),
+            &["0"],
+        );
     }
     if fs::symlink_metadata(dir.join("lu.nfs_lock")).is_ok() {
         failures.push(format!("{label}: lu.nfs_lock is still there"));
@@ -1723,7 +1808,8 @@ fn descriptors_stay_bounded_under_ulimit_20() {
     let after40 = d.cmd("fds").num("n");
     check_rc(&mut failures, label, "the program's own open() afterwards", &d.cmd("openprobe"), &["0"]);
     if after16 < 0 || after40 < 0 {
-        failures.push(format!("{label}: no descriptor left to count open descriptors with (after 16 paths: {after16}, after 40: {after40})"));
+        failures
+            .push(format!("{label}: no descriptor left to count open descriptors with (after 16 paths: {after16}, after 40: {after40})"));
     }
     // README: at most 8 claims (one descriptor each) are kept for paths not held.
     const SMALL: i64 = 8;

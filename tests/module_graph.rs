@@ -553,11 +553,8 @@ fn layer_violations(edges: &[Edge], layers: &[&[&str]], applies: impl Fn(&str) -
 /// Top-level edges: session's submodules count as session.
 fn crate_edges(edges: &[Edge]) -> Vec<Edge> {
     let top = |n: &str| n.split("::").next().unwrap().to_string();
-    let mut out: Vec<Edge> = edges
-        .iter()
-        .map(|e| Edge { from: top(&e.from), to: top(&e.to), ..e.clone() })
-        .filter(|e| e.from != e.to)
-        .collect();
+    let mut out: Vec<Edge> =
+        edges.iter().map(|e| Edge { from: top(&e.from), to: top(&e.to), ..e.clone() }).filter(|e| e.from != e.to).collect();
     out.sort();
     out.dedup_by(|a, b| a.from == b.from && a.to == b.to);
     out
@@ -621,7 +618,10 @@ fn pairs(g: &Graph) -> BTreeSet<(String, String)> {
 fn the_analyzer_finds_a_planted_back_edge() {
     let files = [
         ("lib.rs", "pub mod lockfile; pub mod record; pub mod session;"),
-        ("lockfile/mod.rs", "mod claim;\nuse crate::record::Record;\n// crate::session::Session in a comment\nfn f() { let s = \"crate::session::x\"; }"),
+        (
+            "lockfile/mod.rs",
+            "mod claim;\nuse crate::record::Record;\n// crate::session::Session in a comment\nfn f() { let s = \"crate::session::x\"; }",
+        ),
         ("lockfile/claim.rs", "fn g() -> crate::session::Session { todo!() }"),
         ("record.rs", "pub struct Record;"),
         ("session/mod.rs", "mod token;\npub struct Session;\nuse crate::lockfile::{self, claim::X};\nfn f() { token::go(); }"),
@@ -638,7 +638,14 @@ fn the_analyzer_finds_a_planted_back_edge() {
     let bad = layer_violations(&crate_edges(&g.edges), LAYERS, |_| true);
     assert!(bad.iter().any(|b| b.starts_with("lockfile -> session points up")), "{bad:?}");
     // Without the comment and string, only the real edge counts.
-    let files2 = [files[0], ("lockfile/mod.rs", "mod claim;"), ("lockfile/claim.rs", "// crate::session"), files[3], files[4], ("session/token.rs", "")];
+    let files2 = [
+        files[0],
+        ("lockfile/mod.rs", "mod claim;"),
+        ("lockfile/claim.rs", "// crate::session"),
+        files[3],
+        files[4],
+        ("session/token.rs", ""),
+    ];
     assert!(cycles(&planted(&files2).edges).is_empty());
 }
 

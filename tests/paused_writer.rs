@@ -19,10 +19,10 @@ use nfslock::Errno;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-#[path = "support/shim.rs"]
-mod shim;
 #[path = "support/scratch.rs"]
 mod scratch;
+#[path = "support/shim.rs"]
+mod shim;
 use scratch::Cleanup;
 
 const TEST: &str = "a_writer_stopped_before_its_counter_write_is_left_alone";

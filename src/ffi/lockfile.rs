@@ -218,7 +218,6 @@ pub unsafe extern "C" fn nfslock_critical_section(
         out_arg(OP, f_result, "f_result")?;
         // SAFETY: f and f_result are valid per the contract; f_result is written as soon
         // as f returns, so it holds f's result even when the release then fails.
-        lockfile::critical_section(path, message, timeout_of(timeout_ms), || unsafe { *f_result = f(ctx) })
-            .map_err(|e| e.in_op(OP))
+        lockfile::critical_section(path, message, timeout_of(timeout_ms), || unsafe { *f_result = f(ctx) }).map_err(|e| e.in_op(OP))
     })
 }

@@ -232,12 +232,7 @@ pub unsafe extern "C" fn nfslock_session_release_ids(
 /// # Safety
 /// `s` is NULL or an open session; `info` is NULL or valid for `info_len` writes.
 #[no_mangle]
-pub unsafe extern "C" fn nfslock_session_get_lock_session(
-    s: *mut nfslock_session,
-    id: u64,
-    info: *mut c_char,
-    info_len: usize,
-) -> c_int {
+pub unsafe extern "C" fn nfslock_session_get_lock_session(s: *mut nfslock_session, id: u64, info: *mut c_char, info_len: usize) -> c_int {
     const OP: &str = "nfslock_session_get_lock_session";
     ffi_guard(OP, || {
         out_arg(OP, info, "info")?;

@@ -14,10 +14,10 @@ use std::sync::Arc;
 
 use nix::errno::Errno;
 
-use crate::fsops::{self, FileId};
-use crate::process::ChildlessFd;
 use super::registry::Claim;
+use crate::fsops::{self, FileId};
 use crate::host::{self, Owner};
+use crate::process::ChildlessFd;
 use crate::record::{Record, MAX_RECORD_LEN};
 
 const PREFIX: &str = ".nfslock-";

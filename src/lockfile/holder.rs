@@ -168,10 +168,13 @@ fn remove_stale_copy(copy_path: &Path, dead: FileId) -> nix::Result<()> {
         return Ok(());
     }
     let holds_record = id == dead
-        || fsops::open_existing(copy_path, false).ok().and_then(|fd| {
-            let f = File::from(fd);
-            (fsops::fstat(&f).ok().map(|s| FileId::from(&s)) == Some(id)).then(|| reread(&f)).flatten()
-        }).is_some();
+        || fsops::open_existing(copy_path, false)
+            .ok()
+            .and_then(|fd| {
+                let f = File::from(fd);
+                (fsops::fstat(&f).ok().map(|s| FileId::from(&s)) == Some(id)).then(|| reread(&f)).flatten()
+            })
+            .is_some();
     if holds_record {
         fsops::unlink_if_is(copy_path, id)?;
     }

@@ -15,9 +15,9 @@
 mod claim;
 mod holder;
 mod registry;
-mod wait;
 #[cfg(test)]
 mod tests;
+mod wait;
 
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
@@ -369,12 +369,7 @@ impl Judgements {
 /// Runs `f` holding the lock on `path` (taken as [`blocking_create`] does) and releases
 /// it afterwards, also when `f` panics. An error from the release is returned after `f`
 /// has run.
-pub fn critical_section<R>(
-    path: impl AsRef<Path>,
-    message: &[u8],
-    timeout: Option<Duration>,
-    f: impl FnOnce() -> R,
-) -> Result<R> {
+pub fn critical_section<R>(path: impl AsRef<Path>, message: &[u8], timeout: Option<Duration>, f: impl FnOnce() -> R) -> Result<R> {
     let lock = blocking_create(path, message, timeout).map_err(|e| e.in_op(OP_CRITICAL))?;
     let out = f();
     lock.unlock().map_err(|e| e.in_op(OP_CRITICAL))?;
@@ -384,22 +379,13 @@ pub fn critical_section<R>(
 fn read_holder(t: &Target, op: &'static str) -> Result<Holder> {
     holder::read(&t.lock, &t.key).map_err(|e| match e {
         ReadError::Bad(why) => t.error(Errno::EBADMSG, op, format!("{}: {why}", t.lock.display())),
-        ReadError::Symlink => t.error(
-            Errno::ELOOP,
-            op,
-            format!("{} is a symlink; it is never followed", t.lock.display()),
-        ),
+        ReadError::Symlink => t.error(Errno::ELOOP, op, format!("{} is a symlink; it is never followed", t.lock.display())),
         ReadError::Sys(errno, call) => t.sys(errno, op, call, &t.lock),
     })
 }
 
 fn describe(r: &Record) -> String {
-    format!(
-        "held by pid {} on host {} (message {:?})",
-        r.pid,
-        String::from_utf8_lossy(&r.host),
-        String::from_utf8_lossy(&r.message)
-    )
+    format!("held by pid {} on host {} (message {:?})", r.pid, String::from_utf8_lossy(&r.host), String::from_utf8_lossy(&r.message))
 }
 
 fn busy_error(t: &Target, op: &'static str, busy: Busy, spelling: Option<&Path>) -> Error {
@@ -565,4 +551,3 @@ fn new_claim(t: &Target, message: &[u8], me: &Identity, op: &'static str) -> Res
     }
     Ok(c)
 }
-

@@ -293,7 +293,8 @@ struct ForkGuard(std::cell::UnsafeCell<Option<MutexGuard<'static, State>>>);
 unsafe impl Sync for ForkGuard {}
 static FORK_GUARD: ForkGuard = ForkGuard(std::cell::UnsafeCell::new(None));
 
-static FORK_HOOKS: process::Hooks = process::Hooks { prepare: before_fork, parent: after_fork_in_parent, child: after_fork_in_child, exit: at_exit };
+static FORK_HOOKS: process::Hooks =
+    process::Hooks { prepare: before_fork, parent: after_fork_in_parent, child: after_fork_in_child, exit: at_exit };
 
 fn before_fork() {
     let guard = STATE.lock().unwrap_or_else(|p| p.into_inner());

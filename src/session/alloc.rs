@@ -216,12 +216,7 @@ pub fn lock_holder(shared: &Shared, id: u64) -> Result<String> {
         Err(e) => return Err(Error::sys(e, OP_HOLDER, &path, "reading")),
     };
     match liveness::read_record(&shared.repo, &sid) {
-        Ok(Some(r)) => Ok(format!(
-            "{} (pid {}) since {}",
-            String::from_utf8_lossy(&r.owner.host),
-            r.owner.pid,
-            show_time(r.since)
-        )),
+        Ok(Some(r)) => Ok(format!("{} (pid {}) since {}", String::from_utf8_lossy(&r.owner.host), r.owner.pid, show_time(r.since))),
         Ok(None) => Err(free(format!("ID {id} is held by session {sid}, which has ended (its lock awaits reaping)"))),
         Err(why) => Err(Error::new(Errno::EBADMSG, OP_HOLDER, Some(&shared.repo.session_path(&sid)), why)),
     }

@@ -68,7 +68,9 @@ impl ReadError {
                 "the ID counter is missing; it is not recreated from zero (that could issue IDs twice): \
                  call repair_counter with the next ID to issue",
             ),
-            ReadError::Corrupt(why) => Error::new(Errno::EBADMSG, op, Some(path), format!("the ID counter is corrupt ({why}); call repair_counter")),
+            ReadError::Corrupt(why) => {
+                Error::new(Errno::EBADMSG, op, Some(path), format!("the ID counter is corrupt ({why}); call repair_counter"))
+            }
             ReadError::Sys(e, call) => Error::sys(e, op, path, call),
         }
     }

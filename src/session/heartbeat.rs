@@ -42,4 +42,3 @@ fn run(shared: &Shared) {
         let _ = reaper::reap_dead(shared, OP, Some(deadline));
     }
 }
-

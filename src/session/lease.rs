@@ -56,10 +56,7 @@ pub fn beat(shared: &Shared, st: &mut Beat) -> std::result::Result<(), String> {
         return Err(expire(st, format!("its record {} was removed: another session reaped it", path.display())));
     }
     let next = st.count + 1;
-    let written = st
-        .record
-        .write_all_at(&beat_bytes(next), BEAT_OFFSET as u64)
-        .and_then(|()| st.record.sync_data());
+    let written = st.record.write_all_at(&beat_bytes(next), BEAT_OFFSET as u64).and_then(|()| st.record.sync_data());
     match written {
         Ok(()) => {}
         // On NFS a handle turns stale when another client removed the file.
@@ -86,13 +83,16 @@ fn check_lease(shared: &Shared, st: &mut Beat) -> std::result::Result<(), String
     if silent > lease(shared.timeout) {
         // Others may be about to judge us dead, or have: beating now would resurrect
         // a session whose locks they may have handed out.
-        return Err(expire(st, format!(
-            "the session was silent for {} ms, past its lease of {} ms (timeout {} ms): paused or stalled; \
+        return Err(expire(
+            st,
+            format!(
+                "the session was silent for {} ms, past its lease of {} ms (timeout {} ms): paused or stalled; \
              other sessions may have reclaimed its locks",
-            silent.as_millis(),
-            lease(shared.timeout).as_millis(),
-            shared.timeout.as_millis()
-        )));
+                silent.as_millis(),
+                lease(shared.timeout).as_millis(),
+                shared.timeout.as_millis()
+            ),
+        ));
     }
     Ok(())
 }

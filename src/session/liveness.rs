@@ -14,7 +14,6 @@ use std::fs::File;
 use std::os::unix::fs::DirEntryExt;
 use std::time::{Duration, Instant};
 
-
 use super::files::{self, Small};
 use super::layout::{classify, is_session_id, IdsEntry, Repo};
 use super::record::{SessionRecord, MAX_LEN};
@@ -166,4 +165,3 @@ pub fn known_sessions(repo: &Repo, listing: &Listing) -> nix::Result<HashSet<Str
     }
     Ok(sids)
 }
-

@@ -52,9 +52,10 @@ fn verify_dir(op: &'static str, path: &Path, inside: Option<u32>) -> Result<u32>
     }
     let mode = st.st_mode & 0o7777;
     match inside {
-        None if mode & 0o002 != 0 && mode & 0o1000 == 0 => {
-            bad(Errno::EPERM, format!("writable by anyone without the sticky bit (mode {mode:04o}): others could replace its session directories"))
-        }
+        None if mode & 0o002 != 0 && mode & 0o1000 == 0 => bad(
+            Errno::EPERM,
+            format!("writable by anyone without the sticky bit (mode {mode:04o}): others could replace its session directories"),
+        ),
         None => Ok(st.st_uid),
         Some(dir_owner) => {
             let me = nix::unistd::geteuid().as_raw();

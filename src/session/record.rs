@@ -137,7 +137,9 @@ mod tests {
         trailing.extend_from_slice(b"extra\n");
         let mut bad_beat = good.clone();
         bad_beat[BEAT_OFFSET] = b'x';
-        for (what, bytes) in [("empty", Vec::new()), ("truncated", good[..good.len() - 1].to_vec()), ("trailing", trailing), ("beat", bad_beat)] {
+        for (what, bytes) in
+            [("empty", Vec::new()), ("truncated", good[..good.len() - 1].to_vec()), ("trailing", trailing), ("beat", bad_beat)]
+        {
             assert!(SessionRecord::parse(&bytes).is_err(), "{what}");
         }
     }

@@ -251,7 +251,6 @@ fn busy(shared: &Shared, op: &'static str, id: u64, wait: Duration) -> Error {
     )
 }
 
-
 /// Reads the counter through the session's cache (see `counter::Cache`).
 pub fn read_counter(shared: &Shared, st: &mut Ids, op: &'static str) -> Result<(Arc<CounterFile>, Counter)> {
     st.counter.read(&shared.repo, shared.local, op)

@@ -20,12 +20,7 @@ pub fn faultfs(root: &Path, tmp: &Path) -> PathBuf {
         .arg(&target)
         .output()
         .expect("cargo runs");
-    assert!(
-        out.status.success(),
-        "building the rig's filesystem failed ({}):\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "building the rig's filesystem failed ({}):\n{}", out.status, String::from_utf8_lossy(&out.stderr));
     let exe = target.join("release/nfslock-faultfs");
     assert!(exe.is_file(), "{} was not built", exe.display());
     exe

@@ -76,7 +76,11 @@ impl Rig {
 }
 
 fn hosts(site: &Site, faults: &[Faults]) -> Vec<Host> {
-    faults.iter().enumerate().map(|(i, f)| Host::boot(site, &format!("host-{}", (b'a' + i as u8) as char), f.clone(), 100 + i as u64)).collect()
+    faults
+        .iter()
+        .enumerate()
+        .map(|(i, f)| Host::boot(site, &format!("host-{}", (b'a' + i as u8) as char), f.clone(), 100 + i as u64))
+        .collect()
 }
 
 fn describe(out: &Output) -> String {
@@ -93,11 +97,8 @@ fn exclusion(rig: &mut Rig, name: &str, faults: Vec<Faults>) {
     let lock = site.mount.join("lock");
     let check = site.backing.join("check");
     let (lock_s, check_s, rounds) = (lock.to_str().unwrap(), check.to_str().unwrap(), ROUNDS.to_string());
-    let children: Vec<_> = hosts
-        .iter()
-        .flat_map(|h| (0..PROCS).map(move |_| h))
-        .map(|h| h.spawn(&site, &["count", lock_s, check_s, &rounds]))
-        .collect();
+    let children: Vec<_> =
+        hosts.iter().flat_map(|h| (0..PROCS).map(move |_| h)).map(|h| h.spawn(&site, &["count", lock_s, check_s, &rounds])).collect();
     let (mut acq, mut viol) = (0, 0);
     let mut pids = Vec::new();
     for child in children {
@@ -265,8 +266,18 @@ fn core_records(rig: &mut Rig) {
     let (site, _scratch) = rig.site("core-records");
     let hosts = hosts(&site, &[Faults::default(), Faults { attr_cache_ms: 200, ..Faults::default() }]);
     let cases: [(&str, &[u8], &str, &[u8]); 3] = [
-        ("human", b"((host core-host) (pid 77) (message \"with spaces\")\n (start_time (2024-01-15 10:30:00.120000Z)))\n", "core-host", b"with spaces"),
-        ("machine", b"((host core-host)(pid 78)(message\"q\\\"uote\\nline caf\\195\\169\"))", "core-host", "q\"uote\nline caf\u{e9}".as_bytes()),
+        (
+            "human",
+            b"((host core-host) (pid 77) (message \"with spaces\")\n (start_time (2024-01-15 10:30:00.120000Z)))\n",
+            "core-host",
+            b"with spaces",
+        ),
+        (
+            "machine",
+            b"((host core-host)(pid 78)(message\"q\\\"uote\\nline caf\\195\\169\"))",
+            "core-host",
+            "q\"uote\nline caf\u{e9}".as_bytes(),
+        ),
         ("old", b"((host old-core-host) (pid 79) (message job))\n", "old-core-host", b"job"),
     ];
     for (name, bytes, want_host, want_message) in cases {

@@ -122,7 +122,6 @@ struct Wire {
     procs: &'static str,
 }
 
-
 /// A simulated host with a network namespace of its own and an NFS client mount.
 struct NfsHost {
     unshare: Option<Child>,
@@ -135,7 +134,17 @@ struct NfsHost {
 
 impl NfsHost {
     #[allow(clippy::too_many_arguments)]
-    fn boot(root: &Path, nfsfs: &Path, server: &Server, n: usize, name: &str, export: &Path, mount: &Path, state: &Path, wire: &Wire) -> NfsHost {
+    fn boot(
+        root: &Path,
+        nfsfs: &Path,
+        server: &Server,
+        n: usize,
+        name: &str,
+        export: &Path,
+        mount: &Path,
+        state: &Path,
+        wire: &Wire,
+    ) -> NfsHost {
         let mut cmd = Command::new("unshare");
         cmd.args(["--uts", "--pid", "--mount", "--net", "--fork", "--mount-proc", "--propagation", "private", "--kill-child"])
             .args(["--", "sh", "-c", "hostname \"$0\" && exec sleep 1000000", name])
@@ -143,8 +152,14 @@ impl NfsHost {
         die_with_parent(&mut cmd);
         let unshare = cmd.spawn().expect("unshare starts");
         let init = child_of(unshare.id(), Some("sleep"));
-        let mut host =
-            NfsHost { unshare: Some(unshare), fs: None, init, stats: state.join(format!("{name}.stats")), lossy: false, root: root.to_path_buf() };
+        let mut host = NfsHost {
+            unshare: Some(unshare),
+            fs: None,
+            init,
+            stats: state.join(format!("{name}.stats")),
+            lossy: false,
+            root: root.to_path_buf(),
+        };
         run_ok(Command::new(root.join("rig/nfs/link")).args([server.init.to_string(), init.to_string(), n.to_string()]), "rig/nfs/link");
         if wire.lost_pct > 0 || wire.drop_pct > 0 {
             let mut lossy = Command::new(root.join("rig/nfs/lossy"));
@@ -207,7 +222,8 @@ impl NfsHost {
         }
         let out = Command::new(self.root.join("rig/nfs/lossy")).args([self.init.to_string(), "stats".into()]).output();
         let text = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
-        let packets = |l: &str| l.split("packets ").nth(1).and_then(|r| r.split_whitespace().next()).and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+        let packets =
+            |l: &str| l.split("packets ").nth(1).and_then(|r| r.split_whitespace().next()).and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
         let lost = text.lines().filter(|l| l.contains("ct mark set")).map(packets).sum();
         let dropped = text.lines().filter(|l| l.contains(" drop")).map(packets).sum();
         (lost, dropped)
@@ -255,8 +271,11 @@ fn exclusion(rig: &mut Rig, bins: &Bins, name: &str, wire: Wire) {
         .collect();
     let lock = mount.join("lock");
     let (lock_s, check_s, rounds) = (lock.to_str().unwrap(), check.to_str().unwrap(), ROUNDS.to_string());
-    let children: Vec<Child> =
-        hosts.iter().flat_map(|h| (0..PROCS).map(move |_| h)).map(|h| h.spawn(&bins.worker, &["count", lock_s, check_s, &rounds])).collect();
+    let children: Vec<Child> = hosts
+        .iter()
+        .flat_map(|h| (0..PROCS).map(move |_| h))
+        .map(|h| h.spawn(&bins.worker, &["count", lock_s, check_s, &rounds]))
+        .collect();
     let (mut acq, mut viol, mut errs) = (0, 0, 0);
     let mut messages = Vec::new();
     for child in children {
@@ -293,7 +312,9 @@ fn exclusion(rig: &mut Rig, bins: &Bins, name: &str, wire: Wire) {
                 "rpc_connects" => reconnects += v.saturating_sub(1),
                 "rpc_replies_after_retransmit" => drc += v,
                 "rpc_new_source_port" => new_port += v,
-                k if k.starts_with("err_") && !k.starts_with("err_lookup_NFS3ERR_NOENT") => *nfs_errors.entry(k[4..].to_string()).or_default() += v,
+                k if k.starts_with("err_") && !k.starts_with("err_lookup_NFS3ERR_NOENT") => {
+                    *nfs_errors.entry(k[4..].to_string()).or_default() += v
+                }
                 _ => {}
             }
         }
@@ -328,10 +349,21 @@ fn nfs_scenarios() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
     let bins = Bins { root: root.to_path_buf(), nfsfs: nfsfs(root, tmp), worker: build::worker(root, tmp) };
-    let mut rig = Rig { base: Scratch::new(tmp, "multihost-nfs"), faultfs: PathBuf::new(), worker: bins.worker.clone(), rows: Vec::new(), failures: Vec::new() };
+    let mut rig = Rig {
+        base: Scratch::new(tmp, "multihost-nfs"),
+        faultfs: PathBuf::new(),
+        worker: bins.worker.clone(),
+        rows: Vec::new(),
+        failures: Vec::new(),
+    };
     let started = Instant::now();
     exclusion(&mut rig, &bins, "TCP, clean", Wire::default());
-    exclusion(&mut rig, &bins, "TCP, lost CREATE/REMOVE/RENAME/LINK replies 15% + 2% packets dropped", Wire { lost_pct: 15, drop_pct: 2, ..Wire::default() });
+    exclusion(
+        &mut rig,
+        &bins,
+        "TCP, lost CREATE/REMOVE/RENAME/LINK replies 15% + 2% packets dropped",
+        Wire { lost_pct: 15, drop_pct: 2, ..Wire::default() },
+    );
     exclusion(&mut rig, &bins, "TCP, lost REMOVE replies 20%", Wire { lost_pct: 20, procs: "12", ..Wire::default() });
     exclusion(&mut rig, &bins, "TCP, lost CREATE/RENAME/LINK replies 20%", Wire { lost_pct: 20, procs: "8, 14, 15", ..Wire::default() });
     exclusion(&mut rig, &bins, "UDP, 2% packets dropped", Wire { udp: true, drop_pct: 2, ..Wire::default() });

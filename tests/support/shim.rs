@@ -18,12 +18,7 @@ fn compile() -> PathBuf {
     let out = dir.join(format!("liblost_reply-{}.so", env!("CARGO_CRATE_NAME")));
     let partial = dir.join(format!("liblost_reply-{}.so.{}", env!("CARGO_CRATE_NAME"), std::process::id()));
     let target = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
-    let compiler = cc::Build::new()
-        .target(&target)
-        .host(&target)
-        .opt_level(1)
-        .cargo_metadata(false)
-        .get_compiler();
+    let compiler = cc::Build::new().target(&target).host(&target).opt_level(1).cargo_metadata(false).get_compiler();
     let status = compiler
         .to_command()
         .args(["-shared", "-fPIC", "-Wall", "-Wextra", "-Werror", "-o"])
