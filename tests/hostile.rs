@@ -2010,17 +2010,18 @@ fn signal_storm_during_make_new_ids() {
             return;
         }
     }
-    // Both at once, so that the token, the combining table's futex and the heartbeat
-    // all wait under the storm.
+    // Both at once, so that the token, the writer lock and the heartbeat all wait under
+    // the storm; enough calls that the storm lasts well past MIN_SIGNALS of 100 us each.
+    const CALLS: usize = 1000;
     for w in ws.iter_mut() {
-        w.send("makeloop 300");
+        w.send(&format!("makeloop {CALLS}"));
     }
     let mut firsts = Vec::new();
     for w in ws.iter_mut() {
         match w.recv(Duration::from_secs(120)) {
             Ok(r) => {
-                check_rc(&mut failures, label, "300 x make_new_ids(1)", &r, &["0"]);
-                if r.field("done") != "300" || r.field("increasing") != "1" {
+                check_rc(&mut failures, label, "make_new_ids(1) in a loop", &r, &["0"]);
+                if r.field("done") != CALLS.to_string() || r.field("increasing") != "1" {
                     failures.push(format!("{label}: makeloop: {}", r.line));
                 }
                 firsts.push(r.num("first"));
@@ -2033,8 +2034,8 @@ fn signal_storm_during_make_new_ids() {
         all.extend(fs::read_to_string(env.path(&format!("ids-{i}"))).unwrap_or_default().lines().map(|l| l.parse::<u64>().unwrap()));
     }
     let unique: HashSet<u64> = all.iter().copied().collect();
-    if all.len() != 600 || unique.len() != 600 {
-        failures.push(format!("{label}: {} ids issued, {} distinct (expected 600 and 600)", all.len(), unique.len()));
+    if all.len() != 2 * CALLS || unique.len() != 2 * CALLS {
+        failures.push(format!("{label}: {} ids issued, {} distinct (expected {} of each)", all.len(), unique.len(), 2 * CALLS));
     }
     for (w, first) in ws.iter_mut().zip(firsts) {
         let r = w.cmd(&format!("release_ids {first}"));
