@@ -25,24 +25,7 @@ fn live_holder_with_shifted_start_time_is_not_cleared() {
     let path = dir.0.join("p");
     let lock = dir.0.join("p.nfs_lock");
 
-    let (mut ready_r, mut ready_w) = std::io::pipe().unwrap();
-    // SAFETY: the child only takes the lock, reports, and sleeps until it is killed.
-    let child = unsafe { libc::fork() };
-    assert!(child >= 0, "fork");
-    if child == 0 {
-        drop(ready_r);
-        let held = lockfile::create(&path, b"long job");
-        let _ = ready_w.write_all(if held.is_ok() { b"1" } else { b"0" });
-        std::mem::forget(held);
-        loop {
-            std::thread::sleep(std::time::Duration::from_secs(1));
-        }
-    }
-    drop(ready_w);
-    let mut ok = [0u8; 1];
-    ready_r.read_exact(&mut ok).unwrap();
-    let killed = scopeguard_kill(child);
-    assert_eq!(&ok, b"1", "the child took the lock");
+    let killed = holder_child(&path, b"long job").expect("the child took the lock");
 
     // Shift the recorded start time by an hour, in place (same inode, as a clock step
     // would make every reader compute it): by pid and start time the holder looks dead.
@@ -72,24 +55,7 @@ fn a_holder_killed_a_moment_ago_is_cleared_by_the_next_call() {
     fs::create_dir_all(&dir.0).unwrap();
     let path = dir.0.join("p");
     for round in 0..20 {
-        let (mut ready_r, mut ready_w) = std::io::pipe().unwrap();
-        // SAFETY: the child only takes the lock, reports, and sleeps until it is killed.
-        let child = unsafe { libc::fork() };
-        assert!(child >= 0, "fork");
-        if child == 0 {
-            drop(ready_r);
-            let held = lockfile::create(&path, b"about to be killed");
-            let _ = ready_w.write_all(if held.is_ok() { b"1" } else { b"0" });
-            std::mem::forget(held);
-            loop {
-                std::thread::sleep(std::time::Duration::from_secs(1));
-            }
-        }
-        drop(ready_w);
-        let mut ok = [0u8; 1];
-        ready_r.read_exact(&mut ok).unwrap();
-        let killed = scopeguard_kill(child);
-        assert_eq!(&ok, b"1", "round {round}: the child took the lock");
+        let killed = holder_child(&path, b"about to be killed").unwrap_or_else(|| panic!("round {round}: the child took the lock"));
         let err = lockfile::create(&path, b"taker").expect_err("a live holder keeps its lock");
         assert_eq!(err.errno(), Errno::EAGAIN, "{err}");
         drop(killed);
@@ -113,6 +79,30 @@ fn an_oversized_message_is_emsgsize_and_writes_nothing() {
     let left: Vec<_> = fs::read_dir(&dir.0).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert!(left.is_empty(), "files were written: {left:?}");
     lockfile::create(&path, b"small").expect("the path is free").unlock().unwrap();
+}
+
+/// Forks a child that takes the lock on `path` and then sleeps until it is killed;
+/// returns the guard that kills and reaps it, or None when the child could not lock.
+fn holder_child(path: &std::path::Path, message: &[u8]) -> Option<impl Drop> {
+    let (r, w) = nix::unistd::pipe().unwrap();
+    let (mut ready_r, mut ready_w) = (fs::File::from(r), fs::File::from(w));
+    // SAFETY: the child only takes the lock, reports, and sleeps until it is killed.
+    let child = unsafe { libc::fork() };
+    assert!(child >= 0, "fork");
+    if child == 0 {
+        drop(ready_r);
+        let held = lockfile::create(path, message);
+        let _ = ready_w.write_all(if held.is_ok() { b"1" } else { b"0" });
+        std::mem::forget(held);
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+    }
+    drop(ready_w);
+    let mut ok = [0u8; 1];
+    ready_r.read_exact(&mut ok).unwrap();
+    let killed = scopeguard_kill(child);
+    (&ok == b"1").then_some(killed)
 }
 
 /// Kills and reaps the child when dropped, also when an assertion fails first.
