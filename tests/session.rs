@@ -7,7 +7,7 @@
 
 use std::collections::HashSet;
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -63,16 +63,22 @@ fn spawn(role: &str, dir: &Path) -> Kid {
     Kid(child)
 }
 
-/// Reads the child's next line that starts with `key=`, giving up after `limit`.
+/// Reads the child's next line that starts with `key=`. One byte at a time, so that
+/// nothing after that line is read ahead and lost (a BufReader made per call would
+/// swallow a second line that arrived with the first).
 fn expect_line(kid: &mut Kid, key: &str) -> String {
     let out = kid.0.stdout.as_mut().unwrap();
-    let mut reader = BufReader::new(out);
-    let mut line = String::new();
     loop {
-        line.clear();
-        if reader.read_line(&mut line).unwrap() == 0 {
-            panic!("the child ended before printing {key}=");
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        loop {
+            match out.read(&mut byte).unwrap() {
+                0 => panic!("the child ended before printing {key}="),
+                _ if byte[0] == b'\n' => break,
+                _ => line.push(byte[0]),
+            }
         }
+        let line = String::from_utf8_lossy(&line);
         if let Some(v) = line.trim().strip_prefix(&format!("{key}=")) {
             return v.to_string();
         }
