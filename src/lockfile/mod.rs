@@ -73,9 +73,8 @@ struct Target {
     lock: PathBuf,
     lock_name: OsString,
     dir: PathBuf,
-    /// A lock the library takes for itself (a session repository's guard): `P` gets no
-    /// copy of the record (nobody reads it there), and the at-exit hook leaves it alone
-    /// (another thread may be in the middle of the update it protects; once the process
+    /// A lock the library takes for itself (a session repository's guard or writer
+    /// lock): the at-exit hook leaves it alone (another thread may be in the middle of the update it protects; once the process
     /// is gone it is a dead holder's lock, cleared as such).
     internal: bool,
 }
@@ -231,9 +230,13 @@ fn blocking(t: Target, message: &[u8], timeout: Option<Duration>) -> Result<Lock
         judged.unwritten_this_round = false;
         let err = match attempt(&t, message, OP_BLOCKING, &mut judged) {
             Ok(lock) => return Ok(lock),
-            Err(e) if !matches!(e.sys_errno(), Errno::EAGAIN | Errno::EIO | Errno::ESTALE | Errno::EINTR) => return Err(e),
+            // Held, or a transient error (the same list every retry uses): wait.
+            Err(e) if e.sys_errno() != Errno::EAGAIN && !fsops::is_transient(e.sys_errno()) => return Err(e),
             Err(e) => e,
         };
+        if timeout == Some(Duration::ZERO) {
+            return Err(err);
+        }
         // A lock held by another thread of this process is waited for in memory, where
         // a removed or renamed directory would go unnoticed: check it on every round.
         if fsops::dir_is_gone(&t.dir) {
@@ -254,9 +257,6 @@ fn blocking(t: Target, message: &[u8], timeout: Option<Duration>) -> Result<Lock
             return Err(t.error(Errno::EBADMSG, OP_BLOCKING, why));
         }
         let left = timeout.map_or(Duration::MAX, |t| t.saturating_sub(start.elapsed()));
-        if timeout == Some(Duration::ZERO) {
-            return Err(err);
-        }
         if left.is_zero() {
             let waited = timeout.unwrap_or_default().as_millis();
             let cause = format!("gave up after {waited} ms; last attempt: {}", err.cause());
