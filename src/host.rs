@@ -44,7 +44,7 @@ impl Identity {
 
     /// The record this process writes when it takes a lock.
     pub fn record(&self, message: &[u8]) -> Record {
-        Record { host: self.host.clone(), pid: self.pid, message: message.to_vec(), start_time: self.start_time }
+        Record { host: self.host.clone(), pid: self.pid, message: message.to_vec(), start_time: self.start_time, lease: None }
     }
 
     /// True when `r` was written by this very process (same host, pid and start time).

@@ -38,12 +38,14 @@
 
 pub mod errno;
 pub mod error;
+mod fence;
 #[doc(hidden)]
 pub mod ffi;
 mod fsops;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod host;
+pub mod lease;
 pub mod lockfile;
 mod process;
 mod random;

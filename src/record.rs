@@ -18,6 +18,22 @@ pub struct Record {
     pub message: Vec<u8>,
     /// When the holder's process started; absent in records written before 2018.
     pub start_time: Option<StartTime>,
+    /// The lease the holder promised to renew; None for a plain lock (Core's record).
+    pub lease: Option<LeaseTerms>,
+}
+
+/// The field a leased lock adds to Core's record:
+/// `(lease(ms 10000)(claim 0123456789abcdef)(mode exclusive))`. Core's reader rejects
+/// records with unknown fields, so Core never takes or clears a leased lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseTerms {
+    /// The lease: others may break the lock after watching it unrenewed for this long.
+    pub ms: u32,
+    /// The 16 hex digits naming the holder's claim, and with it its tokens
+    /// (`.nfslock-<claim>.<epoch>`; see docs/lease-protocol.md).
+    pub claim: String,
+    /// A shared (reader) hold rather than an exclusive one.
+    pub shared: bool,
 }
 
 /// A process start time: microseconds since the Unix epoch, UTC.
@@ -33,6 +49,7 @@ impl std::fmt::Debug for Record {
             .field("pid", &self.pid)
             .field("message", &String::from_utf8_lossy(&self.message))
             .field("start_time", &self.start_time)
+            .field("lease", &self.lease)
             .finish()
     }
 }
@@ -69,6 +86,12 @@ impl Record {
             let (date, time) = format_utc(t);
             fields.push(field("start_time", Sexp::list([Sexp::atom(date), Sexp::atom(time)])));
         }
+        if let Some(l) = &self.lease {
+            let mode = if l.shared { "shared" } else { "exclusive" };
+            let terms =
+                [field("ms", Sexp::atom(l.ms.to_string())), field("claim", Sexp::atom(l.claim.clone())), field("mode", Sexp::atom(mode))];
+            fields.push(field("lease", Sexp::list(terms)));
+        }
         Sexp::List(fields).to_machine()
     }
 
@@ -83,7 +106,7 @@ impl Record {
         let Sexp::List(fields) = sexp::parse(bytes).map_err(|e| BadRecord(format!("not an S-expression: {}", e.0)))? else {
             return Err(BadRecord("record is an atom, not a list of fields".into()));
         };
-        let (mut host, mut pid, mut message, mut start_time) = (None, None, None, None);
+        let (mut host, mut pid, mut message, mut start_time, mut lease) = (None, None, None, None, None);
         for f in &fields {
             let (name, value) = match f {
                 Sexp::List(kv) if kv.len() == 2 => match &kv[0] {
@@ -97,6 +120,7 @@ impl Record {
                 b"pid" => pid.replace(parse_pid(atom(value, "pid")?)?).is_some(),
                 b"message" => message.replace(atom(value, "message")?.to_vec()).is_some(),
                 b"start_time" => start_time.replace(parse_time(value)?).is_some(),
+                b"lease" => lease.replace(parse_lease(value)?).is_some(),
                 _ => false,
             };
             if slot_filled {
@@ -108,8 +132,49 @@ impl Record {
             pid: pid.ok_or_else(|| BadRecord("no pid field".into()))?,
             message: message.ok_or_else(|| BadRecord("no message field".into()))?,
             start_time,
+            lease,
         })
     }
+}
+
+/// `((ms N)(claim HEX16)(mode exclusive|shared))`, every part required, nothing else.
+fn parse_lease(value: &Sexp) -> Result<LeaseTerms, BadRecord> {
+    let bad = |why: &str| BadRecord(format!("lease: {why}"));
+    let Sexp::List(parts) = value else { return Err(bad("not a list of terms")) };
+    let (mut ms, mut claim, mut shared) = (None, None, None);
+    for p in parts {
+        let Sexp::List(kv) = p else { return Err(bad("a term is not a (name value) pair")) };
+        let [Sexp::Atom(name), value] = kv.as_slice() else { return Err(bad("a term is not a (name value) pair")) };
+        let v = atom(value, "lease term")?;
+        let filled = match name.as_slice() {
+            b"ms" => {
+                let n = std::str::from_utf8(v).ok().filter(|s| s.bytes().all(|b| b.is_ascii_digit())).and_then(|s| s.parse::<u32>().ok());
+                ms.replace(n.filter(|&n| n > 0).ok_or_else(|| bad("ms is not a positive number"))?).is_some()
+            }
+            b"claim" => {
+                let ok = v.len() == 16 && v.iter().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+                claim
+                    .replace(ok.then(|| String::from_utf8_lossy(v).into_owned()).ok_or_else(|| bad("claim is not 16 hex digits"))?)
+                    .is_some()
+            }
+            b"mode" => shared
+                .replace(match v {
+                    b"exclusive" => false,
+                    b"shared" => true,
+                    _ => return Err(bad("mode is neither exclusive nor shared")),
+                })
+                .is_some(),
+            _ => return Err(bad("unknown term")),
+        };
+        if filled {
+            return Err(bad("a term appears twice"));
+        }
+    }
+    Ok(LeaseTerms {
+        ms: ms.ok_or_else(|| bad("no ms"))?,
+        claim: claim.ok_or_else(|| bad("no claim"))?,
+        shared: shared.ok_or_else(|| bad("no mode"))?,
+    })
 }
 
 fn field(name: &str, value: Sexp) -> Sexp {
@@ -247,15 +312,15 @@ mod tests {
 
     #[test]
     fn debug_prints_text() {
-        let r = Record { host: b"build-07".to_vec(), pid: 4242, message: b"nightly".to_vec(), start_time: Some(T) };
+        let r = Record { host: b"build-07".to_vec(), pid: 4242, message: b"nightly".to_vec(), start_time: Some(T), lease: None };
         assert_eq!(
             format!("{r:?}"),
-            r#"Record { host: "build-07", pid: 4242, message: "nightly", start_time: Some(2024-01-15 10:30:00.120000Z) }"#
+            r#"Record { host: "build-07", pid: 4242, message: "nightly", start_time: Some(2024-01-15 10:30:00.120000Z), lease: None }"#
         );
     }
 
     fn rec(host: &str, pid: i32, message: &[u8], start_time: Option<StartTime>) -> Record {
-        Record { host: host.into(), pid, message: message.to_vec(), start_time }
+        Record { host: host.into(), pid, message: message.to_vec(), start_time, lease: None }
     }
 
     #[test]

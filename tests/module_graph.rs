@@ -27,7 +27,11 @@ const LAYERS: &[&[&str]] = &[
     &["fuzzing"],
     &["ffi"],
     &["session"],
+    // Leases: lock files whose holders renew them.
+    &["lease"],
     &["lockfile"],
+    // Fencing counters, used by plain locks and leases.
+    &["fence"],
     // Process-wide services both families use: fork generation, hooks, identity.
     &["process"],
     &["host"],

@@ -27,6 +27,12 @@ fn fresh_name(dir: &Path) -> PathBuf {
     dir.join(format!("{PREFIX}{}", crate::random::unpredictable_hex()))
 }
 
+/// The 16 hex digits of a claim's name.
+pub fn hex_of(path: &Path) -> &str {
+    let name = path.file_name().and_then(OsStr::to_str).unwrap_or_default();
+    name.get(PREFIX.len()..).unwrap_or_default()
+}
+
 fn is_claim_name(name: &OsStr) -> bool {
     let b = name.as_bytes();
     b.len() == NAME_LEN && b.starts_with(PREFIX.as_bytes()) && b[PREFIX.len()..].iter().all(u8::is_ascii_hexdigit)
@@ -53,8 +59,15 @@ fn create_private(dir: &Path) -> nix::Result<(PathBuf, ChildlessFd)> {
 /// Creates a claim in `dir` holding `record` (durably: see fsops::write_durably), with
 /// this process's shared liveness flock on it.
 pub fn create(dir: &Path, record: &[u8], message: &[u8]) -> nix::Result<Claim> {
+    create_with(dir, &|_| record.to_vec(), message)
+}
+
+/// [`create`] with a record that names the claim (a lease's record carries its claim's
+/// 16 hex digits): `record_for` gets them.
+pub fn create_with(dir: &Path, record_for: &dyn Fn(&str) -> Vec<u8>, message: &[u8]) -> nix::Result<Claim> {
     for _ in 0..8 {
         let (path, fd) = create_private(dir)?;
+        let record = record_for(hex_of(&path));
         let made = fsops::fstat(&fd).and_then(|st| {
             // The flock comes before the write, so a sweep on this host does not take a
             // claim being written for an orphan. Where flock is unsupported (EOPNOTSUPP,
@@ -63,7 +76,7 @@ pub fn create(dir: &Path, record: &[u8], message: &[u8]) -> nix::Result<Claim> {
                 Ok(()) | Err(Errno::EOPNOTSUPP | Errno::ENOLCK | Errno::EINVAL) => {}
                 Err(e) => return Err(e),
             }
-            fsops::write_durably(&fd, record).map_err(|e| fsops::io_errno(&e))?;
+            fsops::write_durably(&fd, &record).map_err(|e| fsops::io_errno(&e))?;
             Ok(FileId::from(&st))
         });
         match made {
@@ -83,7 +96,7 @@ pub fn create(dir: &Path, record: &[u8], message: &[u8]) -> nix::Result<Claim> {
     Err(Errno::EWOULDBLOCK)
 }
 
-/// Removes the claim files in `dir` that no live process keeps: those whose record
+/// Removes the claim files (and lease tokens) in `dir` that no live process keeps: those whose record
 /// names a dead process of this host, and those of our own user without a whole record
 /// (a process killed between the create and the write, or our own create whose reply
 /// was lost). A claim is removed only under an exclusive flock (no live process of this
@@ -96,7 +109,8 @@ pub fn sweep_orphans(dir: &Path, this_host: &[u8]) {
     let me = nix::unistd::geteuid().as_raw();
     for entry in entries.flatten() {
         let name = entry.file_name();
-        if !is_claim_name(&name) {
+        // Lease tokens are claims too, under the names their epochs give them.
+        if !is_claim_name(&name) && !super::token::is_token_name(&name) {
             continue;
         }
         let path = dir.join(&name);

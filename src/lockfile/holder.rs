@@ -12,8 +12,9 @@ use std::time::Duration;
 
 use nix::errno::Errno;
 
+use super::token::{self, Broke, Found};
 use crate::fsops::{self, FileId};
-use crate::record::{Record, MAX_RECORD_LEN};
+use crate::record::{LeaseTerms, Record, MAX_RECORD_LEN};
 
 /// The state of a lock file as read once.
 #[derive(Debug)]
@@ -153,11 +154,43 @@ pub fn clear_dead(lock_path: &Path, copy_path: &Path, dead: FileId, record: &Rec
     // `file` closes here, after the unlink, releasing the flock.
 }
 
+/// Breaks the lease of a dead holder of this host (no such process, and its liveness
+/// flock free): takes its token first, as every breaker of a lease must (see
+/// docs/lease-protocol.md), so that a breaker on another host racing us cannot remove
+/// a lock taken after ours. Busy: no token to take (another breaker has it), or it moved.
+pub fn clear_dead_leased(lock_path: &Path, dead: FileId, terms: &LeaseTerms) -> nix::Result<Cleared> {
+    let fd = match fsops::open_for_flock(lock_path) {
+        Ok(fd) => fd,
+        Err(Errno::ENOENT) => return Ok(Cleared::Gone),
+        Err(e) => return Err(e),
+    };
+    if FileId::from(&fsops::fstat(&fd)?) != dead {
+        return Ok(Cleared::Busy);
+    }
+    match fsops::try_flock_exclusive(&fd) {
+        Ok(()) => {}
+        Err(Errno::EWOULDBLOCK) => return Ok(Cleared::Busy),
+        Err(e) => return Err(e),
+    }
+    let dir = lock_path.parent().unwrap_or(Path::new("/"));
+    let (from, epoch) = match token::find(dir, &terms.claim)? {
+        Found::Live(epoch) => (token::path(dir, &terms.claim, epoch), epoch),
+        // A breaker took it: the holder is dead, but the breaker may be alive; its
+        // token is taken over only after watching it (see lease::watch).
+        Found::Broken(_) | Found::Nothing => return Ok(Cleared::Busy),
+    };
+    match token::break_hold(dir, lock_path, &from, &terms.claim, epoch, dead)? {
+        Broke::Removed => Ok(Cleared::Gone),
+        Broke::Lost => Ok(Cleared::Busy),
+    }
+    // `fd` closes here, releasing the flock.
+}
+
 /// Removes `P` when it would show a record to a reader of a lock linked from it: when
 /// it is the dead lock itself (Core v1), or a regular file holding a record (a Core v2
 /// copy, or one written by libnfslock before 0.2). Anything else at `P` (empty, other
 /// contents, a directory, a symlink) is left alone.
-fn remove_stale_copy(copy_path: &Path, dead: FileId) -> nix::Result<()> {
+pub(crate) fn remove_stale_copy(copy_path: &Path, dead: FileId) -> nix::Result<()> {
     let st = match fsops::lstat(copy_path) {
         Ok(st) => st,
         Err(Errno::ENOENT) => return Ok(()),

@@ -12,12 +12,13 @@
 //! Steady state, for a path this process locked before with the same message: create is
 //! one link(2), unlock one lstat(2) and one unlink(2).
 
-mod claim;
-mod holder;
-mod registry;
+pub(crate) mod claim;
+pub(crate) mod holder;
+pub(crate) mod registry;
 #[cfg(test)]
 mod tests;
-mod wait;
+pub(crate) mod token;
+pub(crate) mod wait;
 
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
@@ -66,21 +67,21 @@ const OP_CRITICAL: &str = "critical_section";
 
 /// The names one lock involves.
 #[derive(Debug, Clone)]
-struct Target {
+pub(crate) struct Target {
     /// `P`, absolute and without `.` components or doubled slashes: the process-wide key.
-    key: PathBuf,
+    pub(crate) key: PathBuf,
     /// `P.nfs_lock`.
-    lock: PathBuf,
-    lock_name: OsString,
-    dir: PathBuf,
+    pub(crate) lock: PathBuf,
+    pub(crate) lock_name: OsString,
+    pub(crate) dir: PathBuf,
     /// A lock the library takes for itself (a session repository's guard or writer
     /// lock): the at-exit hook leaves it alone (another thread may be in the middle of the update it protects; once the process
     /// is gone it is a dead holder's lock, cleared as such).
-    internal: bool,
+    pub(crate) internal: bool,
 }
 
 impl Target {
-    fn new(op: &'static str, path: &Path) -> Result<Target> {
+    pub(crate) fn new(op: &'static str, path: &Path) -> Result<Target> {
         let bytes = path.as_os_str().as_bytes();
         let invalid = |why: &str| Err(Error::new(Errno::EINVAL, op, Some(path), why));
         if bytes.is_empty() {
@@ -117,7 +118,7 @@ impl Target {
     }
 
     /// The target a reader means: `P`, or `P.nfs_lock` itself (as Core's readers accept).
-    fn for_reader(op: &'static str, path: &Path) -> Result<Target> {
+    pub(crate) fn for_reader(op: &'static str, path: &Path) -> Result<Target> {
         let bytes = path.as_os_str().as_bytes();
         match bytes.strip_suffix(LOCK_SUFFIX.as_bytes()) {
             Some(p) if !p.is_empty() && !p.ends_with(b"/") => Target::new(op, Path::new(std::ffi::OsStr::from_bytes(p))),
@@ -125,11 +126,11 @@ impl Target {
         }
     }
 
-    fn error(&self, errno: Errno, op: &'static str, cause: impl Into<String>) -> Error {
+    pub(crate) fn error(&self, errno: Errno, op: &'static str, cause: impl Into<String>) -> Error {
         Error::new(errno, op, Some(&self.key), cause)
     }
 
-    fn sys(&self, errno: Errno, op: &'static str, call: &str, on: &Path) -> Error {
+    pub(crate) fn sys(&self, errno: Errno, op: &'static str, call: &str, on: &Path) -> Error {
         let cause = match errno {
             Errno::ENOENT => format!("{call} {}: the directory {} does not exist", on.display(), self.dir.display()),
             _ => format!("{call} {}: {}", on.display(), errno.desc()),
@@ -147,6 +148,8 @@ pub struct Lock {
     file: FileId,
     generation: u64,
     held: bool,
+    /// The fencing token handed out for this hold (0: none yet).
+    fence: std::sync::atomic::AtomicU64,
 }
 
 impl Lock {
@@ -166,6 +169,32 @@ impl Lock {
     pub fn unlock(mut self) -> Result<()> {
         self.held = false;
         self.release(OP_UNLOCK)
+    }
+
+    /// This hold's fencing token: greater than every token handed out for any earlier
+    /// acquisition of this path (see [`crate::lease::Lease::fencing_token`]). The first
+    /// call of a hold grows the path's counter durably, then checks the lock file is
+    /// still ours; ENOLCK if it is not.
+    pub fn fencing_token(&self) -> Result<u64> {
+        use std::sync::atomic::Ordering;
+        const OP: &str = "fencing_token";
+        let t = &self.target;
+        if process::fork_generation() != self.generation {
+            return Err(t.error(Errno::EPERM, OP, "the handle was inherited through fork; a child holds nothing"));
+        }
+        let known = self.fence.load(Ordering::Relaxed);
+        if known != 0 {
+            return Ok(known);
+        }
+        let counter = crate::fence::counter_path(&t.lock);
+        let token = crate::fence::grow(&t.lock).map_err(|e| t.sys(e, OP, "growing the fencing counter", &counter))?;
+        // A plain lock is never broken while its holder lives; only unlock_path or an
+        // operator's break can have removed it.
+        if !state().holds(&t.key, self.token) || fsops::id_of(&t.lock) != Ok(self.file) {
+            return Err(t.error(Errno::ENOLCK, OP, format!("{} was removed or replaced; no token", t.lock.display())));
+        }
+        self.fence.store(token, Ordering::Relaxed);
+        Ok(token)
     }
 
     fn release(&self, op: &'static str) -> Result<()> {
@@ -289,6 +318,11 @@ pub fn unlock_path(path: impl AsRef<Path>) -> Result<()> {
         Holder::Unwritten { .. } => return Err(t.error(Errno::EAGAIN, op, UNWRITTEN)),
         Holder::Held { record, file } => (record, file),
     };
+    if let Some(terms) = record.lease.as_ref().filter(|_| me.wrote(&record)) {
+        // One of our own leases: its token goes first, as for any break; its handle
+        // then learns ENOLCK.
+        return break_leased(&t, op, file, terms);
+    }
     if me.wrote(&record) {
         // Bound first: the state's guard must be gone before end_hold takes it again.
         let release = state().begin_release_of_file(file);
@@ -311,7 +345,7 @@ pub fn unlock_path(path: impl AsRef<Path>) -> Result<()> {
     match host::owner_of(&record, &me.host) {
         Owner::Alive => Err(t.error(Errno::EPERM, op, format!("{}; it is alive", describe(&record)))),
         Owner::OtherHost => Err(t.error(Errno::EPERM, op, format!("{}; another host's lock is never broken", describe(&record)))),
-        Owner::Dead => match holder::clear_dead(&t.lock, &t.key, file, &record) {
+        Owner::Dead => match clear_dead(&t, file, &record) {
             Ok(Cleared::Gone) => {
                 claim::sweep_orphans(&t.dir, &me.host);
                 Ok(())
@@ -319,6 +353,89 @@ pub fn unlock_path(path: impl AsRef<Path>) -> Result<()> {
             Ok(Cleared::Busy) => Err(t.error(Errno::EAGAIN, op, format!("{}; {BUSY}", describe(&record)))),
             Err(e) => Err(t.sys(e, op, "clearing the dead holder's lock", &t.lock)),
         },
+    }
+}
+
+/// Breaks the lease on `t` whose lock file is `file`: finds its token, takes it, removes
+/// the lock file. EAGAIN: its token moved meanwhile (renewed, released, or taken by
+/// another breaker), or a breaker has it.
+pub(crate) fn break_leased(t: &Target, op: &'static str, file: FileId, terms: &crate::record::LeaseTerms) -> Result<()> {
+    // A hold of this process on it ends with the break (its handle learns ENOLCK).
+    let hold = match state().begin_release_of_file(file) {
+        Release::Started(key, token) => Some((key, token)),
+        Release::InProgress => return Err(t.error(Errno::EAGAIN, op, "a thread of this process is releasing it")),
+        Release::NotHeld => None,
+    };
+    let broke = break_leased_token(t, op, file, terms);
+    if let Some((key, token)) = hold {
+        registry::end_hold(&key, token);
+    }
+    broke
+}
+
+fn break_leased_token(t: &Target, op: &'static str, file: FileId, terms: &crate::record::LeaseTerms) -> Result<()> {
+    let sys = |e, call| t.sys(e, op, call, &t.lock);
+    let found = token::find(&t.dir, &terms.claim).map_err(|e| sys(e, "listing the directory of"))?;
+    let (from, epoch) = match found {
+        token::Found::Live(epoch) => (token::path(&t.dir, &terms.claim, epoch), epoch),
+        token::Found::Broken(_) => return Err(t.error(Errno::EAGAIN, op, "another process is breaking this lease")),
+        token::Found::Nothing => return Err(t.error(Errno::EAGAIN, op, "the lease's token is gone (released or broken meanwhile)")),
+    };
+    match token::break_hold(&t.dir, &t.lock, &from, &terms.claim, epoch, file).map_err(|e| sys(e, "breaking"))? {
+        token::Broke::Removed => Ok(()),
+        token::Broke::Lost => Err(t.error(Errno::EAGAIN, op, "the lease was renewed, released or broken while it was being broken")),
+    }
+}
+
+/// Removes the plain lock file `file` on `t`, whoever holds it (an operator's break):
+/// renames it aside and checks it is the file seen; a lock taken in between is put back.
+pub(crate) fn break_plain(t: &Target, op: &'static str, file: FileId) -> Result<()> {
+    let aside = t.dir.join(format!(".nfslock-{}.1.x{}", crate::random::unpredictable_hex(), crate::random::unpredictable_hex()));
+    let hold = match state().begin_release_of_file(file) {
+        Release::Started(key, token) => Some((key, token)),
+        Release::InProgress => return Err(t.error(Errno::EAGAIN, op, "a thread of this process is releasing it")),
+        Release::NotHeld => None,
+    };
+    let result = (|| {
+        match fsops::retry(|| nix::fcntl::renameat(nix::fcntl::AT_FDCWD, &t.lock, nix::fcntl::AT_FDCWD, &aside)) {
+            Ok(()) => {}
+            Err(Errno::ENOENT) if fsops::id_of(&aside).is_err() => return Err(t.error(Errno::ENOENT, op, "released meanwhile")),
+            Err(Errno::ENOENT) => {}
+            Err(e) => return Err(t.sys(e, op, "rename", &t.lock)),
+        }
+        if fsops::id_of(&aside) == Ok(file) {
+            let _ = holder::remove_stale_copy(&t.key, file);
+            let _ = fsops::unlink(&aside);
+            return Ok(());
+        }
+        // Someone took the lock between our read and our rename: give it back.
+        match fsops::link(&aside, &t.lock) {
+            Ok(()) => {
+                let _ = fsops::unlink(&aside);
+                Err(t.error(Errno::EAGAIN, op, "the lock changed hands while it was being broken; it was left as it is"))
+            }
+            Err(e) => Err(t.error(
+                Errno::EIO,
+                op,
+                format!(
+                    "the lock changed hands while it was being broken, and could not be put back ({}): it is at {}",
+                    e.desc(),
+                    aside.display()
+                ),
+            )),
+        }
+    })();
+    if let Some((key, token)) = hold {
+        registry::end_hold(&key, token);
+    }
+    result
+}
+
+/// Clears the lock of a dead holder of this host: a lease by taking its token first.
+pub(crate) fn clear_dead(t: &Target, file: FileId, record: &Record) -> nix::Result<Cleared> {
+    match &record.lease {
+        Some(terms) => holder::clear_dead_leased(&t.lock, file, terms),
+        None => holder::clear_dead(&t.lock, &t.key, file, record),
     }
 }
 
@@ -376,7 +493,7 @@ pub fn critical_section<R>(path: impl AsRef<Path>, message: &[u8], timeout: Opti
     Ok(out)
 }
 
-fn read_holder(t: &Target, op: &'static str) -> Result<Holder> {
+pub(crate) fn read_holder(t: &Target, op: &'static str) -> Result<Holder> {
     holder::read(&t.lock, &t.key).map_err(|e| match e {
         ReadError::Bad(why) => t.error(Errno::EBADMSG, op, format!("{}: {why}", t.lock.display())),
         ReadError::Symlink => t.error(Errno::ELOOP, op, format!("{} is a symlink; it is never followed", t.lock.display())),
@@ -384,11 +501,11 @@ fn read_holder(t: &Target, op: &'static str) -> Result<Holder> {
     })
 }
 
-fn describe(r: &Record) -> String {
+pub(crate) fn describe(r: &Record) -> String {
     format!("held by pid {} on host {} (message {:?})", r.pid, String::from_utf8_lossy(&r.host), String::from_utf8_lossy(&r.message))
 }
 
-fn busy_error(t: &Target, op: &'static str, busy: Busy, spelling: Option<&Path>) -> Error {
+pub(crate) fn busy_error(t: &Target, op: &'static str, busy: Busy, spelling: Option<&Path>) -> Error {
     let other = spelling.filter(|k| *k != t.key).map(|k| format!(" (taken as {})", k.display())).unwrap_or_default();
     match busy {
         Busy::ByThisThread => t.error(Errno::EDEADLK, op, format!("the calling thread already holds this lock{other}")),
@@ -408,7 +525,7 @@ fn attempt(t: &Target, message: &[u8], op: &'static str, judged: &mut Judgements
     match take(t, message, &me, claim, op, judged) {
         Ok(file) => {
             state().confirm(&t.key, token, file);
-            Ok(Lock { target: t.clone(), token, file, generation, held: true })
+            Ok(Lock { target: t.clone(), token, file, generation, held: true, fence: Default::default() })
         }
         Err(e) => {
             registry::end_hold(&t.key, token);
@@ -480,7 +597,7 @@ fn take(t: &Target, message: &[u8], me: &Identity, cached: Option<Claim>, op: &'
                     let why = format!("{}; another host's lock is never broken", describe(&record));
                     return Err(t.error(Errno::EAGAIN, op, why));
                 }
-                Owner::Dead => match holder::clear_dead(&t.lock, &t.key, file, &record) {
+                Owner::Dead => match clear_dead(t, file, &record) {
                     Ok(Cleared::Gone) => claim::sweep_orphans(&t.dir, &me.host),
                     Ok(Cleared::Busy) => busy = Some(record),
                     Err(e) => return Err(t.sys(e, op, "clearing the dead holder's lock", &t.lock)),
@@ -500,7 +617,7 @@ fn take(t: &Target, message: &[u8], me: &Identity, cached: Option<Claim>, op: &'
 /// open(2) manual gives for NFS, our own claim's link count, read through a fresh open
 /// (close-to-open consistency revalidates its attributes), which a stale cached lookup
 /// of the lock name cannot fool. Our claim is linked nowhere but to this lock file.
-fn claim_is_linked(claim: &Claim) -> bool {
+pub(crate) fn claim_is_linked(claim: &Claim) -> bool {
     fsops::open_existing(&claim.path, false)
         .and_then(|fd| fsops::fstat(&fd))
         .is_ok_and(|st| FileId::from(&st) == claim.id && st.st_nlink >= 2)

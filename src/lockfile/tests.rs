@@ -38,7 +38,7 @@ fn dead_record(message: &str) -> Vec<u8> {
     let pid = child.id() as i32;
     child.wait().unwrap();
     let me = process::this_process();
-    Record { host: me.host.clone(), pid, message: message.as_bytes().to_vec(), start_time: me.start_time }.to_bytes()
+    Record { host: me.host.clone(), pid, message: message.as_bytes().to_vec(), start_time: me.start_time, lease: None }.to_bytes()
 }
 
 #[test]

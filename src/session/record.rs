@@ -115,7 +115,13 @@ mod tests {
     fn sample() -> SessionRecord {
         SessionRecord {
             beat: 42,
-            owner: Record { host: b"build 7".to_vec(), pid: 4242, message: Vec::new(), start_time: Some(StartTime(1_700_000_000_120_000)) },
+            owner: Record {
+                host: b"build 7".to_vec(),
+                pid: 4242,
+                message: Vec::new(),
+                start_time: Some(StartTime(1_700_000_000_120_000)),
+                lease: None,
+            },
             since: StartTime(1_700_000_002_500_000),
             timeout: Duration::from_millis(45_000),
         }

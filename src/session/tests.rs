@@ -294,7 +294,7 @@ fn liveness_judges_by_the_observers_clock_the_owners_pid_and_readability() {
     let mut observer = Observer::new(true, Duration::from_secs(10));
     // Another host's session: dead only once its beat stayed the same for its timeout,
     // on our clock.
-    let remote = Record { host: b"elsewhere".to_vec(), pid: 1, message: Vec::new(), start_time: None };
+    let remote = Record { host: b"elsewhere".to_vec(), pid: 1, message: Vec::new(), start_time: None, lease: None };
     plant_record(tmp.path(), "00000000000000e1", remote, Duration::from_millis(30));
     assert_eq!(observer.judge(&repo, "00000000000000e1", &me.host), Life::Alive, "first seen");
     std::thread::sleep(Duration::from_millis(40));

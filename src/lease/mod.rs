@@ -1,0 +1,544 @@
+//! Leases on lock files: a lock whose holder renews it, so that a crashed holder's lock is
+//! recovered by others, on any host, without comparing clocks. The protocol, its files
+//! and why it is safe: docs/lease-protocol.md.
+//!
+//! A lease is `P.nfs_lock` like any lock, holding the holder's record plus its terms;
+//! its holder keeps the token `.nfslock-<claim>.<epoch>` moving (one rename(2) every
+//! third of the lease, from a library thread unless keep-alive is off). A waiter that
+//! sees the token stay in place for the whole lease, on its own clock, takes the token
+//! (one rename(2) that only one process can win) and removes the lock. Plain locks are
+//! untouched by all of this.
+
+mod clock;
+mod hold;
+mod keepalive;
+mod note;
+mod watch;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+
+use crate::error::{Error, Result};
+use crate::fsops::{self, FileId};
+use crate::host::{self, Identity, Owner};
+use crate::lockfile::holder::{Cleared, Holder};
+use crate::lockfile::registry::{self, state};
+use crate::lockfile::{self, claim, token, wait, Target};
+use crate::process;
+use crate::record::{LeaseTerms, Record, MAX_RECORD_LEN};
+use hold::{Hold, Parked};
+use watch::{Verdict, Watch};
+
+pub use watch::margin;
+
+/// The shortest lease: renewals every third of it must fit in the scheduling and I/O
+/// delays of a loaded machine.
+pub const MIN_LEASE: Duration = Duration::from_millis(100);
+/// The longest lease (a day): a crashed holder's lock is recovered within this.
+pub const MAX_LEASE: Duration = Duration::from_secs(86_400);
+
+const OP_ACQUIRE: &str = "acquire";
+const OP_RENEW: &str = "renew";
+const OP_IS_HELD: &str = "is_held";
+const OP_FENCE: &str = "fencing_token";
+const OP_UNLOCK: &str = "unlock";
+const OP_BREAK: &str = "break";
+const OP_INSPECT: &str = "inspect";
+
+/// How a lock is taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    /// The message in the lock's record.
+    pub message: Vec<u8>,
+    /// The lease; zero: a plain lock, never broken across hosts.
+    pub lease: Duration,
+    /// Renewed from a library thread (default); off: the holder calls [`Lease::renew`].
+    pub keepalive: bool,
+    /// A shared (reader) lock instead of an exclusive one.
+    pub shared: bool,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options { message: Vec::new(), lease: Duration::ZERO, keepalive: true, shared: false }
+    }
+}
+
+impl Options {
+    /// EINVAL unless the lease is zero or within [`MIN_LEASE`]..=[`MAX_LEASE`].
+    pub fn check(&self, op: &'static str) -> Result<()> {
+        if !self.lease.is_zero() && !(MIN_LEASE..=MAX_LEASE).contains(&self.lease) {
+            let why = format!(
+                "a lease of {} ms is outside {}..={} ms (0: a plain lock)",
+                self.lease.as_millis(),
+                MIN_LEASE.as_millis(),
+                MAX_LEASE.as_millis()
+            );
+            return Err(Error::new(Errno::EINVAL, op, None, why));
+        }
+        if self.shared {
+            return Err(Error::new(Errno::EOPNOTSUPP, op, None, "shared locks are not available yet"));
+        }
+        Ok(())
+    }
+}
+
+/// A lease this process holds. Dropping it releases it (ignoring errors).
+#[derive(Debug)]
+pub struct Lease {
+    hold: Arc<Hold>,
+    /// The path's reservation in the lock-file registry (threads, EDEADLK).
+    reservation: u64,
+    generation: u64,
+    held: bool,
+}
+
+impl Lease {
+    /// The locked path `P` (absolute).
+    pub fn path(&self) -> &Path {
+        &self.hold.target.key
+    }
+
+    /// The lease's length.
+    pub fn lease(&self) -> Duration {
+        self.hold.lease
+    }
+
+    fn own(&self, op: &'static str) -> Result<()> {
+        if process::fork_generation() != self.generation {
+            return Err(self.hold.target.error(Errno::EPERM, op, "the handle was inherited through fork; a child holds nothing"));
+        }
+        Ok(())
+    }
+
+    /// Renews the lease now (what the keep-alive thread does every third of the lease).
+    /// ENOLCK: it was broken (final); other errors leave it to be retried.
+    pub fn renew(&self) -> Result<()> {
+        self.own(OP_RENEW)?;
+        self.hold.renew(OP_RENEW)
+    }
+
+    /// Ok while safely held. ETIMEDOUT: renewals are overdue past half the lease (stop
+    /// writing: others may break it after a whole lease); ENOLCK: lost, for good.
+    pub fn is_held(&self) -> Result<()> {
+        self.own(OP_IS_HELD)?;
+        if !state().holds(&self.hold.target.key, self.reservation) {
+            return Err(self.hold.target.error(Errno::ENOLCK, OP_IS_HELD, "the lock was removed with unlock_path or break"));
+        }
+        self.hold.check(OP_IS_HELD)
+    }
+
+    /// This hold's fencing token: greater than every token handed out for any earlier
+    /// acquisition of this path. Allocated durably on the first call of a hold (one
+    /// write and fdatasync), then proven still held by a renewal; ENOLCK if it was not.
+    pub fn fencing_token(&self) -> Result<u64> {
+        self.own(OP_FENCE)?;
+        let h = &self.hold;
+        let mut st = h.state();
+        if let Some(token) = st.fence {
+            return Ok(token);
+        }
+        let token = crate::fence::grow(&h.target.lock)
+            .map_err(|e| h.target.sys(e, OP_FENCE, "growing the fencing counter", &crate::fence::counter_path(&h.target.lock)))?;
+        h.renew_locked(&mut st, OP_FENCE)?;
+        st.fence = Some(token);
+        Ok(token)
+    }
+
+    /// Releases the lease. ENOLCK: it was broken or removed meanwhile (nothing is
+    /// removed); EPERM: the handle was inherited through fork.
+    pub fn unlock(mut self) -> Result<()> {
+        self.held = false;
+        self.release(OP_UNLOCK)
+    }
+
+    fn release(&self, op: &'static str) -> Result<()> {
+        self.own(op)?;
+        let t = &self.hold.target;
+        if !state().begin_release(&t.key, self.reservation) {
+            keepalive::deregister(&self.hold);
+            return Err(t.error(Errno::ENOLCK, op, "the lock was removed with unlock_path or break, or is being released"));
+        }
+        keepalive::deregister(&self.hold);
+        let released = self.hold.release(op);
+        registry::end_hold(&t.key, self.reservation);
+        let parked = released?;
+        hold::park(&t.dir, &t.key, parked);
+        Ok(())
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if self.held && process::fork_generation() == self.generation {
+            let _ = self.release(OP_UNLOCK);
+        }
+    }
+}
+
+/// Takes a lease on `path`, waiting up to `timeout` (None: forever; zero: one attempt,
+/// EAGAIN). A lease whose holder stopped renewing is broken once this call has watched
+/// it unrenewed for the lease plus [`margin`]; a dead holder of this host at once.
+pub fn acquire(path: impl AsRef<Path>, options: &Options, timeout: Option<Duration>) -> Result<Lease> {
+    options.check(OP_ACQUIRE)?;
+    if options.lease.is_zero() {
+        return Err(Error::new(
+            Errno::EINVAL,
+            OP_ACQUIRE,
+            Some(path.as_ref()),
+            "a lease of 0 ms is a plain lock: use lockfile::blocking_create",
+        ));
+    }
+    let t = Target::new(OP_ACQUIRE, path.as_ref())?;
+    let start = Instant::now();
+    let mut backoff = wait::Backoff::new();
+    let mut seen = Seen::default();
+    let mut inotify = None;
+    loop {
+        let err = match attempt(&t, options, &mut seen) {
+            Ok(lease) => return Ok(lease),
+            Err(e) if e.sys_errno() != Errno::EAGAIN && !fsops::is_transient(e.sys_errno()) => return Err(e),
+            Err(e) => e,
+        };
+        if timeout == Some(Duration::ZERO) {
+            return Err(err);
+        }
+        if fsops::dir_is_gone(&t.dir) {
+            let why = format!("the directory {} was removed or renamed while waiting", t.dir.display());
+            return Err(t.error(Errno::ENOENT, OP_ACQUIRE, why));
+        }
+        let left = timeout.map_or(Duration::MAX, |t| t.saturating_sub(start.elapsed()));
+        if left.is_zero() {
+            let waited = timeout.unwrap_or_default().as_millis();
+            return Err(t.error(Errno::ETIMEDOUT, OP_ACQUIRE, format!("gave up after {waited} ms; last attempt: {}", err.cause())));
+        }
+        // Watching a lease: look often enough to see every renewal.
+        let mut delay = backoff.next_delay().min(left);
+        if let Some(w) = &seen.watch {
+            delay = delay.min(watch::poll_interval(w.lease));
+        }
+        match &inotify {
+            None => inotify = Some(wait::Watch::new(&t.dir, &t.lock_name)),
+            Some(Some(w)) => {
+                if !registry::wait_for_other_thread(&t.key, delay) {
+                    w.wait(delay);
+                }
+            }
+            Some(None) => std::thread::sleep(delay),
+        }
+    }
+}
+
+/// What one acquire call has seen of the current holder, across its attempts.
+#[derive(Default)]
+struct Seen {
+    watch: Option<Watch>,
+}
+
+fn attempt(t: &Target, options: &Options, seen: &mut Seen) -> Result<Lease> {
+    let me = process::this_process();
+    let generation = process::fork_generation();
+    let reservation = state().reserve(&t.key, &t.lock, false).map_err(|b| lockfile::busy_error(t, OP_ACQUIRE, b, None))?;
+    match take(t, options, &me, seen) {
+        Ok(hold) => {
+            state().confirm(&t.key, reservation, hold.file);
+            let hold = Arc::new(hold);
+            if let Err(e) = keepalive::register(&hold) {
+                let lease = Lease { hold, reservation, generation, held: false };
+                let _ = lease.release(OP_ACQUIRE);
+                return Err(t.error(Errno::EAGAIN, OP_ACQUIRE, format!("could not start the keep-alive thread: {e}")));
+            }
+            Ok(Lease { hold, reservation, generation, held: true })
+        }
+        Err(e) => {
+            registry::end_hold(&t.key, reservation);
+            Err(e)
+        }
+    }
+}
+
+/// Links a parked claim's token to `P.nfs_lock`, breaking a dead or expired lease on the way.
+fn take(t: &Target, o: &Options, me: &Identity, seen: &mut Seen) -> Result<Hold> {
+    let lease_ms = o.lease.as_millis() as u32;
+    let mut parked = hold::unpark(&t.key, &o.message, lease_ms, o.shared);
+    for _ in 0..4 {
+        let p = match parked.take() {
+            Some(p) => p,
+            None => new_claim(t, o, me)?,
+        };
+        let token_path = p.token(&t.dir);
+        let renewed_at = clock::now();
+        match fsops::link(&token_path, &t.lock) {
+            Ok(()) => return Ok(Hold::new(t.clone(), p, renewed_at, o.keepalive)),
+            Err(Errno::ENOENT) if !t.dir.exists() => return Err(t.sys(Errno::ENOENT, OP_ACQUIRE, "link", &t.lock)),
+            // Our parked token was removed (a sweep, a breaker of an earlier hold):
+            // start over with a fresh claim.
+            Err(Errno::ENOENT) => continue,
+            Err(e @ (Errno::EEXIST | Errno::EIO)) => {
+                let now = fsops::id_of(&t.lock);
+                let authoritative = p.local && e == Errno::EEXIST;
+                if now == Ok(p.file) || (!authoritative && token_is_linked(&token_path, p.file)) {
+                    return Ok(Hold::new(t.clone(), p, renewed_at, o.keepalive));
+                }
+                hold::park(&t.dir, &t.key, p);
+                match judge(t, me, now.ok(), seen)? {
+                    Next::Again => parked = hold::unpark(&t.key, &o.message, lease_ms, o.shared),
+                    Next::Wait(e) => return Err(e),
+                }
+            }
+            Err(e) => {
+                hold::park(&t.dir, &t.key, p);
+                return Err(t.sys(e, OP_ACQUIRE, "link", &t.lock));
+            }
+        }
+    }
+    Err(t.error(Errno::EAGAIN, OP_ACQUIRE, "the lock changed hands repeatedly while it was being examined"))
+}
+
+/// Whether our token is linked as the lock file after a link(2) that reported failure
+/// (the lost-reply check of lockfile's claims, for a token's name).
+fn token_is_linked(token: &Path, file: FileId) -> bool {
+    fsops::open_existing(token, false).and_then(|fd| fsops::fstat(&fd)).is_ok_and(|st| FileId::from(&st) == file && st.st_nlink >= 2)
+}
+
+enum Next {
+    /// The lock changed (freed, cleared, broken): try to take it now.
+    Again,
+    /// Held: wait (the error says by whom).
+    Wait(Error),
+}
+
+/// Judges the holder of a lock we could not take.
+fn judge(t: &Target, me: &Identity, now: Option<FileId>, seen: &mut Seen) -> Result<Next> {
+    if let Some(file) = now {
+        if let Some((key, busy)) = state().holder_of_file(file) {
+            return Err(lockfile::busy_error(t, OP_ACQUIRE, busy, Some(&key)));
+        }
+        // The lease this call is watching: look at its token, not its record again.
+        if let Some(w) = seen.watch.as_mut().filter(|w| w.file == file) {
+            let verdict = w.look(t, Some(file)).map_err(|e| t.sys(e, OP_ACQUIRE, "watching", &t.lock))?;
+            return act(t, verdict, seen);
+        }
+    }
+    seen.watch = None;
+    let (record, file) = match lockfile::read_holder(t, OP_ACQUIRE)? {
+        Holder::Free => return Ok(Next::Again),
+        Holder::Unwritten { .. } => return Ok(Next::Wait(t.error(Errno::EAGAIN, OP_ACQUIRE, "the lock file holds no record yet"))),
+        Holder::Held { record, file } => (record, file),
+    };
+    if me.wrote(&record) {
+        return Ok(Next::Wait(t.error(Errno::EAGAIN, OP_ACQUIRE, "held by this process through another handle")));
+    }
+    let owner = host::owner_of(&record, &me.host);
+    let Some(terms) = record.lease.clone() else {
+        // A plain lock: as lockfile does (a dead holder of this host is cleared; others wait).
+        return match owner {
+            Owner::Dead => match lockfile::clear_dead(t, file, &record) {
+                Ok(Cleared::Gone) => Ok(Next::Again),
+                Ok(Cleared::Busy) => {
+                    Ok(Next::Wait(t.error(Errno::EAGAIN, OP_ACQUIRE, format!("{}; being cleared", lockfile::describe(&record)))))
+                }
+                Err(e) => Err(t.sys(e, OP_ACQUIRE, "clearing the dead holder's lock", &t.lock)),
+            },
+            Owner::Alive | Owner::OtherHost => Ok(Next::Wait(t.error(Errno::EAGAIN, OP_ACQUIRE, lockfile::describe(&record)))),
+        };
+    };
+    if owner == Owner::Dead {
+        match lockfile::clear_dead(t, file, &record) {
+            Ok(Cleared::Gone) => {
+                claim::sweep_orphans(&t.dir, &me.host);
+                return Ok(Next::Again);
+            }
+            // Its token is elsewhere (another breaker has it): watch like any lease.
+            Ok(Cleared::Busy) => {}
+            Err(e) => return Err(t.sys(e, OP_ACQUIRE, "clearing the dead holder's lease", &t.lock)),
+        }
+    }
+    let mut w = Watch::start(t, file, &terms).map_err(|e| t.sys(e, OP_ACQUIRE, "listing the directory of", &t.lock))?;
+    let verdict = w.look(t, Some(file)).map_err(|e| t.sys(e, OP_ACQUIRE, "watching", &t.lock))?;
+    seen.watch = Some(w);
+    act(t, verdict, seen)
+}
+
+fn act(t: &Target, verdict: Verdict, seen: &mut Seen) -> Result<Next> {
+    match verdict {
+        Verdict::Ended => {
+            seen.watch = None;
+            Ok(Next::Again)
+        }
+        Verdict::Live(left) => {
+            let why = format!("held under a lease, renewed in time so far (it may expire in {} ms at the earliest)", left.as_millis());
+            Ok(Next::Wait(t.error(Errno::EAGAIN, OP_ACQUIRE, why)))
+        }
+        Verdict::Expired { from, epoch } => {
+            let w = seen.watch.take().expect("a verdict comes from a watch");
+            let claim = claim_of(&from);
+            match token::break_hold(&t.dir, &t.lock, &from, &claim, epoch, w.file) {
+                Ok(token::Broke::Removed) => {
+                    let waited = w.unchanged_for().as_millis();
+                    note::write(
+                        &t.lock,
+                        &claim,
+                        &format!("broken by pid {} on {}: not renewed for {waited} ms", std::process::id(), host_name()),
+                    );
+                    Ok(Next::Again)
+                }
+                Ok(token::Broke::Lost) => {
+                    Ok(Next::Wait(t.error(Errno::EAGAIN, OP_ACQUIRE, "the lease moved just before it could be broken")))
+                }
+                Err(e) => Err(t.sys(e, OP_ACQUIRE, "breaking the expired lease of", &t.lock)),
+            }
+        }
+    }
+}
+
+/// The claim digits in a token's name (`.nfslock-<claim>.<epoch>[.x<random>]`).
+fn claim_of(token: &Path) -> String {
+    let name = token.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    name.strip_prefix(".nfslock-").and_then(|r| r.get(..16)).unwrap_or_default().to_string()
+}
+
+fn host_name() -> String {
+    String::from_utf8_lossy(&process::this_process().host).into_owned()
+}
+
+fn new_claim(t: &Target, o: &Options, me: &Identity) -> Result<Parked> {
+    let lease_ms = o.lease.as_millis() as u32;
+    let record_for = |claim: &str| {
+        let terms = LeaseTerms { ms: lease_ms, claim: claim.to_string(), shared: o.shared };
+        Record { lease: Some(terms), ..me.record(&o.message) }.to_bytes()
+    };
+    let size = record_for("0000000000000000").len();
+    if size > MAX_RECORD_LEN {
+        let why =
+            format!("the record would be {size} bytes (message {} bytes); a record is at most {MAX_RECORD_LEN} bytes", o.message.len());
+        return Err(t.error(Errno::EMSGSIZE, OP_ACQUIRE, why));
+    }
+    if state().first_claim_in(&t.dir) {
+        claim::sweep_orphans(&t.dir, &me.host);
+    }
+    let c = claim::create_with(&t.dir, &record_for, &o.message).map_err(|e| t.sys(e, OP_ACQUIRE, "creating a claim file in", &t.dir))?;
+    let hex = claim::hex_of(&c.path).to_string();
+    let first = token::path(&t.dir, &hex, 1);
+    // The claim becomes its first token; a lost reply of this rename shows our inode there.
+    if let Err(e) = fsops::rename_placing(
+        &std::fs::File::from(fsops::open_existing(&c.path, false).map_err(|e| t.sys(e, OP_ACQUIRE, "open", &c.path))?),
+        &c.path,
+        &first,
+    ) {
+        let _ = fsops::unlink(&c.path);
+        return Err(t.sys(e, OP_ACQUIRE, "rename", &c.path));
+    }
+    Ok(Parked {
+        claim: hex,
+        epoch: 1,
+        file: c.id,
+        message: o.message.clone(),
+        lease_ms,
+        shared: o.shared,
+        local: c.local,
+        liveness: c.liveness,
+    })
+}
+
+/// Removes the lock on `path`, whoever holds it, without ever removing a lock taken
+/// after the one it saw: a lease by taking its token (its holder learns ENOLCK), a plain
+/// lock by renaming it away and checking it is the file seen. `reason` is left in a note
+/// (`P.nfs_lock.broken`) that the broken holder's error quotes. ENOENT: not locked;
+/// EAGAIN: it changed hands meanwhile (look again).
+pub fn break_lock(path: impl AsRef<Path>, reason: &str) -> Result<()> {
+    let t = Target::new(OP_BREAK, path.as_ref())?;
+    let (record, file) = match lockfile::read_holder(&t, OP_BREAK)? {
+        Holder::Free => return Err(t.error(Errno::ENOENT, OP_BREAK, "not locked")),
+        Holder::Unwritten { file } => (None, file),
+        Holder::Held { record, file } => (Some(record), file),
+    };
+    let by = format!("broken by an operator (pid {} on {}): {reason}", std::process::id(), host_name());
+    match record.as_ref().and_then(|r| r.lease.as_ref()) {
+        Some(terms) => {
+            lockfile::break_leased(&t, OP_BREAK, file, terms)?;
+            note::write(&t.lock, &terms.claim, &by);
+            Ok(())
+        }
+        None => lockfile::break_plain(&t, OP_BREAK, file),
+    }
+}
+
+/// What [`inspect`] tells of a lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Not locked.
+    Free,
+    /// Held by a live process, another host, or a lease renewed in time.
+    Held,
+    /// Held by the calling process.
+    HeldByCaller,
+    /// Held by a process of this host that is gone (it will be cleared).
+    DeadHolder,
+    /// A lease not renewed for its whole lease, as watched by this call.
+    Expired,
+    /// The lock file is not a record.
+    Unreadable,
+}
+
+/// A lock's state and holder, as [`inspect`] found them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Info {
+    /// The lock's state.
+    pub state: State,
+    /// The holder's record (None when free, unreadable or not written yet).
+    pub record: Option<Record>,
+    /// The last fencing token handed out on the path (0: none).
+    pub fencing_token: u64,
+}
+
+/// Tells the state of the lock on `path` (`P` or `P.nfs_lock`), watching a lease for up
+/// to `watch` to tell a renewed one from an expired one (zero: no watching, a lease is
+/// Held unless its holder is a dead process of this host).
+pub fn inspect(path: impl AsRef<Path>, watch_for: Duration) -> Result<Info> {
+    let t = Target::for_reader(OP_INSPECT, path.as_ref())?;
+    let me = process::this_process();
+    let start = Instant::now();
+    loop {
+        let fencing_token = crate::fence::last(&t.lock).unwrap_or(0);
+        let (record, file) = match lockfile::read_holder(&t, OP_INSPECT) {
+            Ok(Holder::Free) => return Ok(Info { state: State::Free, record: None, fencing_token }),
+            Ok(Holder::Unwritten { .. }) => return Ok(Info { state: State::Held, record: None, fencing_token }),
+            Ok(Holder::Held { record, file }) => (record, file),
+            Err(e) if e.sys_errno() == Errno::EBADMSG => return Ok(Info { state: State::Unreadable, record: None, fencing_token }),
+            Err(e) => return Err(e),
+        };
+        let info = |state| Ok(Info { state, record: Some(record.clone()), fencing_token });
+        if me.wrote(&record) {
+            return info(State::HeldByCaller);
+        }
+        if host::owner_of(&record, &me.host) == Owner::Dead {
+            return info(State::DeadHolder);
+        }
+        let Some(terms) = record.lease.as_ref().filter(|_| !watch_for.is_zero()) else { return info(State::Held) };
+        let mut w = Watch::start(&t, file, terms).map_err(|e| t.sys(e, OP_INSPECT, "listing the directory of", &t.lock))?;
+        loop {
+            match w.look(&t, None).map_err(|e| t.sys(e, OP_INSPECT, "watching", &t.lock))? {
+                Verdict::Expired { .. } => return info(State::Expired),
+                Verdict::Ended => break,
+                Verdict::Live(_) if start.elapsed() >= watch_for => return info(State::Held),
+                Verdict::Live(_) => std::thread::sleep(watch::poll_interval(w.lease).min(watch_for.saturating_sub(start.elapsed()))),
+            }
+        }
+        // The lease ended while watched: tell what is there now.
+        if start.elapsed() >= watch_for {
+            return inspect(path, Duration::ZERO);
+        }
+    }
+}
+
+/// How many leases the keep-alive thread renews in this process.
+pub fn renewed_leases() -> usize {
+    keepalive::renewed_holds()
+}
+
+#[cfg(test)]
+mod tests;

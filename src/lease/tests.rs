@@ -1,0 +1,221 @@
+//! Leases within one process, against holders planted on disk as another host's or a
+//! dead process's files would be (the C tests and the multi-host rig cover real peers).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::lockfile::LOCK_SUFFIX;
+
+const LEASE: Duration = Duration::from_millis(200);
+
+fn options(lease: Duration, keepalive: bool) -> Options {
+    Options { message: b"test".to_vec(), lease, keepalive, shared: false }
+}
+
+fn lock_of(p: &Path) -> PathBuf {
+    let mut s = p.as_os_str().to_os_string();
+    s.push(LOCK_SUFFIX);
+    s.into()
+}
+
+/// A lease of another holder, planted: its claim under token epoch `epoch`, linked as
+/// the lock file. Returns the claim digits.
+fn plant(p: &Path, host: &str, pid: i32, epoch: u64) -> String {
+    let claim = crate::random::unpredictable_hex();
+    let terms = LeaseTerms { ms: LEASE.as_millis() as u32, claim: claim.clone(), shared: false };
+    let r = Record { host: host.into(), pid, message: b"planted".to_vec(), start_time: None, lease: Some(terms) };
+    let dir = p.parent().unwrap();
+    let t = token::path(dir, &claim, epoch);
+    fs::write(&t, r.to_bytes()).unwrap();
+    fs::hard_link(&t, lock_of(p)).unwrap();
+    claim
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn acquire_release_and_reacquire_with_the_parked_token() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("res");
+    let l = acquire(&p, &options(LEASE, true), Some(Duration::ZERO)).unwrap();
+    let rec = crate::lockfile::read_record(&p).unwrap();
+    let terms = rec.lease.clone().expect("a lease record");
+    assert_eq!(terms.ms, 200);
+    assert!(fs::symlink_metadata(token::path(d.path(), &terms.claim, 1)).is_ok(), "{:?}", names(d.path()));
+    l.unlock().unwrap();
+    assert!(fs::symlink_metadata(lock_of(&p)).is_err());
+    // Parked under epoch 2; the next acquisition links it as it is.
+    assert!(fs::symlink_metadata(token::path(d.path(), &terms.claim, 2)).is_ok(), "{:?}", names(d.path()));
+    let l = acquire(&p, &options(LEASE, true), Some(Duration::ZERO)).unwrap();
+    assert_eq!(crate::lockfile::read_record(&p).unwrap().lease.unwrap().claim, terms.claim);
+    l.unlock().unwrap();
+}
+
+#[test]
+fn keepalive_renews_and_is_held_stays_ok() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("res");
+    let l = acquire(&p, &options(LEASE, true), Some(Duration::ZERO)).unwrap();
+    let start = Instant::now();
+    while start.elapsed() < LEASE * 3 {
+        l.is_held().unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let claim = crate::lockfile::read_record(&p).unwrap().lease.unwrap().claim;
+    assert!(fs::symlink_metadata(token::path(d.path(), &claim, 1)).is_err(), "renewed: epoch 1 moved on");
+    l.unlock().unwrap();
+}
+
+#[test]
+fn without_keepalive_is_held_times_out_past_half_the_lease_and_renew_cures_it() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("res");
+    let l = acquire(&p, &options(LEASE, false), Some(Duration::ZERO)).unwrap();
+    l.is_held().unwrap();
+    std::thread::sleep(LEASE / 2 + Duration::from_millis(20));
+    assert_eq!(l.is_held().unwrap_err().errno(), crate::Errno::ETIMEDOUT);
+    l.renew().unwrap();
+    l.is_held().unwrap();
+    l.unlock().unwrap();
+}
+
+#[test]
+fn another_hosts_unrenewed_lease_is_broken_after_the_lease_never_before() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("res");
+    let claim = plant(&p, "elsewhere", 4242, 7);
+    let start = Instant::now();
+    let l = acquire(&p, &options(LEASE, true), Some(LEASE * 10)).unwrap();
+    let took = start.elapsed();
+    assert!(took >= LEASE, "broken after {took:?}, before the lease of {LEASE:?}");
+    // The broken holder's files are gone; a note says who broke it.
+    let left = names(d.path());
+    assert!(!left.iter().any(|n| n.contains(&claim)), "{left:?}");
+    assert!(note::why_broken(&lock_of(&p), &claim).contains("not renewed for"));
+    l.unlock().unwrap();
+}
+
+#[test]
+fn a_lease_renewed_in_time_is_never_broken() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("res");
+    let claim = plant(&p, "elsewhere", 4242, 1);
+    let dir = d.path().to_path_buf();
+    let file = crate::fsops::id_of(&lock_of(&p)).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let renewer = {
+        let (stop, claim) = (stop.clone(), claim.clone());
+        std::thread::spawn(move || {
+            let mut epoch = 1;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(LEASE / 3);
+                assert_eq!(token::advance(&dir, &claim, epoch, file).unwrap(), token::Moved::Done);
+                epoch += 1;
+            }
+        })
+    };
+    let err = acquire(&p, &options(LEASE, true), Some(LEASE * 4)).unwrap_err();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    renewer.join().unwrap();
+    assert_eq!(err.errno(), crate::Errno::ETIMEDOUT, "{err}");
+    assert_eq!(crate::lockfile::read_record(&p).unwrap().lease.unwrap().claim, claim);
+}
+
+#[test]
+fn a_dead_holder_of_this_host_is_cleared_at_once() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("res");
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let pid = child.id() as i32;
+    child.wait().unwrap();
+    let me = crate::process::this_process();
+    plant(&p, &String::from_utf8_lossy(&me.host), pid, 3);
+    let start = Instant::now();
+    let l = acquire(&p, &options(LEASE, true), Some(LEASE * 10)).unwrap();
+    assert!(start.elapsed() < LEASE, "a dead holder waited for: {:?}", start.elapsed());
+    l.unlock().unwrap();
+}
+
+#[test]
+fn a_broken_holder_learns_it_and_removes_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("res");
+    let l = acquire(&p, &options(LEASE, false), Some(Duration::ZERO)).unwrap();
+    break_lock(&p, "maintenance").unwrap();
+    assert_eq!(l.is_held().unwrap_err().errno(), crate::Errno::ENOLCK);
+    // A successor takes it; the broken holder's renew and unlock leave it alone.
+    let successor = plant(&p, "elsewhere", 99, 1);
+    let err = l.renew().unwrap_err();
+    assert_eq!(err.errno(), crate::Errno::ENOLCK);
+    assert!(err.to_string().contains("maintenance"), "{err}");
+    assert_eq!(l.unlock().unwrap_err().errno(), crate::Errno::ENOLCK);
+    assert_eq!(crate::lockfile::read_record(&p).unwrap().lease.unwrap().claim, successor);
+}
+
+#[test]
+fn fencing_tokens_grow_across_acquisitions_and_stay_within_one() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("res");
+    let mut last = 0;
+    for _ in 0..3 {
+        let l = acquire(&p, &options(LEASE, true), Some(Duration::ZERO)).unwrap();
+        let t = l.fencing_token().unwrap();
+        assert!(t > last, "{t} after {last}");
+        assert_eq!(l.fencing_token().unwrap(), t);
+        last = t;
+        l.unlock().unwrap();
+        let plain = crate::lockfile::create(&p, b"plain").unwrap();
+        let t = plain.fencing_token().unwrap();
+        assert!(t > last);
+        last = t;
+        plain.unlock().unwrap();
+    }
+    assert_eq!(inspect(&p, Duration::ZERO).unwrap().fencing_token, last);
+}
+
+#[test]
+fn bad_options_write_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("res");
+    for lease in [Duration::from_millis(99), MAX_LEASE + Duration::from_millis(1)] {
+        assert_eq!(acquire(&p, &options(lease, true), None).unwrap_err().errno(), crate::Errno::EINVAL);
+    }
+    let shared = Options { shared: true, ..options(LEASE, true) };
+    assert_eq!(acquire(&p, &shared, None).unwrap_err().errno(), crate::Errno::EOPNOTSUPP);
+    assert!(names(d.path()).is_empty());
+}
+
+#[test]
+fn inspect_tells_free_caller_held_and_expired() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("res");
+    assert_eq!(inspect(&p, Duration::ZERO).unwrap().state, State::Free);
+    let l = acquire(&p, &options(LEASE, true), Some(Duration::ZERO)).unwrap();
+    assert_eq!(inspect(&p, Duration::ZERO).unwrap().state, State::HeldByCaller);
+    l.unlock().unwrap();
+    plant(&p, "elsewhere", 7, 1);
+    assert_eq!(inspect(&p, Duration::ZERO).unwrap().state, State::Held);
+    assert_eq!(inspect(&p, LEASE / 4).unwrap().state, State::Held);
+    assert_eq!(inspect(&p, LEASE * 2).unwrap().state, State::Expired);
+}
+
+#[test]
+fn plain_locks_meet_leases_and_back() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("res");
+    // A plain lock of another host is waited for, never broken, by a lease acquirer.
+    let other = Record { host: b"elsewhere".to_vec(), pid: 5, message: vec![], start_time: None, lease: None };
+    fs::write(lock_of(&p), other.to_bytes()).unwrap();
+    assert_eq!(acquire(&p, &options(LEASE, true), Some(LEASE * 2)).unwrap_err().errno(), crate::Errno::ETIMEDOUT);
+    break_lock(&p, "operator").unwrap();
+    // A plain create waits for a lease held here.
+    let l = acquire(&p, &options(LEASE, true), Some(Duration::ZERO)).unwrap();
+    assert_eq!(crate::lockfile::create(&p, b"plain").unwrap_err().errno(), crate::Errno::EDEADLK);
+    l.unlock().unwrap();
+}

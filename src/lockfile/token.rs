@@ -1,0 +1,172 @@
+//! Tokens: the names a leased claim takes, and the three moves that decide everything
+//! (see docs/lease-protocol.md). A token `.nfslock-<claim>.<epoch>` is the holder's claim
+//! inode under a name created at most once, ever; whoever renames it away first (the
+//! holder renewing or releasing, or a breaker) wins, and nobody else can.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl;
+
+use crate::fsops::{self, FileId};
+
+const PREFIX: &str = ".nfslock-";
+
+/// The name of `claim`'s token at `epoch`, in `dir`.
+pub fn path(dir: &Path, claim: &str, epoch: u64) -> PathBuf {
+    dir.join(format!("{PREFIX}{claim}.{epoch}"))
+}
+
+/// A fresh name for a token a breaker took: never a token name, never reused.
+fn broken_path(dir: &Path, claim: &str, epoch: u64) -> PathBuf {
+    dir.join(format!("{PREFIX}{claim}.{epoch}.x{}", crate::random::unpredictable_hex()))
+}
+
+/// The epoch in a token's file name for `claim`, if `name` is one.
+fn epoch_of(name: &OsStr, claim: &str) -> Option<u64> {
+    let rest = name.as_bytes().strip_prefix(PREFIX.as_bytes())?.strip_prefix(claim.as_bytes())?.strip_prefix(b".")?;
+    let digits = std::str::from_utf8(rest).ok().filter(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))?;
+    digits.parse().ok().filter(|&e| e > 0 && !digits.starts_with('0'))
+}
+
+/// Whether `name` is a lease token or a broken token (of any claim): for sweeps.
+pub fn is_token_name(name: &OsStr) -> bool {
+    let Some(rest) = name.as_bytes().strip_prefix(PREFIX.as_bytes()) else { return false };
+    let (hex, rest) = rest.split_at_checked(16).unwrap_or((b"", b""));
+    let Some(rest) = rest.strip_prefix(b".") else { return false };
+    let (epoch, tail) = match rest.iter().position(|&b| b == b'.') {
+        Some(i) => (&rest[..i], Some(&rest[i + 1..])),
+        None => (rest, None),
+    };
+    let tail_ok = tail.is_none_or(|t| t.len() == 17 && t[0] == b'x' && t[1..].iter().all(u8::is_ascii_hexdigit));
+    hex.iter().all(u8::is_ascii_hexdigit) && !epoch.is_empty() && epoch.iter().all(u8::is_ascii_digit) && tail_ok
+}
+
+/// Where `claim`'s token is, as a listing of its directory shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found {
+    /// The holder's token at this epoch.
+    Live(u64),
+    /// Taken by a breaker, under this name (the breaker is removing the lock, or died
+    /// before it could).
+    Broken(PathBuf),
+    /// No token: the lock was released or broken, and its files are gone.
+    Nothing,
+}
+
+/// Finds `claim`'s token in `dir` by listing it. The listing may be stale; a stale answer
+/// only makes a later move fail.
+pub fn find(dir: &Path, claim: &str) -> nix::Result<Found> {
+    let entries = std::fs::read_dir(dir).map_err(|e| fsops::io_errno(&e))?;
+    let (mut live, mut broken) = (None, None);
+    for entry in entries {
+        let entry = entry.map_err(|e| fsops::io_errno(&e))?;
+        let name = entry.file_name();
+        if let Some(epoch) = epoch_of(&name, claim) {
+            live = live.max(Some(epoch));
+        } else if is_token_name(&name) && name.as_bytes().starts_with(format!("{PREFIX}{claim}.").as_bytes()) {
+            broken = Some(dir.join(name));
+        }
+    }
+    Ok(match (live, broken) {
+        (Some(epoch), _) => Found::Live(epoch),
+        (None, Some(path)) => Found::Broken(path),
+        (None, None) => Found::Nothing,
+    })
+}
+
+/// What a rename of a token came to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Moved {
+    /// Ours: the token now has its new name.
+    Done,
+    /// Someone else moved it first (nothing of ours changed).
+    Lost,
+}
+
+/// Renames the token `from` (the inode `file`) to `to`, a name nobody else ever uses.
+/// A retransmitted RENAME reports ENOENT although the first one worked: then `to` names
+/// our inode.
+fn rename_token(from: &Path, to: &Path, file: FileId) -> nix::Result<Moved> {
+    match fsops::retry(|| fcntl::renameat(fcntl::AT_FDCWD, from, fcntl::AT_FDCWD, to)) {
+        Ok(()) => Ok(Moved::Done),
+        Err(Errno::ENOENT) => match fsops::id_of(to) {
+            Ok(id) if id == file => Ok(Moved::Done),
+            Ok(_) | Err(Errno::ENOENT) => Ok(Moved::Lost),
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e),
+    }
+}
+
+/// The holder's move: token `epoch` becomes `epoch + 1` (a renewal, or the release that
+/// parks the claim for its next acquisition). Lost: the lease was broken.
+pub fn advance(dir: &Path, claim: &str, epoch: u64, file: FileId) -> nix::Result<Moved> {
+    rename_token(&path(dir, claim, epoch), &path(dir, claim, epoch + 1), file)
+}
+
+/// A breaker's move: takes the token named `from` (a live token, or one a breaker took
+/// and left) away under a fresh name. Done: the caller now owns that name (and must
+/// remove it); nobody can renew, release or break that incarnation any more. Lost: it
+/// was renewed, released or taken since it was seen.
+pub fn take(dir: &Path, from: &Path, claim: &str, epoch: u64, file: FileId) -> nix::Result<(Moved, PathBuf)> {
+    let to = broken_path(dir, claim, epoch);
+    rename_token(from, &to, file).map(|m| (m, to))
+}
+
+/// What breaking one incarnation came to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Broke {
+    /// Its token is ours and its lock file is gone.
+    Removed,
+    /// Its token moved before we could take it: renewed, released, or broken by another.
+    Lost,
+}
+
+/// Breaks the incarnation of `claim` whose token is `from` (at `epoch`), the inode `file`:
+/// takes the token, removes the lock file if it is still that inode, removes the token.
+/// Once the token is ours nobody inside the protocol can remove or replace the lock
+/// file, so the check before the unlink races only with processes outside it.
+pub fn break_hold(dir: &Path, lock: &Path, from: &Path, claim: &str, epoch: u64, file: FileId) -> nix::Result<Broke> {
+    let (moved, taken) = take(dir, from, claim, epoch, file)?;
+    if moved == Moved::Lost {
+        return Ok(Broke::Lost);
+    }
+    let removed = match fsops::id_of(lock) {
+        Ok(id) if id == file => fsops::unlink(lock),
+        Ok(_) | Err(Errno::ENOENT) => Ok(()),
+        Err(e) => Err(e),
+    };
+    let _ = fsops::unlink(&taken);
+    removed.map(|()| Broke::Removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_recognised_exactly() {
+        let claim = "0123456789abcdef";
+        assert_eq!(epoch_of(OsStr::new(".nfslock-0123456789abcdef.17"), claim), Some(17));
+        for other in [
+            ".nfslock-0123456789abcdef",
+            ".nfslock-0123456789abcdef.",
+            ".nfslock-0123456789abcdef.017",
+            ".nfslock-0123456789abcdef.0",
+            ".nfslock-0123456789abcdef.1.x00",
+        ] {
+            assert_eq!(epoch_of(OsStr::new(other), claim), None, "{other}");
+        }
+        let broken = broken_path(Path::new("/d"), claim, 3);
+        assert!(is_token_name(broken.file_name().unwrap()));
+        assert!(is_token_name(OsStr::new(".nfslock-0123456789abcdef.3")));
+        for other in
+            [".nfslock-0123456789abcdef", ".nfslock-0123456789abcdef.3.y0123456789abcdef", "x.nfs_lock", ".nfslock-0123456789abcde.3"]
+        {
+            assert!(!is_token_name(OsStr::new(other)), "{other}");
+        }
+    }
+}
