@@ -23,7 +23,7 @@ atomic_int t_failures;
 int t_time_scale = 1;
 
 static const struct test *const tables[] = {api_tests, error_tests, record_tests,
-                                            concurrency_tests, session_tests, fork_tests};
+                                            concurrency_tests, session_tests, fork_tests, lease_tests};
 
 void t_fail(const char *file, int line, const char *fmt, ...)
 {

@@ -42,6 +42,7 @@ extern const struct test record_tests[];
 extern const struct test concurrency_tests[];
 extern const struct test session_tests[];
 extern const struct test fork_tests[];
+extern const struct test lease_tests[];
 
 /* ---- state of the running test (valid inside a test child) ----------------------- */
 

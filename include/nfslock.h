@@ -35,6 +35,46 @@
 #define NFSLOCK_VERSION_PATCH 0
 
 /**
+ * The lock is not held.
+ */
+#define NFSLOCK_STATE_FREE 0
+
+/**
+ * Held by a live process, by another host, or under a lease renewed in time.
+ */
+#define NFSLOCK_STATE_HELD 1
+
+/**
+ * Held by the calling process.
+ */
+#define NFSLOCK_STATE_HELD_BY_CALLER 2
+
+/**
+ * Held by a process of this host that is gone (the next acquirer clears it).
+ */
+#define NFSLOCK_STATE_DEAD_HOLDER 3
+
+/**
+ * A lease its holder did not renew for the whole lease, as watched by this call.
+ */
+#define NFSLOCK_STATE_EXPIRED 4
+
+/**
+ * The lock file is not a record (left alone by everyone).
+ */
+#define NFSLOCK_STATE_UNREADABLE 5
+
+/**
+ * The shortest lease `nfslock_options_set_lease_ms` accepts (besides 0).
+ */
+#define NFSLOCK_LEASE_MIN_MS 100
+
+/**
+ * The longest lease `nfslock_options_set_lease_ms` accepts: a day.
+ */
+#define NFSLOCK_LEASE_MAX_MS 86400000
+
+/**
  * The most IDs one call may issue.
  */
 #define MAX_IDS_PER_CALL (1 << 24)
@@ -53,10 +93,47 @@
 typedef struct nfslock nfslock;
 
 /**
+ * Options for `nfslock_acquire`. Opaque: created by `nfslock_options_new`, destroyed by
+ * `nfslock_options_free`; owned by the caller, read (never kept) by `nfslock_acquire`.
+ */
+typedef struct nfslock_options nfslock_options;
+
+/**
  * An open session. Opaque: created by `nfslock_session_open`, destroyed by
  * `nfslock_session_close` only. Thread-safe: any thread may use it.
  */
 typedef struct nfslock_session nfslock_session;
+
+/**
+ * A lock's state and holder, filled by `nfslock_inspect`.
+ */
+typedef struct nfslock_info {
+  /**
+   * One of NFSLOCK_STATE_*.
+   */
+  int32_t state;
+  /**
+   * The holder's pid (0 when free, unreadable, or not written yet).
+   */
+  int32_t pid;
+  /**
+   * The holder's lease; 0 for a plain lock.
+   */
+  uint32_t lease_ms;
+  /**
+   * Shared holders (0: exclusive or free).
+   */
+  uint32_t shared_holders;
+  /**
+   * The last fencing token handed out on this path (the current holder's, if it
+   * took one); 0 if none ever was.
+   */
+  uint64_t fencing_token;
+  /**
+   * The holder's host name, NUL-terminated (truncated to 255 bytes); empty if none.
+   */
+  char host[256];
+} nfslock_info;
 
 #ifdef __cplusplus
 extern "C" {
@@ -81,6 +158,168 @@ const char *nfslock_last_error(void);
  * of the header it was built with. Static; never NULL.
  */
 const char *nfslock_version(void);
+
+/**
+ * Makes a set of options with the defaults: empty message, no lease (a plain lock),
+ * keep-alive on, exclusive. Stores the new handle in `*options_out`.
+ *
+ * Errors: EINVAL `options_out` is NULL; ENOMEM.
+ *
+ * # Safety
+ * `options_out` is NULL or writable.
+ */
+int nfslock_options_new(struct nfslock_options **options_out);
+
+/**
+ * Frees options made by `nfslock_options_new`. NULL, or a handle already freed, is a
+ * no-op (a freed handle is never dereferenced: it is a number no longer registered).
+ *
+ * # Safety
+ * `options` is NULL or a handle from `nfslock_options_new`.
+ */
+void nfslock_options_free(struct nfslock_options *options);
+
+/**
+ * Sets the message written into the lock's record (NULL: empty).
+ *
+ * Errors: EINVAL `options` is NULL or not a live handle; EMSGSIZE over 60 KiB.
+ *
+ * # Safety
+ * `options` as for `nfslock_options_free`; `message` is NULL or a NUL-terminated string.
+ */
+int nfslock_options_set_message(struct nfslock_options *options,
+                                const char *message);
+
+/**
+ * Sets the lease in milliseconds: 0 (the default) is a plain lock that never expires;
+ * otherwise NFSLOCK_LEASE_MIN_MS (100) to NFSLOCK_LEASE_MAX_MS (a day).
+ *
+ * Errors: EINVAL outside those bounds (the options are left as they were), or
+ * `options` NULL or not a live handle.
+ *
+ * # Safety
+ * `options` as for `nfslock_options_free`.
+ */
+int nfslock_options_set_lease_ms(struct nfslock_options *options,
+                                 uint32_t lease_ms);
+
+/**
+ * Keep-alive (default 1): a library thread renews the lease every third of it. 0: the
+ * holder renews it with `nfslock_renew`, more often than every half lease.
+ *
+ * Errors: EINVAL `options` NULL or not a live handle.
+ *
+ * # Safety
+ * `options` as for `nfslock_options_free`.
+ */
+int nfslock_options_set_keepalive(struct nfslock_options *options,
+                                  int enabled);
+
+/**
+ * Shared (1) or exclusive (0, the default). Shared locks are not available yet:
+ * `nfslock_acquire` answers EOPNOTSUPP for them.
+ *
+ * Errors: EINVAL `options` NULL or not a live handle.
+ *
+ * # Safety
+ * `options` as for `nfslock_options_free`.
+ */
+int nfslock_options_set_shared(struct nfslock_options *options,
+                               int shared);
+
+/**
+ * Takes the lock on `path` as `options` say (NULL: a plain exclusive lock, as
+ * `nfslock_blocking_create` with an empty message), waiting up to `timeout_ms` (< 0
+ * forever, 0 one attempt). A lease is renewed by a library thread unless keep-alive is
+ * off; a lease whose holder stopped renewing is broken once this call has watched it
+ * unrenewed for the lease plus lease/64 + 1 ms on this machine's clock (never by
+ * comparing clocks), a dead holder of this host at once. Release with `nfslock_unlock`.
+ *
+ * Errors: as `nfslock_blocking_create`; EINVAL `options` not a live handle;
+ * EOPNOTSUPP a shared lock; EAGAIN the keep-alive thread could not be started.
+ *
+ * # Safety
+ * `path` is NULL or a NUL-terminated string; `options` NULL or a live handle;
+ * `lock_out` NULL or writable.
+ */
+int nfslock_acquire(const char *path,
+                    const struct nfslock_options *options,
+                    int64_t timeout_ms,
+                    struct nfslock **lock_out);
+
+/**
+ * Renews a lease now (with keep-alive off, call it more often than every half lease).
+ *
+ * Errors: ENOLCK the lease was broken (final: stop using what it protects); EINVAL a
+ * plain lock (nothing to renew) or not a live handle; EPERM a handle inherited through
+ * fork; I/O errors (EIO, ESTALE, ...) leave the lease to be renewed again.
+ *
+ * # Safety
+ * `lock` is NULL or a handle from this library.
+ */
+int nfslock_renew(struct nfslock *lock);
+
+/**
+ * Whether the lock is still safely held: 0 held; ETIMEDOUT this process's renewals are
+ * overdue past half the lease (others may break it a whole lease after the last
+ * renewal: stop writing, renew, check again); ENOLCK lost for good (broken, or removed
+ * with `nfslock_unlock_path` or `nfslock_break`); EPERM a handle inherited through fork;
+ * EINVAL not a live handle. For a plain lock: 0 while the lock file is still ours.
+ *
+ * # Safety
+ * `lock` is NULL or a handle from this library.
+ */
+int nfslock_is_held(const struct nfslock *lock);
+
+/**
+ * Stores this hold's fencing token in `*token_out`: greater than the token of every
+ * earlier acquisition of this path (across hosts, breaks, crashes and reboots; gaps
+ * allowed). The first call of a hold takes one write and one fdatasync on
+ * `path.nfs_lock.fence`, then proves the lock still held; later calls return the same
+ * number. Hand the token to the storage you write, which must refuse any token smaller
+ * than one it has seen: a paused holder's late writes are then refused.
+ *
+ * Errors: ENOLCK the lock was lost before the token was proven; EPERM a handle
+ * inherited through fork; EINVAL NULL arguments or not a live handle; ELOOP a symlink
+ * at the counter's name; I/O errors.
+ *
+ * # Safety
+ * `lock` is NULL or a handle from this library; `token_out` NULL or writable.
+ */
+int nfslock_fencing_token(const struct nfslock *lock,
+                          uint64_t *token_out);
+
+/**
+ * Operator's tool: removes the lock on `path` whoever holds it, never a lock taken
+ * after the one it saw. A lease's token is taken first (its holder gets ENOLCK from
+ * `nfslock_is_held`, `nfslock_renew` and `nfslock_unlock`, quoting `reason`, which is
+ * left in `path.nfs_lock.broken`); a plain lock is renamed aside and checked.
+ *
+ * Errors: ENOENT not locked; EAGAIN it changed hands meanwhile (look again); EIO a
+ * lock taken in between could not be put back (the message says where it is); ELOOP,
+ * EINVAL as for `nfslock_create`.
+ *
+ * # Safety
+ * `path` is NULL or a NUL-terminated string; `reason` NULL or a NUL-terminated string.
+ */
+int nfslock_break(const char *path,
+                  const char *reason);
+
+/**
+ * Fills `*info_out` with the state of the lock on `path` (`path` or `path.nfs_lock`),
+ * watching a lease for up to `watch_ms` to tell NFSLOCK_STATE_HELD (renewed in time)
+ * from NFSLOCK_STATE_EXPIRED (not renewed for the whole lease while watched). 0: no
+ * watching. Nothing is changed on disk.
+ *
+ * Errors: EINVAL NULL arguments; ELOOP a symlink at the lock file; ENOENT the directory
+ * does not exist; I/O errors.
+ *
+ * # Safety
+ * `path` is NULL or a NUL-terminated string; `info_out` NULL or writable.
+ */
+int nfslock_inspect(const char *path,
+                    uint32_t watch_ms,
+                    struct nfslock_info *info_out);
 
 /**
  * Tries once to lock `path`: creates the lock file `path.nfs_lock` holding this
@@ -128,8 +367,8 @@ int nfslock_blocking_create(const char *path,
                             struct nfslock **lock_out);
 
 /**
- * Releases the lock and frees the handle, in every case (the handle is invalid after
- * the call, whatever it returns).
+ * Releases the lock (plain or lease) and frees the handle, in every case (the handle is
+ * invalid after the call, whatever it returns).
  *
  * Returns 0 when released; ENOLCK when the lock file was no longer ours (removed or
  * replaced by someone else, or released with `nfslock_unlock_path`): nothing is

@@ -67,30 +67,34 @@ impl<T> Registry<T> {
     }
 }
 
-/// The lock handles: `nfslock *`.
-pub static LOCKS: Registry<crate::lockfile::Lock> = Registry::new();
+/// The lock handles: `nfslock *` (a plain lock or a lease; see ffi/lockfile.rs).
+pub static LOCKS: Registry<std::sync::Arc<super::lockfile::Held>> = Registry::new();
+/// The option handles: `nfslock_options *`.
+pub static OPTIONS: Registry<std::sync::Arc<std::sync::Mutex<crate::lease::Options>>> = Registry::new();
 /// The session handles: `nfslock_session *` (see ffi/session.rs for the entry).
 pub static SESSIONS: Registry<std::sync::Arc<super::session::Entry>> = Registry::new();
 
 type Held = (
-    Option<MutexGuard<'static, BTreeMap<usize, crate::lockfile::Lock>>>,
+    Option<MutexGuard<'static, BTreeMap<usize, std::sync::Arc<super::lockfile::Held>>>>,
     Option<MutexGuard<'static, BTreeMap<usize, std::sync::Arc<super::session::Entry>>>>,
+    Option<MutexGuard<'static, BTreeMap<usize, std::sync::Arc<std::sync::Mutex<crate::lease::Options>>>>>,
 );
 
 thread_local! {
     /// The registries' guards, held by the forking thread across fork(2).
-    static HELD_ACROSS_FORK: RefCell<Held> = const { RefCell::new((None, None)) };
+    static HELD_ACROSS_FORK: RefCell<Held> = const { RefCell::new((None, None, None)) };
 }
 
 extern "C" fn before_fork() {
     // Always in this order; nothing else ever holds both.
-    let held = (Some(LOCKS.table()), Some(SESSIONS.table()));
+    let held = (Some(LOCKS.table()), Some(SESSIONS.table()), Some(OPTIONS.table()));
     let _ = HELD_ACROSS_FORK.try_with(|h| *h.borrow_mut() = held);
 }
 
 extern "C" fn after_fork() {
     let _ = HELD_ACROSS_FORK.try_with(|h| {
-        let (locks, sessions) = std::mem::take(&mut *h.borrow_mut());
+        let (locks, sessions, options) = std::mem::take(&mut *h.borrow_mut());
+        drop(options);
         drop(sessions);
         drop(locks);
     });

@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::boundary::{check_fits, copy_out, ffi_guard, optional_bytes_arg, out_arg, path_arg};
 use super::handles::LOCKS;
 use crate::error::Error;
+use crate::lease::Lease;
 use crate::lockfile::{self, Lock};
 
 /// One held lock. Opaque: created by `nfslock_create`, `nfslock_blocking_create`;
@@ -18,12 +19,30 @@ pub struct nfslock {
     _opaque: [u8; 0],
 }
 
-fn timeout_of(timeout_ms: i64) -> Option<Duration> {
+/// What a lock handle stands for: a plain lock (Core's) or a lease.
+#[derive(Debug)]
+pub enum Held {
+    /// From `nfslock_create`, `nfslock_blocking_create`, or `nfslock_acquire` without a lease.
+    Plain(Lock),
+    /// From `nfslock_acquire` with a lease.
+    Lease(Lease),
+}
+
+impl Held {
+    fn unlock(self) -> crate::Result<()> {
+        match self {
+            Held::Plain(l) => l.unlock(),
+            Held::Lease(l) => l.unlock(),
+        }
+    }
+}
+
+pub(super) fn timeout_of(timeout_ms: i64) -> Option<Duration> {
     u64::try_from(timeout_ms).ok().map(Duration::from_millis)
 }
 
-fn hand_out(op: &'static str, lock: Lock, lock_out: *mut *mut nfslock) -> Result<(), Error> {
-    let handle = LOCKS.insert(op, lock)? as *mut nfslock;
+pub(super) fn hand_out(op: &'static str, held: Held, lock_out: *mut *mut nfslock) -> Result<(), Error> {
+    let handle = LOCKS.insert(op, std::sync::Arc::new(held))? as *mut nfslock;
     // SAFETY: the caller checked lock_out for NULL; it points to writable storage.
     unsafe { *lock_out = handle };
     Ok(())
@@ -55,7 +74,7 @@ pub unsafe extern "C" fn nfslock_create(path: *const c_char, message: *const c_c
         // SAFETY: per this function's contract.
         let (path, message) = unsafe { (path_arg(OP, path)?, optional_bytes_arg(message)) };
         out_arg(OP, lock_out, "lock_out")?;
-        hand_out(OP, lockfile::create(path, message).map_err(|e| e.in_op(OP))?, lock_out)
+        hand_out(OP, Held::Plain(lockfile::create(path, message).map_err(|e| e.in_op(OP))?), lock_out)
     })
 }
 
@@ -84,12 +103,13 @@ pub unsafe extern "C" fn nfslock_blocking_create(
         // SAFETY: per this function's contract.
         let (path, message) = unsafe { (path_arg(OP, path)?, optional_bytes_arg(message)) };
         out_arg(OP, lock_out, "lock_out")?;
-        hand_out(OP, lockfile::blocking_create(path, message, timeout_of(timeout_ms)).map_err(|e| e.in_op(OP))?, lock_out)
+        let lock = lockfile::blocking_create(path, message, timeout_of(timeout_ms)).map_err(|e| e.in_op(OP))?;
+        hand_out(OP, Held::Plain(lock), lock_out)
     })
 }
 
-/// Releases the lock and frees the handle, in every case (the handle is invalid after
-/// the call, whatever it returns).
+/// Releases the lock (plain or lease) and frees the handle, in every case (the handle is
+/// invalid after the call, whatever it returns).
 ///
 /// Returns 0 when released; ENOLCK when the lock file was no longer ours (removed or
 /// replaced by someone else, or released with `nfslock_unlock_path`): nothing is
@@ -106,9 +126,17 @@ pub unsafe extern "C" fn nfslock_unlock(lock: *mut nfslock) -> c_int {
             return Err(Error::invalid(OP, "lock is NULL"));
         }
         // Looked up by its number, never read through: a dead handle is simply not there.
-        match LOCKS.remove(lock as usize) {
-            Some(held) => held.unlock().map_err(|e| e.in_op(OP)),
-            None => Err(Error::invalid(OP, "not a live lock handle (unlocked twice?)")),
+        let held = LOCKS.remove(lock as usize).ok_or_else(|| Error::invalid(OP, "not a live lock handle (unlocked twice?)"))?;
+        // Another thread may be inside a call on this handle this very moment (renew,
+        // is_held): it keeps its reference, and the release happens when the last one goes.
+        match std::sync::Arc::try_unwrap(held) {
+            Ok(held) => held.unlock().map_err(|e| e.in_op(OP)),
+            Err(_) => Err(Error::new(
+                nix::errno::Errno::EBUSY,
+                OP,
+                None,
+                "another thread is using this handle; it is released when that call returns",
+            )),
         }
     })
 }

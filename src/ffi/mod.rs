@@ -4,6 +4,7 @@
 mod boundary;
 pub mod errors;
 mod handles;
+pub mod lease;
 pub mod lockfile;
 pub mod session;
 

@@ -171,6 +171,24 @@ impl Lock {
         self.release(OP_UNLOCK)
     }
 
+    /// Ok while the lock file is still this hold's. ENOLCK: removed or replaced (by
+    /// `unlock_path`, an operator's break, or by hand); EPERM: inherited through fork.
+    pub fn is_held(&self) -> Result<()> {
+        const OP: &str = "is_held";
+        let t = &self.target;
+        if process::fork_generation() != self.generation {
+            return Err(t.error(Errno::EPERM, OP, "the handle was inherited through fork; a child holds nothing"));
+        }
+        if !state().holds(&t.key, self.token) {
+            return Err(t.error(Errno::ENOLCK, OP, "the lock was released with unlock_path or broken"));
+        }
+        match fsops::id_of(&t.lock) {
+            Ok(id) if id == self.file => Ok(()),
+            Ok(_) | Err(Errno::ENOENT) => Err(t.error(Errno::ENOLCK, OP, format!("{} was removed or replaced", t.lock.display()))),
+            Err(e) => Err(t.sys(e, OP, "lstat", &t.lock)),
+        }
+    }
+
     /// This hold's fencing token: greater than every token handed out for any earlier
     /// acquisition of this path (see [`crate::lease::Lease::fencing_token`]). The first
     /// call of a hold grows the path's counter durably, then checks the lock file is
