@@ -902,6 +902,43 @@ fn core_replay_and_libnfslock_read_and_respect_each_other() {
     }
 }
 
+/// A lease carries a field Core's reader rejects: Core never takes it (nor clears it,
+/// even once its holder is gone); libnfslock reads a Core holder as a plain lock.
+#[test]
+fn core_never_takes_or_clears_a_lease() {
+    let _serial = serial();
+    let mut r = Run::new("lease".to_string());
+    let core = r.spawn(Kind::Core, "core", &[]);
+    let ours = r.spawn(Kind::Ours, "ours", &[]);
+    assert!(r.command(ours, "lease 500").is_some_and(|d| d.starts_with("done lease OK")));
+    for v in ["v1", "v2"] {
+        let refused = r.command(core, &format!("{v} core")).unwrap_or_default();
+        assert!(refused.contains("failed to parse"), "Core's {v} create on a lease: {refused}");
+    }
+    let refused = r.command(core, "unlock").unwrap_or_default();
+    assert!(!refused.contains(" ok "), "Core's unlock of our lease: {refused}");
+    // The lease's holder dies: Core still cannot read it, so it still refuses.
+    let pid = r.peers[ours].child.id();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let _ = r.peers[ours].child.wait();
+    // A dead process believes nothing: its marker goes with it.
+    let _ = std::fs::remove_file(r.marker());
+    let refused = r.command(core, "v1 core").unwrap_or_default();
+    assert!(refused.contains("failed to parse"), "Core's create on a dead holder's lease: {refused}");
+    // libnfslock clears the dead holder of this host at once; then Core holds a plain
+    // lock, and a lease waits for it like for any live holder.
+    let second = r.spawn(Kind::Ours, "ours2", &[]);
+    assert!(r.command(second, "lease 500").is_some_and(|d| d.starts_with("done lease OK")), "dead lease holder not cleared");
+    assert!(r.command(second, "unlock").is_some_and(|d| d.starts_with("done unlock OK")));
+    assert!(r.command(core, "v2 core").is_some_and(|d| d.contains(" ok ")));
+    assert!(r.command(second, "lease 500").is_some_and(|d| d.starts_with("done lease EAGAIN")));
+    r.release_all();
+    r.check_overlaps();
+    let o = r.outcome();
+    drop(r);
+    assert_clean("lease interop", &[o], Instant::now());
+}
+
 const HOST_64: &str = "core-interop-64-byte-host-name-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 const UTS_VAR: &str = "NFSLOCK_CORE_INTEROP_OUTER_UTS";
 

@@ -78,6 +78,25 @@ int main(int argc, char **argv)
                 held_lock = lock;
                 marker_made = marker_take(MARKER);
             }
+        } else if (strcmp(line, "lease") == 0) {
+            /* lease MS: one attempt at a lease of MS milliseconds, renewed by the library. */
+            if (held_lock != NULL) {
+                say("done lease EDEADLK this peer holds the lock already");
+                continue;
+            }
+            nfslock_options *o = NULL;
+            nfslock *lock = NULL;
+            int rc = nfslock_options_new(&o);
+            if (rc == 0)
+                rc = nfslock_options_set_lease_ms(o, (uint32_t)strtoul(arg, NULL, 10));
+            if (rc == 0)
+                rc = nfslock_acquire(P, o, 0, &lock);
+            nfslock_options_free(o);
+            report("lease", rc, "");
+            if (rc == 0) {
+                held_lock = lock;
+                marker_made = marker_take(MARKER);
+            }
         } else if (strcmp(line, "unlock") == 0) {
             if (held_lock == NULL) {
                 say("done unlock EINVAL this peer holds no lock");
