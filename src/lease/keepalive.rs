@@ -11,6 +11,7 @@
 //! registered is released (its token parked, its lock file removed), then the parked
 //! claims are removed.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard, Once, Weak};
 use std::time::Duration;
 
@@ -22,13 +23,24 @@ use crate::process;
 const OP_KEEPALIVE: &str = "keepalive";
 
 struct Registry {
-    holds: Vec<Weak<Hold>>,
+    /// By the address of the hold: exact removal at release, without a scan.
+    holds: HashMap<usize, Weak<Hold>>,
     /// The fork generation the renewing thread runs in, if it runs.
     thread: Option<u64>,
+    /// Until when the thread sleeps: a new hold due earlier wakes it, others do not
+    /// (an acquisition pays no wake-up of the thread in the common case).
+    sleeping_until: Duration,
     stopping: bool,
 }
 
-static REGISTRY: LazyLock<Mutex<Registry>> = LazyLock::new(|| Mutex::new(Registry { holds: Vec::new(), thread: None, stopping: false }));
+static REGISTRY: LazyLock<Mutex<Registry>> =
+    LazyLock::new(|| Mutex::new(Registry { holds: HashMap::new(), thread: None, sleeping_until: Duration::ZERO, stopping: false }));
+
+/// A renewal due within this much of another is done in the same wake-up (early): the
+/// thread wakes a few times per lease, not once per held lease.
+fn slack(lease: Duration) -> Duration {
+    lease / 12
+}
 static WAKE: Condvar = Condvar::new();
 static HOOKS: Once = Once::new();
 
@@ -39,27 +51,33 @@ fn registry() -> MutexGuard<'static, Registry> {
 /// Registers a new hold; starts the renewing thread if it needs one and none runs.
 pub fn register(hold: &Arc<Hold>) -> std::io::Result<()> {
     HOOKS.call_once(|| process::register(&FORK_HOOKS));
+    let due = hold.state().next_due;
     let mut r = registry();
-    r.holds.retain(|w| w.strong_count() > 0);
-    r.holds.push(Arc::downgrade(hold));
+    r.holds.insert(Arc::as_ptr(hold) as usize, Arc::downgrade(hold));
+    if !hold.keepalive {
+        return Ok(());
+    }
     let generation = process::fork_generation();
-    if hold.keepalive && r.thread != Some(generation) {
+    if r.thread != Some(generation) {
         std::thread::Builder::new().name("nfslock-keepalive".into()).spawn(renew_forever)?;
         r.thread = Some(generation);
+        r.sleeping_until = Duration::ZERO;
+    } else if due < r.sleeping_until {
+        r.sleeping_until = due;
+        WAKE.notify_all();
     }
-    WAKE.notify_all();
     Ok(())
 }
 
 /// Forgets a hold (released by its owner).
 pub fn deregister(hold: &Arc<Hold>) {
     let mut r = registry();
-    r.holds.retain(|w| w.strong_count() > 0 && !std::ptr::eq(w.as_ptr(), Arc::as_ptr(hold)));
+    r.holds.remove(&(Arc::as_ptr(hold) as usize));
 }
 
 /// How many holds the thread renews: for tests and benchmarks.
 pub fn renewed_holds() -> usize {
-    registry().holds.iter().filter_map(Weak::upgrade).filter(|h| h.keepalive).count()
+    registry().holds.values().filter_map(Weak::upgrade).filter(|h| h.keepalive).count()
 }
 
 fn renew_forever() {
@@ -71,18 +89,20 @@ fn renew_forever() {
         let now = clock::now();
         let mut due = Vec::new();
         let mut next = now + Duration::from_secs(3600);
-        for hold in r.holds.iter().filter_map(Weak::upgrade).filter(|h| h.keepalive) {
+        r.holds.retain(|_, w| w.strong_count() > 0);
+        for hold in r.holds.values().filter_map(Weak::upgrade).filter(|h| h.keepalive) {
             let st = hold.state();
             if st.over || st.broken.is_some() {
                 continue;
             }
-            if st.next_due <= now {
+            if st.next_due <= now + slack(hold.lease) {
                 due.push(hold.clone());
             } else {
                 next = next.min(st.next_due);
             }
         }
         if due.is_empty() {
+            r.sleeping_until = next;
             r = WAKE.wait_timeout(r, next - now).unwrap_or_else(|p| p.into_inner()).0;
             continue;
         }
@@ -138,7 +158,7 @@ fn at_exit() {
         let mut r = registry();
         r.stopping = true;
         WAKE.notify_all();
-        r.holds.drain(..).filter_map(|w| w.upgrade()).collect()
+        r.holds.drain().filter_map(|(_, w)| w.upgrade()).collect()
     };
     for h in holds {
         // A hold another thread is renewing or releasing this very moment is left to
