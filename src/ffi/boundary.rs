@@ -48,6 +48,16 @@ pub fn ffi_guard(op: &'static str, body: impl FnOnce() -> Result<(), Error>) -> 
     }
 }
 
+/// The same guard for the functions that return nothing (free): a failure or a panic
+/// is still recorded as the thread's last error.
+pub fn ffi_guard_void(op: &'static str, body: impl FnOnce() -> Result<(), Error>) {
+    match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => set_last_error(e.to_string()),
+        Err(_) => set_last_error(format!("{op}: internal error (a panic was caught at the C boundary)")),
+    }
+}
+
 /// The same guard for the functions that return static text: `fallback` on a panic.
 pub fn ffi_guard_ptr(body: impl FnOnce() -> *const c_char, fallback: &'static CStr) -> *const c_char {
     catch_unwind(AssertUnwindSafe(body)).unwrap_or(fallback.as_ptr())

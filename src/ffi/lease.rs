@@ -6,7 +6,7 @@ use std::ffi::{c_char, c_int};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::boundary::{ffi_guard, optional_bytes_arg, out_arg, path_arg};
+use super::boundary::{ffi_guard, ffi_guard_void, optional_bytes_arg, out_arg, path_arg};
 use super::handles::{LOCKS, OPTIONS};
 use super::lockfile::{hand_out, nfslock, timeout_of, Held};
 use crate::error::Error;
@@ -106,12 +106,12 @@ pub unsafe extern "C" fn nfslock_options_new(options_out: *mut *mut nfslock_opti
 #[no_mangle]
 pub unsafe extern "C" fn nfslock_options_free(options: *mut nfslock_options) {
     const OP: &str = "nfslock_options_free";
-    let _ = ffi_guard(OP, || {
+    ffi_guard_void(OP, || {
         if !options.is_null() {
             OPTIONS.remove(options as usize);
         }
         Ok(())
-    });
+    })
 }
 
 /// Sets the message written into the lock's record (NULL: empty).
