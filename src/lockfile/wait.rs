@@ -135,11 +135,11 @@ mod tests {
 
     #[test]
     fn watch_wakes_on_removal_of_its_name_only() {
-        let dir = std::env::temp_dir().join(format!("nfslock-wait-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+        let dir = scratch.path();
         std::fs::write(dir.join("other"), b"").unwrap();
         std::fs::write(dir.join("x.nfs_lock"), b"").unwrap();
-        let w = Watch::new(&dir, "x.nfs_lock".as_ref()).unwrap();
+        let w = Watch::new(dir, "x.nfs_lock".as_ref()).unwrap();
         std::fs::remove_file(dir.join("other")).unwrap();
         let start = Instant::now();
         w.wait(Duration::from_millis(50));
@@ -148,6 +148,5 @@ mod tests {
         let start = Instant::now();
         w.wait(Duration::from_secs(5));
         assert!(start.elapsed() < Duration::from_secs(4));
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
