@@ -111,7 +111,7 @@ pub fn still_live(shared: &Shared, op: &'static str) -> Result<()> {
 /// The session's IDs, for an operation `op`: EPERM in a forked child, ESTALE once
 /// expired; beats first when the last beat is a quarter of the timeout old.
 pub fn enter<'a>(shared: &'a Shared, op: &'static str) -> Result<MutexGuard<'a, Ids>> {
-    if crate::process::fork_generation() != shared.generation {
+    if shared.in_forked_child() {
         return Err(shared.forked(op));
     }
     {

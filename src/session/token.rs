@@ -135,7 +135,7 @@ fn take_token(shared: &Shared, st: &mut Ids, op: &'static str, guarded: bool) ->
             Err(e) => {
                 // The link may have been made (an error reported after it worked).
                 if let Some(claim) = st.claims.last() {
-                    st.stale_tokens.push((c.next, claim.file));
+                    st.keep_stale_token(c.next, claim.file);
                 }
                 return Err(link_error(shared, op, e));
             }
@@ -196,7 +196,7 @@ pub fn finish(shared: &Shared, st: &mut Ids, token: Token, keep_id: bool) {
 /// while the counter names it, it holds up every writer.
 fn drop_lock(shared: &Shared, st: &mut Ids, id: u64, file: FileId) {
     if idlock::release(&shared.repo, id, file).is_err() {
-        st.stale_tokens.push((id, file));
+        st.keep_stale_token(id, file);
     }
 }
 
