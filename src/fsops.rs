@@ -55,6 +55,13 @@ pub fn is_transient(e: Errno) -> bool {
     matches!(e, Errno::EINTR | Errno::ESTALE | Errno::EIO)
 }
 
+/// Errors on a file we have open, or read by name, that mean it was removed meanwhile:
+/// on NFS the server forgets a file once another client removes its last name, and our
+/// handle to it turns stale (ESTALE); locally the name is gone (ENOENT).
+pub fn vanished(e: Errno) -> bool {
+    matches!(e, Errno::ESTALE | Errno::ENOENT)
+}
+
 pub fn link(from: &Path, to: &Path) -> nix::Result<()> {
     // linkat without AT_SYMLINK_FOLLOW links a symlink itself, never its target.
     retry(|| unistd::linkat(fcntl::AT_FDCWD, from, fcntl::AT_FDCWD, to, AtFlags::empty()))

@@ -60,7 +60,7 @@ pub fn beat(shared: &Shared, st: &mut Beat) -> std::result::Result<(), String> {
     match written {
         Ok(()) => {}
         // On NFS a handle turns stale when another client removed the file.
-        Err(e) if matches!(e.raw_os_error(), Some(libc::ESTALE | libc::ENOENT)) => {
+        Err(e) if fsops::vanished(fsops::io_errno(&e)) => {
             return Err(expire(st, format!("its record {} is gone: another session reaped it", path.display())));
         }
         // Not expired yet: the next beat may work; the lease decides.
