@@ -55,6 +55,13 @@ pub fn is_transient(e: Errno) -> bool {
     matches!(e, Errno::EINTR | Errno::ESTALE | Errno::EIO)
 }
 
+/// Errors on a file we have open, or read by name, that mean it was removed meanwhile:
+/// on NFS the server forgets a file once another client removes its last name, and our
+/// handle to it turns stale (ESTALE); locally the name is gone (ENOENT).
+pub fn vanished(e: Errno) -> bool {
+    matches!(e, Errno::ESTALE | Errno::ENOENT)
+}
+
 pub fn link(from: &Path, to: &Path) -> nix::Result<()> {
     // linkat without AT_SYMLINK_FOLLOW links a symlink itself, never its target.
     retry(|| unistd::linkat(fcntl::AT_FDCWD, from, fcntl::AT_FDCWD, to, AtFlags::empty()))
@@ -199,6 +206,33 @@ fn made_by_our_request(path: &Path) -> Option<OwnedFd> {
     ours.then_some(fd)
 }
 
+/// The one way the library makes a private file (a claim, a session record, an ID
+/// claim, a counter's temporary): `create` makes it at `path`, a name nobody else uses
+/// (an O_EXCL create, [`create_new`] or [`create_fresh`], possibly wrapped: a claim's
+/// descriptor is opened and registered as one a forked child must not keep in one step);
+/// `before_write` runs on it next (a flock; its error ends the making); then `data` is
+/// written at its start durably ([`write_durably`]) and its status read. Once `create`
+/// has made the file, any later failure removes it again, so it is there whole or not
+/// at all. Errors of `create` (EEXIST: the caller draws another name or decides what a
+/// file in the way is) are returned as they are.
+pub fn create_private<F: AsFd>(
+    path: &Path,
+    data: &[u8],
+    create: impl FnOnce() -> nix::Result<F>,
+    before_write: impl FnOnce(&F) -> nix::Result<()>,
+) -> nix::Result<(F, stat::FileStat)> {
+    let fd = create()?;
+    let made = before_write(&fd).and_then(|()| write_durably(&fd, data).map_err(|e| io_errno(&e))).and_then(|()| fstat(&fd));
+    match made {
+        Ok(st) => Ok((fd, st)),
+        Err(e) => {
+            // Our own fresh name: a blind unlink can only find it gone.
+            let _ = unlink(path);
+            Err(e)
+        }
+    }
+}
+
 pub fn fstat(fd: &impl AsFd) -> nix::Result<stat::FileStat> {
     retry(|| stat::fstat(fd.as_fd()))
 }
@@ -281,4 +315,32 @@ pub fn sync_dir(dir: &Path) -> nix::Result<()> {
 
 pub fn io_errno(e: &std::io::Error) -> Errno {
     e.raw_os_error().map_or(Errno::EIO, Errno::from_raw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_private_file_is_there_whole_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let (fd, st) = create_private(&path, b"record", || create_new(&path), |_| Ok(())).unwrap();
+        assert_eq!(st.st_size, 6);
+        assert_eq!(id_of(&path).unwrap(), FileId::from(&fstat(&fd).unwrap()));
+        assert_eq!(std::fs::read(&path).unwrap(), b"record");
+        assert_eq!(st.st_mode & 0o022, 0, "never group- or world-writable");
+        // The create's own error as it is, and the name left alone.
+        assert_eq!(create_private(&path, b"x", || create_new(&path), |_| Ok(())).err(), Some(Errno::EEXIST));
+        assert_eq!(std::fs::read(&path).unwrap(), b"record");
+        // A failure after the create removes the new file.
+        let other = dir.path().join("g");
+        let failed = create_private(&other, b"x", || create_new(&other), |_| Err(Errno::EWOULDBLOCK));
+        assert_eq!(failed.err(), Some(Errno::EWOULDBLOCK));
+        assert_eq!(lstat(&other).err(), Some(Errno::ENOENT));
+        // A write that fails (a read-only descriptor) too.
+        let ro = || create_new(&other).and_then(|_| open_existing(&other, false));
+        assert_eq!(create_private(&other, b"x", ro, |_| Ok(())).err(), Some(Errno::EBADF));
+        assert_eq!(lstat(&other).err(), Some(Errno::ENOENT));
+    }
 }

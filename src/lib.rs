@@ -36,6 +36,7 @@
 
 #![warn(missing_docs)]
 
+mod backoff;
 pub mod errno;
 pub mod error;
 mod fence;

@@ -66,6 +66,8 @@ use std::time::{Duration, Instant};
 
 #[path = "support/cdylib.rs"]
 mod cdylib;
+#[path = "support/scratch.rs"]
+mod scratch;
 
 const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
 const TARGET_TMPDIR: &str = env!("CARGO_TARGET_TMPDIR");
@@ -85,7 +87,6 @@ const WORKERS: usize = 3;
 /// Tests run one at a time: each keeps several processes busy.
 static SERIAL: Mutex<()> = Mutex::new(());
 static PEERS: OnceLock<Result<(PathBuf, PathBuf), String>> = OnceLock::new();
-static RUN_NO: AtomicUsize = AtomicUsize::new(0);
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
@@ -190,7 +191,7 @@ impl Peer {
 /// children by pid and removes the directory.
 struct Run {
     name: String,
-    dir: PathBuf,
+    dir: scratch::TempDir,
     log: Log,
     peers: Vec<Peer>,
     violations: Vec<String>,
@@ -205,27 +206,24 @@ impl Drop for Run {
                 let _ = p.child.wait();
             }
         }
-        let _ = fs::remove_dir_all(&self.dir);
+        // The directory goes with the TempDir, dropped after this.
     }
 }
 
 impl Run {
     fn new(name: String) -> Run {
-        let n = RUN_NO.fetch_add(1, Ordering::Relaxed);
-        let dir = work_dir().join("runs").join(format!("{}-{n}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        let dir = scratch::dir_in(&work_dir().join("runs"), "run");
         Run { name, dir, log: Log::new(), peers: Vec::new(), violations: Vec::new(), notes: Vec::new() }
     }
 
     fn path(&self) -> PathBuf {
-        self.dir.join("P")
+        self.dir.path().join("P")
     }
     fn lock_file(&self) -> PathBuf {
-        self.dir.join("P.nfs_lock")
+        self.dir.path().join("P.nfs_lock")
     }
     fn marker(&self) -> PathBuf {
-        self.dir.join("inside.marker")
+        self.dir.path().join("inside.marker")
     }
 
     fn violation(&mut self, what: String) {

@@ -102,25 +102,6 @@ impl Rng {
     }
 }
 
-/// A test's directory; removed with its combining tables when the test ends, whatever
-/// happens.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        let dir = work_dir().join(format!("{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
-        Scratch(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
 /// A worker process, killed and reaped when dropped.
 struct Worker {
     child: Child,
@@ -311,8 +292,8 @@ fn finish(what: &str, failures: Vec<String>) {
 #[test]
 fn lock_holders_killed_at_random_points() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let scratch = Scratch::new("holders");
-    let dir = scratch.0.to_str().unwrap().to_string();
+    let scratch = scratch::dir_in(&work_dir(), "holders");
+    let dir = scratch::path_str(&scratch).to_string();
     let npaths = NPATHS.to_string();
     let mut rng = Rng::new();
     let mut failures = Vec::new();
@@ -343,7 +324,7 @@ fn lock_holders_killed_at_random_points() {
             if !ok {
                 failures.push(format!("after {} crashes, a lock path could not be taken within 1 s:\n{out}", round * 2));
             }
-            let litter = lock_litter(&scratch.0);
+            let litter = lock_litter(scratch.path());
             println!("litter after {} crashes: {}", round * 2, summary(&litter));
             litter_at.push(litter);
         }
@@ -369,8 +350,8 @@ fn lock_holders_killed_at_random_points() {
 #[test]
 fn session_allocators_killed_at_random_points() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let scratch = Scratch::new("allocators");
-    let dir = scratch.0.join("repo");
+    let scratch = scratch::dir_in(&work_dir(), "allocators");
+    let dir = scratch.path().join("repo");
     let dir_s = dir.to_str().unwrap().to_string();
     let mut rng = Rng::new();
     let mut failures = Vec::new();

@@ -59,28 +59,6 @@ fn checks() -> PathBuf {
     build(&CHECKS, "checks", &[])
 }
 
-/// A private directory for one run, removed afterwards whatever happens.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        let dir = work_dir().join(format!("{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
-        Scratch(dir)
-    }
-
-    fn path(&self) -> &str {
-        self.0.to_str().expect("a UTF-8 scratch path")
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
 /// Runs `exe args` to its end (killed after 60 s); its exit status and what it printed.
 fn run(exe: &Path, args: &[&str]) -> (Option<ExitStatus>, String) {
     let mut child = Command::new(exe)
@@ -127,8 +105,8 @@ fn describe(status: Option<ExitStatus>) -> String {
 
 /// Runs a mode of `checks` in a fresh directory and requires it to pass.
 fn check_mode(mode: &str, extra: &[&str]) -> String {
-    let scratch = Scratch::new(&format!("{mode}{}", extra.join("-")));
-    let mut args = vec![mode, scratch.path()];
+    let scratch = scratch::dir_in(&work_dir(), &format!("{mode}{}", extra.join("-")));
+    let mut args = vec![mode, scratch::path_str(&scratch)];
     args.extend_from_slice(extra);
     let (status, out) = run(&checks(), &args);
     println!("{out}");
@@ -150,8 +128,8 @@ fn another_spelling_of_a_held_path_is_edeadlk_for_blocking_create_forever() {
         let runs: Vec<_> = (0..spellings.len())
             .map(|n| {
                 scope.spawn(move || {
-                    let scratch = Scratch::new(&format!("spelling-wait-{n}"));
-                    run(&checks(), &["spelling-wait", scratch.path(), &n.to_string()])
+                    let scratch = scratch::dir_in(&work_dir(), &format!("spelling-wait-{n}"));
+                    run(&checks(), &["spelling-wait", scratch::path_str(&scratch), &n.to_string()])
                 })
             })
             .collect();
@@ -182,14 +160,14 @@ fn dlopen_use_dlclose_then_fork_and_exit_does_not_crash() {
     // ended before each dlclose (nothing of the library is left registered for a live
     // thread, so the loader may really unmap it).
     for mode in ["main", "thread"] {
-        let scratch = Scratch::new(&format!("dlopen-{mode}"));
-        let (status, out) = run(&exe, &[lib.to_str().unwrap(), scratch.path(), mode]);
+        let scratch = scratch::dir_in(&work_dir(), &format!("dlopen-{mode}"));
+        let (status, out) = run(&exe, &[lib.to_str().unwrap(), scratch::path_str(&scratch), mode]);
         println!("{mode}: {}\n{out}", describe(status));
         if !status.is_some_and(|s| s.success()) {
             failed.push(format!("used from the {mode} thread: {}\n{out}", describe(status)));
         }
         // The lock still held at the second dlclose was released at exit (or at dlclose).
-        let held = scratch.0.join("blocking1.nfs_lock");
+        let held = scratch.path().join("blocking1.nfs_lock");
         if held.exists() {
             failed.push(format!("used from the {mode} thread: {} survived the exit of its holder", held.display()));
         }
@@ -212,8 +190,8 @@ fn dlclose_with_a_session_still_open_does_not_crash() {
     // the heartbeat thread's start (a thread-local destructor it registers keeps the
     // library mapped): five runs, each must pass.
     for run_no in 1..=5 {
-        let scratch = Scratch::new(&format!("dlopen-session-open-{run_no}"));
-        let (status, out) = run(&exe, &[lib.to_str().unwrap(), scratch.path(), "session-open"]);
+        let scratch = scratch::dir_in(&work_dir(), &format!("dlopen-session-open-{run_no}"));
+        let (status, out) = run(&exe, &[lib.to_str().unwrap(), scratch::path_str(&scratch), "session-open"]);
         println!("run {run_no}: {}\n{out}", describe(status));
         assert!(
             status.is_some_and(|s| s.success()),
@@ -235,12 +213,12 @@ fn distinct_paths_lock_under_rlimit_nofile_20() {
 
 #[test]
 fn a_socket_at_the_lock_file_is_ebadmsg_and_left_alone() {
-    let scratch = Scratch::new("socket");
-    let (status, out) = run(&checks(), &["socket", scratch.path()]);
+    let scratch = scratch::dir_in(&work_dir(), "socket");
+    let (status, out) = run(&checks(), &["socket", scratch::path_str(&scratch)]);
     println!("{out}");
     assert!(status.is_some_and(|s| s.success()), "checks socket: {}\n{out}", describe(status));
     // After the process is gone (its claims removed at exit), only the socket is left.
-    let names: Vec<String> = fs::read_dir(&scratch.0).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let names: Vec<String> = fs::read_dir(scratch.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     assert_eq!(names, vec!["P.nfs_lock".to_string()], "the directory after the calls on a socket lock file");
 }
 

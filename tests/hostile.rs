@@ -27,6 +27,8 @@
 
 #[path = "support/cdylib.rs"]
 mod cdylib;
+#[path = "support/scratch.rs"]
+mod scratch;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
@@ -236,6 +238,8 @@ impl Who {
 /// unmounts, removes the /dev/shm entries and the tree. Declare drivers after it so that
 /// they are killed first.
 struct Env {
+    /// The tree; kept on disk rather than removed while a mount in it would not go away.
+    tree: Option<scratch::TempDir>,
     root: PathBuf,
     bin: PathBuf,
     mounts: Mutex<Vec<PathBuf>>,
@@ -246,8 +250,9 @@ impl Env {
     fn new(name: &str) -> Env {
         require_root();
         let b = built();
-        let root = PathBuf::from(format!("/tmp/nfslock-hostile-{}-{name}", std::process::id()));
-        let _ = fs::remove_dir_all(&root);
+        // /tmp itself, not $TMPDIR: the test users must be able to reach the tree.
+        let tree = scratch::dir_in(Path::new("/tmp"), &format!("nfslock-hostile-{name}"));
+        let root = tree.path().to_path_buf();
         let bin = root.join("bin");
         let lib = bin.join("lib");
         fs::create_dir_all(&lib).expect("scratch directory");
@@ -259,7 +264,7 @@ impl Env {
         copy(&b.lib, &lib.join("libnfslock.so"), 0o755);
         let soname = format!("libnfslock.so.{}", env!("CARGO_PKG_VERSION_MAJOR"));
         copy(&b.lib, &lib.join(soname), 0o755);
-        Env { root, bin, mounts: Mutex::new(Vec::new()), shm: Mutex::new(Vec::new()) }
+        Env { tree: Some(tree), root, bin, mounts: Mutex::new(Vec::new()), shm: Mutex::new(Vec::new()) }
     }
 
     fn path(&self, rel: &str) -> PathBuf {
@@ -332,10 +337,13 @@ impl Drop for Env {
                 Err(_) => {}
             }
         }
-        // Never descend into a mount that would not go away.
+        // Never descend into a mount that would not go away: the tree is then left as
+        // it is. Otherwise it goes with the TempDir, dropped after this.
         let still_mounted = fs::read_to_string("/proc/self/mounts").unwrap_or_default().contains(&*self.root.to_string_lossy());
-        if !still_mounted {
-            let _ = fs::remove_dir_all(&self.root);
+        if still_mounted {
+            if let Some(tree) = self.tree.take() {
+                let _ = tree.keep();
+            }
         }
     }
 }

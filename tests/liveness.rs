@@ -5,25 +5,18 @@
 
 use std::fs;
 use std::io::{Read, Write};
-use std::path::PathBuf;
 
 use nfslock::Errno;
 use nfslock::{lockfile, Record, StartTime};
 
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
+#[path = "support/scratch.rs"]
+mod scratch;
 
 #[test]
 fn live_holder_with_shifted_start_time_is_not_cleared() {
-    let dir = TempDir(std::env::temp_dir().join(format!("nfslock-liveness-{}", std::process::id())));
-    fs::create_dir_all(&dir.0).unwrap();
-    let path = dir.0.join("p");
-    let lock = dir.0.join("p.nfs_lock");
+    let dir = scratch::dir("liveness");
+    let path = dir.path().join("p");
+    let lock = dir.path().join("p.nfs_lock");
 
     let killed = holder_child(&path, b"long job").expect("the child took the lock");
 
@@ -51,9 +44,8 @@ fn live_holder_with_shifted_start_time_is_not_cleared() {
 /// process-wide "judged alive" cache answered EAGAIN, "alive 12 ms ago").
 #[test]
 fn a_holder_killed_a_moment_ago_is_cleared_by_the_next_call() {
-    let dir = TempDir(std::env::temp_dir().join(format!("nfslock-killed-{}", std::process::id())));
-    fs::create_dir_all(&dir.0).unwrap();
-    let path = dir.0.join("p");
+    let dir = scratch::dir("killed");
+    let path = dir.path().join("p");
     for round in 0..20 {
         let killed = holder_child(&path, b"about to be killed").unwrap_or_else(|| panic!("round {round}: the child took the lock"));
         let err = lockfile::create(&path, b"taker").expect_err("a live holder keeps its lock");
@@ -68,15 +60,14 @@ fn a_holder_killed_a_moment_ago_is_cleared_by_the_next_call() {
 /// no lock file, and the path stays free for everyone.
 #[test]
 fn an_oversized_message_is_emsgsize_and_writes_nothing() {
-    let dir = TempDir(std::env::temp_dir().join(format!("nfslock-msgsize-{}", std::process::id())));
-    fs::create_dir_all(&dir.0).unwrap();
-    let path = dir.0.join("p");
+    let dir = scratch::dir("msgsize");
+    let path = dir.path().join("p");
     let message = vec![b'm'; 70_000];
     let err = lockfile::create(&path, &message).expect_err("70 KB does not fit 64 KiB");
     assert_eq!(err.errno(), Errno::EMSGSIZE, "{err}");
     let err = lockfile::blocking_create(&path, &message, None).expect_err("nor when waiting");
     assert_eq!(err.errno(), Errno::EMSGSIZE, "{err}");
-    let left: Vec<_> = fs::read_dir(&dir.0).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let left: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert!(left.is_empty(), "files were written: {left:?}");
     lockfile::create(&path, b"small").expect("the path is free").unlock().unwrap();
 }

@@ -21,6 +21,8 @@ use std::time::Duration;
 use nfslock::lockfile;
 use nfslock::session::Session;
 
+#[path = "support/scratch.rs"]
+mod scratch;
 #[path = "support/shim.rs"]
 mod shim;
 use shim::build_shim;
@@ -130,7 +132,8 @@ fn lost_replies_count_as_success() {
         return child(Path::new(&dir));
     }
     let shim = build_shim();
-    let base = std::env::temp_dir().join(format!("nfslock-lost-reply-{}", std::process::id()));
+    let scratch = scratch::dir("lost-reply");
+    let base = scratch.path();
     // (variables, how many faults the child must at least have met)
     let modes: [(&[&str], u64); 10] = [
         (&["NFSLOCK_SHIM_LOSE_LINK"], CYCLES as u64),
@@ -171,6 +174,5 @@ fn lost_replies_count_as_success() {
             ));
         }
     }
-    let _ = fs::remove_dir_all(&base);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -35,6 +35,8 @@ const LAYERS: &[&[&str]] = &[
     // Process-wide services both families use: fork generation, hooks, identity.
     &["process"],
     &["host"],
+    // The back-off delays every waiter sleeps by.
+    &["backoff"],
     // The record format.
     &["record"],
     &["sexp"],

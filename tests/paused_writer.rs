@@ -53,10 +53,8 @@ fn a_writer_stopped_before_its_counter_write_is_left_alone() {
     if let Some(dir) = std::env::var_os(CHILD_ENV) {
         return child(Path::new(&dir));
     }
-    let dir = std::env::temp_dir().join(format!("nfslock-paused-writer-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).unwrap();
-    let mut cleanup = Cleanup(dir.clone(), Vec::new());
+    let mut cleanup = Cleanup(scratch::dir("paused-writer"), Vec::new());
+    let dir = cleanup.0.path().to_path_buf();
     let shim = shim::build_shim();
     let kid = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", TEST, "--nocapture", "--test-threads=1", "-q"])

@@ -17,28 +17,14 @@ use nfslock::Errno;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+#[path = "support/scratch.rs"]
+mod scratch;
+
 const CHILD: &str = "NFSLOCK_SESSION_CHILD";
 const CHILD_DIR: &str = "NFSLOCK_SESSION_DIR";
 const CHILD_TEST: &str = "child_main";
 /// A short heartbeat timeout (its lease is half of it: long enough for a loaded CI disk).
 const SHORT: Duration = Duration::from_millis(1000);
-
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("nfslock-session-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A child process that is killed when the test ends, whatever happens.
 struct Kid(Child);
@@ -142,8 +128,8 @@ fn child_main() {
 
 #[test]
 fn ids_are_unique_and_increasing_across_processes() {
-    let scratch = Scratch::new("unique");
-    let mut kids: Vec<Kid> = (0..4).map(|_| spawn("allocate200", &scratch.0)).collect();
+    let scratch = scratch::dir("session-unique");
+    let mut kids: Vec<Kid> = (0..4).map(|_| spawn("allocate200", scratch.path())).collect();
     let mut all = HashSet::new();
     for kid in &mut kids {
         let out = kid.0.stdout.take().unwrap();
@@ -161,8 +147,8 @@ fn ids_are_unique_and_increasing_across_processes() {
     }
     assert_eq!(all.len(), 800);
     // Everything the sessions held was released at close.
-    let s = Session::open(&scratch.0, Some("jobs"), None).unwrap();
-    assert!(fs::read_dir(scratch.0.join("jobs.ids")).unwrap().next().is_none(), "no ID lock is left");
+    let s = Session::open(scratch.path(), Some("jobs"), None).unwrap();
+    assert!(fs::read_dir(scratch.path().join("jobs.ids")).unwrap().next().is_none(), "no ID lock is left");
     let next = s.make_new_ids(1).unwrap()[0];
     assert!(next > *all.iter().max().unwrap());
     s.check().unwrap();
@@ -171,10 +157,10 @@ fn ids_are_unique_and_increasing_across_processes() {
 
 #[test]
 fn sigkill_during_allocation_never_reissues() {
-    let scratch = Scratch::new("sigkill");
+    let scratch = scratch::dir("session-sigkill");
     let mut seen = HashSet::new();
     for round in 0..5 {
-        let mut kid = spawn("allocate", &scratch.0);
+        let mut kid = spawn("allocate", scratch.path());
         let first: u64 = expect_line(&mut kid, "id").parse().unwrap();
         assert!(seen.insert(first), "round {round}: ID {first} issued twice");
         std::thread::sleep(Duration::from_millis(20 + 17 * round));
@@ -188,16 +174,16 @@ fn sigkill_during_allocation_never_reissues() {
             }
         }
     }
-    let s = Session::open(&scratch.0, Some("jobs"), None).unwrap();
+    let s = Session::open(scratch.path(), Some("jobs"), None).unwrap();
     let next = s.make_new_ids(3).unwrap();
     assert!(next.iter().all(|id| !seen.contains(id) && id > seen.iter().max().unwrap()));
     // The killed sessions are on this host: they are dead at once, and reaped (those
     // killed while they held the counter's token by the next allocation already).
     let reaped = s.reap_locks().unwrap();
     assert!(reaped <= 5, "reaped {reaped}");
-    let records: Vec<_> = fs::read_dir(scratch.0.join("jobs.sessions")).unwrap().flatten().map(|e| e.file_name()).collect();
+    let records: Vec<_> = fs::read_dir(scratch.path().join("jobs.sessions")).unwrap().flatten().map(|e| e.file_name()).collect();
     assert_eq!(records, vec![std::ffi::OsString::from(s.id())], "only our record is left");
-    let left: Vec<_> = fs::read_dir(scratch.0.join("jobs.ids")).unwrap().flatten().map(|e| e.file_name()).collect();
+    let left: Vec<_> = fs::read_dir(scratch.path().join("jobs.ids")).unwrap().flatten().map(|e| e.file_name()).collect();
     assert_eq!(left.len(), 3 + 1, "our 3 IDs and our claim: {left:?}");
     s.check().unwrap();
     s.close().unwrap();
@@ -205,10 +191,10 @@ fn sigkill_during_allocation_never_reissues() {
 
 #[test]
 fn dead_sessions_are_reaped_and_their_ids_lockable() {
-    let scratch = Scratch::new("reap");
-    let mut kid = spawn("hold7", &scratch.0);
+    let scratch = scratch::dir("session-reap");
+    let mut kid = spawn("hold7", scratch.path());
     assert_eq!(expect_line(&mut kid, "held"), "7");
-    let me = Session::open(&scratch.0, Some("jobs"), None).unwrap();
+    let me = Session::open(scratch.path(), Some("jobs"), None).unwrap();
     assert_eq!(me.lock_ids(&[7, 9]).unwrap(), vec![9], "7 is held by a live session: skipped");
     let holder = me.lock_holder(7).unwrap();
     assert!(holder.contains(&format!("(pid {})", kid.0.id())), "{holder}");
@@ -225,12 +211,12 @@ fn dead_sessions_are_reaped_and_their_ids_lockable() {
 
 #[test]
 fn a_paused_session_expires_and_gets_estale() {
-    let scratch = Scratch::new("pause");
-    let mut kid = spawn("hold7", &scratch.0);
+    let scratch = scratch::dir("session-pause");
+    let mut kid = spawn("hold7", scratch.path());
     assert_eq!(expect_line(&mut kid, "held"), "7");
     let pid = Pid::from_raw(kid.0.id() as i32);
     kill(pid, Signal::SIGSTOP).unwrap();
-    let me = Session::open(&scratch.0, Some("jobs"), Some(SHORT)).unwrap();
+    let me = Session::open(scratch.path(), Some("jobs"), Some(SHORT)).unwrap();
     // A live but silent session is dead after its timeout, as this observer sees it.
     let start = Instant::now();
     while me.lock_ids(&[7]).unwrap().is_empty() {
@@ -251,12 +237,12 @@ fn a_paused_session_expires_and_gets_estale() {
 /// number may even have been reused by theirs).
 #[test]
 fn closing_a_reaped_session_releases_nothing() {
-    let scratch = Scratch::new("close-reaped");
-    let mut kid = spawn("hold7close", &scratch.0);
+    let scratch = scratch::dir("session-close-reaped");
+    let mut kid = spawn("hold7close", scratch.path());
     assert_eq!(expect_line(&mut kid, "held"), "7");
     let pid = Pid::from_raw(kid.0.id() as i32);
     kill(pid, Signal::SIGSTOP).unwrap();
-    let me = Session::open(&scratch.0, Some("jobs"), Some(SHORT)).unwrap();
+    let me = Session::open(scratch.path(), Some("jobs"), Some(SHORT)).unwrap();
     let start = Instant::now();
     while me.lock_ids(&[7, 17]).unwrap().len() < 2 {
         assert!(start.elapsed() < Duration::from_secs(10), "the paused session was never reaped");
@@ -279,16 +265,16 @@ fn closing_a_reaped_session_releases_nothing() {
 /// is gone. Made here by linking the child's claim to the counter's next ID by hand.
 #[test]
 fn a_session_stopped_holding_the_counter_token_is_left_alone() {
-    let scratch = Scratch::new("token-stopped");
-    let mut kid = spawn("hold7", &scratch.0);
+    let scratch = scratch::dir("session-token-stopped");
+    let mut kid = spawn("hold7", scratch.path());
     assert_eq!(expect_line(&mut kid, "held"), "7");
-    let ids = scratch.0.join("jobs.ids");
+    let ids = scratch.path().join("jobs.ids");
     let claim = fs::read_dir(&ids).unwrap().flatten().find(|e| e.file_name().to_string_lossy().starts_with(".claim-")).unwrap().path();
     // Locking 7 moved the counter to 8: the token is the lock on 8.
     fs::hard_link(&claim, ids.join("8")).unwrap();
     let pid = Pid::from_raw(kid.0.id() as i32);
     kill(pid, Signal::SIGSTOP).unwrap();
-    let me = Session::open(&scratch.0, Some("jobs"), Some(SHORT)).unwrap();
+    let me = Session::open(scratch.path(), Some("jobs"), Some(SHORT)).unwrap();
     let start = Instant::now();
     while start.elapsed() < SHORT * 2 {
         assert_eq!(me.reap_locks().unwrap(), 0, "a session holding the token was reaped");
@@ -314,9 +300,9 @@ fn a_session_stopped_holding_the_counter_token_is_left_alone() {
 /// record (an I/O error during close can leave one) was never released.
 #[test]
 fn orphaned_id_locks_are_reaped() {
-    let scratch = Scratch::new("orphans");
-    let me = Session::open(&scratch.0, Some("jobs"), None).unwrap();
-    let ids = scratch.0.join("jobs.ids");
+    let scratch = scratch::dir("session-orphans");
+    let me = Session::open(scratch.path(), Some("jobs"), None).unwrap();
+    let ids = scratch.path().join("jobs.ids");
     fs::write(ids.join("555"), b"nfslock-idlock 1 session 0123456789abcdef\n").unwrap();
     // One naming this very session is not an orphan: its record exists.
     fs::write(ids.join("556"), format!("nfslock-idlock 1 session {}\n", me.id())).unwrap();
@@ -333,10 +319,10 @@ fn orphaned_id_locks_are_reaped() {
 
 #[test]
 fn a_missing_or_corrupt_counter_is_never_reset() {
-    let scratch = Scratch::new("counter");
-    let s = Session::open(&scratch.0, None, None).unwrap();
+    let scratch = scratch::dir("session-counter");
+    let s = Session::open(scratch.path(), None, None).unwrap();
     let first = s.make_new_ids(5).unwrap();
-    let counter = scratch.0.join("default.counter");
+    let counter = scratch.path().join("default.counter");
     fs::remove_file(&counter).unwrap();
     let err = s.make_new_ids(1).unwrap_err();
     assert_eq!(err.errno(), Errno::ENOENT, "{err}");
@@ -363,8 +349,8 @@ fn a_missing_or_corrupt_counter_is_never_reset() {
 
 #[test]
 fn bad_input_is_einval_or_the_system_error() {
-    let scratch = Scratch::new("bad");
-    let s = Session::open(&scratch.0, Some("x"), None).unwrap();
+    let scratch = scratch::dir("session-bad");
+    let s = Session::open(scratch.path(), Some("x"), None).unwrap();
     assert_eq!(s.make_new_ids(0).unwrap_err().errno(), Errno::EINVAL);
     assert_eq!(s.make_new_ids(usize::MAX).unwrap_err().errno(), Errno::EINVAL);
     assert_eq!(s.lock_ids(&[u64::MAX]).unwrap_err().errno(), Errno::EINVAL);
@@ -374,17 +360,17 @@ fn bad_input_is_einval_or_the_system_error() {
     assert_eq!(s.make_new_ids(2).unwrap_err().errno(), Errno::EINVAL, "would pass 2^64");
     s.close().unwrap();
     for name in ["", ".", "..", "a/b"] {
-        assert_eq!(Session::open(&scratch.0, Some(name), None).err().map(|e| e.errno()), Some(Errno::EINVAL), "{name:?}");
+        assert_eq!(Session::open(scratch.path(), Some(name), None).err().map(|e| e.errno()), Some(Errno::EINVAL), "{name:?}");
     }
-    let file = scratch.0.join("plain-file");
+    let file = scratch.path().join("plain-file");
     fs::write(&file, b"").unwrap();
     assert_eq!(Session::open(file.join("repo"), None, None).err().map(|e| e.errno()), Some(Errno::ENOTDIR));
 }
 
 #[test]
 fn a_forked_child_acts_on_nothing_of_its_parent() {
-    let scratch = Scratch::new("fork");
-    let s = Session::open(&scratch.0, None, None).unwrap();
+    let scratch = scratch::dir("session-fork");
+    let s = Session::open(scratch.path(), None, None).unwrap();
     let ids = s.make_new_ids(2).unwrap();
     // SAFETY: the child only calls the library (async-signal-unsafe calls are fine: the
     // test process has no other threads holding locks the child needs, besides the
@@ -415,18 +401,18 @@ fn a_forked_child_acts_on_nothing_of_its_parent() {
 #[test]
 fn timeouts_below_the_minimum_are_einval_and_the_minimum_works() {
     use nfslock::session::MIN_TIMEOUT;
-    let scratch = Scratch::new("min-timeout");
+    let scratch = scratch::dir("session-min-timeout");
     for ms in [1, 10, 19, MIN_TIMEOUT.as_millis() as u64 - 1] {
-        let err = Session::open(&scratch.0, Some("jobs"), Some(Duration::from_millis(ms))).err();
+        let err = Session::open(scratch.path(), Some("jobs"), Some(Duration::from_millis(ms))).err();
         assert_eq!(err.map(|e| e.errno()), Some(Errno::EINVAL), "{ms} ms");
     }
-    let s = Session::open(&scratch.0, Some("jobs"), Some(MIN_TIMEOUT)).unwrap();
+    let s = Session::open(scratch.path(), Some("jobs"), Some(MIN_TIMEOUT)).unwrap();
     for _ in 0..8 {
         s.make_new_ids(1).expect("a session that is not paused stays live");
         std::thread::sleep(MIN_TIMEOUT / 2 + Duration::from_millis(10));
     }
     s.close().expect("a clean close");
-    assert!(fs::read_dir(scratch.0.join("jobs.sessions")).unwrap().next().is_none(), "the record is removed");
+    assert!(fs::read_dir(scratch.path().join("jobs.sessions")).unwrap().next().is_none(), "the record is removed");
 }
 
 /// Issue 15 #3: in a sticky, world-writable repository directory, `NAME.ids` and
@@ -437,9 +423,9 @@ fn timeouts_below_the_minimum_are_einval_and_the_minimum_works() {
 #[test]
 fn planted_session_directories_are_refused_and_nothing_is_written_through_them() {
     use std::os::unix::fs::{symlink, PermissionsExt};
-    let scratch = Scratch::new("planted");
-    let repo = scratch.0.join("repo");
-    let elsewhere = scratch.0.join("elsewhere");
+    let scratch = scratch::dir("session-planted");
+    let repo = scratch.path().join("repo");
+    let elsewhere = scratch.path().join("elsewhere");
     fs::create_dir_all(&repo).unwrap();
     fs::create_dir_all(elsewhere.join("ids")).unwrap();
     fs::create_dir_all(elsewhere.join("sessions")).unwrap();
@@ -477,7 +463,7 @@ fn planted_session_directories_are_refused_and_nothing_is_written_through_them()
     assert_eq!(err, Some(Errno::EPERM));
     fs::remove_dir(&theirs).unwrap();
     // The repository directory itself as a symlink.
-    let link = scratch.0.join("repo-link");
+    let link = scratch.path().join("repo-link");
     symlink(&repo, &link).unwrap();
     assert_eq!(Session::open(&link, Some("jobs"), None).err().map(|e| e.errno()), Some(Errno::ELOOP));
     // And with nothing planted, it works.
@@ -493,9 +479,9 @@ fn planted_session_directories_are_refused_and_nothing_is_written_through_them()
 /// reaped, and `check` is clean afterwards.
 #[test]
 fn an_empty_record_of_a_dead_opener_is_reaped() {
-    let scratch = Scratch::new("empty-record");
-    let s = Session::open(&scratch.0, Some("jobs"), None).unwrap();
-    let sessions = scratch.0.join("jobs.sessions");
+    let scratch = scratch::dir("session-empty-record");
+    let s = Session::open(scratch.path(), Some("jobs"), None).unwrap();
+    let sessions = scratch.path().join("jobs.sessions");
     let names: Vec<_> = fs::read_dir(&sessions).unwrap().flatten().map(|e| e.file_name().into_string().unwrap()).collect();
     assert!(names.len() == 1 && !names[0].starts_with('.'), "only the record under its own name: {names:?}");
     // What a killed opener leaves: an empty record (the old way) and an unlinked temp.

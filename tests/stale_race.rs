@@ -9,7 +9,7 @@
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use nfslock::host::Identity;
@@ -18,13 +18,8 @@ use nfslock::lockfile;
 const WORKERS: usize = 6;
 const ROUNDS: usize = 60;
 
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
+#[path = "support/scratch.rs"]
+mod scratch;
 
 fn dead_pid() -> i32 {
     let mut child = std::process::Command::new("true").spawn().expect("spawns true");
@@ -80,12 +75,11 @@ fn worker(dir: &Path, path: &Path, lock: &Path, pid: i32, start: i32) -> i32 {
 
 #[test]
 fn racing_cleaners_never_double_hold() {
-    let dir = TempDir(std::env::temp_dir().join(format!("nfslock-stale-race-{}", std::process::id())));
-    fs::create_dir_all(&dir.0).unwrap();
-    let path = dir.0.join("shared");
-    let lock = dir.0.join("shared.nfs_lock");
+    let dir = scratch::dir("stale-race");
+    let path = dir.path().join("shared");
+    let lock = dir.path().join("shared.nfs_lock");
     let pid = dead_pid();
-    plant_dead_lock(&dir.0, &lock, pid);
+    plant_dead_lock(dir.path(), &lock, pid);
 
     let mut fds = [0; 2];
     // SAFETY: pipe writes two fds into the array.
@@ -95,7 +89,7 @@ fn racing_cleaners_never_double_hold() {
         // SAFETY: the child only runs worker() and _exit()s; it never returns into the harness.
         match unsafe { libc::fork() } {
             0 => {
-                let code = worker(&dir.0, &path, &lock, pid, fds[0]);
+                let code = worker(dir.path(), &path, &lock, pid, fds[0]);
                 // A normal exit, so that the library's at-exit release runs.
                 // SAFETY: ends the child process; nothing of the harness runs after it.
                 unsafe { libc::exit(code) }
@@ -116,7 +110,7 @@ fn racing_cleaners_never_double_hold() {
         }
     }
     assert!(failures.is_empty(), "workers failed with statuses {failures:?}");
-    let leftovers: Vec<_> = fs::read_dir(&dir.0)
+    let leftovers: Vec<_> = fs::read_dir(dir.path())
         .unwrap()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())

@@ -194,7 +194,7 @@ pub fn acquire(path: impl AsRef<Path>, options: &Options, timeout: Option<Durati
     }
     let t = Target::new(OP_ACQUIRE, path.as_ref())?;
     let start = Instant::now();
-    let mut backoff = wait::Backoff::new();
+    let mut backoff = wait::backoff();
     let mut seen = Seen::default();
     let mut inotify = None;
     loop {

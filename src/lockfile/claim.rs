@@ -38,26 +38,14 @@ fn is_claim_name(name: &OsStr) -> bool {
     b.len() == NAME_LEN && b.starts_with(PREFIX.as_bytes()) && b[PREFIX.len()..].iter().all(u8::is_ascii_hexdigit)
 }
 
-/// Creates a file under a fresh unpredictable name in `dir` (retrying name collisions)
-/// and registers its descriptor as one a forked child must not keep, in one step that
-/// no fork(2) can split (see `ChildlessFd::open`): a child forked meanwhile by another
-/// thread would otherwise keep the flock that says this process is alive.
-fn create_private(dir: &Path) -> nix::Result<(PathBuf, ChildlessFd)> {
-    let mut collisions = 0;
-    loop {
-        let path = fresh_name(dir);
-        // The name was drawn for this call: a lost reply's EEXIST is recognised as ours.
-        match ChildlessFd::open(|| fsops::create_fresh(&path)) {
-            Ok(fd) => return Ok((path, fd)),
-            // A file someone else put under 64 random bits: draw another name.
-            Err(Errno::EEXIST) if collisions < 32 => collisions += 1,
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// Creates a claim in `dir` holding `record` (durably: see fsops::write_durably), with
-/// this process's shared liveness flock on it.
+/// Creates a claim in `dir` holding `record` (durably: see fsops::create_private), with
+/// this process's shared liveness flock on it, under a fresh unpredictable name.
+///
+/// Its descriptor is opened and registered as one a forked child must not keep in one
+/// step that no fork(2) can split (see `ChildlessFd::open`): a child forked meanwhile by
+/// another thread would otherwise keep the flock that says this process is alive. The
+/// flock comes before the write, so a sweep on this host does not take a claim being
+/// written for an orphan.
 pub fn create(dir: &Path, record: &[u8], message: &[u8]) -> nix::Result<Claim> {
     create_with(dir, &|_| record.to_vec(), message)
 }
@@ -65,35 +53,34 @@ pub fn create(dir: &Path, record: &[u8], message: &[u8]) -> nix::Result<Claim> {
 /// [`create`] with a record that names the claim (a lease's record carries its claim's
 /// 16 hex digits): `record_for` gets them.
 pub fn create_with(dir: &Path, record_for: &dyn Fn(&str) -> Vec<u8>, message: &[u8]) -> nix::Result<Claim> {
-    for _ in 0..8 {
-        let (path, fd) = create_private(dir)?;
+    let (mut collisions, mut swept) = (0, 0);
+    loop {
+        let path = fresh_name(dir);
         let record = record_for(hex_of(&path));
-        let made = fsops::fstat(&fd).and_then(|st| {
-            // The flock comes before the write, so a sweep on this host does not take a
-            // claim being written for an orphan. Where flock is unsupported (EOPNOTSUPP,
-            // ENOLCK) liveness falls back to pid and start time alone, as in Core.
-            match fsops::try_flock_shared(&fd) {
-                Ok(()) | Err(Errno::EOPNOTSUPP | Errno::ENOLCK | Errno::EINVAL) => {}
-                Err(e) => return Err(e),
-            }
-            fsops::write_durably(&fd, &record).map_err(|e| fsops::io_errno(&e))?;
-            Ok(FileId::from(&st))
-        });
-        match made {
-            Ok(id) => {
+        // The name was drawn for this call: a lost reply's EEXIST is recognised as ours.
+        let open = || ChildlessFd::open(|| fsops::create_fresh(&path));
+        match fsops::create_private(&path, &record, open, liveness_flock) {
+            Ok((fd, st)) => {
                 let local = fsops::is_local_fs(dir);
-                return Ok(Claim { path, id, message: message.to_vec(), local, liveness: Arc::new(fd) });
+                return Ok(Claim { path, id: FileId::from(&st), message: message.to_vec(), local, liveness: Arc::new(fd) });
             }
+            // A file someone else put under 64 random bits: draw another name.
+            Err(Errno::EEXIST) if collisions < 32 => collisions += 1,
             // A sweep of another process took the empty file between our create and our
             // flock (its exclusive flock is held until it unlinks): a fresh name.
-            Err(Errno::EWOULDBLOCK) => continue,
-            Err(e) => {
-                let _ = fsops::unlink(&path);
-                return Err(e);
-            }
+            Err(Errno::EWOULDBLOCK) if swept < 7 => swept += 1,
+            Err(e) => return Err(e),
         }
     }
-    Err(Errno::EWOULDBLOCK)
+}
+
+/// The shared flock that says the claim's process is alive. Where flock is unsupported
+/// (EOPNOTSUPP, ENOLCK) liveness falls back to pid and start time alone, as in Core.
+fn liveness_flock(fd: &ChildlessFd) -> nix::Result<()> {
+    match fsops::try_flock_shared(fd) {
+        Ok(()) | Err(Errno::EOPNOTSUPP | Errno::ENOLCK | Errno::EINVAL) => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Removes the claim files (and lease tokens) in `dir` that no live process keeps: those whose record

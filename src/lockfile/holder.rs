@@ -75,7 +75,9 @@ fn read_once(lock_path: &Path) -> Result<Result<Holder, NotARecord>, ReadError> 
     };
     let st = match fsops::fstat(&fd) {
         Ok(st) => st,
-        Err(e) if vanished(e) => return Ok(Ok(Holder::Free)),
+        // Its holder removed it meanwhile (fsops::vanished): the lock is free now, as if
+        // the open had come a moment later.
+        Err(e) if fsops::vanished(e) => return Ok(Ok(Holder::Free)),
         Err(e) => return Err(ReadError::Sys(e, "fstat")),
     };
     let file = FileId::from(&st);
@@ -89,20 +91,13 @@ fn read_once(lock_path: &Path) -> Result<Result<Holder, NotARecord>, ReadError> 
             let why = format!("the lock file is larger than {MAX_RECORD_LEN} bytes");
             return Ok(Err(NotARecord { file, empty: false, why }));
         }
-        Err(e) if vanished(e) => return Ok(Ok(Holder::Free)),
+        Err(e) if fsops::vanished(e) => return Ok(Ok(Holder::Free)),
         Err(e) => return Err(ReadError::Sys(e, "read")),
     };
     Ok(match Record::parse(&bytes) {
         Ok(record) => Ok(Holder::Held { record, file }),
         Err(bad) => Err(NotARecord { file, empty: bytes.is_empty(), why: format!("unreadable lock record: {}", bad.0) }),
     })
-}
-
-/// An error on a lock file we have open that means its holder removed it meanwhile: on
-/// NFS the server forgets a file once another client removes its last name, and our
-/// handle to it turns stale. The lock is free now, as if the open had come a moment later.
-fn vanished(e: Errno) -> bool {
-    matches!(e, Errno::ESTALE | Errno::ENOENT)
 }
 
 fn shares_inode(copy_path: &Path, file: FileId) -> bool {

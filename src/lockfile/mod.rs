@@ -270,7 +270,7 @@ pub(crate) fn blocking_create_internal(path: &Path, message: &[u8], timeout: Opt
 
 fn blocking(t: Target, message: &[u8], timeout: Option<Duration>) -> Result<Lock> {
     let start = Instant::now();
-    let mut backoff = wait::Backoff::new();
+    let mut backoff = wait::backoff();
     let mut watch = None;
     let mut judged = Judgements::default();
     loop {

@@ -1,5 +1,5 @@
 //! Waiting for a lock: exponential back-off with jitter from about a millisecond to
-//! 100 ms, cut short the moment a process on this machine removes the lock file.
+//! 100 ms (`crate::backoff`), cut short the moment a process on this machine removes the lock file.
 //!
 //! inotify on the lock's directory sees removals made through this kernel, also on an
 //! NFS mount; releases on other machines are noticed by the back-off polls.
@@ -13,27 +13,15 @@ use std::time::{Duration, Instant};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 
+use crate::backoff::Backoff;
+
 const FIRST_DELAY: Duration = Duration::from_millis(1);
 const MAX_DELAY: Duration = Duration::from_millis(100);
 
-/// Delays that double from FIRST_DELAY up to MAX_DELAY, each drawn uniformly from the
-/// upper half of its step so that waiters do not retry in lockstep.
-pub struct Backoff {
-    step: Duration,
-}
-
-impl Backoff {
-    pub fn new() -> Self {
-        Backoff { step: FIRST_DELAY }
-    }
-
-    pub fn next_delay(&mut self) -> Duration {
-        let half = self.step / 2;
-        let jitter = Duration::from_nanos(crate::random::unpredictable_u64() % (half.as_nanos() as u64 + 1));
-        let delay = half + jitter;
-        self.step = (self.step * 2).min(MAX_DELAY);
-        delay
-    }
+/// A lock waiter's delays: they double from FIRST_DELAY up to MAX_DELAY, each drawn
+/// uniformly from the upper half of its step so that waiters do not retry in lockstep.
+pub fn backoff() -> Backoff {
+    Backoff::jittered(FIRST_DELAY, MAX_DELAY)
 }
 
 thread_local! {
@@ -125,8 +113,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_grows_to_the_cap_with_jitter() {
-        let mut b = Backoff::new();
+    fn a_lock_waiters_backoff_grows_to_the_cap_with_jitter() {
+        let mut b = backoff();
         let delays: Vec<Duration> = (0..12).map(|_| b.next_delay()).collect();
         assert!(delays[0] >= Duration::from_micros(500) && delays[0] <= FIRST_DELAY);
         assert!(delays.iter().all(|d| *d <= MAX_DELAY));
@@ -135,11 +123,11 @@ mod tests {
 
     #[test]
     fn watch_wakes_on_removal_of_its_name_only() {
-        let dir = std::env::temp_dir().join(format!("nfslock-wait-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+        let dir = scratch.path();
         std::fs::write(dir.join("other"), b"").unwrap();
         std::fs::write(dir.join("x.nfs_lock"), b"").unwrap();
-        let w = Watch::new(&dir, "x.nfs_lock".as_ref()).unwrap();
+        let w = Watch::new(dir, "x.nfs_lock".as_ref()).unwrap();
         std::fs::remove_file(dir.join("other")).unwrap();
         let start = Instant::now();
         w.wait(Duration::from_millis(50));
@@ -148,6 +136,5 @@ mod tests {
         let start = Instant::now();
         w.wait(Duration::from_secs(5));
         assert!(start.elapsed() < Duration::from_secs(4));
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -11,7 +11,7 @@ use super::lease::{enter, link_error, still_live};
 use super::liveness::{self, Life};
 use super::reaper::{self, GuardMode};
 use super::record::show_time;
-use super::state::{locked, Ids, Shared};
+use super::state::{Ids, Shared};
 use super::token::{self, Token};
 use crate::error::{Error, Result};
 use crate::fsops::FileId;
@@ -72,8 +72,8 @@ pub fn make_new_ids(shared: &Shared, n: usize) -> Result<Vec<u64>> {
         idlock::release_each(&shared.repo, &taken);
         return Err(e);
     }
-    st.known_next = st.known_next.max(end);
-    st.held.extend(taken.iter().copied());
+    st.learn_next(end);
+    st.hold(taken.iter().copied());
     Ok((start..end).collect())
 }
 
@@ -120,7 +120,7 @@ pub fn lock_ids(shared: &Shared, ids: &[u64]) -> Result<Vec<u64>> {
     let mut locked = Vec::with_capacity(ids.len());
     let mut new = Vec::new();
     for id in ids {
-        if st.held.contains_key(&id) {
+        if st.holds(id) {
             locked.push(id);
             continue;
         }
@@ -146,7 +146,7 @@ pub fn lock_ids(shared: &Shared, ids: &[u64]) -> Result<Vec<u64>> {
         idlock::release_each(&shared.repo, &new);
         return Err(e);
     }
-    st.held.extend(new);
+    st.hold(new);
     Ok(locked)
 }
 
@@ -162,7 +162,7 @@ fn raise_counter(shared: &Shared, st: &mut Ids, max: u64) -> Result<()> {
         if shared.local {
             counter::sync(&cf).map_err(|e| Error::sys(e, OP_LOCK, &shared.repo.counter, "fdatasync"))?;
         }
-        st.known_next = st.known_next.max(counter.next);
+        st.learn_next(counter.next);
         return Ok(());
     }
     let token = token::acquire(shared, st, OP_LOCK, false)?;
@@ -170,7 +170,7 @@ fn raise_counter(shared: &Shared, st: &mut Ids, max: u64) -> Result<()> {
     token::finish(shared, st, token, false);
     let next = committed?;
     still_live(shared, OP_LOCK)?;
-    st.known_next = st.known_next.max(next);
+    st.learn_next(next);
     Ok(())
 }
 
@@ -182,7 +182,7 @@ fn holder_is_dead(shared: &Shared, id: u64) -> bool {
         Ok(None) => return true,
         _ => return false,
     };
-    if locked(&shared.observer).judge(&shared.repo, &holder, &shared.me.host) == Life::Alive {
+    if shared.judge(&holder) == Life::Alive {
         return false;
     }
     reaper::reap_one(shared, &holder, OP_LOCK, GuardMode::Wait).unwrap_or(false)
@@ -192,13 +192,13 @@ pub fn release_ids(shared: &Shared, ids: &[u64]) -> Result<Vec<u64>> {
     let mut st = enter(shared, OP_RELEASE)?;
     let mut released = Vec::new();
     for &id in ids {
-        let Some(file) = st.held.remove(&id) else { continue };
+        let Some(file) = st.unhold(id) else { continue };
         match idlock::release(&shared.repo, id, file) {
             Ok(true) => released.push(id),
             // Someone removed it (a reaper that judged us dead): no longer ours.
             Ok(false) => {}
             Err(e) => {
-                st.held.insert(id, file);
+                st.hold([(id, file)]);
                 return Err(shared.sys(OP_RELEASE, e, "releasing an ID in"));
             }
         }

@@ -1,7 +1,8 @@
 //! The building blocks of a repository's own small files: each exists once here.
 //!
-//! - [`create_private`]: create a file at a name nobody else uses (O_EXCL), write it
-//!   durably, and remove it again if that fails; a name found taken is never adopted.
+//! - [`create_private`]: the repository's use of `fsops::create_private` (create a file
+//!   at a name nobody else uses, write it durably, remove it again if that fails): a
+//!   name found taken is never adopted, and empty litter there is removed.
 //! - [`link_checked`]: link(2) a file of ours to a name, telling a retransmitted LINK
 //!   that worked (EEXIST or EIO, but the name is our file) from a name someone else has.
 //! - [`read_small`]: open without following a symlink, read with a cap.
@@ -28,29 +29,26 @@ impl Private {
     }
 }
 
-/// Creates `path` (O_EXCL, 0644), writes `data` at its start and makes it durable.
+/// Creates `path` (O_EXCL, 0644), writes `data` at its start and makes it durable
+/// (`fsops::create_private`: a file that could not be written is removed).
 /// `Ok(None)`: the name is taken (the caller draws another); an empty regular file
 /// with one link found there is removed first (litter: a create whose reply was lost,
 /// or a creator killed before its write; someone's live file only makes their own link
-/// fail, and they draw another name). A file that could not be written is removed.
-/// `before_write` runs on the new file first (a flock, say); its failure is ignored.
+/// fail, and they draw another name). `before_write` runs on the new file first (a
+/// flock, say); its failure is ignored.
 pub fn create_private(path: &Path, data: &[u8], before_write: impl FnOnce(&File)) -> nix::Result<Option<Private>> {
-    let file = match fsops::create_new(path) {
-        Ok(fd) => File::from(fd),
+    let create = || fsops::create_new(path).map(File::from);
+    let before_write = |file: &File| {
+        before_write(file);
+        Ok(())
+    };
+    match fsops::create_private(path, data, create, before_write) {
+        Ok((file, stat)) => Ok(Some(Private { file, stat })),
         Err(Errno::EEXIST) => {
             remove_if_empty(path);
-            return Ok(None);
+            Ok(None)
         }
-        Err(e) => return Err(e),
-    };
-    before_write(&file);
-    let written = fsops::write_durably(&file, data).map_err(|e| fsops::io_errno(&e)).and_then(|()| fsops::fstat(&file));
-    match written {
-        Ok(stat) => Ok(Some(Private { file, stat })),
-        Err(e) => {
-            let _ = fsops::unlink(path);
-            Err(e)
-        }
+        Err(e) => Err(e),
     }
 }
 

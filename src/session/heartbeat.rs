@@ -18,19 +18,14 @@ pub fn start(shared: Arc<Shared>) -> std::io::Result<JoinHandle<()>> {
 }
 
 pub fn stop(shared: &Shared) {
-    *locked(&shared.stop) = true;
-    shared.wake.notify_all();
+    shared.stop_heartbeat();
 }
 
 fn run(shared: &Shared) {
     let period = lease::period(shared.timeout);
     loop {
-        {
-            let stopped = locked(&shared.stop);
-            let (stopped, _) = shared.wake.wait_timeout_while(stopped, period, |s| !*s).unwrap_or_else(|p| p.into_inner());
-            if *stopped {
-                return;
-            }
+        if shared.sleep_unless_stopped(period) {
+            return;
         }
         let beaten = lease::beat(shared, &mut locked(&shared.beat));
         if beaten.is_err() && locked(&shared.beat).expired.is_some() {

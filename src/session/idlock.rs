@@ -150,7 +150,7 @@ pub fn holder_of(path: &Path) -> nix::Result<Option<String>> {
         Ok(Small::Bytes(bytes)) => Ok(parse_claim(&bytes)),
         Ok(Small::Missing | Small::TooLarge) => Ok(None),
         // Removed between open and read.
-        Err(Errno::ESTALE | Errno::ENOENT) => Ok(None),
+        Err(e) if fsops::vanished(e) => Ok(None),
         Err(e) => Err(e),
     }
 }

@@ -60,7 +60,7 @@ pub fn beat(shared: &Shared, st: &mut Beat) -> std::result::Result<(), String> {
     match written {
         Ok(()) => {}
         // On NFS a handle turns stale when another client removed the file.
-        Err(e) if matches!(e.raw_os_error(), Some(libc::ESTALE | libc::ENOENT)) => {
+        Err(e) if fsops::vanished(fsops::io_errno(&e)) => {
             return Err(expire(st, format!("its record {} is gone: another session reaped it", path.display())));
         }
         // Not expired yet: the next beat may work; the lease decides.
@@ -111,7 +111,7 @@ pub fn still_live(shared: &Shared, op: &'static str) -> Result<()> {
 /// The session's IDs, for an operation `op`: EPERM in a forked child, ESTALE once
 /// expired; beats first when the last beat is a quarter of the timeout old.
 pub fn enter<'a>(shared: &'a Shared, op: &'static str) -> Result<MutexGuard<'a, Ids>> {
-    if crate::process::fork_generation() != shared.generation {
+    if shared.in_forked_child() {
         return Err(shared.forked(op));
     }
     {

@@ -295,7 +295,7 @@ pub fn repair_counter(shared: &Shared, next_id: u64) -> Result<()> {
     }
     let _ = guard.unlock();
     let next = repaired?;
-    ids.known_next = ids.known_next.max(next);
+    ids.learn_next(next);
     Ok(())
 }
 
@@ -315,7 +315,7 @@ pub fn release_all(shared: &Shared, op: &'static str) -> Result<()> {
             first_error.get_or_insert((e, path));
         }
     };
-    for (id, file) in std::mem::take(&mut ids.held) {
+    for (id, file) in ids.unhold_all() {
         if ours.contains(&file) {
             note(idlock::release(&shared.repo, id, file).map(drop), shared.repo.id_path(id));
         }

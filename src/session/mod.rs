@@ -194,7 +194,7 @@ impl Session {
 
     fn shut(&mut self) -> Result<()> {
         self.closed = true;
-        let in_child = process::fork_generation() != self.shared.generation;
+        let in_child = self.shared.in_forked_child();
         if in_child {
             if let Some(thread) = self.heartbeat.take() {
                 // The thread does not exist in a forked child: nothing to stop or join,

@@ -195,7 +195,7 @@ pub fn reap_one(shared: &Shared, sid: &str, op: &'static str, mode: GuardMode) -
         },
         GuardMode::Wait => Some(take_guard(shared, op)?),
     };
-    let dead = locked(&shared.observer).judge(repo, sid, &shared.me.host) != Life::Alive;
+    let dead = shared.judge(sid) != Life::Alive;
     let reaped = dead && !pins(repo, shared.local, sid, &shared.me.host);
     if reaped {
         let sys = |e: Errno| Error::sys(e, op, &repo.dir, "reaping a dead session in");

@@ -12,7 +12,7 @@ use nix::errno::Errno;
 use super::counter;
 use super::idlock::Claims;
 use super::layout::Repo;
-use super::liveness::Observer;
+use super::liveness::{Life, Observer};
 use crate::error::Error;
 use crate::fsops::FileId;
 use crate::host::Identity;
@@ -53,6 +53,31 @@ impl Shared {
     pub fn sys(&self, op: &'static str, e: Errno, call: &str) -> Error {
         Error::sys(e, op, &self.repo.dir, call)
     }
+
+    /// Whether this is a forked child of the process that opened the session (it then
+    /// acts on nothing of it).
+    pub fn in_forked_child(&self) -> bool {
+        crate::process::fork_generation() != self.generation
+    }
+
+    /// Whether session `sid` is alive as far as this session's observer can tell (see
+    /// `liveness::Observer::judge`).
+    pub fn judge(&self, sid: &str) -> Life {
+        locked(&self.observer).judge(&self.repo, sid, &self.me.host)
+    }
+
+    /// Tells the heartbeat thread to stop, waking it from its sleep.
+    pub fn stop_heartbeat(&self) {
+        *locked(&self.stop) = true;
+        self.wake.notify_all();
+    }
+
+    /// Sleeps up to `period` or until told to stop; true when told to stop.
+    pub fn sleep_unless_stopped(&self, period: Duration) -> bool {
+        let stopped = locked(&self.stop);
+        let (stopped, _) = self.wake.wait_timeout_while(stopped, period, |s| !*s).unwrap_or_else(|p| p.into_inner());
+        *stopped
+    }
 }
 
 /// The session's record and heartbeat.
@@ -79,6 +104,39 @@ pub struct Ids {
     pub stale_tokens: Vec<(u64, FileId)>,
     /// The counter, kept open between calls on a local filesystem.
     pub counter: counter::Cache,
+}
+
+impl Ids {
+    /// Records that the counter is at least at `next` (what this session knows of it
+    /// never decreases).
+    pub fn learn_next(&mut self, next: u64) {
+        self.known_next = self.known_next.max(next);
+    }
+
+    /// Whether this session holds the lock on `id`.
+    pub fn holds(&self, id: u64) -> bool {
+        self.held.contains_key(&id)
+    }
+
+    /// Adds ID locks this session took, each with the claim it is linked to.
+    pub fn hold(&mut self, taken: impl IntoIterator<Item = (u64, FileId)>) {
+        self.held.extend(taken);
+    }
+
+    /// Forgets the lock on `id` (about to be released); the claim it was linked to.
+    pub fn unhold(&mut self, id: u64) -> Option<FileId> {
+        self.held.remove(&id)
+    }
+
+    /// Forgets every lock this session holds (close releases them); each with its claim.
+    pub fn unhold_all(&mut self) -> HashMap<u64, FileId> {
+        std::mem::take(&mut self.held)
+    }
+
+    /// Keeps a token's lock this session failed to remove, for the next try (token.rs).
+    pub fn keep_stale_token(&mut self, id: u64, file: FileId) {
+        self.stale_tokens.push((id, file));
+    }
 }
 
 /// Locks a mutex, also after a panic elsewhere (the ffi layer catches panics; the data

@@ -40,6 +40,7 @@ use super::idlock::{self, Take};
 use super::lease::link_error;
 use super::reaper::{self, GuardMode};
 use super::state::{Ids, Shared};
+use crate::backoff::Backoff;
 use crate::error::{Error, Result};
 use crate::fsops::{self, FileId};
 use crate::lockfile::{self, Lock};
@@ -113,7 +114,7 @@ fn take_token(shared: &Shared, st: &mut Ids, op: &'static str, guarded: bool) ->
     let max_sleep = if shared.local { MAX_SLEEP_LOCAL } else { MAX_SLEEP_REMOTE };
     let start = Instant::now();
     let mut looks = 0u32;
-    let mut sleep = FIRST_SLEEP;
+    let mut backoff = Backoff::exact(FIRST_SLEEP, max_sleep);
     let (mut cf, mut c) = read_counter(shared, st, op)?;
     'attempt: loop {
         match st.claims.take(&shared.repo, &shared.sid, c.next) {
@@ -134,7 +135,7 @@ fn take_token(shared: &Shared, st: &mut Ids, op: &'static str, guarded: bool) ->
             Err(e) => {
                 // The link may have been made (an error reported after it worked).
                 if let Some(claim) = st.claims.last() {
-                    st.stale_tokens.push((c.next, claim.file));
+                    st.keep_stale_token(c.next, claim.file);
                 }
                 return Err(link_error(shared, op, e));
             }
@@ -168,8 +169,7 @@ fn take_token(shared: &Shared, st: &mut Ids, op: &'static str, guarded: bool) ->
                 (cf, c) = read_counter(shared, st, op)?;
                 continue 'attempt;
             }
-            std::thread::sleep(sleep.min(wait.saturating_sub(start.elapsed())));
-            sleep = (sleep * 2).min(max_sleep);
+            backoff.sleep_at_most(wait.saturating_sub(start.elapsed()));
             if !shared.local {
                 (cf, c) = read_counter(shared, st, op)?;
             }
@@ -196,7 +196,7 @@ pub fn finish(shared: &Shared, st: &mut Ids, token: Token, keep_id: bool) {
 /// while the counter names it, it holds up every writer.
 fn drop_lock(shared: &Shared, st: &mut Ids, id: u64, file: FileId) {
     if idlock::release(&shared.repo, id, file).is_err() {
-        st.stale_tokens.push((id, file));
+        st.keep_stale_token(id, file);
     }
 }
 
