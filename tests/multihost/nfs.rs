@@ -179,6 +179,7 @@ impl NfsHost {
             .arg("--timeo-ms=200")
             .arg(format!("--stats={}", host.stats.display()))
             .arg(format!("--ready-file={}", ready.display()))
+            .args(trace_dir().map(|_| format!("--rpc-log={}", state.join(format!("{name}.rpc")).display())))
             .arg(format!("10.99.{n}.1:{}", export.display()))
             .arg(mount)
             .stdout(Stdio::null())
@@ -242,6 +243,24 @@ impl Drop for NfsHost {
             let _ = f.wait();
         }
     }
+}
+
+/// NFSLOCK_NFS_TRACE=DIR: every client writes its RPC log (XIDs, sends, replies with
+/// their NFS status, timeouts) to DIR/HOST.rpc, and each scenario's ganesha.log is
+/// kept in DIR/SCENARIO.ganesha.log, for triage.
+fn trace_dir() -> Option<PathBuf> {
+    std::env::var_os("NFSLOCK_NFS_TRACE").map(PathBuf::from)
+}
+
+/// Copies a scenario's RPC logs and ganesha.log into `to`.
+fn keep_trace(to: &Path, state: &Path) {
+    let _ = fs::create_dir_all(to);
+    for f in fs::read_dir(state).into_iter().flatten().flatten() {
+        if f.file_name().to_string_lossy().ends_with(".rpc") {
+            let _ = fs::copy(f.path(), to.join(f.file_name()));
+        }
+    }
+    let _ = fs::copy(state.join("server/ganesha.log"), to.join("ganesha.log"));
 }
 
 struct Bins {
@@ -326,6 +345,9 @@ fn exclusion(rig: &mut Rig, bins: &Bins, name: &str, wire: Wire) {
     messages.dedup();
     drop(hosts);
     drop(server);
+    if let Some(dir) = trace_dir() {
+        keep_trace(&dir.join(scratch.0.file_name().unwrap()), &state);
+    }
     let errors: Vec<String> = nfs_errors.iter().map(|(k, v)| format!("{k} {v}")).collect();
     rig.rows.push(Row {
         scenario,
