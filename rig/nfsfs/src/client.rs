@@ -200,7 +200,14 @@ impl Client {
         }
     }
 
-    pub fn write(&self, who: Who, fh: &nfs_fh3, offset: u64, data: &[u8], stable: stable_how) -> Res<(u32, stable_how, writeverf3, Option<fattr3>)> {
+    pub fn write(
+        &self,
+        who: Who,
+        fh: &nfs_fh3,
+        offset: u64,
+        data: &[u8],
+        stable: stable_how,
+    ) -> Res<(u32, stable_how, writeverf3, Option<fattr3>)> {
         let args = WRITE3args { file: fh.clone(), offset, count: data.len() as u32, stable, data: Opaque::borrowed(data) };
         match self.call::<_, WRITE3resok, WRITE3resfail>(7, "write", who, &args)? {
             Nfs3Result::Ok(ok) => Ok((ok.count, ok.committed, ok.verf, post(ok.file_wcc.after))),

@@ -180,12 +180,18 @@ fn run(c: Config) -> Result<(), String> {
     let header = {
         let c_proto = if c.proto == Proto::Tcp { "tcp" } else { "udp" };
         let actimeo = c.actimeo.as_millis();
-        move || vec![("pid", std::process::id().to_string()), ("proto", c_proto.to_string()), ("actimeo_ms", actimeo.to_string()), ("uptime_ms", started.elapsed().as_millis().to_string())]
+        move || {
+            vec![
+                ("pid", std::process::id().to_string()),
+                ("proto", c_proto.to_string()),
+                ("actimeo_ms", actimeo.to_string()),
+                ("uptime_ms", started.elapsed().as_millis().to_string()),
+            ]
+        }
     };
     let write_stats = {
         let stats = stats.clone();
         let path = c.stats.clone();
-        let header = header.clone();
         move || {
             if let Some(p) = &path {
                 let _ = write_atomically(p, &stats.render(&header()));
@@ -241,7 +247,8 @@ fn run(c: Config) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
     }
     if let Some(r) = &c.ready {
-        write_atomically(r, &format!("pid={}\nmountpoint={}\n", std::process::id(), c.mountpoint.display())).map_err(|e| format!("writing {}: {e}", r.display()))?;
+        write_atomically(r, &format!("pid={}\nmountpoint={}\n", std::process::id(), c.mountpoint.display()))
+            .map_err(|e| format!("writing {}: {e}", r.display()))?;
     }
     let result = session.run();
     stop.store(true, Ordering::Relaxed);

@@ -112,7 +112,8 @@ impl Rpc {
                 sock.set_reuse_address(true)?;
                 sock.set_nodelay(true)?;
                 if let Some(port) = self.local_port {
-                    let any: SocketAddr = if self.server.is_ipv4() { ([0, 0, 0, 0], port).into() } else { (std::net::Ipv6Addr::UNSPECIFIED, port).into() };
+                    let any: SocketAddr =
+                        if self.server.is_ipv4() { ([0, 0, 0, 0], port).into() } else { (std::net::Ipv6Addr::UNSPECIFIED, port).into() };
                     // The old port may still be taken: then any port, as the kernel
                     // also falls back to (xs_bind). Connections end with an abort (no
                     // TIME_WAIT on our side), so this is rare, not impossible.
@@ -152,7 +153,8 @@ impl Rpc {
                 // One socket (one source port) for the life of the mount, as the
                 // kernel's UDP transport: the duplicate request cache sees every
                 // retransmission from the address and port of the first sending.
-                let local: SocketAddr = if self.server.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() };
+                let local: SocketAddr =
+                    if self.server.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() };
                 let sock = UdpSocket::bind(local)?;
                 sock.connect(self.server)?;
                 Conn::Udp(sock)
@@ -178,7 +180,15 @@ impl Rpc {
 
     /// One call: packs it once, sends it until a reply with its XID arrives, and
     /// returns the procedure's result bytes (after the accepted-reply header).
-    pub fn call(&mut self, prog: u32, vers: u32, proc: u32, cred: &opaque_auth<'static>, args: &impl Pack, what: &str) -> Result<Vec<u8>, RpcError> {
+    pub fn call(
+        &mut self,
+        prog: u32,
+        vers: u32,
+        proc: u32,
+        cred: &opaque_auth<'static>,
+        args: &impl Pack,
+        what: &str,
+    ) -> Result<Vec<u8>, RpcError> {
         let xid = self.next_xid;
         self.next_xid = self.next_xid.wrapping_add(1);
         let msg = rpc_msg {
@@ -221,7 +231,8 @@ impl Rpc {
             match self.receive(xid, deadline) {
                 Ok(reply) => {
                     if prog == 100003 {
-                        let status = parse_reply(reply.clone()).ok().and_then(|r| r.get(..4).map(|b| u32::from_be_bytes(b.try_into().unwrap())));
+                        let status =
+                            parse_reply(reply.clone()).ok().and_then(|r| r.get(..4).map(|b| u32::from_be_bytes(b.try_into().unwrap())));
                         trace(xid, proc, sent, &format!("reply status={}", status.map_or("-".into(), |s| s.to_string())), what);
                     }
                     if sent > 1 {
