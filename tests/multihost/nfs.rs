@@ -318,7 +318,8 @@ fn nfs_scenarios() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
     let mut rig = Rig {
-        base: Scratch::new(tmp, "multihost-nfs"),
+        // Per process: a soak and a scenario run can share the machine.
+        base: Scratch::new(tmp, &format!("multihost-nfs-{}", std::process::id())),
         root: root.to_path_buf(),
         faultfs: PathBuf::new(),
         nfsfs: nfsfs(root, tmp),
@@ -337,40 +338,48 @@ fn nfs_scenarios() {
             rounds,
         );
     } else {
+        // NFSLOCK_NFS_ONLY=TEXT: only the scenarios whose title has TEXT (triage, reruns).
+        let only = std::env::var("NFSLOCK_NFS_ONLY").ok();
+        let want = |title: &str| only.as_deref().is_none_or(|o| title.contains(o));
         let tcp = |lost_pct, drop_pct, procs| Wire { lost_pct, drop_pct, procs, ..Wire::default() };
         let udp = |lost_pct, drop_pct, procs| Wire { udp: true, lost_pct, drop_pct, procs, ..Wire::default() };
-        exclusion(&mut rig, "TCP, clean", Wire::default(), ServerFault::Steady, ROUNDS);
-        exclusion(
-            &mut rig,
-            "TCP, lost CREATE/REMOVE/RENAME/LINK replies 15% + 2% packets dropped",
-            tcp(15, 2, NAMESPACE),
-            ServerFault::Steady,
-            ROUNDS,
-        );
-        exclusion(&mut rig, "TCP, lost REMOVE replies 20%", tcp(20, 0, "12"), ServerFault::Steady, ROUNDS);
-        exclusion(&mut rig, "TCP, lost CREATE/RENAME/LINK replies 20%", tcp(20, 0, "8, 14, 15"), ServerFault::Steady, ROUNDS);
-        exclusion(&mut rig, "UDP, 2% packets dropped", udp(0, 2, ""), ServerFault::Steady, ROUNDS);
-        exclusion(&mut rig, "UDP, lost CREATE/REMOVE/RENAME/LINK replies 15%", udp(15, 0, NAMESPACE), ServerFault::Steady, ROUNDS);
-        exclusion(
-            &mut rig,
-            "TCP, actimeo 3 s, lost replies 10%",
-            Wire { actimeo_ms: 3000, ..tcp(10, 0, NAMESPACE) },
-            ServerFault::Steady,
-            ROUNDS,
-        );
-        exclusion(&mut rig, "TCP, ganesha restarted mid-run (2x)", Wire::default(), ServerFault::Restarted(2), 3 * ROUNDS);
-        exclusion(&mut rig, "UDP, ganesha restarted mid-run (2x)", udp(0, 0, ""), ServerFault::Restarted(2), 3 * ROUNDS);
+        let exclusions = [
+            ("TCP, clean", Wire::default(), ServerFault::Steady),
+            ("TCP, lost CREATE/REMOVE/RENAME/LINK replies 15% + 2% packets dropped", tcp(15, 2, NAMESPACE), ServerFault::Steady),
+            ("TCP, lost REMOVE replies 20%", tcp(20, 0, "12"), ServerFault::Steady),
+            ("TCP, lost CREATE/RENAME/LINK replies 20%", tcp(20, 0, "8, 14, 15"), ServerFault::Steady),
+            ("UDP, 2% packets dropped", udp(0, 2, ""), ServerFault::Steady),
+            ("UDP, lost CREATE/REMOVE/RENAME/LINK replies 15%", udp(15, 0, NAMESPACE), ServerFault::Steady),
+            ("TCP, actimeo 3 s, lost replies 10%", Wire { actimeo_ms: 3000, ..tcp(10, 0, NAMESPACE) }, ServerFault::Steady),
+            ("TCP, ganesha restarted mid-run (2x)", Wire::default(), ServerFault::Restarted(2)),
+            ("UDP, ganesha restarted mid-run (2x)", udp(0, 0, ""), ServerFault::Restarted(2)),
+        ];
+        for (name, wire, server) in exclusions {
+            if want(&format!("mutual exclusion, {name}")) {
+                // A restart needs workers still running: longer runs.
+                let rounds = if server == ServerFault::Steady { ROUNDS } else { 3 * ROUNDS };
+                exclusion(&mut rig, name, wire, server, rounds);
+            }
+        }
         // Lock files write their record once per claim (per process), so WRITE,
         // SETATTR and COMMIT faults are the session rows' business: heartbeats,
         // records and the counter are written all the time.
-        let nfs = Backend::Nfs;
-        sessions::allocation(&mut rig, "TCP, clean", nfs(Wire::default()), 0);
-        sessions::allocation(&mut rig, "TCP, lost WRITE/SETATTR/COMMIT replies 20%", nfs(tcp(20, 0, DATA)), 0);
-        sessions::allocation(&mut rig, "TCP, lost replies 15% (every procedure that changes something)", nfs(tcp(15, 0, ALL)), 0);
-        sessions::allocation(&mut rig, "TCP, 2% packets dropped", nfs(tcp(0, 2, "")), 0);
-        sessions::allocation(&mut rig, "UDP, lost replies 10% (every procedure that changes something)", nfs(udp(10, 0, ALL)), 0);
-        sessions::allocation(&mut rig, "clients + processes on the server", nfs(Wire::default()), PROCS);
-        sessions::takeover(&mut rig, nfs(Wire::default()), nfs(Wire::default()));
+        let allocations = [
+            ("TCP, clean", Wire::default(), 0),
+            ("TCP, lost WRITE/SETATTR/COMMIT replies 20%", tcp(20, 0, DATA), 0),
+            ("TCP, lost replies 15% (every procedure that changes something)", tcp(15, 0, ALL), 0),
+            ("TCP, 2% packets dropped", tcp(0, 2, ""), 0),
+            ("UDP, lost replies 10% (every procedure that changes something)", udp(10, 0, ALL), 0),
+            ("clients + processes on the server", Wire::default(), PROCS),
+        ];
+        for (name, wire, on_server) in allocations {
+            if want(&format!("session IDs, {name}")) {
+                sessions::allocation(&mut rig, name, Backend::Nfs(wire), on_server);
+            }
+        }
+        if want("session of crashed host A reclaimed by B") {
+            sessions::takeover(&mut rig, Backend::Nfs(Wire::default()), Backend::Nfs(Wire::default()));
+        }
     }
     let table = table(&rig.rows);
     println!("\nreal-NFS rig, {:.0} s in all:\n\n{table}", started.elapsed().as_secs_f64());
