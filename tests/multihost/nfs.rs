@@ -363,12 +363,12 @@ fn nfs_scenarios() {
         }
         // Lock files write their record once per claim (per process), so WRITE,
         // SETATTR and COMMIT faults are the session rows' business: heartbeats,
-        // records and the counter are written all the time.
+        // records and the counter are written all the time. (Random packet loss is
+        // the lock-file rows' business: a session row with 2% over TCP took 35-50 s.)
         let allocations = [
             ("TCP, clean", Wire::default(), 0),
             ("TCP, lost WRITE/SETATTR/COMMIT replies 20%", tcp(20, 0, DATA), 0),
             ("TCP, lost replies 15% (every procedure that changes something)", tcp(15, 0, ALL), 0),
-            ("TCP, 2% packets dropped", tcp(0, 2, ""), 0),
             ("UDP, lost replies 10% (every procedure that changes something)", udp(10, 0, ALL), 0),
             ("clients + processes on the server", Wire::default(), PROCS),
         ];
