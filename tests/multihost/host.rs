@@ -285,8 +285,9 @@ impl Host {
         if wire.lost_pct == 0 && wire.drop_pct == 0 {
             return (0, 0);
         }
-        let Some(root) = std::env::var_os("CARGO_MANIFEST_DIR") else { return (0, 0) };
-        let out = Command::new(Path::new(&root).join("rig/nfs/lossy")).args([self.init.to_string(), "stats".into()]).output();
+        let out = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("rig/nfs/lossy"))
+            .args([self.init.to_string(), "stats".into()])
+            .output();
         let text = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
         let packets =
             |l: &str| l.split("packets ").nth(1).and_then(|r| r.split_whitespace().next()).and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
