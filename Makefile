@@ -14,9 +14,17 @@
 #   make test                       scripts/deps, cargo fmt --check, clippy (warnings
 #                                   are errors),
 #                                   cargo test --all-targets and --doc (the multi-host
-#                                   rig included), the rig's filesystem's own tests,
+#                                   rig included, on faultfs and on a real NFS
+#                                   server), the rig's filesystem's own tests and
+#                                   its NFS client's (make test-nfs-client),
 #                                   60 s of fuzzing (scripts/fuzz check),
 #                                   scripts/test-install (THE project test command)
+#   make test-nfs                   the rig on a real NFS server alone (as root):
+#                                   rig/nfsfs's own tests, then the real-NFS
+#                                   scenarios (tests/multihost/nfs.rs)
+#   make soak-nfs [SOAK_ROUNDS=16667]
+#                                   a long real-NFS exclusion run: 3 hosts x 2
+#                                   processes x SOAK_ROUNDS, 10% lost replies
 #   make fuzz [FUZZ_SECONDS=3600] [FUZZ_TARGETS=...]
 #                                   fuzz the parsers, each target for FUZZ_SECONDS
 #                                   (scripts/fuzz, fuzz/README.md)
@@ -66,7 +74,7 @@ DEMO := $(TARGET_DIR)/c/nfslock-demo
 DEMO_CFLAGS ?= -std=c11 -Wall -Wextra -Werror -pedantic -O2 -g
 DEMO_ARGS ?=
 
-.PHONY: all build install uninstall demo test fuzz header clean
+.PHONY: all build install uninstall demo test test-nfs-client test-nfs soak-nfs fuzz header clean
 
 all: build
 
@@ -129,8 +137,27 @@ test:
 	$(CARGO) test --all-targets
 	$(CARGO) test --doc
 	$(CARGO) test --manifest-path rig/faultfs/Cargo.toml --target-dir $(TARGET_DIR)/rig-faultfs
+	$(MAKE) test-nfs-client
 	scripts/fuzz check 60
 	scripts/test-install
+
+# The rig on a real NFS server. Its scenarios (tests/multihost/nfs.rs, about 2
+# minutes on 2 cores) are a test of the multihost target, so `cargo test
+# --all-targets` in `test` runs them; `test` adds the NFS client's own unit tests.
+# `make test-nfs` runs both alone.
+test-nfs-client:
+	$(CARGO) test --release --locked --manifest-path rig/nfsfs/Cargo.toml --target-dir $(TARGET_DIR)/rig-nfsfs
+
+test-nfs: test-nfs-client
+	scripts/deps
+	$(CARGO) test --test multihost nfs::nfs_scenarios -- --nocapture
+
+# A long real-NFS run (README.md, the rig's table): 3 hosts x 2 processes x
+# SOAK_ROUNDS acquisitions with 10% of the replies of every changing procedure lost.
+SOAK_ROUNDS ?= 16667
+soak-nfs:
+	scripts/deps
+	NFSLOCK_NFS_SOAK_ROUNDS=$(SOAK_ROUNDS) $(CARGO) test --test multihost nfs::nfs_scenarios -- --nocapture
 
 # A long fuzzing run of the parsers (the short one is part of `make test`).
 FUZZ_SECONDS ?= 3600

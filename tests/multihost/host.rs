@@ -3,6 +3,12 @@
 //! mount namespace, where its own instance of the fault-injecting filesystem is mounted
 //! over the shared backing directory: one NFS client per host, each with its own caches.
 //!
+//! Two backends: `Backend::Faultfs`, the fault-injecting passthrough filesystem over the
+//! shared backing directory, and `Backend::Nfs`, where the host also has a network
+//! namespace of its own, joined to a real NFS server (rig/nfs/server, exporting the
+//! backing directory) by a veth pair (rig/nfs/link), with faults on its wire
+//! (rig/nfs/lossy), and mounts rig/nfsfs, an NFSv3 client.
+//!
 //! Everything a host starts lives inside its PID namespace, so killing the namespace's
 //! init ends it all, and the mount goes away with the mount namespace. The `unshare`
 //! process dies with the test process (PR_SET_PDEATHSIG), so nothing outlives a crash.
@@ -35,6 +41,36 @@ impl Faults {
     }
 }
 
+/// What one host's NFS client and wire look like (the real-NFS backend).
+#[derive(Clone, Debug, Default)]
+pub struct Wire {
+    pub udp: bool,
+    pub actimeo_ms: u64,
+    /// Replies lost of calls of `procs` (TCP: the connection is reset after the call
+    /// went out; UDP: the next reply datagram is dropped).
+    pub lost_pct: u32,
+    pub drop_pct: u32,
+    /// NFSv3 procedure numbers whose replies are lost (empty: CREATE, REMOVE, RENAME, LINK).
+    pub procs: &'static str,
+}
+
+/// The client a host mounts.
+#[derive(Clone, Debug)]
+pub enum Backend {
+    /// rig/faultfs over the backing directory, with its imitated faults.
+    Faultfs(Faults),
+    /// rig/nfsfs, an NFSv3 client of the site's server, with faults on the wire.
+    Nfs(Wire),
+}
+
+/// The real NFS server of a site and the client program (Backend::Nfs).
+pub struct NfsSite {
+    pub root: PathBuf,
+    pub nfsfs: PathBuf,
+    /// The server's namespace init (rig/nfs/server), where the veth pairs start.
+    pub server_init: i32,
+}
+
 /// Paths shared by all hosts of one scenario.
 pub struct Site {
     /// The backing directory: the "server's" disk.
@@ -45,11 +81,15 @@ pub struct Site {
     pub state: PathBuf,
     pub faultfs: PathBuf,
     pub worker: PathBuf,
+    /// Set for a site whose hosts use Backend::Nfs.
+    pub nfs: Option<NfsSite>,
 }
 
 pub struct Host {
     pub name: String,
-    faults: Faults,
+    backend: Backend,
+    /// The host's number on the site (1...): its veth pair and addresses (10.99.N.0/30).
+    n: usize,
     unshare: Option<Child>,
     /// nsenter, parent of the filesystem daemon; it ends when the namespace does.
     filesystem: Option<Child>,
@@ -63,16 +103,27 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(20);
 
 impl Host {
     pub fn boot(site: &Site, name: &str, faults: Faults, seed: u64) -> Host {
+        Host::boot_on(site, name, Backend::Faultfs(faults), seed, 1)
+    }
+
+    /// A host with `backend`, number `n` of its site (1 to 250).
+    pub fn boot_on(site: &Site, name: &str, backend: Backend, seed: u64, n: usize) -> Host {
         let stats = site.state.join(format!("{name}.stats"));
-        let mut host = Host { name: name.into(), faults, unshare: None, filesystem: None, init: 0, boots: 0, stats, seed };
+        let mut host = Host { name: name.into(), backend, n, unshare: None, filesystem: None, init: 0, boots: 0, stats, seed };
         host.start(site);
         host
+    }
+
+    fn net(&self) -> bool {
+        matches!(self.backend, Backend::Nfs(_))
     }
 
     fn start(&mut self, site: &Site) {
         self.boots += 1;
         let mut cmd = Command::new("unshare");
-        cmd.args(["--uts", "--pid", "--mount", "--fork", "--mount-proc", "--propagation", "private", "--kill-child"])
+        cmd.args(["--uts", "--pid", "--mount"])
+            .args(self.net().then_some("--net"))
+            .args(["--fork", "--mount-proc", "--propagation", "private", "--kill-child"])
             .args(["--", "sh", "-c", "hostname \"$0\" && exec sleep 1000000", &self.name])
             .stdin(Stdio::null());
         // SAFETY: prctl in the child before exec only sets its parent-death signal.
@@ -87,20 +138,46 @@ impl Host {
         self.unshare = Some(unshare);
         let ready = site.state.join(format!("{}.ready.{}", self.name, self.boots));
         let _ = fs::remove_file(&ready);
-        let mut faultfs = self.enter();
-        faultfs
-            .arg(&site.faultfs)
-            .args(self.faults.args(self.seed + self.boots))
-            .arg(format!("--stats={}", self.stats.display()))
-            .arg(format!("--ready-file={}", ready.display()))
-            .arg(&site.backing)
-            .arg(&site.mount)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+        let mut fs = self.enter();
+        match &self.backend {
+            Backend::Faultfs(faults) => {
+                fs.arg(&site.faultfs).args(faults.args(self.seed + self.boots)).arg(format!("--stats={}", self.stats.display()));
+                fs.arg(format!("--ready-file={}", ready.display())).arg(&site.backing).arg(&site.mount);
+            }
+            Backend::Nfs(wire) => {
+                let nfs = site.nfs.as_ref().expect("a site with NFS hosts has a server");
+                let (init, n) = (self.init.to_string(), self.n.to_string());
+                run_ok(Command::new(nfs.root.join("rig/nfs/link")).args([&nfs.server_init.to_string(), &init, &n]), "rig/nfs/link");
+                if wire.lost_pct > 0 || wire.drop_pct > 0 {
+                    let mut lossy = Command::new(nfs.root.join("rig/nfs/lossy"));
+                    lossy.args([init, wire.lost_pct.to_string(), wire.drop_pct.to_string()]).arg(if wire.procs.is_empty() {
+                        "8, 12, 14, 15"
+                    } else {
+                        wire.procs
+                    });
+                    run_ok(&mut lossy, "rig/nfs/lossy");
+                }
+                fs.arg(&nfs.nfsfs)
+                    .arg(format!("--proto={}", if wire.udp { "udp" } else { "tcp" }))
+                    .arg(format!("--actimeo-ms={}", wire.actimeo_ms))
+                    .arg("--timeo-ms=200")
+                    .arg(format!("--stats={}", self.stats.display()))
+                    .arg(format!("--ready-file={}", ready.display()))
+                    .args(
+                        std::env::var_os("NFSLOCK_NFS_TRACE")
+                            .map(|_| format!("--rpc-log={}", site.state.join(format!("{}.rpc", self.name)).display())),
+                    )
+                    .arg(format!("10.99.{}.1:{}", self.n, site.backing.display()))
+                    .arg(&site.mount);
+            }
+        }
+        fs.stdout(Stdio::null()).stderr(Stdio::inherit());
         // The filesystem runs inside the namespace and dies with it.
-        self.filesystem = Some(faultfs.spawn().expect("nsenter starts the filesystem"));
+        self.filesystem = Some(fs.spawn().expect("nsenter starts the filesystem"));
         let start = Instant::now();
         while !ready.exists() {
+            let exited = self.filesystem.as_mut().unwrap().try_wait().ok().flatten();
+            assert!(exited.is_none(), "host {}: the filesystem exited: {exited:?}", self.name);
             assert!(start.elapsed() < BOOT_TIMEOUT, "host {}: the filesystem did not come up", self.name);
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -109,7 +186,7 @@ impl Host {
     /// A command that runs inside this host's namespaces.
     fn enter(&self) -> Command {
         let mut cmd = Command::new("nsenter");
-        cmd.args(["-t", &self.init.to_string(), "--uts", "--pid", "--mount", "--"]);
+        cmd.args(["-t", &self.init.to_string(), "--uts", "--pid", "--mount"]).args(self.net().then_some("--net")).arg("--");
         cmd.stdin(Stdio::null());
         cmd
     }
@@ -175,6 +252,10 @@ impl Host {
     /// Faults this host's filesystem injected: lost replies, transient errors and
     /// answers from its attribute cache.
     pub fn faults_injected(&self) -> u64 {
+        if self.net() {
+            let (lost, dropped) = self.wire_counts();
+            return lost + dropped;
+        }
         let text = fs::read_to_string(&self.stats).unwrap_or_default();
         text.lines()
             .filter_map(|l| l.split_once('='))
@@ -185,6 +266,40 @@ impl Host {
             .filter_map(|(_, v)| v.trim().parse::<u64>().ok())
             .sum()
     }
+}
+
+impl Host {
+    /// The client's counters (`key=value` lines of its stats file).
+    pub fn client_stats(&self) -> Vec<(String, u64)> {
+        fs::read_to_string(&self.stats)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .filter_map(|(k, v)| Some((k.to_string(), v.trim().parse().ok()?)))
+            .collect()
+    }
+
+    /// Packets the wire rules of an NFS host hit: (replies lost, packets dropped).
+    pub fn wire_counts(&self) -> (u64, u64) {
+        let Backend::Nfs(wire) = &self.backend else { return (0, 0) };
+        if wire.lost_pct == 0 && wire.drop_pct == 0 {
+            return (0, 0);
+        }
+        let out = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("rig/nfs/lossy"))
+            .args([self.init.to_string(), "stats".into()])
+            .output();
+        let text = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+        let packets =
+            |l: &str| l.split("packets ").nth(1).and_then(|r| r.split_whitespace().next()).and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+        let lost = text.lines().filter(|l| l.contains("lost reply")).map(packets).sum();
+        let dropped = text.lines().filter(|l| l.contains("random drop")).map(packets).sum();
+        (lost, dropped)
+    }
+}
+
+fn run_ok(cmd: &mut Command, what: &str) {
+    let out = cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(out.status.success(), "{what} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
 }
 
 impl Drop for Host {

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use host::{count, field, Faults, Host, Scratch, Site};
+use host::{count, field, Backend, Faults, Host, Scratch, Site};
 
 /// Acquisitions per worker in the mutual-exclusion scenarios.
 const ROUNDS: u32 = 50;
@@ -45,7 +45,11 @@ struct Row {
 
 struct Rig {
     base: Scratch,
+    /// The repository (rig/nfs's scripts).
+    root: PathBuf,
     faultfs: PathBuf,
+    /// rig/nfsfs's binary (empty for the faultfs rig).
+    nfsfs: PathBuf,
     worker: PathBuf,
     rows: Vec<Row>,
     failures: Vec<String>,
@@ -61,6 +65,7 @@ impl Rig {
             state: scratch.0.join("state"),
             faultfs: self.faultfs.clone(),
             worker: self.worker.clone(),
+            nfs: None,
         };
         for dir in [&site.backing, &site.mount, &site.state, &site.backing.join("check")] {
             fs::create_dir_all(dir).unwrap();
@@ -360,12 +365,22 @@ fn table(rows: &[Row]) -> String {
     t
 }
 
+/// The two rig tests (faultfs, real NFS) run one after the other, never side by side
+/// on a machine of 2 cores.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static RIG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    RIG.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[test]
 fn multihost_scenarios() {
+    let _serial = serial();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
     let mut rig = Rig {
         base: Scratch::new(tmp, "multihost"),
+        root: root.to_path_buf(),
+        nfsfs: PathBuf::new(),
         faultfs: build::faultfs(root, tmp),
         worker: build::worker(root, tmp),
         rows: Vec::new(),
@@ -383,12 +398,13 @@ fn multihost_scenarios() {
     rebooted_host(&mut rig);
     core_records(&mut rig);
     naive_lock_bites(&mut rig);
-    sessions::allocation(&mut rig, "clean", Faults::default(), 0);
-    sessions::allocation(&mut rig, "lost replies 20%", Faults { lose_replies: 0.2, ..Faults::default() }, 0);
-    sessions::allocation(&mut rig, "transient errors 5%", Faults { transient: 0.05, ..Faults::default() }, 0);
-    sessions::allocation(&mut rig, "attribute cache 300 ms", Faults { attr_cache_ms: 300, ..Faults::default() }, 0);
-    sessions::allocation(&mut rig, "clients + processes on the server", Faults::default(), PROCS);
-    sessions::takeover(&mut rig);
+    let ff = Backend::Faultfs;
+    sessions::allocation(&mut rig, "clean", ff(Faults::default()), 0);
+    sessions::allocation(&mut rig, "lost replies 20%", ff(Faults { lose_replies: 0.2, ..Faults::default() }), 0);
+    sessions::allocation(&mut rig, "transient errors 5%", ff(Faults { transient: 0.05, ..Faults::default() }), 0);
+    sessions::allocation(&mut rig, "attribute cache 300 ms", ff(Faults { attr_cache_ms: 300, ..Faults::default() }), 0);
+    sessions::allocation(&mut rig, "clients + processes on the server", ff(Faults::default()), PROCS);
+    sessions::takeover(&mut rig, ff(Faults::default()), ff(Faults { clock_offset_ms: 7_000, ..Faults::default() }));
     let table = table(&rig.rows);
     println!("\nmulti-host rig, {:.0} s in all:\n\n{table}", started.elapsed().as_secs_f64());
     let _ = fs::write(root.join("target/multihost-table.md"), &table);

@@ -75,7 +75,7 @@ fn rpc_errno(e: RpcError) -> i32 {
 fn oneshot<A: Pack, R: Unpack>(addr: SocketAddr, prog: u32, vers: u32, proc: u32, args: &A, stats: &Arc<Stats>) -> Result<R, String> {
     let mut rpc = Rpc::new(addr, Proto::Tcp, Duration::from_secs(1), 5, stats.clone());
     let cred = opaque_auth::auth_unix(&auth_unix::default());
-    let bytes = rpc.call(prog, vers, proc, &cred, args).map_err(|e| format!("{addr} program {prog}: {e}"))?;
+    let bytes = rpc.call(prog, vers, proc, &cred, args, "").map_err(|e| format!("{addr} program {prog}: {e}"))?;
     decode(&bytes).map_err(|e| format!("{addr} program {prog}: {e}"))
 }
 
@@ -136,10 +136,17 @@ impl Client {
     /// One procedure; NFS3ERR_JUKEBOX is waited out and the call sent again (as a
     /// new call, as Linux does).
     fn call<A: Pack, T: Unpack, E: Unpack>(&self, proc: u32, name: &str, who: Who, args: &A) -> Res<Nfs3Result<T, E>> {
+        self.call_on(proc, name, who, args, &[])
+    }
+
+    /// `call`, naming `names` (the directory entries it is about) in the RPC log.
+    fn call_on<A: Pack, T: Unpack, E: Unpack>(&self, proc: u32, name: &str, who: Who, args: &A, names: &[&[u8]]) -> Res<Nfs3Result<T, E>> {
+        let what: Vec<String> = names.iter().map(|n| String::from_utf8_lossy(n).into_owned()).collect();
+        let what = format!("{name} {}", what.join(" "));
         let cred = self.cred(who);
         loop {
             self.stats.bump(&format!("call_{name}"));
-            let bytes = self.rpc.lock().unwrap().call(PROGRAM, VERSION, proc, &cred, args).map_err(rpc_errno)?;
+            let bytes = self.rpc.lock().unwrap().call(PROGRAM, VERSION, proc, &cred, args, &what).map_err(rpc_errno)?;
             let res: Nfs3Result<T, E> = decode(&bytes).map_err(rpc_errno)?;
             match &res {
                 Nfs3Result::Err((nfsstat3::NFS3ERR_JUKEBOX, _)) => {
@@ -172,7 +179,7 @@ impl Client {
 
     pub fn lookup(&self, who: Who, dir: &nfs_fh3, name: &[u8]) -> Res<(nfs_fh3, Option<fattr3>)> {
         let args = LOOKUP3args { what: diropargs3 { dir: dir.clone(), name: name.into() } };
-        match self.call::<_, LOOKUP3resok, LOOKUP3resfail>(3, "lookup", who, &args)? {
+        match self.call_on::<_, LOOKUP3resok, LOOKUP3resfail>(3, "lookup", who, &args, &[name])? {
             Nfs3Result::Ok(ok) => Ok((ok.object, post(ok.obj_attributes))),
             Nfs3Result::Err((s, _)) => Err(errno_of(s)),
         }
@@ -193,7 +200,14 @@ impl Client {
         }
     }
 
-    pub fn write(&self, who: Who, fh: &nfs_fh3, offset: u64, data: &[u8], stable: stable_how) -> Res<(u32, stable_how, writeverf3, Option<fattr3>)> {
+    pub fn write(
+        &self,
+        who: Who,
+        fh: &nfs_fh3,
+        offset: u64,
+        data: &[u8],
+        stable: stable_how,
+    ) -> Res<(u32, stable_how, writeverf3, Option<fattr3>)> {
         let args = WRITE3args { file: fh.clone(), offset, count: data.len() as u32, stable, data: Opaque::borrowed(data) };
         match self.call::<_, WRITE3resok, WRITE3resfail>(7, "write", who, &args)? {
             Nfs3Result::Ok(ok) => Ok((ok.count, ok.committed, ok.verf, post(ok.file_wcc.after))),
@@ -203,7 +217,7 @@ impl Client {
 
     pub fn create(&self, who: Who, dir: &nfs_fh3, name: &[u8], how: createhow3) -> Res<(Option<nfs_fh3>, Option<fattr3>)> {
         let args = CREATE3args { where_: diropargs3 { dir: dir.clone(), name: name.into() }, how };
-        match self.call::<_, CREATE3resok, CREATE3resfail>(8, "create", who, &args)? {
+        match self.call_on::<_, CREATE3resok, CREATE3resfail>(8, "create", who, &args, &[name])? {
             Nfs3Result::Ok(ok) => Ok((post_fh(ok.obj), post(ok.obj_attributes))),
             Nfs3Result::Err((s, _)) => Err(errno_of(s)),
         }
@@ -230,7 +244,7 @@ impl Client {
 
     pub fn remove(&self, who: Who, dir: &nfs_fh3, name: &[u8]) -> Res<()> {
         let args = REMOVE3args { object: diropargs3 { dir: dir.clone(), name: name.into() } };
-        match self.call::<_, REMOVE3resok, REMOVE3resfail>(12, "remove", who, &args)? {
+        match self.call_on::<_, REMOVE3resok, REMOVE3resfail>(12, "remove", who, &args, &[name])? {
             Nfs3Result::Ok(_) => Ok(()),
             Nfs3Result::Err((s, _)) => Err(errno_of(s)),
         }
@@ -249,7 +263,7 @@ impl Client {
             from: diropargs3 { dir: from.clone(), name: fname.into() },
             to: diropargs3 { dir: to.clone(), name: tname.into() },
         };
-        match self.call::<_, RENAME3resok, RENAME3resfail>(14, "rename", who, &args)? {
+        match self.call_on::<_, RENAME3resok, RENAME3resfail>(14, "rename", who, &args, &[fname, tname])? {
             Nfs3Result::Ok(_) => Ok(()),
             Nfs3Result::Err((s, _)) => Err(errno_of(s)),
         }
@@ -257,7 +271,7 @@ impl Client {
 
     pub fn link(&self, who: Who, file: &nfs_fh3, dir: &nfs_fh3, name: &[u8]) -> Res<Option<fattr3>> {
         let args = LINK3args { file: file.clone(), link: diropargs3 { dir: dir.clone(), name: name.into() } };
-        match self.call::<_, LINK3resok, LINK3resfail>(15, "link", who, &args)? {
+        match self.call_on::<_, LINK3resok, LINK3resfail>(15, "link", who, &args, &[name])? {
             Nfs3Result::Ok(ok) => Ok(post(ok.file_attributes)),
             Nfs3Result::Err((s, _)) => Err(errno_of(s)),
         }

@@ -26,7 +26,9 @@ use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
     ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
-use nfs3_types::nfs3::{createhow3, createverf3, fattr3, ftype3, nfs_fh3, nfstime3, sattr3, set_atime, set_mtime, stable_how, writeverf3, Nfs3Option};
+use nfs3_types::nfs3::{
+    createhow3, createverf3, fattr3, ftype3, nfs_fh3, nfstime3, sattr3, set_atime, set_mtime, stable_how, writeverf3, Nfs3Option,
+};
 
 use crate::client::{Client, Res, Who};
 use crate::stats::Stats;
@@ -562,7 +564,16 @@ impl Filesystem for NfsFs {
         }
     }
 
-    fn rename(&self, req: &Request, parent: INodeNo, name: &OsStr, newparent: INodeNo, newname: &OsStr, flags: RenameFlags, reply: ReplyEmpty) {
+    fn rename(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
         // NFSv3 has no RENAME_NOREPLACE or RENAME_EXCHANGE (Linux: EINVAL).
         if flags.bits() != 0 {
             return reply.error(Errno::EINVAL);
@@ -607,7 +618,17 @@ impl Filesystem for NfsFs {
         }
     }
 
-    fn read(&self, req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, size: u32, _flags: OpenFlags, _lock: Option<LockOwner>, reply: ReplyData) {
+    fn read(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
         let w = who(req);
         let file = match self.fh(ino) {
             Ok(f) => f,
@@ -695,7 +716,16 @@ impl Filesystem for NfsFs {
         }
     }
 
-    fn release(&self, _req: &Request, ino: INodeNo, fh: FileHandle, _flags: OpenFlags, _lock: Option<LockOwner>, _flush: bool, reply: ReplyEmpty) {
+    fn release(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
         let _ = self.commit(fh.0);
         let w = self.state.lock().unwrap().files.remove(&fh.0).map(|of| of.who);
         if let Some(w) = w {

@@ -36,6 +36,8 @@ An NFSv3 client as a FUSE filesystem (run as root).
   --hostname=NAME       machine name in AUTH_UNIX credentials (default: uname)
   --stats=FILE          write counters there every 100 ms and at exit
   --ready-file=FILE     written once mounted, removed at exit
+  --rpc-log=FILE        append a line per RPC send, reply (with its NFS status),
+                        timeout and lost connection, with the XID
   --help
 ";
 
@@ -52,6 +54,7 @@ struct Config {
     hostname: Option<String>,
     stats: Option<PathBuf>,
     ready: Option<PathBuf>,
+    rpc_log: Option<PathBuf>,
 }
 
 fn parse(args: impl Iterator<Item = String>) -> Result<Config, String> {
@@ -69,6 +72,7 @@ fn parse(args: impl Iterator<Item = String>) -> Result<Config, String> {
         hostname: None,
         stats: None,
         ready: None,
+        rpc_log: None,
     };
     let num = |k: &str, v: &str| v.parse::<u64>().map_err(|_| format!("{k}: not a number: {v}"));
     for a in args {
@@ -96,6 +100,7 @@ fn parse(args: impl Iterator<Item = String>) -> Result<Config, String> {
             "hostname" => c.hostname = Some(v.into()),
             "stats" => c.stats = Some(v.into()),
             "ready-file" => c.ready = Some(v.into()),
+            "rpc-log" => c.rpc_log = Some(v.into()),
             _ => return Err(format!("unknown option --{k}")),
         }
     }
@@ -155,6 +160,9 @@ fn run(c: Config) -> Result<(), String> {
         let _ = std::fs::remove_file(r);
     }
     let stats = Arc::new(Stats::default());
+    if let Some(p) = &c.rpc_log {
+        rpc::open_rpc_log(p).map_err(|e| format!("--rpc-log {}: {e}", p.display()))?;
+    }
     let machine = c.hostname.clone().unwrap_or_else(uname);
     let client = client::Client::mount(c.server, &c.export, c.proto, c.nfs_port, c.mount_port, c.timeo, c.retrans, machine, stats.clone())?;
     let filesystem = fs::NfsFs::new(client, c.actimeo, stats.clone());
@@ -172,12 +180,18 @@ fn run(c: Config) -> Result<(), String> {
     let header = {
         let c_proto = if c.proto == Proto::Tcp { "tcp" } else { "udp" };
         let actimeo = c.actimeo.as_millis();
-        move || vec![("pid", std::process::id().to_string()), ("proto", c_proto.to_string()), ("actimeo_ms", actimeo.to_string()), ("uptime_ms", started.elapsed().as_millis().to_string())]
+        move || {
+            vec![
+                ("pid", std::process::id().to_string()),
+                ("proto", c_proto.to_string()),
+                ("actimeo_ms", actimeo.to_string()),
+                ("uptime_ms", started.elapsed().as_millis().to_string()),
+            ]
+        }
     };
     let write_stats = {
         let stats = stats.clone();
         let path = c.stats.clone();
-        let header = header.clone();
         move || {
             if let Some(p) = &path {
                 let _ = write_atomically(p, &stats.render(&header()));
@@ -233,7 +247,8 @@ fn run(c: Config) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
     }
     if let Some(r) = &c.ready {
-        write_atomically(r, &format!("pid={}\nmountpoint={}\n", std::process::id(), c.mountpoint.display())).map_err(|e| format!("writing {}: {e}", r.display()))?;
+        write_atomically(r, &format!("pid={}\nmountpoint={}\n", std::process::id(), c.mountpoint.display()))
+            .map_err(|e| format!("writing {}: {e}", r.display()))?;
     }
     let result = session.run();
     stop.store(true, Ordering::Relaxed);

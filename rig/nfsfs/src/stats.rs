@@ -24,8 +24,16 @@ impl Stats {
     }
 }
 
+/// Writes `text` to a temporary file beside `path` and renames it there. The
+/// temporary name is the whole file name plus the pid and a counter: two files with
+/// one stem (`host.stats`, `host.ready`) written from two threads must not share it
+/// (with_extension gave both `host.tmpPID`, and one rename failed with ENOENT).
 pub fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".tmp{}.{n}", std::process::id()));
+    let tmp = path.with_file_name(name);
     std::fs::write(&tmp, text)?;
     std::fs::rename(&tmp, path)
 }
