@@ -67,6 +67,49 @@ pub fn link(from: &Path, to: &Path) -> nix::Result<()> {
     retry(|| unistd::linkat(fcntl::AT_FDCWD, from, fcntl::AT_FDCWD, to, AtFlags::empty()))
 }
 
+/// What [`link_checked`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Linked {
+    /// `to` names our file: our link worked (also when its reply was lost).
+    Ours,
+    /// The link failed with `errno` (EEXIST, or EIO) and `to` is not shown to be ours:
+    /// `seen` is what the name held when looked at.
+    Taken { errno: Errno, seen: nix::Result<FileId> },
+}
+
+/// How [`link_checked`] may prove a link ours after a failure report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkProof {
+    /// `from` is linked to nothing but `to`: a link count of 2 or more, read through a
+    /// fresh open of `from` (close-to-open consistency revalidates it; a stale cached
+    /// lookup of `to` cannot fool it), proves our link (the test the open(2) manual gives
+    /// for NFS).
+    pub only_link: bool,
+    /// `to`'s directory is on a filesystem of this machine only: EEXIST is the truth
+    /// there (no lost replies).
+    pub local: bool,
+}
+
+/// link(2) of our file `from` (the inode `ours`) to `to`, telling a retransmitted LINK
+/// that reported EEXIST or EIO although the first one worked from a name someone else
+/// holds. Other errors as they are. The one lost-reply check after link(2) of every family.
+pub fn link_checked(from: &Path, to: &Path, ours: FileId, proof: LinkProof) -> nix::Result<Linked> {
+    match link(from, to) {
+        Ok(()) => Ok(Linked::Ours),
+        Err(errno @ (Errno::EEXIST | Errno::EIO)) => {
+            let seen = id_of(to);
+            let authoritative = proof.local && errno == Errno::EEXIST;
+            let counted =
+                || open_existing(from, false).and_then(|fd| fstat(&fd)).is_ok_and(|st| FileId::from(&st) == ours && st.st_nlink >= 2);
+            if seen == Ok(ours) || (proof.only_link && !authoritative && counted()) {
+                return Ok(Linked::Ours);
+            }
+            Ok(Linked::Taken { errno, seen })
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Removes one of our private names (a claim or a temporary file): nobody else ever
 /// gives a file that name, so a repeated unlink can only find it gone.
 pub fn unlink(path: &Path) -> nix::Result<()> {
@@ -102,13 +145,28 @@ pub fn unlink_if_is(path: &Path, id: FileId) -> nix::Result<bool> {
     Err(Errno::EIO)
 }
 
-/// rename(2) of the file `file` is open on, from `from` to `to`. A retransmitted RENAME
-/// finds its source gone and reports ENOENT although the first one worked: that counts
-/// as success when `to` now names our file.
-pub fn rename_placing(file: &File, from: &Path, to: &Path) -> nix::Result<()> {
+/// rename(2) of our file `ours` from `from` to `to`. A retransmitted RENAME finds its
+/// source gone and reports ENOENT although the first one worked: that counts as done when
+/// `to` now names our file. False: `from` was gone and `to` is not ours (someone else
+/// moved or removed the file first).
+pub fn rename_checked(from: &Path, to: &Path, ours: FileId) -> nix::Result<bool> {
     match retry(|| fcntl::renameat(fcntl::AT_FDCWD, from, fcntl::AT_FDCWD, to)) {
-        Err(Errno::ENOENT) if fstat(file).is_ok_and(|st| id_of(to) == Ok(FileId::from(&st))) => Ok(()),
-        other => other,
+        Ok(()) => Ok(true),
+        Err(Errno::ENOENT) => match id_of(to) {
+            Ok(id) => Ok(id == ours),
+            Err(Errno::ENOENT) => Ok(false),
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e),
+    }
+}
+
+/// [`rename_checked`] of the file `file` is open on; ENOENT when it was not ours to move.
+pub fn rename_placing(file: &File, from: &Path, to: &Path) -> nix::Result<()> {
+    let ours = FileId::from(&fstat(file)?);
+    match rename_checked(from, to, ours)? {
+        true => Ok(()),
+        false => Err(Errno::ENOENT),
     }
 }
 

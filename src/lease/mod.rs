@@ -261,7 +261,7 @@ fn attempt(t: &Target, options: &Options, seen: &mut Seen) -> Result<Lease> {
 }
 
 /// Links a parked claim's token to `P.nfs_lock`, breaking a dead or expired lease on the way.
-fn take(t: &Target, o: &Options, me: &Identity, seen: &mut Seen) -> Result<Hold> {
+fn take(t: &Target, o: &Options, me: &Identity, seen_by_call: &mut Seen) -> Result<Hold> {
     let lease_ms = o.lease.as_millis() as u32;
     let mut parked = hold::unpark(&t.key, &o.message, lease_ms, o.shared);
     for _ in 0..4 {
@@ -271,20 +271,17 @@ fn take(t: &Target, o: &Options, me: &Identity, seen: &mut Seen) -> Result<Hold>
         };
         let token_path = p.token(&t.dir);
         let renewed_at = clock::now();
-        match fsops::link(&token_path, &t.lock) {
-            Ok(()) => return Ok(Hold::new(t.clone(), p, renewed_at, o.keepalive)),
+        // The token is linked nowhere but to the lock file.
+        let proof = fsops::LinkProof { only_link: true, local: p.local };
+        match fsops::link_checked(&token_path, &t.lock, p.file, proof) {
+            Ok(fsops::Linked::Ours) => return Ok(Hold::new(t.clone(), p, renewed_at, o.keepalive)),
             Err(Errno::ENOENT) if !t.dir.exists() => return Err(t.sys(Errno::ENOENT, OP_ACQUIRE, "link", &t.lock)),
             // Our parked token was removed (a sweep, a breaker of an earlier hold):
             // start over with a fresh claim.
             Err(Errno::ENOENT) => continue,
-            Err(e @ (Errno::EEXIST | Errno::EIO)) => {
-                let now = fsops::id_of(&t.lock);
-                let authoritative = p.local && e == Errno::EEXIST;
-                if now == Ok(p.file) || (!authoritative && token_is_linked(&token_path, p.file)) {
-                    return Ok(Hold::new(t.clone(), p, renewed_at, o.keepalive));
-                }
+            Ok(fsops::Linked::Taken { seen, .. }) => {
                 hold::park(&t.dir, &t.key, p);
-                match judge(t, me, now.ok(), seen)? {
+                match judge(t, me, seen.ok(), seen_by_call)? {
                     Next::Again => parked = hold::unpark(&t.key, &o.message, lease_ms, o.shared),
                     Next::Wait(e) => return Err(e),
                 }
@@ -296,12 +293,6 @@ fn take(t: &Target, o: &Options, me: &Identity, seen: &mut Seen) -> Result<Hold>
         }
     }
     Err(t.error(Errno::EAGAIN, OP_ACQUIRE, "the lock changed hands repeatedly while it was being examined"))
-}
-
-/// Whether our token is linked as the lock file after a link(2) that reported failure
-/// (the lost-reply check of lockfile's claims, for a token's name).
-fn token_is_linked(token: &Path, file: FileId) -> bool {
-    fsops::open_existing(token, false).and_then(|fd| fsops::fstat(&fd)).is_ok_and(|st| FileId::from(&st) == file && st.st_nlink >= 2)
 }
 
 enum Next {
@@ -424,13 +415,14 @@ fn new_claim(t: &Target, o: &Options, me: &Identity) -> Result<Parked> {
     let hex = claim::hex_of(&c.path).to_string();
     let first = token::path(&t.dir, &hex, 1);
     // The claim becomes its first token; a lost reply of this rename shows our inode there.
-    if let Err(e) = fsops::rename_placing(
-        &std::fs::File::from(fsops::open_existing(&c.path, false).map_err(|e| t.sys(e, OP_ACQUIRE, "open", &c.path))?),
-        &c.path,
-        &first,
-    ) {
-        let _ = fsops::unlink(&c.path);
-        return Err(t.sys(e, OP_ACQUIRE, "rename", &c.path));
+    match fsops::rename_checked(&c.path, &first, c.id) {
+        Ok(true) => {}
+        // A sweep took the fresh claim (it had no token name yet): the caller tries again.
+        Ok(false) => return Err(t.error(Errno::EAGAIN, OP_ACQUIRE, format!("{} was removed while it became a token", c.path.display()))),
+        Err(e) => {
+            let _ = fsops::unlink(&c.path);
+            return Err(t.sys(e, OP_ACQUIRE, "rename", &c.path));
+        }
     }
     Ok(Parked {
         claim: hex,

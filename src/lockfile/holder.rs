@@ -6,7 +6,6 @@
 //! the judgement is a different inode and is never removed.
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -210,7 +209,7 @@ pub(crate) fn remove_stale_copy(copy_path: &Path, dead: FileId) -> nix::Result<(
 }
 
 fn reread(file: &File) -> Option<Record> {
-    let mut buf = vec![0u8; MAX_RECORD_LEN + 1];
-    let n = file.read_at(&mut buf, 0).ok()?;
-    Record::parse(&buf[..n]).ok()
+    // The one capped read: a single read(2) may come back short over NFS.
+    let bytes = fsops::read_capped(file, MAX_RECORD_LEN).ok()??;
+    Record::parse(&bytes).ok()
 }

@@ -561,8 +561,10 @@ fn take(t: &Target, message: &[u8], me: &Identity, cached: Option<Claim>, op: &'
             Some(c) => c,
             None => new_claim(t, message, me, op)?,
         };
-        match fsops::link(&c.path, &t.lock) {
-            Ok(()) => return Ok(c.id),
+        // Our claim is linked nowhere but to the lock file.
+        let proof = fsops::LinkProof { only_link: true, local: c.local };
+        match fsops::link_checked(&c.path, &t.lock, c.id, proof) {
+            Ok(fsops::Linked::Ours) => return Ok(c.id),
             Err(Errno::ENOENT) if !t.dir.exists() => return Err(t.sys(Errno::ENOENT, op, "link", &t.lock)),
             // Our claim was removed by someone, or this client's cached view of it is out
             // of date (the kernel refuses to link an inode whose cached link count fell
@@ -573,14 +575,7 @@ fn take(t: &Target, message: &[u8], me: &Identity, cached: Option<Claim>, op: &'
                 let _ = fsops::unlink(&c.path);
                 continue;
             }
-            Err(e @ (Errno::EEXIST | Errno::EIO)) => {
-                let seen = fsops::id_of(&t.lock);
-                // A retransmitted LINK reports EEXIST (or EIO) although the first one
-                // worked. On a local filesystem EEXIST is the truth.
-                let authoritative = c.local && e == Errno::EEXIST;
-                if seen == Ok(c.id) || (!authoritative && claim_is_linked(&c)) {
-                    return Ok(c.id);
-                }
+            Ok(fsops::Linked::Taken { seen, .. }) => {
                 if let Ok(seen) = seen {
                     // Taken by this process under another spelling of its path
                     // (`D/x/../A`, a symlinked directory): the lock file's identity says so.
@@ -628,17 +623,6 @@ fn take(t: &Target, message: &[u8], me: &Identity, cached: Option<Claim>, op: &'
         Some(record) => t.error(Errno::EAGAIN, op, format!("{}; {BUSY}", describe(&record))),
         None => t.error(Errno::EAGAIN, op, "the lock changed hands repeatedly while it was being examined"),
     })
-}
-
-/// Whether a link(2) that reported failure made our claim the lock file after all, when
-/// the lock file's name did not show our claim's inode: the authoritative test the
-/// open(2) manual gives for NFS, our own claim's link count, read through a fresh open
-/// (close-to-open consistency revalidates its attributes), which a stale cached lookup
-/// of the lock name cannot fool. Our claim is linked nowhere but to this lock file.
-pub(crate) fn claim_is_linked(claim: &Claim) -> bool {
-    fsops::open_existing(&claim.path, false)
-        .and_then(|fd| fsops::fstat(&fd))
-        .is_ok_and(|st| FileId::from(&st) == claim.id && st.st_nlink >= 2)
 }
 
 fn new_claim(t: &Target, message: &[u8], me: &Identity, op: &'static str) -> Result<Claim> {

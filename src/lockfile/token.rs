@@ -8,7 +8,6 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
-use nix::fcntl;
 
 use crate::fsops::{self, FileId};
 
@@ -90,15 +89,7 @@ pub enum Moved {
 /// A retransmitted RENAME reports ENOENT although the first one worked: then `to` names
 /// our inode.
 fn rename_token(from: &Path, to: &Path, file: FileId) -> nix::Result<Moved> {
-    match fsops::retry(|| fcntl::renameat(fcntl::AT_FDCWD, from, fcntl::AT_FDCWD, to)) {
-        Ok(()) => Ok(Moved::Done),
-        Err(Errno::ENOENT) => match fsops::id_of(to) {
-            Ok(id) if id == file => Ok(Moved::Done),
-            Ok(_) | Err(Errno::ENOENT) => Ok(Moved::Lost),
-            Err(e) => Err(e),
-        },
-        Err(e) => Err(e),
-    }
+    Ok(if fsops::rename_checked(from, to, file)? { Moved::Done } else { Moved::Lost })
 }
 
 /// The holder's move: token `epoch` becomes `epoch + 1` (a renewal, or the release that

@@ -67,15 +67,14 @@ pub fn remove_if_empty(path: &Path) {
 /// False: the name was taken (EEXIST) by another file, or by one that cannot be shown
 /// to be ours. Other errors as they are.
 pub fn link_checked(from: &Path, to: &Path, ours: FileId) -> nix::Result<bool> {
-    match fsops::link(from, to) {
-        Ok(()) => Ok(true),
-        Err(e @ (Errno::EEXIST | Errno::EIO)) => match fsops::id_of(to) {
-            Ok(id) if id == ours => Ok(true),
-            // Someone else's, gone again already, or not to be told: never taken for ours.
-            _ if e == Errno::EEXIST => Ok(false),
-            _ => Err(e),
-        },
-        Err(e) => Err(e),
+    // A session's files may be linked to more than one name (a claim to several ID
+    // locks): only the name itself proves a link ours.
+    let proof = fsops::LinkProof { only_link: false, local: false };
+    match fsops::link_checked(from, to, ours, proof)? {
+        fsops::Linked::Ours => Ok(true),
+        // Someone else's, gone again already, or not to be told: never taken for ours.
+        fsops::Linked::Taken { errno: Errno::EEXIST, .. } => Ok(false),
+        fsops::Linked::Taken { errno, .. } => Err(errno),
     }
 }
 
