@@ -542,3 +542,6 @@ pub fn renewed_leases() -> usize {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod review_tests;
