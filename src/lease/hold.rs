@@ -24,6 +24,10 @@ use crate::process::ChildlessFd;
 pub struct Parked {
     pub claim: String,
     pub epoch: u64,
+    /// This clock's time just before the rename that gave the token its current name:
+    /// a watcher may have seen that name since then (before the release's unlink of the
+    /// lock file), so a hold that links it again counts its lease from here.
+    pub parked_at: Duration,
     pub file: FileId,
     pub message: Vec<u8>,
     pub lease_ms: u32,
@@ -212,6 +216,7 @@ impl Hold {
             return Err(self.broken_error(op, why));
         }
         let t = &self.target;
+        let parked_at = clock::now();
         match token::advance(&t.dir, &self.claim, st.epoch, self.file) {
             Ok(Moved::Done) => {}
             Ok(Moved::Lost) => {
@@ -234,6 +239,7 @@ impl Hold {
         Ok(Parked {
             claim: self.claim.clone(),
             epoch: st.epoch,
+            parked_at,
             file: self.file,
             message: self.message.clone(),
             lease_ms: self.lease.as_millis() as u32,

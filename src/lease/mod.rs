@@ -265,12 +265,33 @@ fn take(t: &Target, o: &Options, me: &Identity, seen: &mut Seen) -> Result<Hold>
     let lease_ms = o.lease.as_millis() as u32;
     let mut parked = hold::unpark(&t.key, &o.message, lease_ms, o.shared);
     for _ in 0..4 {
-        let p = match parked.take() {
+        let mut p = match parked.take() {
             Some(p) => p,
             None => new_claim(t, o, me)?,
         };
+        // A watcher may have seen the parked name while the lock file still named this
+        // inode (between the release's rename and its unlink), and would count a lease
+        // from then: the hold's lease runs from the parking, and a claim parked for a
+        // while is moved to a fresh name first (one rename), so that such a watcher sees
+        // progress before the hold begins.
+        if clock::now().saturating_sub(p.parked_at) > o.lease / 6 {
+            let started = clock::now();
+            match token::advance(&t.dir, &p.claim, p.epoch, p.file) {
+                Ok(token::Moved::Done) => {
+                    p.epoch += 1;
+                    p.parked_at = started;
+                }
+                // Taken (a sweep, a breaker of an earlier hold): a fresh claim.
+                Ok(token::Moved::Lost) => continue,
+                Err(e) => {
+                    let at = p.token(&t.dir);
+                    hold::park(&t.dir, &t.key, p);
+                    return Err(t.sys(e, OP_ACQUIRE, "renaming the parked token", &at));
+                }
+            }
+        }
         let token_path = p.token(&t.dir);
-        let renewed_at = clock::now();
+        let renewed_at = p.parked_at;
         match fsops::link(&token_path, &t.lock) {
             Ok(()) => return Ok(Hold::new(t.clone(), p, renewed_at, o.keepalive)),
             Err(Errno::ENOENT) if !t.dir.exists() => return Err(t.sys(Errno::ENOENT, OP_ACQUIRE, "link", &t.lock)),
@@ -423,6 +444,7 @@ fn new_claim(t: &Target, o: &Options, me: &Identity) -> Result<Parked> {
     let c = claim::create_with(&t.dir, &record_for, &o.message).map_err(|e| t.sys(e, OP_ACQUIRE, "creating a claim file in", &t.dir))?;
     let hex = claim::hex_of(&c.path).to_string();
     let first = token::path(&t.dir, &hex, 1);
+    let parked_at = clock::now();
     // The claim becomes its first token; a lost reply of this rename shows our inode there.
     if let Err(e) = fsops::rename_placing(
         &std::fs::File::from(fsops::open_existing(&c.path, false).map_err(|e| t.sys(e, OP_ACQUIRE, "open", &c.path))?),
@@ -435,6 +457,7 @@ fn new_claim(t: &Target, o: &Options, me: &Identity) -> Result<Parked> {
     Ok(Parked {
         claim: hex,
         epoch: 1,
+        parked_at,
         file: c.id,
         message: o.message.clone(),
         lease_ms,
