@@ -35,6 +35,58 @@ const STOP_BEFORE: u8 = 1;
 /// mount: the request took effect, the client was told it failed).
 const DONE_THEN_STOP_EIO: u8 = 2;
 
+/// Stop right after a successful rename(2) of a lease token to its next epoch's name
+/// (a renewal's, or the release's that parks it).
+const STOP_AFTER_TOKEN_RENAME: u8 = 3;
+/// After a successful rename(2) of a token to a breaker's name (`.x<R>`), stop right
+/// after the next lstat(2) of the lock file: a breaker paused between its check that
+/// the lock file is the expired one and its unlink.
+const STOP_AFTER_TAKE_AND_CHECK: u8 = 4;
+
+/// Armed by a rename in STOP_AFTER_TAKE_AND_CHECK: the next lstat of a lock file stops.
+static LSTAT_STOP: AtomicU8 = AtomicU8::new(0);
+
+fn base_name(path: &[u8]) -> &[u8] {
+    path.rsplit(|&b| b == b'/').next().unwrap_or(path)
+}
+
+/// libc's renameat, interposed for this test binary.
+///
+/// # Safety
+/// As for renameat(2).
+#[no_mangle]
+pub unsafe extern "C" fn renameat(olddirfd: c_int, old: *const c_char, newdirfd: c_int, new: *const c_char) -> c_int {
+    let r = libc::syscall(libc::SYS_renameat2, olddirfd, old, newdirfd, new, 0) as c_int;
+    if r != 0 {
+        return r;
+    }
+    let name = base_name(CStr::from_ptr(new).to_bytes());
+    if name.starts_with(b".nfslock-") {
+        let breakers = name.windows(2).any(|w| w == b".x");
+        let mode = UNLINK_MODE.load(Ordering::SeqCst);
+        if mode == STOP_AFTER_TOKEN_RENAME && !breakers && UNLINK_MODE.swap(0, Ordering::SeqCst) == mode {
+            libc::raise(libc::SIGSTOP);
+        }
+        if mode == STOP_AFTER_TAKE_AND_CHECK && breakers && UNLINK_MODE.swap(0, Ordering::SeqCst) == mode {
+            LSTAT_STOP.store(1, Ordering::SeqCst);
+        }
+    }
+    r
+}
+
+/// libc's lstat, interposed for this test binary.
+///
+/// # Safety
+/// As for lstat(2).
+#[no_mangle]
+pub unsafe extern "C" fn lstat(path: *const c_char, st: *mut libc::stat) -> c_int {
+    let r = libc::syscall(libc::SYS_newfstatat, libc::AT_FDCWD, path, st, libc::AT_SYMLINK_NOFOLLOW) as c_int;
+    if CStr::from_ptr(path).to_bytes().ends_with(b".nfs_lock") && LSTAT_STOP.swap(0, Ordering::SeqCst) == 1 {
+        libc::raise(libc::SIGSTOP);
+    }
+    r
+}
+
 /// libc's unlink, interposed for this test binary (the library's calls included).
 ///
 /// # Safety
@@ -91,7 +143,8 @@ fn run_role_if_child() {
         }
         // Takes the lease, then releases it with the next unlink of the lock file armed.
         "releaser" => {
-            let held = lease::acquire(&path, &options(true), Some(Duration::ZERO)).expect("the releaser takes the lease");
+            // Keep-alive off: no renewal of its own may meet the armed stop.
+            let held = lease::acquire(&path, &options(false), Some(Duration::ZERO)).expect("the releaser takes the lease");
             let mode = std::env::var("NFSLOCK_REVIEW_UNLINK_MODE").unwrap().parse().unwrap();
             say("held");
             UNLINK_MODE.store(mode, Ordering::SeqCst);
@@ -100,7 +153,7 @@ fn run_role_if_child() {
         // Waits for the lease with its first unlink of the lock file (its break) armed;
         // reports whether it took the lease, and holds it until told to go.
         "breaker" => {
-            UNLINK_MODE.store(STOP_BEFORE, Ordering::SeqCst);
+            UNLINK_MODE.store(STOP_AFTER_TAKE_AND_CHECK, Ordering::SeqCst);
             match lease::acquire(&path, &options(true), Some(Duration::from_secs(10))) {
                 Ok(held) => {
                     say("acquired");
@@ -207,16 +260,16 @@ fn assert_still_ours(p: &Path, ino: u64, what: &str) {
 }
 
 /// A holder releasing its lease renames its token to the parked name, then stops
-/// before its unlink of the lock file for longer than a lease. A waiter on it sees the
+/// (before its unlink of the lock file) for longer than a lease. A waiter on it sees the
 /// parked token stay unrenewed for a whole lease and breaks it (as it may), and takes
 /// the lock. The holder then resumes: its unlink must not remove its successor's lock.
 #[test]
-fn a_release_stopped_before_its_unlink_leaves_the_successors_lock() {
+fn a_release_stopped_after_its_token_rename_leaves_the_successors_lock() {
     run_role_if_child();
-    const TEST: &str = "a_release_stopped_before_its_unlink_leaves_the_successors_lock";
+    const TEST: &str = "a_release_stopped_after_its_token_rename_leaves_the_successors_lock";
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("res");
-    let mut holder = Peer::spawn(TEST, "releaser", &p, &[("NFSLOCK_REVIEW_UNLINK_MODE", STOP_BEFORE.to_string())]);
+    let mut holder = Peer::spawn(TEST, "releaser", &p, &[("NFSLOCK_REVIEW_UNLINK_MODE", STOP_AFTER_TOKEN_RENAME.to_string())]);
     assert_eq!(holder.line(), "held");
     holder.wait_stopped();
     let start = Instant::now();
@@ -254,7 +307,7 @@ fn a_lost_unlink_reply_at_release_is_not_retried_onto_the_successors_lock() {
 }
 
 /// A breaker takes an expired lease's token, checks the lock file is still the expired
-/// one, and stops before its unlink for longer than a lease. A second breaker sees the
+/// one (lstat), and stops there, before its unlink, for longer than a lease. A second breaker sees the
 /// taken token unmoved for a lease, takes it over (as the protocol lets it, for a
 /// breaker that died), removes the lock file and takes the lock. The first breaker
 /// then resumes: it must remove nothing of the second's, and must not take the lock
