@@ -232,9 +232,43 @@ impl Hold {
             }
         }
         st.epoch += 1;
-        // The token is ours and parked: nobody else may remove the lock file now.
-        if let Err(e) = fsops::unlink(&t.lock) {
-            return Err(t.sys(e, op, "unlink", &t.lock));
+        // The token is parked under a name others may watch: a waiter that sees it stay
+        // there for a whole lease, with the lock file still this inode, breaks it (as
+        // it may). So the unlink is sent only while less than half a lease has passed
+        // since the rename began (as a renewal's self-fence); a release that got there
+        // later (paused, a slow server) renews the parked token first, and learns it
+        // was broken if it was. The unlink checks the name before every attempt: a
+        // lost reply is never retried onto a lock taken in between.
+        let mut parked_at = parked_at;
+        for _ in 0..4 {
+            if clock::now().saturating_sub(parked_at) < self.lease / 2 {
+                break;
+            }
+            let started = clock::now();
+            match token::advance(&t.dir, &self.claim, st.epoch, self.file) {
+                Ok(Moved::Done) => {
+                    st.epoch += 1;
+                    parked_at = started;
+                }
+                Ok(Moved::Lost) => {
+                    let why = super::note::why_broken(&t.lock, &self.claim);
+                    st.broken = Some(why.clone());
+                    return Err(self.broken_error(op, &format!("{why} (while it was being released); nothing was removed")));
+                }
+                Err(e) => return Err(t.sys(e, op, "renaming the lease's token", &token::path(&t.dir, &self.claim, st.epoch))),
+            }
+        }
+        if clock::now().saturating_sub(parked_at) >= self.lease / 2 {
+            return Err(t.error(Errno::ETIMEDOUT, op, "the release kept falling behind its lease; the lock file is left to expire"));
+        }
+        match fsops::unlink_if_is(&t.lock, self.file) {
+            Ok(true) => {}
+            Ok(false) => {
+                let _ = fsops::unlink(&token::path(&t.dir, &self.claim, st.epoch));
+                let why = format!("{} was removed or replaced by someone else; nothing was removed", t.lock.display());
+                return Err(t.error(Errno::ENOLCK, op, why));
+            }
+            Err(e) => return Err(t.sys(e, op, "unlink", &t.lock)),
         }
         Ok(Parked {
             claim: self.claim.clone(),
