@@ -50,12 +50,33 @@ fn base_name(path: &[u8]) -> &[u8] {
     path.rsplit(|&b| b == b'/').next().unwrap_or(path)
 }
 
+thread_local! {
+    /// This thread's next rename of a token to a breaker's name is preceded by the
+    /// renewal the keep-alive thread could make at that moment (the token moves on one
+    /// epoch), so that the break loses the race to it.
+    static RENEW_BEFORE_TAKE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Renames the token `old` (`.nfslock-<claim>.<k>`) to epoch k + 1, as a renewal does.
+unsafe fn renew_token(olddirfd: c_int, old: *const c_char) {
+    let old_s = CStr::from_ptr(old).to_bytes();
+    let Some(dot) = old_s.iter().rposition(|&b| b == b'.') else { return };
+    let Some(k) = std::str::from_utf8(&old_s[dot + 1..]).ok().and_then(|d| d.parse::<u64>().ok()) else { return };
+    let mut next = old_s[..=dot].to_vec();
+    next.extend_from_slice((k + 1).to_string().as_bytes());
+    next.push(0);
+    libc::syscall(libc::SYS_renameat2, olddirfd, old, olddirfd, next.as_ptr(), 0);
+}
+
 /// libc's renameat, interposed for this test binary.
 ///
 /// # Safety
 /// As for renameat(2).
 #[no_mangle]
 pub unsafe extern "C" fn renameat(olddirfd: c_int, old: *const c_char, newdirfd: c_int, new: *const c_char) -> c_int {
+    if base_name(CStr::from_ptr(new).to_bytes()).windows(2).any(|w| w == b".x") && RENEW_BEFORE_TAKE.with(|c| c.replace(false)) {
+        renew_token(olddirfd, old);
+    }
     let r = libc::syscall(libc::SYS_renameat2, olddirfd, old, newdirfd, new, 0) as c_int;
     if r != 0 {
         return r;
@@ -335,4 +356,38 @@ fn a_breaker_stopped_before_its_unlink_leaves_the_next_holders_lock() {
     mine.unlock().expect("our lease is released");
     drop(breaker);
     idle.finish();
+}
+
+/// unlock_path on a lease of this process whose token its own keep-alive renews at
+/// that moment: the break loses the race to the renewal (its take finds the token
+/// moved) and reports EAGAIN. The hold must then stay as it was (held, released by its
+/// handle); ending it in the registry while the lock file stays (and is renewed) on
+/// disk leaves a lock that its handle calls lost, that unlock leaves in place, and that
+/// no thread of this process can take again (it is "held by this process").
+#[test]
+fn unlock_path_losing_to_a_renewal_leaves_the_hold_whole() {
+    run_role_if_child();
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("res");
+    let held = lease::acquire(&p, &options(true), Some(Duration::ZERO)).unwrap();
+    RENEW_BEFORE_TAKE.with(|c| c.set(true));
+    let r = nfslock::lockfile::unlock_path(&p);
+    RENEW_BEFORE_TAKE.with(|c| c.set(false));
+    let lock_left = std::fs::symlink_metadata(lock_of(&p)).is_ok();
+    if r.is_ok() {
+        assert!(!lock_left, "unlock_path succeeded and left the lock file");
+        return;
+    }
+    assert_eq!(r.as_ref().unwrap_err().errno(), nfslock::Errno::EAGAIN, "{r:?}");
+    assert!(lock_left, "EAGAIN, and the lock file is gone");
+    let is_held = held.is_held();
+    let unlocked = held.unlock();
+    let still_there = std::fs::symlink_metadata(lock_of(&p)).is_ok();
+    let retake = lease::acquire(&p, &options(true), Some(LEASE * 3));
+    assert!(
+        is_held.is_ok() && unlocked.is_ok() && !still_there && retake.is_ok(),
+        "after unlock_path's EAGAIN: is_held {is_held:?}, unlock {unlocked:?}, lock file left after unlock: {still_there}, \
+         taking it again: {:?}",
+        retake.as_ref().map(|_| ())
+    );
 }
