@@ -6,21 +6,13 @@
 //! identity it read a moment earlier, as `judge` does.
 
 use std::fs;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::watch::{Verdict, Watch};
 use super::*;
-use crate::lockfile::LOCK_SUFFIX;
 
 fn options(lease: Duration, keepalive: bool) -> Options {
     Options { message: b"review".to_vec(), lease, keepalive, shared: false }
-}
-
-fn lock_of(p: &Path) -> PathBuf {
-    let mut s = p.as_os_str().to_os_string();
-    s.push(LOCK_SUFFIX);
-    s.into()
 }
 
 /// A holder releases and later re-takes its lease with the parked claim: the token it
