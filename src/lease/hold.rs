@@ -237,38 +237,51 @@ impl Hold {
         // it may). So the unlink is sent only while less than half a lease has passed
         // since the rename began (as a renewal's self-fence); a release that got there
         // later (paused, a slow server) renews the parked token first, and learns it
-        // was broken if it was. The unlink checks the name before every attempt: a
+        // was broken if it was. A retried unlink checks the name first: a
         // lost reply is never retried onto a lock taken in between.
         let mut parked_at = parked_at;
-        for _ in 0..4 {
-            if clock::now().saturating_sub(parked_at) < self.lease / 2 {
-                break;
+        let mut sent = false;
+        let mut done = false;
+        for _ in 0..=16 {
+            if clock::now().saturating_sub(parked_at) >= self.lease / 2 {
+                let started = clock::now();
+                match token::advance(&t.dir, &self.claim, st.epoch, self.file) {
+                    Ok(Moved::Done) => {
+                        st.epoch += 1;
+                        parked_at = started;
+                        continue;
+                    }
+                    Ok(Moved::Lost) => {
+                        let why = super::note::why_broken(&t.lock, &self.claim);
+                        st.broken = Some(why.clone());
+                        return Err(self.broken_error(op, &format!("{why} (while it was being released); nothing was removed")));
+                    }
+                    Err(e) => return Err(t.sys(e, op, "renaming the lease's token", &token::path(&t.dir, &self.claim, st.epoch))),
+                }
             }
-            let started = clock::now();
-            match token::advance(&t.dir, &self.claim, st.epoch, self.file) {
-                Ok(Moved::Done) => {
-                    st.epoch += 1;
-                    parked_at = started;
+            // After an unlink whose outcome is unknown, a lock file that is gone or
+            // another file means ours worked.
+            if sent {
+                match fsops::id_of(&t.lock) {
+                    Ok(id) if id == self.file => {}
+                    Ok(_) | Err(Errno::ENOENT) => {
+                        done = true;
+                        break;
+                    }
+                    Err(e) => return Err(t.sys(e, op, "lstat", &t.lock)),
                 }
-                Ok(Moved::Lost) => {
-                    let why = super::note::why_broken(&t.lock, &self.claim);
-                    st.broken = Some(why.clone());
-                    return Err(self.broken_error(op, &format!("{why} (while it was being released); nothing was removed")));
+            }
+            match nix::unistd::unlink(&t.lock) {
+                Ok(()) | Err(Errno::ENOENT) => {
+                    done = true;
+                    break;
                 }
-                Err(e) => return Err(t.sys(e, op, "renaming the lease's token", &token::path(&t.dir, &self.claim, st.epoch))),
+                Err(e) if fsops::is_transient(e) => sent = true,
+                Err(e) => return Err(t.sys(e, op, "unlink", &t.lock)),
             }
         }
-        if clock::now().saturating_sub(parked_at) >= self.lease / 2 {
-            return Err(t.error(Errno::ETIMEDOUT, op, "the release kept falling behind its lease; the lock file is left to expire"));
-        }
-        match fsops::unlink_if_is(&t.lock, self.file) {
-            Ok(true) => {}
-            Ok(false) => {
-                let _ = fsops::unlink(&token::path(&t.dir, &self.claim, st.epoch));
-                let why = format!("{} was removed or replaced by someone else; nothing was removed", t.lock.display());
-                return Err(t.error(Errno::ENOLCK, op, why));
-            }
-            Err(e) => return Err(t.sys(e, op, "unlink", &t.lock)),
+        if !done {
+            return Err(t.sys(Errno::EIO, op, "unlink", &t.lock));
         }
         Ok(Parked {
             claim: self.claim.clone(),
