@@ -37,6 +37,7 @@
 #![warn(missing_docs)]
 
 mod backoff;
+mod clock;
 pub mod errno;
 pub mod error;
 mod fence;

@@ -41,7 +41,7 @@ const LAYERS: &[&[&str]] = &[
     &["record"],
     &["sexp"],
     // System calls, randomness, errors.
-    &["fsops", "random", "error"],
+    &["fsops", "random", "error", "clock"],
     &["errno"],
 ];
 

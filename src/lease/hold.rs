@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use nix::errno::Errno;
 
-use super::clock;
+use crate::clock;
 use crate::error::{Error, Result};
 use crate::fsops::{self, FileId};
 use crate::lockfile::token::{self, Moved};
@@ -24,6 +24,10 @@ use crate::process::ChildlessFd;
 pub struct Parked {
     pub claim: String,
     pub epoch: u64,
+    /// This clock's time just before the rename that gave the token its current name:
+    /// a watcher may have seen that name since then (before the release's unlink of the
+    /// lock file), so a hold that links it again counts its lease from here.
+    pub parked_at: Duration,
     pub file: FileId,
     pub message: Vec<u8>,
     pub lease_ms: u32,
@@ -212,6 +216,7 @@ impl Hold {
             return Err(self.broken_error(op, why));
         }
         let t = &self.target;
+        let parked_at = clock::now();
         match token::advance(&t.dir, &self.claim, st.epoch, self.file) {
             Ok(Moved::Done) => {}
             Ok(Moved::Lost) => {
@@ -227,13 +232,61 @@ impl Hold {
             }
         }
         st.epoch += 1;
-        // The token is ours and parked: nobody else may remove the lock file now.
-        if let Err(e) = fsops::unlink(&t.lock) {
-            return Err(t.sys(e, op, "unlink", &t.lock));
+        // The token is parked under a name others may watch: a waiter that sees it stay
+        // there for a whole lease, with the lock file still this inode, breaks it (as
+        // it may). So the unlink is sent only while less than half a lease has passed
+        // since the rename began (as a renewal's self-fence); a release that got there
+        // later (paused, a slow server) renews the parked token first, and learns it
+        // was broken if it was. A retried unlink checks the name first: a
+        // lost reply is never retried onto a lock taken in between.
+        let mut parked_at = parked_at;
+        let mut sent = false;
+        let mut done = false;
+        for _ in 0..=16 {
+            if clock::now().saturating_sub(parked_at) >= self.lease / 2 {
+                let started = clock::now();
+                match token::advance(&t.dir, &self.claim, st.epoch, self.file) {
+                    Ok(Moved::Done) => {
+                        st.epoch += 1;
+                        parked_at = started;
+                        continue;
+                    }
+                    Ok(Moved::Lost) => {
+                        let why = super::note::why_broken(&t.lock, &self.claim);
+                        st.broken = Some(why.clone());
+                        return Err(self.broken_error(op, &format!("{why} (while it was being released); nothing was removed")));
+                    }
+                    Err(e) => return Err(t.sys(e, op, "renaming the lease's token", &token::path(&t.dir, &self.claim, st.epoch))),
+                }
+            }
+            // After an unlink whose outcome is unknown, a lock file that is gone or
+            // another file means ours worked.
+            if sent {
+                match fsops::id_of(&t.lock) {
+                    Ok(id) if id == self.file => {}
+                    Ok(_) | Err(Errno::ENOENT) => {
+                        done = true;
+                        break;
+                    }
+                    Err(e) => return Err(t.sys(e, op, "lstat", &t.lock)),
+                }
+            }
+            match nix::unistd::unlink(&t.lock) {
+                Ok(()) | Err(Errno::ENOENT) => {
+                    done = true;
+                    break;
+                }
+                Err(e) if fsops::is_transient(e) => sent = true,
+                Err(e) => return Err(t.sys(e, op, "unlink", &t.lock)),
+            }
+        }
+        if !done {
+            return Err(t.sys(Errno::EIO, op, "unlink", &t.lock));
         }
         Ok(Parked {
             claim: self.claim.clone(),
             epoch: st.epoch,
+            parked_at,
             file: self.file,
             message: self.message.clone(),
             lease_ms: self.lease.as_millis() as u32,

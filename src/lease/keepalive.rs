@@ -15,8 +15,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard, Once, Weak};
 use std::time::Duration;
 
-use super::clock;
 use super::hold::{self, Hold};
+use crate::clock;
 use crate::fsops;
 use crate::process;
 

@@ -9,7 +9,6 @@
 //! (one rename(2) that only one process can win) and removes the lock. Plain locks are
 //! untouched by all of this.
 
-mod clock;
 mod hold;
 mod keepalive;
 mod note;
@@ -21,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 
+use crate::clock;
 use crate::error::{Error, Result};
 use crate::fsops::{self, FileId};
 use crate::host::{self, Identity, Owner};
@@ -265,12 +265,33 @@ fn take(t: &Target, o: &Options, me: &Identity, seen_by_call: &mut Seen) -> Resu
     let lease_ms = o.lease.as_millis() as u32;
     let mut parked = hold::unpark(&t.key, &o.message, lease_ms, o.shared);
     for _ in 0..4 {
-        let p = match parked.take() {
+        let mut p = match parked.take() {
             Some(p) => p,
             None => new_claim(t, o, me)?,
         };
+        // A watcher may have seen the parked name while the lock file still named this
+        // inode (between the release's rename and its unlink), and would count a lease
+        // from then: the hold's lease runs from the parking, and a claim parked for a
+        // while is moved to a fresh name first (one rename), so that such a watcher sees
+        // progress before the hold begins.
+        if clock::now().saturating_sub(p.parked_at) > o.lease / 6 {
+            let started = clock::now();
+            match token::advance(&t.dir, &p.claim, p.epoch, p.file) {
+                Ok(token::Moved::Done) => {
+                    p.epoch += 1;
+                    p.parked_at = started;
+                }
+                // Taken (a sweep, a breaker of an earlier hold): a fresh claim.
+                Ok(token::Moved::Lost) => continue,
+                Err(e) => {
+                    let at = p.token(&t.dir);
+                    hold::park(&t.dir, &t.key, p);
+                    return Err(t.sys(e, OP_ACQUIRE, "renaming the parked token", &at));
+                }
+            }
+        }
         let token_path = p.token(&t.dir);
-        let renewed_at = clock::now();
+        let renewed_at = p.parked_at;
         // The token is linked nowhere but to the lock file.
         let proof = fsops::LinkProof { only_link: true, local: p.local };
         match fsops::link_checked(&token_path, &t.lock, p.file, proof) {
@@ -414,6 +435,7 @@ fn new_claim(t: &Target, o: &Options, me: &Identity) -> Result<Parked> {
     let c = claim::create_with(&t.dir, &record_for, &o.message).map_err(|e| t.sys(e, OP_ACQUIRE, "creating a claim file in", &t.dir))?;
     let hex = claim::hex_of(&c.path).to_string();
     let first = token::path(&t.dir, &hex, 1);
+    let parked_at = clock::now();
     // The claim becomes its first token; a lost reply of this rename shows our inode there.
     match fsops::rename_checked(&c.path, &first, c.id) {
         Ok(true) => {}
@@ -427,6 +449,7 @@ fn new_claim(t: &Target, o: &Options, me: &Identity) -> Result<Parked> {
     Ok(Parked {
         claim: hex,
         epoch: 1,
+        parked_at,
         file: c.id,
         message: o.message.clone(),
         lease_ms,
@@ -534,3 +557,6 @@ pub fn renewed_leases() -> usize {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod review_tests;

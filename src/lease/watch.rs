@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use nix::errno::Errno;
 
-use super::clock;
+use crate::clock;
 use crate::fsops::{self, FileId};
 use crate::lockfile::token::{self, Found};
 use crate::lockfile::Target;

@@ -384,9 +384,22 @@ pub(crate) fn break_leased(t: &Target, op: &'static str, file: FileId, terms: &c
         Release::InProgress => return Err(t.error(Errno::EAGAIN, op, "a thread of this process is releasing it")),
         Release::NotHeld => None,
     };
-    let broke = break_leased_token(t, op, file, terms);
+    // Our own hold's token may move under us (our keep-alive renewing it): look again a
+    // few times while the lock file is still ours.
+    let tries = if hold.is_some() { 4 } else { 1 };
+    let mut broke = break_leased_token(t, op, file, terms);
+    for _ in 1..tries {
+        if broke.is_ok() || fsops::id_of(&t.lock) != Ok(file) {
+            break;
+        }
+        broke = break_leased_token(t, op, file, terms);
+    }
     if let Some((key, token)) = hold {
-        registry::end_hold(&key, token);
+        match &broke {
+            Ok(()) => registry::end_hold(&key, token),
+            // Nothing was removed: the hold goes on, its handle still answers for it.
+            Err(_) => state().cancel_release(&key, token),
+        }
     }
     broke
 }

@@ -150,6 +150,14 @@ impl State {
         }
     }
 
+    /// Undoes [`State::begin_release`] / `begin_release_of_file` when the removal did
+    /// not happen (a break that lost its race): the hold goes on as it was.
+    pub fn cancel_release(&mut self, key: &Path, token: u64) {
+        if let Some(h) = self.held.get_mut(key).filter(|h| h.token == token) {
+            h.releasing = false;
+        }
+    }
+
     /// The same for the hold on lock file `file`, whatever spelling it was taken under.
     pub fn begin_release_of_file(&mut self, file: FileId) -> Release {
         match self.held.iter_mut().find(|(_, h)| h.file == Some(file)) {

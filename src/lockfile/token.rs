@@ -7,9 +7,12 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use std::time::Duration;
+
 use nix::errno::Errno;
 
 use crate::fsops::{self, FileId};
+use crate::record::{Record, MAX_RECORD_LEN};
 
 const PREFIX: &str = ".nfslock-";
 
@@ -120,18 +123,75 @@ pub enum Broke {
 /// takes the token, removes the lock file if it is still that inode, removes the token.
 /// Once the token is ours nobody inside the protocol can remove or replace the lock
 /// file, so the check before the unlink races only with processes outside it.
+///
+/// A taken token is itself taken over by another breaker once it stayed unmoved for a
+/// lease (a breaker that died before its unlink), who then removes the lock file and
+/// lets a new holder in. So this breaker sends its unlink only within half a lease of
+/// its take, judged after its check of the lock file's inode (as a holder's
+/// self-fence); later, it takes its token again under a fresh name first, and leaves
+/// everything to the breaker that took it over if that rename is lost. The check comes
+/// before every unlink attempt: a lost reply is never retried onto a later lock.
 pub fn break_hold(dir: &Path, lock: &Path, from: &Path, claim: &str, epoch: u64, file: FileId) -> nix::Result<Broke> {
-    let (moved, taken) = take(dir, from, claim, epoch, file)?;
+    let mut started = crate::clock::now();
+    let (moved, mut taken) = take(dir, from, claim, epoch, file)?;
     if moved == Moved::Lost {
         return Ok(Broke::Lost);
     }
-    let removed = match fsops::id_of(lock) {
-        Ok(id) if id == file => fsops::unlink(lock),
-        Ok(_) | Err(Errno::ENOENT) => Ok(()),
-        Err(e) => Err(e),
-    };
-    let _ = fsops::unlink(&taken);
+    let half = lease_of(&taken) / 2;
+    let mut removed = Err(Errno::EIO);
+    for _ in 0..=16 {
+        match fsops::id_of(lock) {
+            Ok(id) if id == file => {}
+            Ok(_) | Err(Errno::ENOENT) => {
+                removed = Ok(());
+                break;
+            }
+            Err(e) => {
+                removed = Err(e);
+                break;
+            }
+        }
+        if crate::clock::now().saturating_sub(started) >= half {
+            let again = crate::clock::now();
+            let to = broken_path(dir, claim, epoch);
+            match rename_token(&taken, &to, file)? {
+                Moved::Done => {
+                    taken = to;
+                    started = again;
+                    continue;
+                }
+                // Taken over: that breaker removes the lock file, not this one.
+                Moved::Lost => return Ok(Broke::Lost),
+            }
+        }
+        match nix::unistd::unlink(lock) {
+            Ok(()) | Err(Errno::ENOENT) => {
+                removed = Ok(());
+                break;
+            }
+            Err(e) if fsops::is_transient(e) => {}
+            Err(e) => {
+                removed = Err(e);
+                break;
+            }
+        }
+    }
+    if removed.is_ok() {
+        let _ = fsops::unlink(&taken);
+    }
     removed.map(|()| Broke::Removed)
+}
+
+/// The lease in the record of a token we took (the claim holds its holder's record);
+/// unreadable: the shortest lease there is.
+fn lease_of(taken: &Path) -> Duration {
+    let ms = fsops::open_existing(taken, false)
+        .ok()
+        .and_then(|fd| fsops::read_capped(&std::fs::File::from(fd), MAX_RECORD_LEN).ok().flatten())
+        .and_then(|bytes| Record::parse(&bytes).ok())
+        .and_then(|r| r.lease.map(|l| l.ms))
+        .unwrap_or(100);
+    Duration::from_millis(ms.into())
 }
 
 #[cfg(test)]

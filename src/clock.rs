@@ -1,4 +1,4 @@
-//! The one clock leases are measured on: CLOCK_BOOTTIME, this machine's own monotonic
+//! The one clock leases are measured on (by holders, watchers and breakers): CLOCK_BOOTTIME, this machine's own monotonic
 //! time including time suspended. A suspended holder must count the suspension against
 //! its lease (others kept watching meanwhile), and a watcher's wait spans real time.
 //! It is never compared with another machine's clock.
