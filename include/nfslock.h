@@ -216,8 +216,12 @@ int nfslock_options_set_keepalive(struct nfslock_options *options,
                                   int enabled);
 
 /**
- * Shared (1) or exclusive (0, the default). Shared locks are not available yet:
- * `nfslock_acquire` answers EOPNOTSUPP for them.
+ * Shared (1) or exclusive (0, the default): any number of shared holders, or one
+ * exclusive holder. A waiting exclusive acquirer holds the lock's turnstile
+ * (`path.nfs_lock.turnstile.nfs_lock`), so new shared holders wait behind it; shared
+ * holders renew their own leases and dead ones are pruned (this host's at once, another
+ * host's after their lease). A shared lock needs a lease (`nfslock_acquire` answers
+ * EINVAL for a shared lock of lease 0).
  *
  * Errors: EINVAL `options` NULL or not a live handle.
  *
@@ -235,8 +239,8 @@ int nfslock_options_set_shared(struct nfslock_options *options,
  * unrenewed for the lease plus lease/64 + 1 ms on this machine's clock (never by
  * comparing clocks), a dead holder of this host at once. Release with `nfslock_unlock`.
  *
- * Errors: as `nfslock_blocking_create`; EINVAL `options` not a live handle;
- * EOPNOTSUPP a shared lock; EAGAIN the keep-alive thread could not be started.
+ * Errors: as `nfslock_blocking_create`; EINVAL `options` not a live handle, or a
+ * shared lock without a lease; EAGAIN the keep-alive thread could not be started.
  *
  * # Safety
  * `path` is NULL or a NUL-terminated string; `options` NULL or a live handle;

@@ -175,8 +175,12 @@ pub unsafe extern "C" fn nfslock_options_set_keepalive(options: *mut nfslock_opt
     })
 }
 
-/// Shared (1) or exclusive (0, the default). Shared locks are not available yet:
-/// `nfslock_acquire` answers EOPNOTSUPP for them.
+/// Shared (1) or exclusive (0, the default): any number of shared holders, or one
+/// exclusive holder. A waiting exclusive acquirer holds the lock's turnstile
+/// (`path.nfs_lock.turnstile.nfs_lock`), so new shared holders wait behind it; shared
+/// holders renew their own leases and dead ones are pruned (this host's at once, another
+/// host's after their lease). A shared lock needs a lease (`nfslock_acquire` answers
+/// EINVAL for a shared lock of lease 0).
 ///
 /// Errors: EINVAL `options` NULL or not a live handle.
 ///
@@ -200,8 +204,8 @@ pub unsafe extern "C" fn nfslock_options_set_shared(options: *mut nfslock_option
 /// unrenewed for the lease plus lease/64 + 1 ms on this machine's clock (never by
 /// comparing clocks), a dead holder of this host at once. Release with `nfslock_unlock`.
 ///
-/// Errors: as `nfslock_blocking_create`; EINVAL `options` not a live handle;
-/// EOPNOTSUPP a shared lock; EAGAIN the keep-alive thread could not be started.
+/// Errors: as `nfslock_blocking_create`; EINVAL `options` not a live handle, or a
+/// shared lock without a lease; EAGAIN the keep-alive thread could not be started.
 ///
 /// # Safety
 /// `path` is NULL or a NUL-terminated string; `options` NULL or a live handle;
@@ -221,6 +225,9 @@ pub unsafe extern "C" fn nfslock_acquire(
         let o = if options.is_null() { Options::default() } else { with_options(OP, options, |o| Ok(o.clone()))? };
         o.check(OP)?;
         let timeout = timeout_of(timeout_ms);
+        if o.shared && o.lease.is_zero() {
+            return Err(Error::invalid(OP, "a shared lock needs a lease (nfslock_options_set_lease_ms)"));
+        }
         let held = if o.lease.is_zero() {
             Held::Plain(lockfile::blocking_create(path, &o.message, timeout).map_err(|e| e.in_op(OP))?)
         } else {
@@ -343,7 +350,8 @@ pub unsafe extern "C" fn nfslock_inspect(path: *const c_char, watch_ms: u32, inf
             lease::State::Expired => NFSLOCK_STATE_EXPIRED,
             lease::State::Unreadable => NFSLOCK_STATE_UNREADABLE,
         };
-        let mut out = nfslock_info { state, pid: 0, lease_ms: 0, shared_holders: 0, fencing_token: info.fencing_token, host: [0; 256] };
+        let shared_holders = info.shared_holders;
+        let mut out = nfslock_info { state, pid: 0, lease_ms: 0, shared_holders, fencing_token: info.fencing_token, host: [0; 256] };
         if let Some(r) = &info.record {
             out.pid = r.pid;
             out.lease_ms = r.lease.as_ref().map_or(0, |l| l.ms);

@@ -116,6 +116,8 @@ pub struct Hold {
     pub shared: bool,
     pub local: bool,
     pub liveness: Arc<ChildlessFd>,
+    /// For a shared hold: the group (its terms and inode) this claim is a member of.
+    pub group: Option<(crate::record::LeaseTerms, FileId)>,
     pub state: Mutex<HoldState>,
 }
 
@@ -138,6 +140,7 @@ impl Hold {
             shared: parked.shared,
             local: parked.local,
             liveness: parked.liveness,
+            group: None,
             state: Mutex::new(state),
         }
     }
@@ -187,7 +190,13 @@ impl Hold {
     /// 0 while the lease is safely held; ENOLCK once lost; ETIMEDOUT once renewals are
     /// overdue past half the lease (others may break it after a whole lease).
     pub fn check(&self, op: &'static str) -> Result<()> {
-        let st = self.state();
+        let mut st = self.state();
+        // Overdue with keep-alive on (its thread was late, or this process was stopped):
+        // one renewal now tells held from broken, instead of a guess.
+        let overdue = clock::now().saturating_sub(st.renewed_at) > self.lease / 2;
+        if overdue && self.keepalive && st.broken.is_none() && !st.over {
+            let _ = self.renew_locked(&mut st, op);
+        }
         if let Some(why) = &st.broken {
             return Err(self.broken_error(op, why));
         }
@@ -210,6 +219,9 @@ impl Hold {
     /// Ends the hold: the token moves to its next epoch (parked for the next
     /// acquisition), then the lock file goes. Returns the parked claim.
     pub fn release(&self, op: &'static str) -> Result<Parked> {
+        if self.group.is_some() {
+            return self.release_shared(op);
+        }
         let mut st = self.state();
         st.over = true;
         if let Some(why) = &st.broken {
@@ -283,9 +295,13 @@ impl Hold {
         if !done {
             return Err(t.sys(Errno::EIO, op, "unlink", &t.lock));
         }
-        Ok(Parked {
+        Ok(self.parked(st.epoch, parked_at))
+    }
+
+    fn parked(&self, epoch: u64, parked_at: Duration) -> Parked {
+        Parked {
             claim: self.claim.clone(),
-            epoch: st.epoch,
+            epoch,
             parked_at,
             file: self.file,
             message: self.message.clone(),
@@ -293,6 +309,31 @@ impl Hold {
             shared: self.shared,
             local: self.local,
             liveness: self.liveness.clone(),
-        })
+        }
+    }
+
+    /// Ends a shared hold: the token moves on first (proof this member was not pruned;
+    /// after it nobody may prune it for half a lease), then the membership goes under the
+    /// group's mutex, and the group with the last member.
+    fn release_shared(&self, op: &'static str) -> Result<Parked> {
+        let (group, group_file) = self.group.clone().expect("a shared hold");
+        let mut st = self.state();
+        st.over = true;
+        if let Some(why) = &st.broken {
+            return Err(self.broken_error(op, why));
+        }
+        let t = &self.target;
+        let parked_at = clock::now();
+        match token::advance(&t.dir, &self.claim, st.epoch, self.file) {
+            Ok(Moved::Done) => st.epoch += 1,
+            Ok(Moved::Lost) => {
+                let why = "this shared holder was pruned (its renewals were overdue past the lease)".to_string();
+                st.broken = Some(why.clone());
+                return Err(self.broken_error(op, &format!("{why}; nothing was removed")));
+            }
+            Err(e) => return Err(t.sys(e, op, "renaming the lease's token", &token::path(&t.dir, &self.claim, st.epoch))),
+        }
+        super::shared::leave(t, &group, group_file, &self.claim).map_err(|e| t.sys(e, op, "leaving the shared group of", &t.lock))?;
+        Ok(self.parked(st.epoch, parked_at))
     }
 }

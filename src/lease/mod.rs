@@ -12,6 +12,7 @@
 mod hold;
 mod keepalive;
 mod note;
+mod shared;
 mod watch;
 
 use std::path::Path;
@@ -78,9 +79,6 @@ impl Options {
                 MAX_LEASE.as_millis()
             );
             return Err(Error::new(Errno::EINVAL, op, None, why));
-        }
-        if self.shared {
-            return Err(Error::new(Errno::EOPNOTSUPP, op, None, "shared locks are not available yet"));
         }
         Ok(())
     }
@@ -236,15 +234,91 @@ pub fn acquire(path: impl AsRef<Path>, options: &Options, timeout: Option<Durati
 #[derive(Default)]
 struct Seen {
     watch: Option<Watch>,
+    /// An exclusive acquirer waiting for a shared group: its turnstile and member watches.
+    waiting: shared::Waiting,
+    /// What this call has seen of the turnstile's holder (a writer waiting, or a reader
+    /// passing through), across its attempts: an expired one is broken like any lease.
+    turnstile: Option<Box<Seen>>,
+}
+
+/// One attempt at the turnstile of `t`'s shared lock (an exclusive lease of its own):
+/// None while someone else holds it.
+fn try_turnstile(t: &Target, lease: Duration, seen: &mut Seen) -> Result<Option<Lease>> {
+    let tt = Target::new(OP_ACQUIRE, &shared::turnstile_of(&t.key))?;
+    let options = Options { message: b"turnstile".to_vec(), lease, keepalive: true, shared: false };
+    match attempt(&tt, &options, seen.turnstile.get_or_insert_with(Default::default)) {
+        Ok(l) => {
+            seen.turnstile = None;
+            Ok(Some(l))
+        }
+        Err(e) if e.sys_errno() == Errno::EAGAIN => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// A shared hold: through the turnstile, joins the group holding the lock or makes one.
+fn take_shared(t: &Target, o: &Options, me: &Identity, seen: &mut Seen) -> Result<Hold> {
+    let Some(turnstile) = try_turnstile(t, o.lease, seen)? else {
+        return Err(t.error(Errno::EAGAIN, OP_ACQUIRE, "a writer is waiting for the lock (the turnstile is held)"));
+    };
+    let lease_ms = o.lease.as_millis() as u32;
+    let p = match hold::unpark(&t.key, &o.message, lease_ms, true) {
+        Some(p) => p,
+        None => new_claim(t, o, me)?,
+    };
+    // A parked token's name may have been seen by a watcher of an earlier membership:
+    // the hold counts its lease from the parking (see `take`), renewed now if that was long ago.
+    let mut p = p;
+    if clock::now().saturating_sub(p.parked_at) > o.lease / 6 {
+        let started = clock::now();
+        match token::advance(&t.dir, &p.claim, p.epoch, p.file) {
+            Ok(token::Moved::Done) => {
+                p.epoch += 1;
+                p.parked_at = started;
+            }
+            Ok(token::Moved::Lost) => {
+                let _ = turnstile.unlock();
+                return Err(t.error(Errno::EAGAIN, OP_ACQUIRE, "the parked claim was taken; a fresh one next time"));
+            }
+            Err(e) => {
+                let _ = turnstile.unlock();
+                return Err(t.sys(e, OP_ACQUIRE, "renaming the parked token", &p.token(&t.dir)));
+            }
+        }
+    }
+    let renewed_at = p.parked_at;
+    let joined = shared::join(t, o, me, &p);
+    let _ = turnstile.unlock();
+    match joined {
+        Ok((group, group_file)) => {
+            let terms = LeaseTerms { ms: lease_ms, claim: group, shared: true };
+            let mut h = Hold::new(t.clone(), p, renewed_at, o.keepalive);
+            h.group = Some((terms, group_file));
+            Ok(h)
+        }
+        Err(e) => {
+            hold::park(&t.dir, &t.key, p);
+            if e.sys_errno() != Errno::EAGAIN {
+                return Err(e);
+            }
+            // Held exclusively: judge its holder (a dead or expired one is broken).
+            match judge(t, me, fsops::id_of(&t.lock).ok(), seen)? {
+                Next::Again => Err(t.error(Errno::EAGAIN, OP_ACQUIRE, "the exclusive holder was cleared; trying again")),
+                Next::Wait(e) => Err(e),
+            }
+        }
+    }
 }
 
 fn attempt(t: &Target, options: &Options, seen: &mut Seen) -> Result<Lease> {
     let me = process::this_process();
     let generation = process::fork_generation();
     let reservation = state().reserve(&t.key, &t.lock, false).map_err(|b| lockfile::busy_error(t, OP_ACQUIRE, b, None))?;
-    match take(t, options, &me, seen) {
+    let taken = if options.shared { take_shared(t, options, &me, seen) } else { take(t, options, &me, seen) };
+    match taken {
         Ok(hold) => {
-            state().confirm(&t.key, reservation, hold.file);
+            // The lock file's inode: the group's for a shared hold (EDEADLK by any spelling).
+            state().confirm(&t.key, reservation, hold.group.as_ref().map_or(hold.file, |(_, g)| *g));
             let hold = Arc::new(hold);
             if let Err(e) = keepalive::register(&hold) {
                 let lease = Lease { hold, reservation, generation, held: false };
@@ -341,7 +415,8 @@ fn judge(t: &Target, me: &Identity, now: Option<FileId>, seen: &mut Seen) -> Res
         Holder::Unwritten { .. } => return Ok(Next::Wait(t.error(Errno::EAGAIN, OP_ACQUIRE, "the lock file holds no record yet"))),
         Holder::Held { record, file } => (record, file),
     };
-    if me.wrote(&record) {
+    // A shared group's record names its creator, who may have left it long ago.
+    if me.wrote(&record) && !record.lease.as_ref().is_some_and(|l| l.shared) {
         return Ok(Next::Wait(t.error(Errno::EAGAIN, OP_ACQUIRE, "held by this process through another handle")));
     }
     let owner = host::owner_of(&record, &me.host);
@@ -358,6 +433,18 @@ fn judge(t: &Target, me: &Identity, now: Option<FileId>, seen: &mut Seen) -> Res
             Owner::Alive | Owner::OtherHost => Ok(Next::Wait(t.error(Errno::EAGAIN, OP_ACQUIRE, lockfile::describe(&record)))),
         };
     };
+    if terms.shared {
+        // A shared group: wait for its members to leave (pruning dead ones), keeping new
+        // readers out with the turnstile meanwhile.
+        if seen.waiting.turnstile.is_none() {
+            seen.waiting.turnstile = try_turnstile(t, Duration::from_millis(terms.ms.into()), seen)?;
+        }
+        return match shared::wait_for_group(t, me, &terms, file, &mut seen.waiting) {
+            Ok(()) => Ok(Next::Again),
+            Err(e) if e.sys_errno() == Errno::EAGAIN => Ok(Next::Wait(e)),
+            Err(e) => Err(e),
+        };
+    }
     if owner == Owner::Dead {
         match lockfile::clear_dead(t, file, &record) {
             Ok(Cleared::Gone) => {
@@ -473,6 +560,7 @@ pub fn break_lock(path: impl AsRef<Path>, reason: &str) -> Result<()> {
     };
     let by = format!("broken by an operator (pid {} on {}): {reason}", std::process::id(), host_name());
     match record.as_ref().and_then(|r| r.lease.as_ref()) {
+        Some(terms) if terms.shared => shared::break_group(&t, terms, file),
         Some(terms) => {
             lockfile::break_leased(&t, OP_BREAK, file, terms)?;
             note::write(&t.lock, &terms.claim, &by);
@@ -508,6 +596,8 @@ pub struct Info {
     pub record: Option<Record>,
     /// The last fencing token handed out on the path (0: none).
     pub fencing_token: u64,
+    /// How many shared holders the lock has (0: exclusive or free).
+    pub shared_holders: u32,
 }
 
 /// Tells the state of the lock on `path` (`P` or `P.nfs_lock`), watching a lease for up
@@ -520,15 +610,23 @@ pub fn inspect(path: impl AsRef<Path>, watch_for: Duration) -> Result<Info> {
     loop {
         let fencing_token = crate::fence::last(&t.lock).unwrap_or(0);
         let (record, file) = match lockfile::read_holder(&t, OP_INSPECT) {
-            Ok(Holder::Free) => return Ok(Info { state: State::Free, record: None, fencing_token }),
-            Ok(Holder::Unwritten { .. }) => return Ok(Info { state: State::Held, record: None, fencing_token }),
+            Ok(Holder::Free) => return Ok(Info { state: State::Free, record: None, fencing_token, shared_holders: 0 }),
+            Ok(Holder::Unwritten { .. }) => return Ok(Info { state: State::Held, record: None, fencing_token, shared_holders: 0 }),
             Ok(Holder::Held { record, file }) => (record, file),
-            Err(e) if e.sys_errno() == Errno::EBADMSG => return Ok(Info { state: State::Unreadable, record: None, fencing_token }),
+            Err(e) if e.sys_errno() == Errno::EBADMSG => {
+                return Ok(Info { state: State::Unreadable, record: None, fencing_token, shared_holders: 0 })
+            }
             Err(e) => return Err(e),
         };
-        let info = |state| Ok(Info { state, record: Some(record.clone()), fencing_token });
-        if me.wrote(&record) {
+        let group = record.lease.as_ref().filter(|l| l.shared);
+        let shared_holders = group.map_or(0, |g| shared::count(&t.dir, &g.claim));
+        let info = |state| Ok(Info { state, record: Some(record.clone()), fencing_token, shared_holders });
+        if state().holder_of_file(file).is_some() || (me.wrote(&record) && group.is_none()) {
             return info(State::HeldByCaller);
+        }
+        if group.is_some() {
+            // Its creator's fate says nothing of its members; watching it is per member.
+            return info(if shared_holders == 0 { State::DeadHolder } else { State::Held });
         }
         if host::owner_of(&record, &me.host) == Owner::Dead {
             return info(State::DeadHolder);

@@ -189,8 +189,8 @@ fn bad_options_write_nothing() {
     for lease in [Duration::from_millis(99), MAX_LEASE + Duration::from_millis(1)] {
         assert_eq!(acquire(&p, &options(lease, true), None).unwrap_err().errno(), crate::Errno::EINVAL);
     }
-    let shared = Options { shared: true, ..options(LEASE, true) };
-    assert_eq!(acquire(&p, &shared, None).unwrap_err().errno(), crate::Errno::EOPNOTSUPP);
+    let shared = Options { shared: true, ..options(Duration::ZERO, true) };
+    assert_eq!(acquire(&p, &shared, None).unwrap_err().errno(), crate::Errno::EINVAL);
     assert!(names(d.path()).is_empty());
 }
 
@@ -221,4 +221,133 @@ fn plain_locks_meet_leases_and_back() {
     let l = acquire(&p, &options(LEASE, true), Some(Duration::ZERO)).unwrap();
     assert_eq!(crate::lockfile::create(&p, b"plain").unwrap_err().errno(), crate::Errno::EDEADLK);
     l.unlock().unwrap();
+}
+
+// ---- shared locks ----------------------------------------------------------------
+
+fn shared_options(lease: Duration) -> Options {
+    Options { shared: true, ..options(lease, true) }
+}
+
+/// A shared group of another host with one member that never renews: returns (group,
+/// member) claim digits.
+fn plant_group(p: &Path) -> (String, String) {
+    let dir = p.parent().unwrap();
+    let record = |claim: &str| {
+        let terms = LeaseTerms { ms: LEASE.as_millis() as u32, claim: claim.to_string(), shared: true };
+        Record { host: b"elsewhere".to_vec(), pid: 77, message: b"planted".to_vec(), start_time: None, lease: Some(terms) }.to_bytes()
+    };
+    let (group, member) = (crate::random::unpredictable_hex(), crate::random::unpredictable_hex());
+    let g = token::path(dir, &group, 1);
+    fs::write(&g, record(&group)).unwrap();
+    let m = token::path(dir, &member, 1);
+    fs::write(&m, record(&member)).unwrap();
+    fs::hard_link(&m, shared::membership(dir, &group, &member)).unwrap();
+    fs::hard_link(&g, lock_of(p)).unwrap();
+    (group, member)
+}
+
+#[test]
+fn a_shared_hold_alone_makes_and_ends_its_group() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("res");
+    let l = acquire(&p, &shared_options(LEASE), Some(Duration::ZERO)).unwrap();
+    let info = inspect(&p, Duration::ZERO).unwrap();
+    assert_eq!((info.state, info.shared_holders), (State::HeldByCaller, 1));
+    let group = info.record.unwrap().lease.unwrap();
+    assert!(group.shared);
+    l.is_held().unwrap();
+    l.unlock().unwrap();
+    assert_eq!(inspect(&p, Duration::ZERO).unwrap().state, State::Free);
+    // Left: the parked tokens of our claim and of the turnstile's; the group's files are gone.
+    let left = names(d.path());
+    assert!(left.len() == 2 && !left.iter().any(|n| n.contains(&group.claim)), "{left:?}");
+}
+
+#[test]
+fn a_shared_hold_joins_another_hosts_group_and_leaves_it_standing() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("res");
+    let (group, member) = plant_group(&p);
+    let l = acquire(&p, &shared_options(Duration::from_secs(10)), Some(Duration::ZERO)).unwrap();
+    assert_eq!(inspect(&p, Duration::ZERO).unwrap().shared_holders, 2);
+    l.unlock().unwrap();
+    let info = inspect(&p, Duration::ZERO).unwrap();
+    assert_eq!((info.state, info.shared_holders), (State::Held, 1));
+    assert!(fs::symlink_metadata(shared::membership(d.path(), &group, &member)).is_ok());
+}
+
+#[test]
+fn an_exclusive_acquirer_prunes_a_shared_holder_that_stopped_renewing_after_its_lease() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("res");
+    let (group, member) = plant_group(&p);
+    let start = Instant::now();
+    let l = acquire(&p, &options(LEASE, true), Some(LEASE * 10)).unwrap();
+    assert!(start.elapsed() >= LEASE, "pruned after {:?}", start.elapsed());
+    let left = names(d.path());
+    assert!(!left.iter().any(|n| n.contains(&group) || n.contains(&member)), "{left:?}");
+    // The turnstile was let go with the acquisition.
+    assert_eq!(inspect(shared::turnstile_of(&p), Duration::ZERO).unwrap().state, State::Free);
+    l.unlock().unwrap();
+}
+
+#[test]
+fn a_renewing_shared_holder_keeps_an_exclusive_acquirer_out() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("res");
+    let (_, member) = plant_group(&p);
+    let dir = d.path().to_path_buf();
+    let file = crate::fsops::id_of(&token::path(&dir, &member, 1)).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let renewer = {
+        let (stop, member) = (stop.clone(), member.clone());
+        std::thread::spawn(move || {
+            let mut epoch = 1;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(LEASE / 3);
+                assert_eq!(token::advance(&dir, &member, epoch, file).unwrap(), token::Moved::Done);
+                epoch += 1;
+            }
+        })
+    };
+    let err = acquire(&p, &options(LEASE, true), Some(LEASE * 4)).unwrap_err();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    renewer.join().unwrap();
+    assert_eq!(err.errno(), crate::Errno::ETIMEDOUT, "{err}");
+    assert_eq!(inspect(&p, Duration::ZERO).unwrap().shared_holders, 1);
+}
+
+#[test]
+fn a_waiting_writer_keeps_new_shared_holders_out() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("res");
+    plant_group(&p);
+    // The writer waits (the planted member has a lease of 200 ms and renews never: it
+    // holds the turnstile meanwhile); a reader arriving then waits too.
+    let writer = {
+        let p = p.clone();
+        std::thread::spawn(move || acquire(&p, &options(Duration::from_secs(10), true), Some(Duration::from_secs(5))).map(|l| l.unlock()))
+    };
+    let start = Instant::now();
+    while inspect(shared::turnstile_of(&p), Duration::ZERO).unwrap().state == State::Free {
+        assert!(start.elapsed() < Duration::from_secs(5), "the writer never took the turnstile");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let reader = acquire(&p, &shared_options(LEASE), Some(Duration::ZERO));
+    assert_eq!(reader.unwrap_err().errno(), crate::Errno::EAGAIN);
+    writer.join().unwrap().unwrap().unwrap();
+}
+
+#[test]
+fn shared_locks_refuse_unlock_path_and_break_ends_them() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("res");
+    let l = acquire(&p, &shared_options(LEASE), Some(Duration::ZERO)).unwrap();
+    assert_eq!(crate::lockfile::unlock_path(&p).unwrap_err().errno(), crate::Errno::EPERM);
+    assert_eq!(crate::lockfile::create(&p, b"plain").unwrap_err().errno(), crate::Errno::EDEADLK);
+    break_lock(&p, "maintenance").unwrap();
+    assert_eq!(inspect(&p, Duration::ZERO).unwrap().state, State::Free);
+    assert_eq!(l.renew().unwrap_err().errno(), crate::Errno::ENOLCK);
+    assert_eq!(l.unlock().unwrap_err().errno(), crate::Errno::ENOLCK);
 }

@@ -26,10 +26,13 @@ pub fn poll_interval(lease: Duration) -> Duration {
     (lease / 8).clamp(Duration::from_millis(2), Duration::from_millis(50))
 }
 
-/// One lease seen on one lock file.
+/// One lease seen on one lock file (or one shared holder seen under its membership name).
 #[derive(Debug)]
 pub struct Watch {
-    /// The lock file's inode when the watch began.
+    /// The name that must keep naming `file` for the lease to go on: the lock file, or a
+    /// shared holder's membership name.
+    anchor: PathBuf,
+    /// The lock file's (holder's) inode when the watch began.
     pub file: FileId,
     claim: String,
     pub lease: Duration,
@@ -52,9 +55,14 @@ pub enum Verdict {
 impl Watch {
     /// Starts watching the lease `terms` on lock file `file` (lists the directory once).
     pub fn start(t: &Target, file: FileId, terms: &LeaseTerms) -> nix::Result<Watch> {
+        Watch::start_at(t, t.lock.clone(), file, terms)
+    }
+
+    /// Watches the lease `terms` of the holder whose inode `file` is named by `anchor`.
+    pub fn start_at(t: &Target, anchor: PathBuf, file: FileId, terms: &LeaseTerms) -> nix::Result<Watch> {
         let token = token::find(&t.dir, &terms.claim)?;
         let since = clock::now();
-        Ok(Watch { file, claim: terms.claim.clone(), lease: Duration::from_millis(terms.ms.into()), token, since })
+        Ok(Watch { anchor, file, claim: terms.claim.clone(), lease: Duration::from_millis(terms.ms.into()), token, since })
     }
 
     /// How long this watch has seen no progress.
@@ -75,11 +83,11 @@ impl Watch {
         self.since = clock::now();
     }
 
-    /// Looks again. `seen`: the lock file's identity if the caller just read it.
+    /// Looks again. `seen`: the anchor's identity if the caller just read it.
     pub fn look(&mut self, t: &Target, seen: Option<FileId>) -> nix::Result<Verdict> {
         let now_id = match seen {
             Some(id) => Ok(id),
-            None => fsops::id_of(&t.lock),
+            None => fsops::id_of(&self.anchor),
         };
         match now_id {
             Ok(id) if id == self.file => {}

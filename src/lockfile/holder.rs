@@ -153,6 +153,11 @@ pub fn clear_dead(lock_path: &Path, copy_path: &Path, dead: FileId, record: &Rec
 /// docs/lease-protocol.md), so that a breaker on another host racing us cannot remove
 /// a lock taken after ours. Busy: no token to take (another breaker has it), or it moved.
 pub fn clear_dead_leased(lock_path: &Path, dead: FileId, terms: &LeaseTerms) -> nix::Result<Cleared> {
+    // A shared group's creator says nothing about its members: the lease's own waiters
+    // prune those (lease::shared), nobody clears the group by its record.
+    if terms.shared {
+        return Ok(Cleared::Busy);
+    }
     let fd = match fsops::open_for_flock(lock_path) {
         Ok(fd) => fd,
         Err(Errno::ENOENT) => return Ok(Cleared::Gone),

@@ -336,6 +336,10 @@ pub fn unlock_path(path: impl AsRef<Path>) -> Result<()> {
         Holder::Unwritten { .. } => return Err(t.error(Errno::EAGAIN, op, UNWRITTEN)),
         Holder::Held { record, file } => (record, file),
     };
+    if record.lease.as_ref().is_some_and(|l| l.shared) {
+        let why = "a shared lock is released by each holder's unlock (an operator removes it with break)";
+        return Err(t.error(Errno::EPERM, op, why));
+    }
     if let Some(terms) = record.lease.as_ref().filter(|_| me.wrote(&record)) {
         // One of our own leases: its token goes first, as for any break; its handle
         // then learns ENOLCK.
