@@ -275,13 +275,11 @@ fn judge_member(t: &Target, me: &Identity, hex: &str, name: &Path, w: &mut Waiti
         }
         return Ok(None);
     }
-    let watch = match w.watches.get_mut(hex).filter(|watch| watch.file == member_file) {
-        Some(watch) => watch,
-        None => {
-            let watch = Watch::start_at(t, name.to_path_buf(), member_file, &terms)?;
-            w.watches.entry(hex.to_string()).insert_entry(watch).into_mut()
-        }
-    };
+    if w.watches.get(hex).is_none_or(|watch| watch.file != member_file) {
+        let watch = Watch::start_at(t, name.to_path_buf(), member_file, &terms)?;
+        w.watches.insert(hex.to_string(), watch);
+    }
+    let watch = w.watches.get_mut(hex).expect("inserted above");
     Ok(match watch.look(t, None)? {
         Verdict::Expired { from, epoch } => Some((from, epoch, member_file)),
         Verdict::Live(_) | Verdict::Ended => None,
