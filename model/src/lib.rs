@@ -347,11 +347,14 @@ impl fmt::Debug for Action {
 pub struct LeaseModel {
     pub proto: Protocol,
     pub b: Bounds,
+    /// Which transition checks (BAD_* bits) are recorded; all by default. Clearing some lets
+    /// the checker look past them for a counterexample to the state properties (exclusion).
+    pub bad_mask: u8,
 }
 
 impl LeaseModel {
     pub fn new(proto: Protocol, b: Bounds) -> Self {
-        LeaseModel { proto, b }
+        LeaseModel { proto, b, bad_mask: 0xff }
     }
 
     fn nprocs(&self) -> usize {
@@ -466,7 +469,11 @@ impl LeaseModel {
             return;
         }
         let pu = p as u8;
-        let mut push = |op: Op, st: State| out.push((Action { p: pu, op }, st));
+        let mask = self.bad_mask;
+        let mut push = |op: Op, mut st: State| {
+            st.bad &= mask;
+            out.push((Action { p: pu, op }, st))
+        };
         // A crash, anywhere.
         if s.crashes < self.b.max_crashes {
             let mut t = s.clone();
@@ -1027,7 +1034,14 @@ impl Model for LeaseModel {
     }
 
     fn next_state(&self, s: &State, action: Action) -> Option<State> {
-        self.successors(s).into_iter().find(|(a, _)| *a == action).map(|(_, t)| t)
+        if action.op == Op::Tick {
+            let mut t = s.clone();
+            self.tick(&mut t);
+            return Some(t);
+        }
+        let mut out = Vec::new();
+        self.proc_steps(s, action.p as usize, &mut out);
+        out.into_iter().find(|(a, _)| *a == action).map(|(_, t)| t)
     }
 
     fn properties(&self) -> Vec<Property<Self>> {
@@ -1084,8 +1098,11 @@ pub struct Outcome {
 /// Explores the model breadth-first on `threads` threads; with `stop_at_first`, stops at the
 /// first violation (the mutation check), else explores every reachable state.
 pub fn check(proto: Protocol, b: Bounds, threads: usize, stop_at_first: bool) -> Outcome {
+    check_model(LeaseModel::new(proto, b), threads, stop_at_first)
+}
+
+pub fn check_model(model: LeaseModel, threads: usize, stop_at_first: bool) -> Outcome {
     use stateright::{Checker, Expectation, HasDiscoveries};
-    let model = LeaseModel::new(proto, b);
     let props = model.properties();
     let mut builder = model.clone().checker().threads(threads);
     if stop_at_first {

@@ -1,11 +1,14 @@
 //! Runs one check and prints the outcome: `lease-model [doc|fixed] [MUTATION|all] [--stale N]`.
-use nfslock_lease_model::{check, Bounds, Mutation, Protocol};
+use nfslock_lease_model::{Bounds, Mutation, Protocol};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut proto = Protocol::DOC;
     let mut b = Bounds::STANDARD;
     let mut muts: Vec<Option<Mutation>> = vec![None];
+    let mut first = false;
+    let mut mask = 0xffu8;
+    let mut threads = 2;
     let mut i = 0;
     while i < args.len() {
         match args[i].as_str() {
@@ -31,6 +34,16 @@ fn main() {
                 b.lease = args[i].parse().expect("--lease N");
             }
             "--no-fencing" => b.fencing = false,
+            "--first" => first = true,
+            "--exclusion-only" => mask = 0,
+            "--threads" => {
+                i += 1;
+                threads = args[i].parse().expect("--threads N");
+            }
+            "--crashes" => {
+                i += 1;
+                b.max_crashes = args[i].parse().expect("--crashes N");
+            }
             "all" => muts = Mutation::ALL.iter().map(|m| Some(*m)).collect(),
             m => muts = vec![Some(*Mutation::ALL.iter().find(|x| format!("{x:?}") == m).unwrap_or_else(|| panic!("unknown argument {m}")))],
         }
@@ -39,7 +52,9 @@ fn main() {
     for m in muts {
         let p = Protocol { mutation: m, ..proto };
         let t = std::time::Instant::now();
-        let o = check(p, b, 2, m.is_some());
+        let mut model = nfslock_lease_model::LeaseModel::new(p, b);
+        model.bad_mask = mask;
+        let o = nfslock_lease_model::check_model(model, threads, first || m.is_some());
         println!("== {p:?} {b:?}: {} states, depth {}, {:.1?}", o.unique_states, o.depth, t.elapsed());
         for (name, trace) in &o.violations {
             println!("VIOLATED: {name}\n{trace}");
