@@ -43,6 +43,12 @@ pub struct Protocol {
     /// "L's inode" (lstat, may be stale) first, "or T_k's link count through a fresh open".
     /// true: the fresh link count.
     pub link_recovery_by_nlink: bool,
+    /// Fix C: release takes its own token the way a breaker does, `rename(T_k, B)` with its
+    /// own breaker name B, then `unlink(L)`, then parks the claim with `rename(B, T_{k+1})`.
+    /// The doc parks first (`rename(T_k, T_{k+1})`) and then unlinks L: a breaker can take
+    /// the parked T_{k+1} while L still links the claim, and the releaser's unlink(L) and
+    /// the breaker's then remove two different locks.
+    pub fix_release_takes_own_token: bool,
     pub mutation: Option<Mutation>,
 }
 
@@ -52,13 +58,15 @@ impl Protocol {
         fix_acquire_keeps_renewed_at: false,
         fix_break_checks_nlink: false,
         link_recovery_by_nlink: false,
+        fix_release_takes_own_token: false,
         mutation: None,
     };
-    /// The doc with both fixes and the fresh link-count recovery.
+    /// The doc with fixes A, B, C and the fresh link-count recovery.
     pub const FIXED: Protocol = Protocol {
         fix_acquire_keeps_renewed_at: true,
         fix_break_checks_nlink: true,
         link_recovery_by_nlink: true,
+        fix_release_takes_own_token: true,
         mutation: None,
     };
     pub fn with(self, m: Mutation) -> Protocol {
@@ -249,6 +257,10 @@ pub enum Pc {
     ReleaseEnoent,
     /// Release's rename done: unlink(L).
     ReleaseUnlink,
+    /// Fix C: L unlinked; park the claim: rename(B, T_{k+1}).
+    ReleasePark,
+    /// Fix C: the parking rename answered ENOENT.
+    ReleaseParkEnoent,
     /// Mutation ReleaseUnlinksFirst: L unlinked, rename the token.
     ReleaseRename,
     /// Observe: read L's record.
@@ -563,15 +575,22 @@ impl LeaseModel {
                 }
             }
             Pc::Held => self.held_steps(s, p, &mut push),
-            Pc::RenewEnoent | Pc::ReleaseEnoent => {
+            Pc::RenewEnoent | Pc::ReleaseEnoent | Pc::ReleaseParkEnoent => {
                 let ino = self.own_ino(s, p);
-                let next = Name::T(self.name_of(ino), pr.k + 1);
+                let fix_c_release = pr.pc == Pc::ReleaseEnoent && self.proto.fix_release_takes_own_token;
+                let next = if fix_c_release { Name::B(self.name_of(ino), pr.k, pu) } else { Name::T(self.name_of(ino), pr.k + 1) };
                 for seen in self.readable(s, next) {
                     let mut t = s.clone();
                     if seen == Some(ino) {
                         // Lost reply: the rename worked.
                         if pr.pc == Pc::RenewEnoent {
                             self.renewed(&mut t, p);
+                        } else if pr.pc == Pc::ReleaseParkEnoent {
+                            let q = &mut t.procs[p];
+                            q.k += 1;
+                            q.pc = Pc::Parked;
+                        } else if fix_c_release {
+                            t.procs[p].pc = Pc::ReleaseUnlink;
                         } else {
                             let q = &mut t.procs[p];
                             q.k += 1;
@@ -607,14 +626,43 @@ impl LeaseModel {
                 let mut t = s.clone();
                 let ino = self.own_ino(s, p);
                 if let Some(z) = t.l.cur {
-                    if z != ino || Self::taken(t.inodes[ino as usize]) {
+                    let took_it = matches!(t.inodes[z as usize], Some(Loc::B(_, by)) if by == pu);
+                    if !(took_it || (z == ino && !Self::taken(t.inodes[ino as usize]))) {
                         t.bad |= BAD_UNLINK_L;
                     }
                 }
                 self.set_l(&mut t, None);
-                t.procs[p].pc = Pc::Parked;
+                t.procs[p].pc = if self.proto.fix_release_takes_own_token { Pc::ReleasePark } else { Pc::Parked };
                 t.procs[p].fence = Fence::None;
                 push(Op::Unlink, t);
+            }
+            Pc::ReleasePark => {
+                let ino = self.own_ino(s, p);
+                let n = self.name_of(ino);
+                let bn = Name::B(n, pr.k, pu);
+                let next = Name::T(n, pr.k + 1);
+                for lost in [false, true] {
+                    let mut t = s.clone();
+                    if self.cur(&t, bn) == Some(ino) {
+                        self.set(&mut t, bn, None);
+                        self.set(&mut t, next, Some(ino));
+                        t.inodes[ino as usize] = Some(Loc::T(pr.k + 1));
+                        let q = &mut t.procs[p];
+                        q.age_r = 0;
+                        if lost {
+                            q.pc = Pc::ReleaseParkEnoent;
+                        } else {
+                            q.k += 1;
+                            q.pc = Pc::Parked;
+                        }
+                    } else {
+                        if lost {
+                            continue;
+                        }
+                        t.procs[p].pc = Pc::ReleaseParkEnoent;
+                    }
+                    push(Op::Rename { lost }, t);
+                }
             }
             Pc::ReleaseRename => {
                 let ino = self.own_ino(s, p);
@@ -897,7 +945,14 @@ impl LeaseModel {
             } else {
                 for lost in [false, true] {
                     let mut t = s.clone();
-                    if self.cur(&t, tk).is_some() {
+                    if self.cur(&t, tk).is_some() && self.proto.fix_release_takes_own_token {
+                        // Take our own token: only we may now remove L.
+                        let bn = Name::B(n, pr.k, p as u8);
+                        self.set(&mut t, tk, None);
+                        self.set(&mut t, bn, Some(ino));
+                        t.inodes[ino as usize] = Some(Loc::B(pr.k, p as u8));
+                        t.procs[p].pc = if lost { Pc::ReleaseEnoent } else { Pc::ReleaseUnlink };
+                    } else if self.cur(&t, tk).is_some() {
                         if broken {
                             t.bad |= BAD_BROKEN_ACTED;
                         }

@@ -17,6 +17,7 @@ fn main() {
             "fix-a" => proto.fix_acquire_keeps_renewed_at = true,
             "fix-b" => proto.fix_break_checks_nlink = true,
             "nlink-recovery" => proto.link_recovery_by_nlink = true,
+            "fix-c" => proto.fix_release_takes_own_token = true,
             "--stale" => {
                 i += 1;
                 b.stale = args[i].parse().expect("--stale N");
