@@ -130,6 +130,8 @@ pub struct Bounds {
     /// A read by name may return any value the name had during the last `stale` ticks
     /// (0: reads are fresh).
     pub stale: u8,
+    /// Whether token and breaker names (T, B) are read stale too; L always is when stale > 0.
+    pub stale_tokens: bool,
     /// Claims (incarnations) per process.
     pub claims: u8,
     /// Highest epoch k of a claim: renewals and releases past it are not taken (the
@@ -150,6 +152,7 @@ impl Bounds {
         lease: 2,
         margin: 1,
         stale: 2,
+        stale_tokens: true,
         claims: 2,
         max_epoch: 2,
         lookahead: 2,
@@ -396,7 +399,7 @@ impl LeaseModel {
         self.ver(s, n).and_then(|v| v.cur)
     }
     fn set(&self, s: &mut State, n: Name, x: Option<Ino>) {
-        let stale = self.b.stale;
+        let stale = if self.b.stale_tokens { self.b.stale } else { 0 };
         let v = s.names.entry(n).or_default();
         v.set(x, stale);
         if v.is_empty() {
@@ -1064,6 +1067,10 @@ fn cur_names(s: &State) -> Vec<String> {
         .collect()
 }
 
+thread_local! {
+    static CACHE: std::cell::RefCell<Option<(State, Vec<(Action, State)>)>> = const { std::cell::RefCell::new(None) };
+}
+
 impl Model for LeaseModel {
     type State = State;
     type Action = Action;
@@ -1083,12 +1090,23 @@ impl Model for LeaseModel {
     }
 
     fn actions(&self, s: &State, actions: &mut Vec<Action>) {
-        for (a, _) in self.successors(s) {
-            actions.push(a);
-        }
+        let succ = self.successors(s);
+        actions.extend(succ.iter().map(|(a, _)| *a));
+        // The checker asks next_state for each of these actions right after, on this thread.
+        CACHE.with(|c| *c.borrow_mut() = Some((s.clone(), succ)));
     }
 
     fn next_state(&self, s: &State, action: Action) -> Option<State> {
+        let hit = CACHE.with(|c| {
+            let c = c.borrow();
+            match &*c {
+                Some((st, succ)) if st == s => Some(succ.iter().find(|(a, _)| *a == action).map(|(_, t)| t.clone())),
+                _ => None,
+            }
+        });
+        if let Some(r) = hit {
+            return r;
+        }
         if action.op == Op::Tick {
             let mut t = s.clone();
             self.tick(&mut t);

@@ -36,6 +36,7 @@ fn main() {
             }
             "--no-fencing" => b.fencing = false,
             "--first" => first = true,
+            "--fresh-tokens" => b.stale_tokens = false,
             "--exclusion-only" => mask = 0,
             "--threads" => {
                 i += 1;
