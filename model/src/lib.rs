@@ -269,20 +269,56 @@ pub enum Pc {
     /// Observe: read L's record.
     Obs0,
     /// List D for `.nfslock-<N>.`; `carried`: t0's age kept from before (mutations only).
-    Obs1 { x: Ino, dead: bool, carried: Option<u8> },
-    PollL { x: Ino, k: u8, age: u8 },
-    PollT { x: Ino, k: u8, age: u8 },
-    Look { x: Ino, k: u8, m: u8, age: u8 },
+    Obs1 {
+        x: Ino,
+        dead: bool,
+        carried: Option<u8>,
+    },
+    PollL {
+        x: Ino,
+        k: u8,
+        age: u8,
+    },
+    PollT {
+        x: Ino,
+        k: u8,
+        age: u8,
+    },
+    Look {
+        x: Ino,
+        k: u8,
+        m: u8,
+        age: u8,
+    },
     /// Break step 1: rename(T_k, B).
-    Brk1 { x: Ino, k: u8, dead: bool },
+    Brk1 {
+        x: Ino,
+        k: u8,
+        dead: bool,
+    },
     /// Step 1 answered ENOENT: is B ours (lost reply)?
-    Brk1Enoent { x: Ino, k: u8, dead: bool },
+    Brk1Enoent {
+        x: Ino,
+        k: u8,
+        dead: bool,
+    },
     /// Step 2: does L still link the claim we took?
-    Brk2 { x: Ino, k: u8, dead: bool },
+    Brk2 {
+        x: Ino,
+        k: u8,
+        dead: bool,
+    },
     /// Step 2 said yes: unlink(L).
-    Brk3 { x: Ino, k: u8, dead: bool },
+    Brk3 {
+        x: Ino,
+        k: u8,
+        dead: bool,
+    },
     /// Step 3: unlink(B).
-    Brk4 { x: Ino, k: u8 },
+    Brk4 {
+        x: Ino,
+        k: u8,
+    },
     Dead,
 }
 
@@ -327,16 +363,28 @@ pub enum Op {
     Tick,
     Crash,
     CreateClaim,
-    Link { lost: bool },
+    Link {
+        lost: bool,
+    },
     /// A read by name; `seen` is the answer (current or stale).
-    Read { seen: Option<Ino> },
+    Read {
+        seen: Option<Ino>,
+    },
     /// A fresh open/fstat (link count check, fence size).
     Fresh,
     /// The listing's answer: the epoch of the T name found, if any.
-    List { found: Option<u8> },
-    Renew { lost: bool },
-    Release { lost: bool },
-    Rename { lost: bool },
+    List {
+        found: Option<u8>,
+    },
+    Renew {
+        lost: bool,
+    },
+    Release {
+        lost: bool,
+    },
+    Rename {
+        lost: bool,
+    },
     Unlink,
     FenceRead,
     FenceWrite,
@@ -539,7 +587,8 @@ impl LeaseModel {
                         if lost {
                             continue;
                         }
-                        t.procs[p].pc = Pc::Obs0;
+                        // EEXIST: the caller cannot tell it from a lost reply's; it checks.
+                        t.procs[p].pc = Pc::LinkEexist;
                     } else {
                         self.set_l(&mut t, src);
                         let q = &mut t.procs[p];
@@ -791,7 +840,10 @@ impl LeaseModel {
                                 t.bad |= BAD_BREAK_LIVE;
                             }
                             for (j, loc) in t.inodes.iter().enumerate() {
-                                if j as u8 != y && self.name_of(j as u8) == n && matches!(loc, Some(Loc::B(kk, _)) | Some(Loc::Taken(kk)) if *kk == k) {
+                                if j as u8 != y
+                                    && self.name_of(j as u8) == n
+                                    && matches!(loc, Some(Loc::B(kk, _)) | Some(Loc::Taken(kk)) if *kk == k)
+                                {
                                     t.bad |= BAD_TOKEN_TWICE;
                                 }
                             }
@@ -1029,7 +1081,15 @@ impl LeaseModel {
         let last = &path[path.len() - 1].0;
         out.push_str(&format!("  final: L={:?} names={:?} inodes={:?} bad={:#x}\n", last.l.cur, cur_names(last), last.inodes, last.bad));
         for (p, pr) in last.procs.iter().enumerate() {
-            out.push_str(&format!("    p{p} (host {}): {:?} k={} age_r={} fence={:?} is_held()==0: {}\n", self.b.hosts[p], pr.pc, pr.k, pr.age_r, pr.fence, self.is_held_zero(last, p)));
+            out.push_str(&format!(
+                "    p{p} (host {}): {:?} k={} age_r={} fence={:?} is_held()==0: {}\n",
+                self.b.hosts[p],
+                pr.pc,
+                pr.k,
+                pr.age_r,
+                pr.fence,
+                self.is_held_zero(last, p)
+            ));
         }
         out
     }
@@ -1139,9 +1199,13 @@ impl Model for LeaseModel {
                 s.inodes.iter().any(|l| matches!(l, Some(Loc::Taken(_))))
                     && (0..m.nprocs()).any(|p| s.procs[p].pc == Pc::Held && !LeaseModel::taken(s.inodes[m.own_ino(s, p) as usize]))
             }),
-            Property::sometimes("a holder renews", |m: &LeaseModel, s: &State| (0..m.nprocs()).any(|p| s.procs[p].pc == Pc::Held && s.procs[p].renewed)),
+            Property::sometimes("a holder renews", |m: &LeaseModel, s: &State| {
+                (0..m.nprocs()).any(|p| s.procs[p].pc == Pc::Held && s.procs[p].renewed)
+            }),
             Property::sometimes("a broken holder's renewal or release meets ENOENT", |m: &LeaseModel, s: &State| {
-                (0..m.nprocs()).any(|p| matches!(s.procs[p].pc, Pc::RenewEnoent | Pc::ReleaseEnoent) && LeaseModel::taken(s.inodes[m.own_ino(s, p) as usize]))
+                (0..m.nprocs()).any(|p| {
+                    matches!(s.procs[p].pc, Pc::RenewEnoent | Pc::ReleaseEnoent) && LeaseModel::taken(s.inodes[m.own_ino(s, p) as usize])
+                })
             }),
             Property::sometimes("a same-host dead holder is cleared", |_, s: &State| {
                 s.procs.iter().any(|q| matches!(q.pc, Pc::Brk3 { dead: true, .. }))

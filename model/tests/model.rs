@@ -75,3 +75,12 @@ fn every_mutation_gives_a_counterexample() {
     }
     assert!(missed.is_empty(), "mutations with no counterexample:\n{}", missed.join("\n"));
 }
+
+/// The doc's first way of recognising a lost link reply, "by L's inode" (lstat), is unsafe
+/// when lstat(L) answers from an older version: an old L of our own claim passes for ours.
+#[test]
+fn link_recovery_by_lstat_of_l_gives_a_counterexample_with_stale_reads() {
+    let p = Protocol { link_recovery_by_nlink: false, ..Protocol::FIXED };
+    let o = check(p, STALE_L, 2, true);
+    assert!(!o.violations.is_empty(), "expected a counterexample:\n{}", report(&o));
+}
