@@ -1,0 +1,1263 @@
+//! An exhaustive model of the lease protocol's file operations (docs/lease-protocol.md).
+//!
+//! One directory `D` holds the lock file `L` (`P.nfs_lock`), the claims' token names
+//! `T(n, k)` (`.nfslock-<N>.<k>`), breakers' names `B(n, k, p)` (`.nfslock-<N>.<k>.x<R>`)
+//! and the fencing counter (`P.nfs_lock.fence`, modelled by its size). Each inode is one
+//! claim; its link count is the number of names that point at it.
+//!
+//! The deciders (link, rename, unlink, O_EXCL create, the fence's pwrite) act on the current
+//! state atomically. Their replies may be lost: the operation takes effect and the caller gets
+//! the retransmission's answer (EEXIST for link, ENOENT for rename and unlink). Reads by
+//! name (lstat, reading L's record, the listing) may answer from an older version of the
+//! name: any value the name had at some moment of the last `stale` ticks (see README.md).
+//! A fresh open (fstat of an opened file: link count, the fence's size) reads the current
+//! state.
+//!
+//! Time is a global tick. Each process measures ages on its own clock (ticks since a clock
+//! read); ages are capped where the protocol stops caring, so the state space is finite
+//! without bounding time. Any process may take no step for any number of ticks (a pause),
+//! and may crash (at most `max_crashes` crashes in a run).
+//!
+//! See README.md for the bounds and why they suffice, and `Mutation` for the protocol
+//! mutations the test suite proves are caught.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use stateright::{Model, Property};
+
+/// A protocol variant: the protocol as the doc writes it, with optional fixes, and at most one
+/// deliberate mutation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Protocol {
+    /// Fix A: a holder's `renewed_at` is the clock read before the operation that created its
+    /// current token name (claim creation, renewal's or release's rename), also across an
+    /// acquisition: `link(T_k, L)` does not restart the lease. The doc restarts it at the link
+    /// (false).
+    pub fix_acquire_keeps_renewed_at: bool,
+    /// Fix B: break step 2 asks "does L still link the taken claim" by the taken name's link
+    /// count through a fresh open (`open(B)`, `fstat`, `st_nlink == 2`) instead of `lstat(L)`
+    /// (which may answer from an older version of L).
+    pub fix_break_checks_nlink: bool,
+    /// How an acquirer recognises its own link after EEXIST (a lost reply): the doc names
+    /// "L's inode" (lstat, may be stale) first, "or T_k's link count through a fresh open".
+    /// true: the fresh link count.
+    pub link_recovery_by_nlink: bool,
+    /// Fix C: release takes its own token the way a breaker does, `rename(T_k, B)` with its
+    /// own breaker name B, then `unlink(L)`, then parks the claim with `rename(B, T_{k+1})`.
+    /// The doc parks first (`rename(T_k, T_{k+1})`) and then unlinks L: a breaker can take
+    /// the parked T_{k+1} while L still links the claim, and the releaser's unlink(L) and
+    /// the breaker's then remove two different locks.
+    pub fix_release_takes_own_token: bool,
+    pub mutation: Option<Mutation>,
+}
+
+impl Protocol {
+    /// docs/lease-protocol.md as written (lost-link recovery: by L's inode via lstat).
+    pub const DOC: Protocol = Protocol {
+        fix_acquire_keeps_renewed_at: false,
+        fix_break_checks_nlink: false,
+        link_recovery_by_nlink: false,
+        fix_release_takes_own_token: false,
+        mutation: None,
+    };
+    /// The doc with fixes A, B, C and the fresh link-count recovery.
+    pub const FIXED: Protocol = Protocol {
+        fix_acquire_keeps_renewed_at: true,
+        fix_break_checks_nlink: true,
+        link_recovery_by_nlink: true,
+        fix_release_takes_own_token: true,
+        mutation: None,
+    };
+    pub fn with(self, m: Mutation) -> Protocol {
+        Protocol { mutation: Some(m), ..self }
+    }
+    fn m(&self, m: Mutation) -> bool {
+        self.mutation == Some(m)
+    }
+}
+
+/// Deliberate protocol bugs; each must produce a counterexample.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Mutation {
+    /// The breaker unlinks L (after its wait and `L is inode I` check) without taking the
+    /// token first.
+    BreakWithoutToken,
+    /// The breaker reads t0 when it reads L's record, before its listing, instead of after the
+    /// listing returned.
+    T0BeforeListing,
+    /// Release unlinks L first and then moves the token.
+    ReleaseUnlinksFirst,
+    /// Renewal by `unlink(T_k)` then creating `T_{k+1}`, instead of one rename (the unlink's
+    /// ENOENT is taken for a lost reply, as the doc does for its other unlinks).
+    RenewByUnlinkCreate,
+    /// A new claim of the same process (after it was broken) reuses the claim name N and
+    /// starts again at epoch 0.
+    TokenNameReused,
+    /// After losing track and listing again, the breaker keeps its old t0 instead of waiting a
+    /// whole lease from the new listing.
+    NoWaitAfterRelisting,
+    /// Break step 2 is skipped: the breaker that took the token unlinks L without checking
+    /// that L is the claim it took.
+    BreakSkipsLCheck,
+    /// The fencing token is s + 1 right after the pwrite, without the renewal that proves the
+    /// lock was still held.
+    FenceWithoutRenewal,
+}
+
+impl Mutation {
+    pub const ALL: [Mutation; 8] = [
+        Mutation::BreakWithoutToken,
+        Mutation::T0BeforeListing,
+        Mutation::ReleaseUnlinksFirst,
+        Mutation::RenewByUnlinkCreate,
+        Mutation::TokenNameReused,
+        Mutation::NoWaitAfterRelisting,
+        Mutation::BreakSkipsLCheck,
+        Mutation::FenceWithoutRenewal,
+    ];
+}
+
+/// The bounds of one check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bounds {
+    /// Host of each process (process i runs on host hosts[i]).
+    pub hosts: &'static [u8],
+    /// Lease in ticks (even). The self-fence starts at lease/2 ticks after renewed_at.
+    pub lease: u8,
+    /// Breakers wait lease + margin ticks after t0.
+    pub margin: u8,
+    /// A read by name may return any value the name had during the last `stale` ticks
+    /// (0: reads are fresh).
+    pub stale: u8,
+    /// Whether token and breaker names (T, B) are read stale too; L always is when stale > 0.
+    pub stale_tokens: bool,
+    /// Claims (incarnations) per process.
+    pub claims: u8,
+    /// Highest epoch k of a claim: renewals and releases past it are not taken (the
+    /// process pauses for ever there).
+    pub max_epoch: u8,
+    /// How many names past T_k an observer looks at before listing again.
+    pub lookahead: u8,
+    /// Crashes in one run.
+    pub max_crashes: u8,
+    /// Whether holders ask for fencing tokens.
+    pub fencing: bool,
+}
+
+impl Bounds {
+    /// The bounds the test suite checks: host A runs p0 and p1, host B runs p2.
+    pub const STANDARD: Bounds = Bounds {
+        hosts: &[0, 0, 1],
+        lease: 2,
+        margin: 1,
+        stale: 2,
+        stale_tokens: true,
+        claims: 2,
+        max_epoch: 2,
+        lookahead: 2,
+        max_crashes: 1,
+        fencing: true,
+    };
+    fn fence_at(&self) -> u8 {
+        self.lease / 2
+    }
+    fn break_at(&self) -> u8 {
+        self.lease + self.margin
+    }
+}
+
+pub type Ino = u8;
+
+/// Where a claim's inode is, besides possibly L.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Loc {
+    /// At its token name T(n, k).
+    T(u8),
+    /// Taken by breaker p: at B(n, k, p).
+    B(u8, u8),
+    /// The breaker unlinked B: only L (if anything) links it; the claim is dead.
+    Taken(u8),
+    /// Mutation RenewByUnlinkCreate: between the unlink of T_k and the create of T_{k+1}.
+    Unnamed(u8),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Name {
+    T(u8, u8),
+    B(u8, u8, u8),
+}
+
+/// One name's current value and the values it had during the staleness window.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Default)]
+pub struct Ver {
+    pub cur: Option<Ino>,
+    /// (earlier value, ticks since it was replaced), ages < stale.
+    pub hist: Vec<(Option<Ino>, u8)>,
+}
+
+impl Ver {
+    fn readable(&self) -> Vec<Option<Ino>> {
+        let mut v = vec![self.cur];
+        for (x, _) in &self.hist {
+            if !v.contains(x) {
+                v.push(*x);
+            }
+        }
+        v
+    }
+    fn set(&mut self, x: Option<Ino>, stale: u8) {
+        if self.cur == x {
+            return;
+        }
+        if stale > 0 {
+            let old = self.cur;
+            self.hist.retain(|(v, _)| *v != old);
+            self.hist.push((old, 0));
+            self.hist.sort();
+        }
+        self.cur = x;
+    }
+    fn tick(&mut self, stale: u8) {
+        for (_, a) in self.hist.iter_mut() {
+            *a += 1;
+        }
+        self.hist.retain(|(_, a)| *a < stale);
+    }
+    fn is_empty(&self) -> bool {
+        self.cur.is_none() && self.hist.is_empty()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Fence {
+    None,
+    /// fstat gave size s.
+    Read(u8),
+    /// pwrite of one byte at offset s done (and fdatasync).
+    Written(u8),
+    /// The renewal after the write succeeded: the token.
+    Token(u8),
+}
+
+/// A process's program counter. `x` is the claim (inode) an observer read from L's record,
+/// `k` the epoch of its token it tracks, `age` ticks since its t0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Pc {
+    /// No claim: create one (O_EXCL at T(n, 0)).
+    NoClaim,
+    /// Claim parked at T(n, k): try link(T_k, L).
+    Parked,
+    /// link answered EEXIST: recognise a lost reply of our own link, or observe.
+    LinkEexist,
+    /// Holding.
+    Held,
+    /// Renewal's rename answered ENOENT: is T_{k+1} ours (lost reply) or are we broken?
+    RenewEnoent,
+    /// Mutation RenewByUnlinkCreate: T_k unlinked, create T_{k+1}.
+    RenewCreate,
+    /// Release's rename answered ENOENT.
+    ReleaseEnoent,
+    /// Release's rename done: unlink(L).
+    ReleaseUnlink,
+    /// Fix C: L unlinked; park the claim: rename(B, T_{k+1}).
+    ReleasePark,
+    /// Fix C: the parking rename answered ENOENT.
+    ReleaseParkEnoent,
+    /// Mutation ReleaseUnlinksFirst: L unlinked, rename the token.
+    ReleaseRename,
+    /// Observe: read L's record.
+    Obs0,
+    /// List D for `.nfslock-<N>.`; `carried`: t0's age kept from before (mutations only).
+    Obs1 {
+        x: Ino,
+        dead: bool,
+        carried: Option<u8>,
+    },
+    PollL {
+        x: Ino,
+        k: u8,
+        age: u8,
+    },
+    PollT {
+        x: Ino,
+        k: u8,
+        age: u8,
+    },
+    Look {
+        x: Ino,
+        k: u8,
+        m: u8,
+        age: u8,
+    },
+    /// Break step 1: rename(T_k, B).
+    Brk1 {
+        x: Ino,
+        k: u8,
+        dead: bool,
+    },
+    /// Step 1 answered ENOENT: is B ours (lost reply)?
+    Brk1Enoent {
+        x: Ino,
+        k: u8,
+        dead: bool,
+    },
+    /// Step 2: does L still link the claim we took?
+    Brk2 {
+        x: Ino,
+        k: u8,
+        dead: bool,
+    },
+    /// Step 2 said yes: unlink(L).
+    Brk3 {
+        x: Ino,
+        k: u8,
+        dead: bool,
+    },
+    /// Step 3: unlink(B).
+    Brk4 {
+        x: Ino,
+        k: u8,
+    },
+    Dead,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Proc {
+    pub pc: Pc,
+    /// Claims created so far; the current claim is inode `self_index * claims + inc - 1`.
+    pub inc: u8,
+    /// Whether the process has a claim (it drops it when it learns it was taken).
+    pub has_claim: bool,
+    /// The epoch of its claim's token, as the process knows it.
+    pub k: u8,
+    /// Ticks since renewed_at, capped at lease/2 (then is_held() is ETIMEDOUT).
+    pub age_r: u8,
+    pub fence: Fence,
+    /// Whether this hold has renewed at least once (for a reachability check).
+    pub renewed: bool,
+}
+
+/// Violations found on a transition (bit flags). A state with any is terminal.
+pub const BAD_UNLINK_L: u8 = 1; // unlink(L) of a lock that is not ours / not taken by us
+pub const BAD_TOKEN_TWICE: u8 = 2; // a token name taken by two breaks
+pub const BAD_BROKEN_ACTED: u8 = 4; // a broken holder's renewal/release succeeded or removed L
+pub const BAD_BREAK_LIVE: u8 = 8; // a token taken from a live holder whose is_held() is 0
+pub const BAD_FENCE_ORDER: u8 = 16; // a fencing token not greater than an earlier one
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct State {
+    pub l: Ver,
+    pub names: BTreeMap<Name, Ver>,
+    /// Per inode (claim): where it is; None: not created yet.
+    pub inodes: Vec<Option<Loc>>,
+    pub procs: Vec<Proc>,
+    pub fence_size: u8,
+    pub max_token: u8,
+    pub crashes: u8,
+    pub bad: u8,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Op {
+    Tick,
+    Crash,
+    CreateClaim,
+    Link {
+        lost: bool,
+    },
+    /// A read by name; `seen` is the answer (current or stale).
+    Read {
+        seen: Option<Ino>,
+    },
+    /// A fresh open/fstat (link count check, fence size).
+    Fresh,
+    /// The listing's answer: the epoch of the T name found, if any.
+    List {
+        found: Option<u8>,
+    },
+    Renew {
+        lost: bool,
+    },
+    Release {
+        lost: bool,
+    },
+    Rename {
+        lost: bool,
+    },
+    Unlink,
+    FenceRead,
+    FenceWrite,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Action {
+    pub p: u8,
+    pub op: Op,
+}
+
+impl fmt::Debug for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.op == Op::Tick {
+            write!(f, "tick")
+        } else {
+            write!(f, "p{} {:?}", self.p, self.op)
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct LeaseModel {
+    pub proto: Protocol,
+    pub b: Bounds,
+    /// Which transition checks (BAD_* bits) are recorded; all by default. Clearing some lets
+    /// the checker look past them for a counterexample to the state properties (exclusion).
+    pub bad_mask: u8,
+}
+
+impl LeaseModel {
+    pub fn new(proto: Protocol, b: Bounds) -> Self {
+        LeaseModel { proto, b, bad_mask: 0xff }
+    }
+
+    fn nprocs(&self) -> usize {
+        self.b.hosts.len()
+    }
+    pub fn owner(&self, ino: Ino) -> usize {
+        (ino / self.b.claims) as usize
+    }
+    /// The claim name N of an inode: fresh per claim, except under TokenNameReused.
+    pub fn name_of(&self, ino: Ino) -> u8 {
+        if self.proto.m(Mutation::TokenNameReused) {
+            ino / self.b.claims * self.b.claims
+        } else {
+            ino
+        }
+    }
+    fn own_ino(&self, s: &State, p: usize) -> Ino {
+        p as u8 * self.b.claims + s.procs[p].inc - 1
+    }
+    fn ver<'a>(&self, s: &'a State, n: Name) -> Option<&'a Ver> {
+        s.names.get(&n)
+    }
+    fn readable(&self, s: &State, n: Name) -> Vec<Option<Ino>> {
+        self.ver(s, n).map(|v| v.readable()).unwrap_or_else(|| vec![None])
+    }
+    fn cur(&self, s: &State, n: Name) -> Option<Ino> {
+        self.ver(s, n).and_then(|v| v.cur)
+    }
+    fn set(&self, s: &mut State, n: Name, x: Option<Ino>) {
+        let stale = if self.b.stale_tokens { self.b.stale } else { 0 };
+        let v = s.names.entry(n).or_default();
+        v.set(x, stale);
+        if v.is_empty() {
+            s.names.remove(&n);
+        }
+    }
+    fn set_l(&self, s: &mut State, x: Option<Ino>) {
+        s.l.set(x, self.b.stale);
+    }
+    /// Names linking an inode (its st_nlink).
+    fn nlink(&self, s: &State, ino: Ino) -> u8 {
+        let mut n = (s.l.cur == Some(ino)) as u8;
+        n += s.names.values().filter(|v| v.cur == Some(ino)).count() as u8;
+        n
+    }
+    fn taken(loc: Option<Loc>) -> bool {
+        matches!(loc, Some(Loc::B(..)) | Some(Loc::Taken(_)))
+    }
+
+    /// The process believes it holds the lock (it is in its critical section).
+    pub fn believes_held(&self, s: &State, p: usize) -> bool {
+        matches!(s.procs[p].pc, Pc::Held | Pc::RenewEnoent | Pc::RenewCreate)
+    }
+    /// nlfslock_is_held() == 0: holds, and renewals not overdue by lease/2.
+    pub fn is_held_zero(&self, s: &State, p: usize) -> bool {
+        self.believes_held(s, p) && s.procs[p].age_r < self.b.fence_at()
+    }
+
+    /// The model's successor function: every (action, state) pair.
+    pub fn successors(&self, s: &State) -> Vec<(Action, State)> {
+        let mut out = Vec::new();
+        if s.bad != 0 {
+            return out;
+        }
+        // Time.
+        let mut t = s.clone();
+        self.tick(&mut t);
+        if t != *s {
+            out.push((Action { p: 0, op: Op::Tick }, t));
+        }
+        for p in 0..self.nprocs() {
+            self.proc_steps(s, p, &mut out);
+        }
+        out
+    }
+
+    fn tick(&self, s: &mut State) {
+        let stale = self.b.stale;
+        s.l.tick(stale);
+        for v in s.names.values_mut() {
+            v.tick(stale);
+        }
+        s.names.retain(|_, v| !v.is_empty());
+        let fence_at = self.b.fence_at();
+        let break_at = self.b.break_at();
+        let keep_parked_age = self.proto.fix_acquire_keeps_renewed_at;
+        for pr in s.procs.iter_mut() {
+            let relevant = match pr.pc {
+                Pc::Held | Pc::RenewEnoent | Pc::RenewCreate | Pc::LinkEexist => true,
+                Pc::Dead | Pc::NoClaim => false,
+                _ => keep_parked_age && pr.has_claim,
+            };
+            if relevant {
+                pr.age_r = (pr.age_r + 1).min(fence_at);
+            } else {
+                pr.age_r = 0;
+            }
+            let cap = |a: u8| (a + 1).min(break_at);
+            pr.pc = match pr.pc {
+                Pc::Obs1 { x, dead, carried } => Pc::Obs1 { x, dead, carried: carried.map(cap) },
+                Pc::PollL { x, k, age } => Pc::PollL { x, k, age: cap(age) },
+                Pc::PollT { x, k, age } => Pc::PollT { x, k, age: cap(age) },
+                Pc::Look { x, k, m, age } => Pc::Look { x, k, m, age: cap(age) },
+                other => other,
+            };
+        }
+    }
+
+    fn proc_steps(&self, s: &State, p: usize, out: &mut Vec<(Action, State)>) {
+        let pr = &s.procs[p];
+        if pr.pc == Pc::Dead {
+            return;
+        }
+        let pu = p as u8;
+        let mask = self.bad_mask;
+        let mut push = |op: Op, mut st: State| {
+            st.bad &= mask;
+            out.push((Action { p: pu, op }, st))
+        };
+        // A crash, anywhere.
+        if s.crashes < self.b.max_crashes {
+            let mut t = s.clone();
+            t.crashes += 1;
+            t.procs[p].pc = Pc::Dead;
+            t.procs[p].fence = Fence::None;
+            t.procs[p].renewed = false;
+            t.procs[p].age_r = 0;
+            push(Op::Crash, t);
+        }
+        let claims = self.b.claims;
+        match pr.pc {
+            Pc::Dead => {}
+            Pc::NoClaim => {
+                if pr.inc < claims {
+                    let mut t = s.clone();
+                    let ino = pu * claims + pr.inc;
+                    let n = Name::T(self.name_of(ino), 0);
+                    if self.cur(&t, n).is_none() {
+                        self.set(&mut t, n, Some(ino));
+                        t.inodes[ino as usize] = Some(Loc::T(0));
+                        let q = &mut t.procs[p];
+                        q.inc += 1;
+                        q.has_claim = true;
+                        q.k = 0;
+                        q.age_r = 0;
+                        q.pc = Pc::Parked;
+                        push(Op::CreateClaim, t);
+                    }
+                }
+            }
+            Pc::Parked => {
+                let ino = self.own_ino(s, p);
+                let tk = Name::T(self.name_of(ino), pr.k);
+                for lost in [false, true] {
+                    let mut t = s.clone();
+                    let src = self.cur(&t, tk);
+                    if src.is_none() {
+                        if lost {
+                            continue;
+                        }
+                        // ENOENT: the parked claim was taken.
+                        let q = &mut t.procs[p];
+                        q.has_claim = false;
+                        q.pc = Pc::NoClaim;
+                        q.age_r = 0;
+                    } else if t.l.cur.is_some() {
+                        if lost {
+                            continue;
+                        }
+                        // EEXIST: the caller cannot tell it from a lost reply's; it checks.
+                        t.procs[p].pc = Pc::LinkEexist;
+                    } else {
+                        self.set_l(&mut t, src);
+                        let q = &mut t.procs[p];
+                        if !self.proto.fix_acquire_keeps_renewed_at {
+                            q.age_r = 0; // renewed_at read before the link
+                        }
+                        q.fence = Fence::None;
+                        q.renewed = false;
+                        q.pc = if lost { Pc::LinkEexist } else { Pc::Held };
+                    }
+                    push(Op::Link { lost }, t);
+                }
+            }
+            Pc::LinkEexist => {
+                let ino = self.own_ino(s, p);
+                let tk = Name::T(self.name_of(ino), pr.k);
+                if self.proto.link_recovery_by_nlink {
+                    let mut t = s.clone();
+                    if self.cur(&t, tk) != Some(ino) {
+                        // The open of T_k fails: the claim was taken.
+                        let q = &mut t.procs[p];
+                        q.has_claim = false;
+                        q.pc = Pc::NoClaim;
+                    } else if self.nlink(&t, ino) >= 2 {
+                        t.procs[p].pc = Pc::Held;
+                    } else {
+                        t.procs[p].pc = Pc::Obs0;
+                    }
+                    push(Op::Fresh, t);
+                } else {
+                    for seen in s.l.readable() {
+                        let mut t = s.clone();
+                        t.procs[p].pc = if seen == Some(ino) { Pc::Held } else { Pc::Obs0 };
+                        push(Op::Read { seen }, t);
+                    }
+                }
+            }
+            Pc::Held => self.held_steps(s, p, &mut push),
+            Pc::RenewEnoent | Pc::ReleaseEnoent | Pc::ReleaseParkEnoent => {
+                let ino = self.own_ino(s, p);
+                let fix_c_release = pr.pc == Pc::ReleaseEnoent && self.proto.fix_release_takes_own_token;
+                let next = if fix_c_release { Name::B(self.name_of(ino), pr.k, pu) } else { Name::T(self.name_of(ino), pr.k + 1) };
+                for seen in self.readable(s, next) {
+                    let mut t = s.clone();
+                    if seen == Some(ino) {
+                        // Lost reply: the rename worked.
+                        if pr.pc == Pc::RenewEnoent {
+                            self.renewed(&mut t, p);
+                        } else if pr.pc == Pc::ReleaseParkEnoent {
+                            let q = &mut t.procs[p];
+                            q.k += 1;
+                            q.pc = Pc::Parked;
+                        } else if fix_c_release {
+                            t.procs[p].pc = Pc::ReleaseUnlink;
+                        } else {
+                            let q = &mut t.procs[p];
+                            q.k += 1;
+                            q.pc = Pc::ReleaseUnlink;
+                        }
+                    } else {
+                        // Broken: ENOLCK, nothing removed.
+                        let q = &mut t.procs[p];
+                        q.has_claim = false;
+                        q.pc = Pc::NoClaim;
+                        q.fence = Fence::None;
+                        q.age_r = 0;
+                    }
+                    push(Op::Read { seen }, t);
+                }
+            }
+            Pc::RenewCreate => {
+                let ino = self.own_ino(s, p);
+                let next = Name::T(self.name_of(ino), pr.k + 1);
+                let mut t = s.clone();
+                if self.cur(&t, next).is_none() {
+                    if Self::taken(t.inodes[ino as usize]) {
+                        t.bad |= BAD_BROKEN_ACTED;
+                    }
+                    self.set(&mut t, next, Some(ino));
+                    t.inodes[ino as usize] = Some(Loc::T(pr.k + 1));
+                    t.procs[p].age_r = 0;
+                    self.renewed(&mut t, p);
+                    push(Op::CreateClaim, t);
+                }
+            }
+            Pc::ReleaseUnlink => {
+                let mut t = s.clone();
+                let ino = self.own_ino(s, p);
+                if let Some(z) = t.l.cur {
+                    let took_it = matches!(t.inodes[z as usize], Some(Loc::B(_, by)) if by == pu);
+                    if !(took_it || (z == ino && !Self::taken(t.inodes[ino as usize]))) {
+                        t.bad |= BAD_UNLINK_L;
+                    }
+                }
+                self.set_l(&mut t, None);
+                t.procs[p].pc = if self.proto.fix_release_takes_own_token { Pc::ReleasePark } else { Pc::Parked };
+                t.procs[p].fence = Fence::None;
+                push(Op::Unlink, t);
+            }
+            Pc::ReleasePark => {
+                let ino = self.own_ino(s, p);
+                let n = self.name_of(ino);
+                let bn = Name::B(n, pr.k, pu);
+                let next = Name::T(n, pr.k + 1);
+                for lost in [false, true] {
+                    let mut t = s.clone();
+                    if self.cur(&t, bn) == Some(ino) {
+                        self.set(&mut t, bn, None);
+                        self.set(&mut t, next, Some(ino));
+                        t.inodes[ino as usize] = Some(Loc::T(pr.k + 1));
+                        let q = &mut t.procs[p];
+                        q.age_r = 0;
+                        if lost {
+                            q.pc = Pc::ReleaseParkEnoent;
+                        } else {
+                            q.k += 1;
+                            q.pc = Pc::Parked;
+                        }
+                    } else {
+                        if lost {
+                            continue;
+                        }
+                        t.procs[p].pc = Pc::ReleaseParkEnoent;
+                    }
+                    push(Op::Rename { lost }, t);
+                }
+            }
+            Pc::ReleaseRename => {
+                let ino = self.own_ino(s, p);
+                let tk = Name::T(self.name_of(ino), pr.k);
+                let next = Name::T(self.name_of(ino), pr.k + 1);
+                let mut t = s.clone();
+                if self.cur(&t, tk).is_some() {
+                    self.set(&mut t, tk, None);
+                    self.set(&mut t, next, Some(ino));
+                    t.inodes[ino as usize] = Some(Loc::T(pr.k + 1));
+                    let q = &mut t.procs[p];
+                    q.k += 1;
+                    q.pc = Pc::Parked;
+                    if self.proto.fix_acquire_keeps_renewed_at {
+                        q.age_r = 0;
+                    }
+                } else {
+                    let q = &mut t.procs[p];
+                    q.has_claim = false;
+                    q.pc = Pc::NoClaim;
+                }
+                push(Op::Rename { lost: false }, t);
+            }
+            Pc::Obs0 => {
+                let ino = self.own_ino(s, p);
+                for seen in s.l.readable() {
+                    let mut t = s.clone();
+                    t.procs[p].pc = match seen {
+                        None => Pc::Parked,
+                        Some(x) if x == ino => Pc::Parked,
+                        Some(x) => {
+                            let o = self.owner(x);
+                            let dead = self.b.hosts[o] == self.b.hosts[p] && s.procs[o].pc == Pc::Dead;
+                            let carried = if self.proto.m(Mutation::T0BeforeListing) && !dead { Some(0) } else { None };
+                            Pc::Obs1 { x, dead, carried }
+                        }
+                    };
+                    push(Op::Read { seen }, t);
+                }
+            }
+            Pc::Obs1 { x, dead, carried } => {
+                let n = self.name_of(x);
+                let mut found: Vec<Option<u8>> = Vec::new();
+                let mut all_absent = true;
+                for (name, v) in s.names.range(Name::T(n, 0)..=Name::T(n, u8::MAX)) {
+                    if let Name::T(_, k) = *name {
+                        let r = v.readable();
+                        if r.iter().any(|y| y.is_some()) {
+                            found.push(Some(k));
+                        }
+                        if !r.contains(&None) {
+                            all_absent = false;
+                        }
+                    }
+                }
+                if all_absent {
+                    found.push(None);
+                }
+                for f in found {
+                    let mut t = s.clone();
+                    t.procs[p].pc = match f {
+                        None => Pc::Parked,
+                        Some(k) if dead => Pc::Brk1 { x, k, dead: true },
+                        Some(k) => Pc::PollL { x, k, age: carried.unwrap_or(0) },
+                    };
+                    push(Op::List { found: f }, t);
+                }
+            }
+            Pc::PollL { x, k, age } => {
+                for seen in s.l.readable() {
+                    let mut t = s.clone();
+                    t.procs[p].pc = if seen == Some(x) { Pc::PollT { x, k, age } } else { Pc::Parked };
+                    push(Op::Read { seen }, t);
+                }
+            }
+            Pc::PollT { x, k, age } => {
+                let n = Name::T(self.name_of(x), k);
+                for seen in self.readable(s, n) {
+                    let mut t = s.clone();
+                    t.procs[p].pc = if seen.is_some() {
+                        if age >= self.b.break_at() {
+                            if self.proto.m(Mutation::BreakWithoutToken) {
+                                Pc::Brk2 { x, k, dead: false }
+                            } else {
+                                Pc::Brk1 { x, k, dead: false }
+                            }
+                        } else {
+                            Pc::PollL { x, k, age }
+                        }
+                    } else {
+                        Pc::Look { x, k, m: k + 1, age }
+                    };
+                    push(Op::Read { seen }, t);
+                }
+            }
+            Pc::Look { x, k, m, age } => {
+                let n = Name::T(self.name_of(x), m);
+                for seen in self.readable(s, n) {
+                    let mut t = s.clone();
+                    t.procs[p].pc = if seen.is_some() {
+                        Pc::PollL { x, k: m, age: 0 }
+                    } else if m < k + self.b.lookahead {
+                        Pc::Look { x, k, m: m + 1, age }
+                    } else {
+                        let carried = if self.proto.m(Mutation::NoWaitAfterRelisting) { Some(age) } else { None };
+                        Pc::Obs1 { x, dead: false, carried }
+                    };
+                    push(Op::Read { seen }, t);
+                }
+            }
+            Pc::Brk1 { x, k, dead } => {
+                let n = self.name_of(x);
+                let tk = Name::T(n, k);
+                let bn = Name::B(n, k, pu);
+                for lost in [false, true] {
+                    let mut t = s.clone();
+                    match self.cur(&t, tk) {
+                        Some(y) => {
+                            // The breaker takes the token of whatever inode is there.
+                            let o = self.owner(y);
+                            let holds_y = t.procs[o].inc > 0 && self.own_ino(&t, o) == y;
+                            if t.l.cur == Some(y) && holds_y && self.is_held_zero(&t, o) {
+                                t.bad |= BAD_BREAK_LIVE;
+                            }
+                            for (j, loc) in t.inodes.iter().enumerate() {
+                                if j as u8 != y
+                                    && self.name_of(j as u8) == n
+                                    && matches!(loc, Some(Loc::B(kk, _)) | Some(Loc::Taken(kk)) if *kk == k)
+                                {
+                                    t.bad |= BAD_TOKEN_TWICE;
+                                }
+                            }
+                            self.set(&mut t, tk, None);
+                            self.set(&mut t, bn, Some(y));
+                            t.inodes[y as usize] = Some(Loc::B(k, pu));
+                            t.procs[p].pc = if lost { Pc::Brk1Enoent { x, k, dead } } else { Pc::Brk2 { x, k, dead } };
+                        }
+                        None => {
+                            if lost {
+                                continue;
+                            }
+                            t.procs[p].pc = Pc::Brk1Enoent { x, k, dead };
+                        }
+                    }
+                    push(Op::Rename { lost }, t);
+                }
+            }
+            Pc::Brk1Enoent { x, k, dead } => {
+                let bn = Name::B(self.name_of(x), k, pu);
+                for seen in self.readable(s, bn) {
+                    let mut t = s.clone();
+                    t.procs[p].pc = if seen == Some(x) { Pc::Brk2 { x, k, dead } } else { Pc::Obs0 };
+                    push(Op::Read { seen }, t);
+                }
+            }
+            Pc::Brk2 { x, k, dead } => {
+                let bn = Name::B(self.name_of(x), k, pu);
+                if self.proto.m(Mutation::BreakSkipsLCheck) {
+                    let mut t = s.clone();
+                    t.procs[p].pc = Pc::Brk3 { x, k, dead };
+                    push(Op::Fresh, t);
+                } else if self.proto.fix_break_checks_nlink && !self.proto.m(Mutation::BreakWithoutToken) {
+                    let mut t = s.clone();
+                    let linked = match self.cur(&t, bn) {
+                        Some(y) => self.nlink(&t, y) >= 2,
+                        None => false,
+                    };
+                    t.procs[p].pc = if linked { Pc::Brk3 { x, k, dead } } else { Pc::Brk4 { x, k } };
+                    push(Op::Fresh, t);
+                } else {
+                    for seen in s.l.readable() {
+                        let mut t = s.clone();
+                        t.procs[p].pc = if seen == Some(x) {
+                            Pc::Brk3 { x, k, dead }
+                        } else if self.proto.m(Mutation::BreakWithoutToken) {
+                            Pc::Parked
+                        } else {
+                            Pc::Brk4 { x, k }
+                        };
+                        push(Op::Read { seen }, t);
+                    }
+                }
+            }
+            Pc::Brk3 { x, k, .. } => {
+                let mut t = s.clone();
+                if let Some(z) = t.l.cur {
+                    if t.inodes[z as usize] != Some(Loc::B(k, pu)) {
+                        t.bad |= BAD_UNLINK_L;
+                    }
+                }
+                self.set_l(&mut t, None);
+                t.procs[p].pc = if self.proto.m(Mutation::BreakWithoutToken) { Pc::Parked } else { Pc::Brk4 { x, k } };
+                push(Op::Unlink, t);
+            }
+            Pc::Brk4 { x, k } => {
+                let bn = Name::B(self.name_of(x), k, pu);
+                let mut t = s.clone();
+                if let Some(y) = self.cur(&t, bn) {
+                    t.inodes[y as usize] = Some(Loc::Taken(k));
+                }
+                self.set(&mut t, bn, None);
+                t.procs[p].pc = Pc::Parked;
+                push(Op::Unlink, t);
+            }
+        }
+    }
+
+    /// A successful renewal (the rename took effect and we know it).
+    fn renewed(&self, t: &mut State, p: usize) {
+        let q = &mut t.procs[p];
+        q.k += 1;
+        q.pc = Pc::Held;
+        q.renewed = true;
+        if let Fence::Written(sz) = q.fence {
+            let tok = sz + 1;
+            q.fence = Fence::Token(tok);
+            if tok <= t.max_token {
+                t.bad |= BAD_FENCE_ORDER;
+            }
+            t.max_token = t.max_token.max(tok);
+        }
+    }
+
+    fn held_steps(&self, s: &State, p: usize, push: &mut impl FnMut(Op, State)) {
+        let pr = &s.procs[p];
+        let ino = self.own_ino(s, p);
+        let n = self.name_of(ino);
+        let tk = Name::T(n, pr.k);
+        let next = Name::T(n, pr.k + 1);
+        let can_rename = pr.k < self.b.max_epoch;
+        let broken = Self::taken(s.inodes[ino as usize]);
+        // Renew.
+        if can_rename {
+            if self.proto.m(Mutation::RenewByUnlinkCreate) {
+                let mut t = s.clone();
+                if self.cur(&t, tk).is_some() {
+                    self.set(&mut t, tk, None);
+                    t.inodes[ino as usize] = Some(Loc::Unnamed(pr.k));
+                }
+                // ENOENT is taken for a lost reply.
+                t.procs[p].pc = Pc::RenewCreate;
+                t.procs[p].age_r = 0;
+                push(Op::Unlink, t);
+            } else {
+                for lost in [false, true] {
+                    let mut t = s.clone();
+                    if self.cur(&t, tk).is_some() {
+                        if broken {
+                            t.bad |= BAD_BROKEN_ACTED;
+                        }
+                        self.set(&mut t, tk, None);
+                        self.set(&mut t, next, Some(ino));
+                        t.inodes[ino as usize] = Some(Loc::T(pr.k + 1));
+                        t.procs[p].age_r = 0; // renewed_at read before the rename
+                        if lost {
+                            t.procs[p].pc = Pc::RenewEnoent;
+                        } else {
+                            self.renewed(&mut t, p);
+                        }
+                    } else {
+                        if lost {
+                            continue;
+                        }
+                        t.procs[p].pc = Pc::RenewEnoent;
+                    }
+                    push(Op::Renew { lost }, t);
+                }
+            }
+        }
+        // Release.
+        if can_rename {
+            if self.proto.m(Mutation::ReleaseUnlinksFirst) {
+                let mut t = s.clone();
+                if let Some(z) = t.l.cur {
+                    if z != ino || broken {
+                        t.bad |= BAD_UNLINK_L;
+                    }
+                }
+                self.set_l(&mut t, None);
+                t.procs[p].pc = Pc::ReleaseRename;
+                t.procs[p].fence = Fence::None;
+                push(Op::Unlink, t);
+            } else {
+                for lost in [false, true] {
+                    let mut t = s.clone();
+                    if self.cur(&t, tk).is_some() && self.proto.fix_release_takes_own_token {
+                        // Take our own token: only we may now remove L.
+                        let bn = Name::B(n, pr.k, p as u8);
+                        self.set(&mut t, tk, None);
+                        self.set(&mut t, bn, Some(ino));
+                        t.inodes[ino as usize] = Some(Loc::B(pr.k, p as u8));
+                        t.procs[p].pc = if lost { Pc::ReleaseEnoent } else { Pc::ReleaseUnlink };
+                    } else if self.cur(&t, tk).is_some() {
+                        if broken {
+                            t.bad |= BAD_BROKEN_ACTED;
+                        }
+                        self.set(&mut t, tk, None);
+                        self.set(&mut t, next, Some(ino));
+                        t.inodes[ino as usize] = Some(Loc::T(pr.k + 1));
+                        if self.proto.fix_acquire_keeps_renewed_at {
+                            t.procs[p].age_r = 0;
+                        }
+                        if lost {
+                            t.procs[p].pc = Pc::ReleaseEnoent;
+                        } else {
+                            t.procs[p].k += 1;
+                            t.procs[p].pc = Pc::ReleaseUnlink;
+                        }
+                    } else {
+                        if lost {
+                            continue;
+                        }
+                        t.procs[p].pc = Pc::ReleaseEnoent;
+                    }
+                    t.procs[p].fence = Fence::None;
+                    t.procs[p].renewed = false;
+                    push(Op::Release { lost }, t);
+                }
+            }
+        }
+        // Fencing token, step 1.
+        if self.b.fencing {
+            match pr.fence {
+                Fence::None => {
+                    let mut t = s.clone();
+                    t.procs[p].fence = Fence::Read(s.fence_size);
+                    push(Op::FenceRead, t);
+                }
+                Fence::Read(sz) => {
+                    let mut t = s.clone();
+                    t.fence_size = t.fence_size.max(sz + 1);
+                    if self.proto.m(Mutation::FenceWithoutRenewal) {
+                        let tok = sz + 1;
+                        t.procs[p].fence = Fence::Token(tok);
+                        if tok <= t.max_token {
+                            t.bad |= BAD_FENCE_ORDER;
+                        }
+                        t.max_token = t.max_token.max(tok);
+                    } else {
+                        t.procs[p].fence = Fence::Written(sz);
+                    }
+                    push(Op::FenceWrite, t);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// A readable account of a path: each action and what it changed.
+    pub fn explain(&self, path: &[(State, Option<Action>)]) -> String {
+        let mut out = String::new();
+        let mut tick = 0u32;
+        for (i, (st, act)) in path.iter().enumerate() {
+            if let Some(a) = act {
+                if a.op == Op::Tick {
+                    tick += 1;
+                    out.push_str(&format!("  --- tick {tick} ---\n"));
+                } else {
+                    let next = &path[i + 1].0;
+                    out.push_str(&format!("  t={tick} {a:?}: {}\n", self.describe(st, next, a.p as usize)));
+                }
+            }
+        }
+        let last = &path[path.len() - 1].0;
+        out.push_str(&format!("  final: L={:?} names={:?} inodes={:?} bad={:#x}\n", last.l.cur, cur_names(last), last.inodes, last.bad));
+        for (p, pr) in last.procs.iter().enumerate() {
+            out.push_str(&format!(
+                "    p{p} (host {}): {:?} k={} age_r={} fence={:?} is_held()==0: {}\n",
+                self.b.hosts[p],
+                pr.pc,
+                pr.k,
+                pr.age_r,
+                pr.fence,
+                self.is_held_zero(last, p)
+            ));
+        }
+        out
+    }
+
+    fn describe(&self, before: &State, after: &State, p: usize) -> String {
+        let a = &after.procs[p];
+        let mut d = format!("{:?} -> {:?}", before.procs[p].pc, a.pc);
+        if before.l.cur != after.l.cur {
+            d.push_str(&format!("; L {:?} -> {:?}", before.l.cur, after.l.cur));
+        }
+        let bn = cur_names(before);
+        let an = cur_names(after);
+        if bn != an {
+            d.push_str(&format!("; names {bn:?} -> {an:?}"));
+        }
+        if before.fence_size != after.fence_size {
+            d.push_str(&format!("; fence size {}", after.fence_size));
+        }
+        if after.bad != 0 {
+            d.push_str(&format!("; VIOLATION {:#x}", after.bad));
+        }
+        d
+    }
+}
+
+fn cur_names(s: &State) -> Vec<String> {
+    s.names
+        .iter()
+        .filter_map(|(n, v)| {
+            v.cur.map(|x| match n {
+                Name::T(n, k) => format!("T({n},{k})=i{x}"),
+                Name::B(n, k, p) => format!("B({n},{k},p{p})=i{x}"),
+            })
+        })
+        .collect()
+}
+
+thread_local! {
+    static CACHE: std::cell::RefCell<Option<(State, Vec<(Action, State)>)>> = const { std::cell::RefCell::new(None) };
+}
+
+impl Model for LeaseModel {
+    type State = State;
+    type Action = Action;
+
+    fn init_states(&self) -> Vec<State> {
+        let n = self.nprocs();
+        vec![State {
+            l: Ver::default(),
+            names: BTreeMap::new(),
+            inodes: vec![None; n * self.b.claims as usize],
+            procs: vec![Proc { pc: Pc::NoClaim, inc: 0, has_claim: false, k: 0, age_r: 0, fence: Fence::None, renewed: false }; n],
+            fence_size: 0,
+            max_token: 0,
+            crashes: 0,
+            bad: 0,
+        }]
+    }
+
+    fn actions(&self, s: &State, actions: &mut Vec<Action>) {
+        let succ = self.successors(s);
+        actions.extend(succ.iter().map(|(a, _)| *a));
+        // The checker asks next_state for each of these actions right after, on this thread.
+        CACHE.with(|c| *c.borrow_mut() = Some((s.clone(), succ)));
+    }
+
+    fn next_state(&self, s: &State, action: Action) -> Option<State> {
+        let hit = CACHE.with(|c| {
+            let c = c.borrow();
+            match &*c {
+                Some((st, succ)) if st == s => Some(succ.iter().find(|(a, _)| *a == action).map(|(_, t)| t.clone())),
+                _ => None,
+            }
+        });
+        if let Some(r) = hit {
+            return r;
+        }
+        if action.op == Op::Tick {
+            let mut t = s.clone();
+            self.tick(&mut t);
+            return Some(t);
+        }
+        let mut out = Vec::new();
+        self.proc_steps(s, action.p as usize, &mut out);
+        out.into_iter().find(|(a, _)| *a == action).map(|(_, t)| t)
+    }
+
+    fn properties(&self) -> Vec<Property<Self>> {
+        vec![
+            Property::always("exclusion: two holders with is_held()==0", |m: &LeaseModel, s: &State| {
+                (0..m.nprocs()).filter(|&p| m.is_held_zero(s, p)).count() <= 1
+            }),
+            Property::always("unlink of L only by its holder or the taker of its token", |_, s: &State| s.bad & BAD_UNLINK_L == 0),
+            Property::always("a token taken by one breaker only", |_, s: &State| s.bad & BAD_TOKEN_TWICE == 0),
+            Property::always("a broken holder's renew/release fails and removes nothing", |_, s: &State| s.bad & BAD_BROKEN_ACTED == 0),
+            Property::always("no break of a holder whose is_held() is 0", |_, s: &State| s.bad & BAD_BREAK_LIVE == 0),
+            Property::always("fencing tokens strictly increase", |_, s: &State| s.bad & BAD_FENCE_ORDER == 0),
+            Property::always("at most one critical section unfenced (holding the newest token)", |m: &LeaseModel, s: &State| {
+                s.max_token == 0
+                    || (0..m.nprocs()).filter(|&p| m.believes_held(s, p) && s.procs[p].fence == Fence::Token(s.max_token)).count() <= 1
+            }),
+            // Reachability: the model must be able to do these, or the checks above are vacuous.
+            Property::sometimes("a held lease is broken (token taken while L links it)", |_, s: &State| {
+                s.inodes.iter().enumerate().any(|(i, l)| matches!(l, Some(Loc::B(..))) && s.l.cur == Some(i as u8))
+            }),
+            Property::sometimes("a lease is taken over after a break", |m: &LeaseModel, s: &State| {
+                s.inodes.iter().any(|l| matches!(l, Some(Loc::Taken(_))))
+                    && (0..m.nprocs()).any(|p| s.procs[p].pc == Pc::Held && !LeaseModel::taken(s.inodes[m.own_ino(s, p) as usize]))
+            }),
+            Property::sometimes("a holder renews", |m: &LeaseModel, s: &State| {
+                (0..m.nprocs()).any(|p| s.procs[p].pc == Pc::Held && s.procs[p].renewed)
+            }),
+            Property::sometimes("a broken holder's renewal or release meets ENOENT", |m: &LeaseModel, s: &State| {
+                (0..m.nprocs()).any(|p| {
+                    matches!(s.procs[p].pc, Pc::RenewEnoent | Pc::ReleaseEnoent) && LeaseModel::taken(s.inodes[m.own_ino(s, p) as usize])
+                })
+            }),
+            Property::sometimes("a same-host dead holder is cleared", |_, s: &State| {
+                s.procs.iter().any(|q| matches!(q.pc, Pc::Brk3 { dead: true, .. }))
+            }),
+            Property::sometimes("a lost link reply is recognised", |m: &LeaseModel, s: &State| {
+                (0..m.nprocs()).any(|p| s.procs[p].pc == Pc::LinkEexist && s.l.cur == Some(m.own_ino(s, p)))
+            }),
+            Property::sometimes("an observer polls on a stale view of L", |_, s: &State| {
+                s.procs.iter().any(|q| matches!(q.pc, Pc::PollT { x, .. } if s.l.cur != Some(x)))
+            }),
+            Property::sometimes("two fencing tokens handed out", |_, s: &State| s.max_token >= 2),
+        ]
+    }
+}
+
+/// The result of one check.
+#[derive(Debug)]
+pub struct Outcome {
+    pub unique_states: usize,
+    pub depth: usize,
+    /// Violated `always` properties with a readable counterexample (shortest: BFS).
+    pub violations: Vec<(&'static str, String)>,
+    /// `sometimes` properties with no example in the whole state space.
+    pub unreached: Vec<&'static str>,
+}
+
+/// Explores the model breadth-first on `threads` threads; with `stop_at_first`, stops at the
+/// first violation (the mutation check), else explores every reachable state.
+pub fn check(proto: Protocol, b: Bounds, threads: usize, stop_at_first: bool) -> Outcome {
+    check_model(LeaseModel::new(proto, b), threads, stop_at_first)
+}
+
+pub fn check_model(model: LeaseModel, threads: usize, stop_at_first: bool) -> Outcome {
+    use stateright::{Checker, Expectation, HasDiscoveries};
+    let props = model.properties();
+    let mut builder = model.clone().checker().threads(threads);
+    if stop_at_first {
+        builder = builder.finish_when(HasDiscoveries::AnyFailures);
+    }
+    let checker = builder.spawn_bfs().join();
+    let discoveries = checker.discoveries();
+    let mut violations = Vec::new();
+    let mut unreached = Vec::new();
+    for prop in &props {
+        match (prop.expectation.clone(), discoveries.get(prop.name)) {
+            (Expectation::Always, Some(path)) => {
+                let v = path.clone().into_vec();
+                violations.push((prop.name, model.explain(&v)));
+            }
+            (Expectation::Sometimes, None) => unreached.push(prop.name),
+            _ => {}
+        }
+    }
+    Outcome { unique_states: checker.unique_state_count(), depth: checker.max_depth(), violations, unreached }
+}
