@@ -88,6 +88,10 @@ pub struct LinkProof {
     /// `to`'s directory is on a filesystem of this machine only: EEXIST is the truth
     /// there (no lost replies).
     pub local: bool,
+    /// `to` naming our inode (lstat) proves it ours. Not for a file linked to `to` over
+    /// and over (a lease's parked claim): a stale cached lookup of `to` can show our
+    /// own earlier link; then only the link count may prove it.
+    pub by_name: bool,
 }
 
 /// link(2) of our file `from` (the inode `ours`) to `to`, telling a retransmitted LINK
@@ -101,11 +105,24 @@ pub fn link_checked(from: &Path, to: &Path, ours: FileId, proof: LinkProof) -> n
             let authoritative = proof.local && errno == Errno::EEXIST;
             let counted =
                 || open_existing(from, false).and_then(|fd| fstat(&fd)).is_ok_and(|st| FileId::from(&st) == ours && st.st_nlink >= 2);
-            if seen == Ok(ours) || (proof.only_link && !authoritative && counted()) {
+            if (proof.by_name && seen == Ok(ours)) || (proof.only_link && !authoritative && counted()) {
                 return Ok(Linked::Ours);
             }
             Ok(Linked::Taken { errno, seen })
         }
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether our file `ours`, named `name`, has another name too (its link count, read
+/// through a fresh open, which close-to-open consistency revalidates over NFS, unlike a
+/// cached lookup of the other name). For a file with one other possible name (a lease's
+/// token, whose other name can only be the lock file) this tells that the lock file
+/// still names it.
+pub fn still_linked(name: &Path, ours: FileId) -> nix::Result<bool> {
+    match open_existing(name, false).and_then(|fd| fstat(&fd)) {
+        Ok(st) => Ok(FileId::from(&st) == ours && st.st_nlink >= 2),
+        Err(Errno::ENOENT | Errno::ESTALE) => Ok(false),
         Err(e) => Err(e),
     }
 }

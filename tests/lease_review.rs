@@ -39,11 +39,13 @@ const DONE_THEN_STOP_EIO: u8 = 2;
 /// (a renewal's, or the release's that parks it).
 const STOP_AFTER_TOKEN_RENAME: u8 = 3;
 /// After a successful rename(2) of a token to a breaker's name (`.x<R>`), stop right
-/// after the next lstat(2) of the lock file: a breaker paused between its check that
-/// the lock file is the expired one and its unlink.
+/// after the next fstat(2) (the check, through a fresh open of the taken token, that the
+/// lock file still names the expired inode): a breaker paused between that check and
+/// its unlink. (A stop inside the unlink call itself, after every check, is the gap no
+/// client can close: docs/lease-protocol.md.)
 const STOP_AFTER_TAKE_AND_CHECK: u8 = 4;
 
-/// Armed by a rename in STOP_AFTER_TAKE_AND_CHECK: the next lstat of a lock file stops.
+/// Armed by a rename in STOP_AFTER_TAKE_AND_CHECK: the next fstat stops after it.
 static LSTAT_STOP: AtomicU8 = AtomicU8::new(0);
 
 fn base_name(path: &[u8]) -> &[u8] {
@@ -95,17 +97,33 @@ pub unsafe extern "C" fn renameat(olddirfd: c_int, old: *const c_char, newdirfd:
     r
 }
 
+/// libc's fstat, interposed for this test binary (both of glibc's names for it).
+///
+/// # Safety
+/// As for fstat(2).
+#[no_mangle]
+pub unsafe extern "C" fn fstat(fd: c_int, st: *mut libc::stat) -> c_int {
+    let r = libc::syscall(libc::SYS_fstat, fd, st) as c_int;
+    if LSTAT_STOP.swap(0, Ordering::SeqCst) == 1 {
+        libc::raise(libc::SIGSTOP);
+    }
+    r
+}
+
+/// # Safety
+/// As for fstat(2).
+#[no_mangle]
+pub unsafe extern "C" fn fstat64(fd: c_int, st: *mut libc::stat) -> c_int {
+    fstat(fd, st)
+}
+
 /// libc's lstat, interposed for this test binary.
 ///
 /// # Safety
 /// As for lstat(2).
 #[no_mangle]
 pub unsafe extern "C" fn lstat(path: *const c_char, st: *mut libc::stat) -> c_int {
-    let r = libc::syscall(libc::SYS_newfstatat, libc::AT_FDCWD, path, st, libc::AT_SYMLINK_NOFOLLOW) as c_int;
-    if CStr::from_ptr(path).to_bytes().ends_with(b".nfs_lock") && LSTAT_STOP.swap(0, Ordering::SeqCst) == 1 {
-        libc::raise(libc::SIGSTOP);
-    }
-    r
+    libc::syscall(libc::SYS_newfstatat, libc::AT_FDCWD, path, st, libc::AT_SYMLINK_NOFOLLOW) as c_int
 }
 
 /// libc's unlink, interposed for this test binary (the library's calls included).

@@ -274,13 +274,15 @@ impl Hold {
             // After an unlink whose outcome is unknown, a lock file that is gone or
             // another file means ours worked.
             if sent {
-                match fsops::id_of(&t.lock) {
-                    Ok(id) if id == self.file => {}
-                    Ok(_) | Err(Errno::ENOENT) => {
+                // The parked token's link count (fresh open) tells whether the lock file
+                // still names our inode; a cached lookup of the lock file might not.
+                match fsops::still_linked(&token::path(&t.dir, &self.claim, st.epoch), self.file) {
+                    Ok(true) => {}
+                    Ok(false) => {
                         done = true;
                         break;
                     }
-                    Err(e) => return Err(t.sys(e, op, "lstat", &t.lock)),
+                    Err(e) => return Err(t.sys(e, op, "fstat", &t.lock)),
                 }
             }
             match nix::unistd::unlink(&t.lock) {

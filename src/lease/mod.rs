@@ -367,7 +367,7 @@ fn take(t: &Target, o: &Options, me: &Identity, seen_by_call: &mut Seen) -> Resu
         let token_path = p.token(&t.dir);
         let renewed_at = p.parked_at;
         // The token is linked nowhere but to the lock file.
-        let proof = fsops::LinkProof { only_link: true, local: p.local };
+        let proof = fsops::LinkProof { only_link: true, local: p.local, by_name: false };
         match fsops::link_checked(&token_path, &t.lock, p.file, proof) {
             Ok(fsops::Linked::Ours) => return Ok(Hold::new(t.clone(), p, renewed_at, o.keepalive)),
             Err(Errno::ENOENT) if !t.dir.exists() => return Err(t.sys(Errno::ENOENT, OP_ACQUIRE, "link", &t.lock)),

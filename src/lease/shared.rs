@@ -130,7 +130,7 @@ impl Guard {
         if !self.fresh(&t.dir)? {
             return Ok(());
         }
-        if fsops::id_of(&t.lock).ok() == Some(self.file) {
+        if fsops::still_linked(&self.taken, self.file)? {
             match nix::unistd::unlink(&t.lock) {
                 Ok(()) | Err(Errno::ENOENT) => {}
                 Err(e) => return Err(e),
@@ -173,7 +173,7 @@ pub fn join(t: &Target, o: &Options, me: &Identity, p: &Parked) -> Result<(Strin
                 let mine = membership(&t.dir, &group, &p.claim);
                 fsops::link(&token, &mine).map_err(|e| sys(e, "joining"))?;
                 let first = token::path(&t.dir, &group, 1);
-                match fsops::link_checked(&first, &t.lock, file, LinkProof { only_link: true, local: p.local }) {
+                match fsops::link_checked(&first, &t.lock, file, LinkProof { only_link: true, local: p.local, by_name: false }) {
                     Ok(Linked::Ours) => return Ok((group, file)),
                     other => {
                         let _ = fsops::unlink(&mine);

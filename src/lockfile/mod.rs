@@ -579,7 +579,7 @@ fn take(t: &Target, message: &[u8], me: &Identity, cached: Option<Claim>, op: &'
             None => new_claim(t, message, me, op)?,
         };
         // Our claim is linked nowhere but to the lock file.
-        let proof = fsops::LinkProof { only_link: true, local: c.local };
+        let proof = fsops::LinkProof { only_link: true, local: c.local, by_name: true };
         match fsops::link_checked(&c.path, &t.lock, c.id, proof) {
             Ok(fsops::Linked::Ours) => return Ok(c.id),
             Err(Errno::ENOENT) if !t.dir.exists() => return Err(t.sys(Errno::ENOENT, op, "link", &t.lock)),

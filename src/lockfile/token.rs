@@ -140,9 +140,12 @@ pub fn break_hold(dir: &Path, lock: &Path, from: &Path, claim: &str, epoch: u64,
     let half = lease_of(&taken) / 2;
     let mut removed = Err(Errno::EIO);
     for _ in 0..=16 {
-        match fsops::id_of(lock) {
-            Ok(id) if id == file => {}
-            Ok(_) | Err(Errno::ENOENT) => {
+        // Does the lock file still name the inode? Its link count through a fresh open
+        // of our name for it says so; a cached lookup of the lock file's name could show
+        // an old version of it (and the unlink by name would remove a newer lock).
+        match fsops::still_linked(&taken, file) {
+            Ok(true) => {}
+            Ok(false) => {
                 removed = Ok(());
                 break;
             }

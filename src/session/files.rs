@@ -69,7 +69,7 @@ pub fn remove_if_empty(path: &Path) {
 pub fn link_checked(from: &Path, to: &Path, ours: FileId) -> nix::Result<bool> {
     // A session's files may be linked to more than one name (a claim to several ID
     // locks): only the name itself proves a link ours.
-    let proof = fsops::LinkProof { only_link: false, local: false };
+    let proof = fsops::LinkProof { only_link: false, local: false, by_name: true };
     match fsops::link_checked(from, to, ours, proof)? {
         fsops::Linked::Ours => Ok(true),
         // Someone else's, gone again already, or not to be told: never taken for ours.
