@@ -145,6 +145,7 @@ impl Host {
         let ns = |pid: &str| fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
         let Some(ours) = ns(&self.init.to_string()) else { return 0 };
         let mut signalled = 0;
+        let mut parents = Vec::new();
         for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             let Ok(pid) = name.parse::<i32>() else { continue };
@@ -153,6 +154,17 @@ impl Host {
                 if unsafe { libc::kill(pid, sig) } == 0 {
                     signalled += 1;
                 }
+                let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+                let ppid = stat.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().nth(1)?.parse::<i32>().ok());
+                parents.extend(ppid.filter(|p| *p > 0 && ns(&p.to_string()).as_ref() != Some(&ours)));
+            }
+        }
+        if sig == libc::SIGCONT {
+            // nsenter (outside the namespace) stops itself when its child stops, as a
+            // shell's job would, and waits for a SIGCONT of its own.
+            for p in parents {
+                // SAFETY: the nsenter or unshare we started for this host.
+                unsafe { libc::kill(p, libc::SIGCONT) };
             }
         }
         signalled
