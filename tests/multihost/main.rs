@@ -422,7 +422,7 @@ fn multihost_scenarios() {
         leases::racing_breakers(&mut rig, 500, 4);
     }
     if lease("fencing") {
-        leases::fencing_tokens(&mut rig, ff(Faults::default()), 1000, 8, 12);
+        leases::fencing_tokens(&mut rig, ff(Faults::default()), 1000, 20, 12);
     }
     if lease("release") {
         leases::release_latency(&mut rig, ff(Faults::default()), 1000, 15);
