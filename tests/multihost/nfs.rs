@@ -389,6 +389,14 @@ fn nfs_scenarios() {
         if want("session of crashed host A reclaimed by B") {
             sessions::takeover(&mut rig, Backend::Nfs(Wire::default()), Backend::Nfs(Wire::default()));
         }
+        // Leases (issue 10), the cheap ones: the rest need faultfs (clock offsets, slow
+        // renames) or add little over it.
+        if want("lease holder SIGKILLed on host A, taken over by B") {
+            super::leases::killed_lease_holder(&mut rig, Backend::Nfs(Wire::default()), 1000, 3);
+        }
+        if want("waiter on another host sees a release") {
+            super::leases::release_latency(&mut rig, Backend::Nfs(Wire::default()), 1000, 15);
+        }
     }
     let table = table(&rig.rows);
     println!("\nreal-NFS rig, {:.0} s in all:\n\n{table}", started.elapsed().as_secs_f64());
