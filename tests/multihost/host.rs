@@ -192,10 +192,15 @@ impl Host {
         let mut cmd = Command::new("unshare");
         cmd.args(["--uts", "--pid", "--mount"])
             .args(self.net().then_some("--net"))
-            .args(self.timed().then(|| {
-                let s = self.clock_offset_s.to_string();
-                ["--time".to_string(), "--monotonic".into(), s.clone(), "--boottime".into(), s]
-            }).into_iter().flatten())
+            .args(
+                self.timed()
+                    .then(|| {
+                        let s = self.clock_offset_s.to_string();
+                        ["--time".to_string(), "--monotonic".into(), s.clone(), "--boottime".into(), s]
+                    })
+                    .into_iter()
+                    .flatten(),
+            )
             .args(["--fork", "--mount-proc", "--propagation", "private", "--kill-child"])
             .args(["--", "sh", "-c", "hostname \"$0\" && exec sleep 1000000", &self.name])
             .stdin(Stdio::null());

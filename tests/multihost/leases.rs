@@ -141,7 +141,11 @@ fn takeover_trials(
         let text = String::from_utf8_lossy(&died.stdout).into_owned();
         let last = text.lines().last().unwrap_or_default().to_string();
         let killed = std::os::unix::process::ExitStatusExt::signal(&died.status) == Some(libc::SIGKILL);
-        rig.check(scenario, killed && line_field(&last, "is_held").as_deref() == Some("OK"), format!("trial {trial}: A: {}", describe(&died)));
+        rig.check(
+            scenario,
+            killed && line_field(&last, "is_held").as_deref() == Some("OK"),
+            format!("trial {trial}: A: {}", describe(&died)),
+        );
         let Some(kill_mono) = ms(&last, "mono") else { continue };
         let kill = kill_mono - offsets_s[0] as f64 * 1000.0;
         rig.check(scenario, site.backing.join("lock.nfs_lock").exists(), format!("trial {trial}: the killed holder's lock file is gone"));
@@ -162,7 +166,13 @@ fn takeover_trials(
         // The protocol's promise: a fresh waiter watches a whole lease first.
         if waited < lease as f64 || since_kill < lease as f64 {
             *violations += 1;
-            rig.check(scenario, false, format!("trial {trial}: taken over {waited:.0} ms into B's wait, {since_kill:.0} ms after A died: before the {lease} ms lease"));
+            rig.check(
+                scenario,
+                false,
+                format!(
+                    "trial {trial}: taken over {waited:.0} ms into B's wait, {since_kill:.0} ms after A died: before the {lease} ms lease"
+                ),
+            );
         }
         // An hour-skewed clock would make it an hour late.
         rig.check(scenario, waited < lease as f64 + 5000.0, format!("trial {trial}: B waited {waited:.0} ms for a {lease} ms lease"));
@@ -231,12 +241,20 @@ pub fn skewed_clocks(rig: &mut Rig, lease: u64, trials: usize) {
         let file = fleet.site.mount.join(format!("clock-{}", h.name));
         let machine = now_ms(libc::CLOCK_MONOTONIC);
         let out = h.run(&fleet.site, &["clocks", file.to_str().unwrap()], SHORT);
-        let (mono, boot, real, mtime) =
-            (ms_out(&out, "mono").unwrap_or(0.0), ms_out(&out, "boot").unwrap_or(0.0), ms_out(&out, "real").unwrap_or(0.0), ms_out(&out, "mtime").unwrap_or(0.0));
+        let (mono, boot, real, mtime) = (
+            ms_out(&out, "mono").unwrap_or(0.0),
+            ms_out(&out, "boot").unwrap_or(0.0),
+            ms_out(&out, "real").unwrap_or(0.0),
+            ms_out(&out, "mtime").unwrap_or(0.0),
+        );
         let near = |x: f64| (x - off as f64 * 1000.0).abs() < 5000.0;
         let boot_machine = now_ms(libc::CLOCK_BOOTTIME);
         let ok = near(mono - machine) && near(boot - boot_machine) && near(mtime - real);
-        rig.check(&scenario, ok, format!("{}: clocks not skewed by {off} s: {} (machine mono {machine:.0}, boot {boot_machine:.0})", h.name, describe(&out)));
+        rig.check(
+            &scenario,
+            ok,
+            format!("{}: clocks not skewed by {off} s: {} (machine mono {machine:.0}, boot {boot_machine:.0})", h.name, describe(&out)),
+        );
         seen.push(format!("{} mono {:+.0} s, mtime {:+.0} s", h.name, (mono - machine) / 1000.0, (mtime - real) / 1000.0));
         let _ = fs::remove_file(fleet.site.backing.join(format!("clock-{}", h.name)));
     }
@@ -359,7 +377,9 @@ pub fn frozen_host(rig: &mut Rig, backend: Backend, lease: u64) {
     }
     rig.check(&scenario, stands, format!("B's lock file after A resumed: {record:?}"));
     let done = taker.finish(LIMIT);
-    let b_ok = field(&done, "held").as_deref() == Some("OK") && field(&done, "unlock").as_deref() == Some("OK") && field(&done, "viol").as_deref() == Some("0");
+    let b_ok = field(&done, "held").as_deref() == Some("OK")
+        && field(&done, "unlock").as_deref() == Some("OK")
+        && field(&done, "viol").as_deref() == Some("0");
     if !b_ok {
         viol += 1;
     }
@@ -404,7 +424,8 @@ pub fn racing_breakers(rig: &mut Rig, lease: u64, trials: usize) {
         rig.check(&scenario, killed, format!("trial {trial}: A: {}", describe(&died)));
         settle_stats();
         let gone_before: Vec<u64> = hosts[1..].iter().map(|h| stat(h, "rename_source_gone")).collect();
-        let takers: Vec<_> = hosts[1..].iter().map(|h| h.spawn_lines(site, &["ltake", lock_s, &lease_s, "20000", check_s, "400"])).collect();
+        let takers: Vec<_> =
+            hosts[1..].iter().map(|h| h.spawn_lines(site, &["ltake", lock_s, &lease_s, "20000", check_s, "400"])).collect();
         let outs: Vec<_> = takers.into_iter().map(|t| t.finish(LIMIT)).collect();
         settle_stats();
         let gone: Vec<u64> = hosts[1..].iter().zip(&gone_before).map(|(h, b)| stat(h, "rename_source_gone") - b).collect();
@@ -497,7 +518,11 @@ pub fn fencing_tokens(rig: &mut Rig, backend: Backend, lease: u64, rounds: u32, 
     }
     if std::env::var_os("NFSLOCK_RIG_DEBUG").is_some() {
         for h in &fleet.hosts {
-            eprintln!("fencing {}: {:?}", h.name, h.client_stats().iter().filter(|(k, v)| *v > 0 && !k.starts_with("op_")).collect::<Vec<_>>());
+            eprintln!(
+                "fencing {}: {:?}",
+                h.name,
+                h.client_stats().iter().filter(|(k, v)| *v > 0 && !k.starts_with("op_")).collect::<Vec<_>>()
+            );
         }
     }
     // Every acquisition logged (order, token, host, pid, killed) inside its critical section.
@@ -512,14 +537,22 @@ pub fn fencing_tokens(rig: &mut Rig, backend: Backend, lease: u64, rounds: u32, 
     entries.sort();
     let expected = u64::from(rounds) * (hosts_n * procs) as u64;
     let orders: Vec<u64> = entries.iter().map(|e| e.0).collect();
-    rig.check(&scenario, orders == (1..=expected).collect::<Vec<_>>(), format!("acquisition orders are not 1..={expected}: {} entries", entries.len()));
+    rig.check(
+        &scenario,
+        orders == (1..=expected).collect::<Vec<_>>(),
+        format!("acquisition orders are not 1..={expected}: {} entries", entries.len()),
+    );
     let disorder = entries.windows(2).filter(|w| w[1].1 <= w[0].1).count() as u64;
     rig.check(&scenario, disorder == 0, format!("{disorder} tokens not greater than the previous acquisition's"));
     // Breaks: a killed holder's successor; across hosts it waited out the lease.
     let breaks = entries.windows(2).filter(|w| w[0].3).count();
     let cross = entries.windows(2).filter(|w| w[0].3 && w[0].2 != w[1].2).count();
     rig.check(&scenario, killed > 0, "no holder was killed");
-    rig.check(&scenario, viol == 0 && lost == 0 && err == 0, format!("{viol} marker collisions, {lost} live holders lost their lease, {err} errors"));
+    rig.check(
+        &scenario,
+        viol == 0 && lost == 0 && err == 0,
+        format!("{viol} marker collisions, {lost} live holders lost their lease, {err} errors"),
+    );
     let left = leftovers_check(rig, &scenario, site);
     let gaps = entries.last().map(|e| e.1).unwrap_or(0).saturating_sub(entries.len() as u64);
     fleet.end();
@@ -552,8 +585,11 @@ pub fn release_latency(rig: &mut Rig, backend: Backend, lease: u64, rounds: u32)
     let (lock_s, check_s, lease_s, rounds_s) = (lock.to_str().unwrap(), check.to_str().unwrap(), lease.to_string(), rounds.to_string());
     // The pause between turns is shorter than a hold: the other host is always waiting.
     let (hold, gap) = (120u64, 40u64);
-    let children: Vec<_> =
-        fleet.hosts.iter().map(|h| h.spawn(site, &["lping", lock_s, &lease_s, check_s, &rounds_s, &hold.to_string(), &gap.to_string()])).collect();
+    let children: Vec<_> = fleet
+        .hosts
+        .iter()
+        .map(|h| h.spawn(site, &["lping", lock_s, &lease_s, check_s, &rounds_s, &hold.to_string(), &gap.to_string()]))
+        .collect();
     let (mut acq, mut viol) = (0, 0);
     for child in children {
         let out = host::finish(child, LIMIT);
