@@ -17,7 +17,8 @@
  *   read PATH               prints rc=NAME host=HEX pid=N message=HEX
  *   naive PATH DIR N MS     a deliberately naive link(2) lock (no check of its own
  *                           file after EEXIST), for showing that the rig's faults bite
- * and the session modes of worker_session.c (ids, holdids, lockids).
+ * the session modes of worker_session.c (ids, holdids, lockids) and the lease modes of
+ * worker_lease.c (lcrash, ltake, lfreeze, lfence, lping, clocks).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -249,6 +250,9 @@ int main(int argc, char **argv)
     }
     const char *mode = argv[1], *path = argv[2];
     int status = session_mode(mode, argc, argv);
+    if (status >= 0)
+        return status;
+    status = lease_mode(mode, argc, argv);
     if (status >= 0)
         return status;
     if (strcmp(mode, "count") == 0 && argc == 5)

@@ -9,4 +9,8 @@ const char *errname(int rc);
  * `mode` is not one. */
 int session_mode(const char *mode, int argc, char **argv);
 
+/* Runs a lease mode (worker_lease.c) and returns its exit status, or -1 when `mode` is
+ * not one. */
+int lease_mode(const char *mode, int argc, char **argv);
+
 #endif

@@ -26,12 +26,12 @@ pub fn faultfs(root: &Path, tmp: &Path) -> PathBuf {
     exe
 }
 
-/// rig/worker.c and rig/worker_session.c compiled against the header and the freshly built library.
+/// rig/worker.c, rig/worker_session.c and rig/worker_lease.c compiled against the header and the freshly built library.
 pub fn worker(root: &Path, tmp: &Path) -> PathBuf {
     let work = tmp.join("multihost-bin");
     std::fs::create_dir_all(&work).expect("creates the rig's bin dir");
     let exe = work.join("nfslock-rig-worker");
-    let sources = [root.join("rig/worker.c"), root.join("rig/worker_session.c")];
+    let sources = [root.join("rig/worker.c"), root.join("rig/worker_session.c"), root.join("rig/worker_lease.c")];
     cdylib::build_c_program(&sources, &exe, &[]).unwrap_or_else(|e| panic!("{e}"));
     exe
 }

@@ -27,6 +27,10 @@ pub struct Faults {
     pub transient: f64,
     pub attr_cache_ms: u64,
     pub clock_offset_ms: i64,
+    /// Every rename waits this long before it is done (renames from several hosts overlap).
+    pub rename_delay_ms: u64,
+    /// Which of link,rename,unlink,create lose replies (empty: all four).
+    pub lose_ops: &'static str,
 }
 
 impl Faults {
@@ -36,6 +40,8 @@ impl Faults {
             format!("--transient={}", self.transient),
             format!("--attr-cache-ms={}", self.attr_cache_ms),
             format!("--clock-offset-ms={}", self.clock_offset_ms),
+            format!("--rename-delay-ms={}", self.rename_delay_ms),
+            format!("--lose-ops={}", if self.lose_ops.is_empty() { "link,rename,unlink,create" } else { self.lose_ops }),
             format!("--seed={seed}"),
         ]
     }
@@ -97,6 +103,9 @@ pub struct Host {
     boots: u64,
     stats: PathBuf,
     seed: u64,
+    /// The host's own CLOCK_MONOTONIC and CLOCK_BOOTTIME run this many seconds ahead of
+    /// (or behind) the machine's: a time namespace (0: the machine's clocks).
+    clock_offset_s: i64,
 }
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(20);
@@ -108,8 +117,15 @@ impl Host {
 
     /// A host with `backend`, number `n` of its site (1 to 250).
     pub fn boot_on(site: &Site, name: &str, backend: Backend, seed: u64, n: usize) -> Host {
+        Host::boot_clocked(site, name, backend, seed, n, 0)
+    }
+
+    /// A host whose monotonic and boot-time clocks are `clock_offset_s` seconds off the
+    /// machine's (its own time namespace), as a machine booted at another time.
+    pub fn boot_clocked(site: &Site, name: &str, backend: Backend, seed: u64, n: usize, clock_offset_s: i64) -> Host {
         let stats = site.state.join(format!("{name}.stats"));
-        let mut host = Host { name: name.into(), backend, n, unshare: None, filesystem: None, init: 0, boots: 0, stats, seed };
+        let mut host =
+            Host { name: name.into(), backend, n, unshare: None, filesystem: None, init: 0, boots: 0, stats, seed, clock_offset_s };
         host.start(site);
         host
     }
@@ -118,11 +134,73 @@ impl Host {
         matches!(self.backend, Backend::Nfs(_))
     }
 
+    fn timed(&self) -> bool {
+        self.clock_offset_s != 0
+    }
+
+    /// Sends `sig` to every process of this host (its PID namespace: the init, the
+    /// filesystem client, every worker and all their threads): SIGSTOP freezes the whole
+    /// host, SIGCONT resumes it. Returns how many processes were signalled.
+    pub fn signal_all(&self, sig: i32) -> usize {
+        let ns = |pid: &str| fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
+        let Some(ours) = ns(&self.init.to_string()) else { return 0 };
+        let mut signalled = 0;
+        let mut parents = Vec::new();
+        for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Ok(pid) = name.parse::<i32>() else { continue };
+            if ns(&name).as_ref() == Some(&ours) {
+                // SAFETY: signalling a process of this host's PID namespace, which we started.
+                if unsafe { libc::kill(pid, sig) } == 0 {
+                    signalled += 1;
+                }
+                let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+                let ppid = stat.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().nth(1)?.parse::<i32>().ok());
+                parents.extend(ppid.filter(|p| *p > 0 && ns(&p.to_string()).as_ref() != Some(&ours)));
+            }
+        }
+        if sig == libc::SIGCONT {
+            // nsenter (outside the namespace) stops itself when its child stops, as a
+            // shell's job would, and waits for a SIGCONT of its own.
+            for p in parents {
+                // SAFETY: the nsenter or unshare we started for this host.
+                unsafe { libc::kill(p, libc::SIGCONT) };
+            }
+        }
+        signalled
+    }
+
+    /// Like `spawn`, with stdout read line by line as it comes (`next_line`).
+    pub fn spawn_lines(&self, site: &Site, args: &[&str]) -> Lines {
+        let mut child = self.spawn(site, args);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().expect("piped stdout");
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Lines { child, rx, seen: Vec::new() }
+    }
+
     fn start(&mut self, site: &Site) {
         self.boots += 1;
         let mut cmd = Command::new("unshare");
         cmd.args(["--uts", "--pid", "--mount"])
             .args(self.net().then_some("--net"))
+            .args(
+                self.timed()
+                    .then(|| {
+                        let s = self.clock_offset_s.to_string();
+                        ["--time".to_string(), "--monotonic".into(), s.clone(), "--boottime".into(), s]
+                    })
+                    .into_iter()
+                    .flatten(),
+            )
             .args(["--fork", "--mount-proc", "--propagation", "private", "--kill-child"])
             .args(["--", "sh", "-c", "hostname \"$0\" && exec sleep 1000000", &self.name])
             .stdin(Stdio::null());
@@ -186,7 +264,10 @@ impl Host {
     /// A command that runs inside this host's namespaces.
     fn enter(&self) -> Command {
         let mut cmd = Command::new("nsenter");
-        cmd.args(["-t", &self.init.to_string(), "--uts", "--pid", "--mount"]).args(self.net().then_some("--net")).arg("--");
+        cmd.args(["-t", &self.init.to_string(), "--uts", "--pid", "--mount"])
+            .args(self.net().then_some("--net"))
+            .args(self.timed().then_some("--time"))
+            .arg("--");
         cmd.stdin(Stdio::null());
         cmd
     }
@@ -347,6 +428,40 @@ pub fn finish(mut child: Child, limit: Duration) -> Output {
         let _ = s.read_to_end(&mut stderr);
     }
     Output { status, stdout, stderr }
+}
+
+/// A worker whose stdout lines are read as they come.
+pub struct Lines {
+    child: Child,
+    rx: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Lines {
+    /// The next line, or None at its end or past `limit`.
+    pub fn next_line(&mut self, limit: Duration) -> Option<String> {
+        let line = self.rx.recv_timeout(limit).ok()?;
+        self.seen.push(line.clone());
+        Some(line)
+    }
+
+    /// Waits for the worker to end (killed past `limit`); its output holds every line,
+    /// those already read included.
+    pub fn finish(mut self, limit: Duration) -> Output {
+        let mut out = finish(self.child, limit);
+        while let Ok(line) = self.rx.recv_timeout(Duration::from_millis(200)) {
+            self.seen.push(line);
+        }
+        let mut text = self.seen.join("\n");
+        text.push('\n');
+        out.stdout = text.into_bytes();
+        out
+    }
+}
+
+/// `key=value` from one line.
+pub fn line_field(line: &str, key: &str) -> Option<String> {
+    line.split_whitespace().find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=').map(str::to_string))
 }
 
 /// Reads `key=value` from a worker's result line.

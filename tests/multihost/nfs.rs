@@ -151,6 +151,12 @@ pub struct Fleet {
 impl Fleet {
     /// A fresh site named `slug` and one host per backend (host-a, host-b, ...).
     pub fn boot(rig: &Rig, slug: &str, backends: &[Backend]) -> Fleet {
+        Fleet::boot_clocked(rig, slug, backends, &vec![0; backends.len()])
+    }
+
+    /// Like `boot`, host i's monotonic and boot-time clocks `clock_offsets_s[i]` seconds
+    /// off the machine's (a time namespace of its own; 0: none).
+    pub fn boot_clocked(rig: &Rig, slug: &str, backends: &[Backend], clock_offsets_s: &[i64]) -> Fleet {
         let slug = slug.replace([' ', '%', '/', '+', ',', '(', ')'], "-");
         let (mut site, scratch) = rig.site(&slug);
         let server = backends.iter().any(|b| matches!(b, Backend::Nfs(_))).then(|| {
@@ -161,7 +167,10 @@ impl Fleet {
         let hosts = backends
             .iter()
             .enumerate()
-            .map(|(i, b)| Host::boot_on(&site, &format!("host-{}", (b'a' + i as u8) as char), b.clone(), 100 + i as u64, i + 1))
+            .map(|(i, b)| {
+                let name = format!("host-{}", (b'a' + i as u8) as char);
+                Host::boot_clocked(&site, &name, b.clone(), 100 + i as u64, i + 1, clock_offsets_s[i])
+            })
             .collect();
         Fleet { hosts, server, site, slug, _scratch: scratch }
     }
@@ -379,6 +388,14 @@ fn nfs_scenarios() {
         }
         if want("session of crashed host A reclaimed by B") {
             sessions::takeover(&mut rig, Backend::Nfs(Wire::default()), Backend::Nfs(Wire::default()));
+        }
+        // Leases (issue 10), the cheap ones: the rest need faultfs (clock offsets, slow
+        // renames) or add little over it.
+        if want("lease holder SIGKILLed on host A, taken over by B") {
+            super::leases::killed_lease_holder(&mut rig, Backend::Nfs(Wire::default()), 1000, 3);
+        }
+        if want("waiter on another host sees a release") {
+            super::leases::release_latency(&mut rig, Backend::Nfs(Wire::default()), 1000, 15);
         }
     }
     let table = table(&rig.rows);

@@ -11,7 +11,7 @@ use super::nfs::Fleet;
 use super::{describe, Rig, Row, HOSTS, PROCS, SHORT, WORKER_LIMIT};
 
 /// Scenario names say the backend: the real server's rows begin with "real NFS".
-fn titled(backend: &Backend, what: String) -> String {
+pub(super) fn titled(backend: &Backend, what: String) -> String {
     match backend {
         Backend::Faultfs(_) => what,
         Backend::Nfs(_) => format!("real NFS: {what}"),

@@ -693,9 +693,22 @@ impl Filesystem for FaultFs {
             Ok(paths) => paths,
             Err(e) => return reply.error(e),
         };
+        let delay = self.faults.settings().rename_delay_ms;
+        if delay > 0 {
+            // The FUSE session is single-threaded: this mount's other calls wait too,
+            // as behind a slow call on one NFS client's connection.
+            self.stats.bump("rename_delays");
+            std::thread::sleep(std::time::Duration::from_millis(delay));
+        }
         let src = match fs::symlink_metadata(&from) {
             Ok(m) => m.ino(),
-            Err(e) => return reply.error(io_errno(&e)),
+            Err(e) => {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    // Someone else renamed or removed it first (a lost race for the name).
+                    self.stats.bump("rename_source_gone");
+                }
+                return reply.error(io_errno(&e));
+            }
         };
         let dst = fs::symlink_metadata(&to).ok().map(|m| m.ino());
         let done = if flags.is_empty() {

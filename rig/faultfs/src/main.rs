@@ -77,6 +77,7 @@ impl Reporter {
             ("cfg_transient_ops", s.transient_ops.to_string()),
             ("cfg_attr_cache_ms", s.attr_cache_ms.to_string()),
             ("cfg_clock_offset_ms", s.clock_offset_ms.to_string()),
+            ("cfg_rename_delay_ms", s.rename_delay_ms.to_string()),
         ]
         .map(|(k, v)| (k.to_string(), v));
         if let Err(e) = write_atomically(path, &self.stats.render(&header)) {

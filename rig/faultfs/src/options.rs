@@ -127,6 +127,9 @@ pub struct Settings {
     pub clock_offset_ms: i64,
     pub lose_ops: OpSet,
     pub transient_ops: OpSet,
+    /// How long a rename waits before it is done (a slow call on its way to the
+    /// server): two hosts' renames of one name are then in flight at once.
+    pub rename_delay_ms: u64,
 }
 
 impl Default for Settings {
@@ -138,6 +141,7 @@ impl Default for Settings {
             clock_offset_ms: 0,
             lose_ops: OpSet::of(&LOSABLE),
             transient_ops: OpSet::of(&TRANSIENT_DEFAULT),
+            rename_delay_ms: 0,
         }
     }
 }
@@ -161,6 +165,11 @@ impl Settings {
                 self.clock_offset_ms = value
                     .parse()
                     .map_err(|_| format!("clock-offset-ms: not a whole number of ms: {value:?}"))?
+            }
+            "rename-delay-ms" => {
+                self.rename_delay_ms = value
+                    .parse()
+                    .map_err(|_| format!("rename-delay-ms: not a whole number of ms: {value:?}"))?
             }
             "lose-ops" => self.lose_ops = OpSet::parse(value, OpSet::of(&LOSABLE))?,
             "transient-ops" => {
@@ -236,6 +245,8 @@ Fault options (also accepted as key=value lines in the control file):
                          for up to N ms (0 = no caching)
   --clock-offset-ms N    report times as backing time + N; store client-set
                          times as value - N
+  --rename-delay-ms N    every rename waits N ms before it is done (a slow call:
+                         renames of one name from several mounts overlap)
 Other options:
   --seed S               seed for the random choices (default: from time/pid)
   --control FILE         re-read FILE (key=value lines) when its mtime changes

@@ -15,6 +15,8 @@ const ALWAYS_SHOWN: &[&str] = &[
     "lost_reply_unlink",
     "lost_reply_rename",
     "lost_reply_create",
+    "rename_delays",
+    "rename_source_gone",
     "transient_estale",
     "transient_eio",
     "transient_eintr",
