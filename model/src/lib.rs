@@ -49,24 +49,61 @@ pub struct Protocol {
     /// the parked T_{k+1} while L still links the claim, and the releaser's unlink(L) and
     /// the breaker's then remove two different locks.
     pub fix_release_takes_own_token: bool,
+    /// The release and the breaker send their unlink(L) only within half a lease of the move
+    /// that gave them the right (the park's rename, the take), judged in the same atomic step
+    /// as the unlink (the gap between them is the one no client can close, see the doc);
+    /// later, they rename their name once more first (release: T_{k+1} -> T_{k+2}, Lost:
+    /// ENOLCK; breaker: B -> a fresh `.x` name, Lost: give up). Before a retried unlink (a
+    /// transient reply), the link count of their name through a fresh open.
+    pub unlink_within_half_lease: bool,
+    /// Watchers take over a `.x` name seen unchanged for lease + margin (a dead breaker's)
+    /// exactly like a live token.
+    pub take_over_x: bool,
+    /// An acquisition of a claim parked for more than lease/6 renames it to T_{k+1} first
+    /// (its lease then runs from that rename).
+    pub rename_stale_parked: bool,
     pub mutation: Option<Mutation>,
 }
 
 impl Protocol {
-    /// docs/lease-protocol.md as written (lost-link recovery: by L's inode via lstat).
+    /// The protocol as implemented (src/lease, src/lockfile/token.rs) and as
+    /// docs/lease-protocol.md now describes it: renewed_at from the parking, a claim parked
+    /// for more than lease/6 renamed before its link, lost-link recovery by the token's link
+    /// count, the release parks first and unlinks L only within half a lease of its rename,
+    /// the breaker checks its taken name's link count and unlinks only within half a lease of
+    /// its take, and watchers take over `.x` names.
     pub const DOC: Protocol = Protocol {
+        fix_acquire_keeps_renewed_at: true,
+        fix_break_checks_nlink: true,
+        link_recovery_by_nlink: true,
+        fix_release_takes_own_token: false,
+        unlink_within_half_lease: true,
+        take_over_x: true,
+        rename_stale_parked: true,
+        mutation: None,
+    };
+    /// The doc as it was first written (lost-link recovery: by L's inode via lstat): the
+    /// counterexamples of counterexamples.md.
+    pub const ORIGINAL: Protocol = Protocol {
         fix_acquire_keeps_renewed_at: false,
         fix_break_checks_nlink: false,
         link_recovery_by_nlink: false,
         fix_release_takes_own_token: false,
+        unlink_within_half_lease: false,
+        take_over_x: false,
+        rename_stale_parked: false,
         mutation: None,
     };
-    /// The doc with fixes A, B, C and the fresh link-count recovery.
+    /// The first doc with the model's fixes A, B, C and the fresh link-count recovery (safe,
+    /// but a dead breaker's `.x` name is never taken over: the lock stays).
     pub const FIXED: Protocol = Protocol {
         fix_acquire_keeps_renewed_at: true,
         fix_break_checks_nlink: true,
         link_recovery_by_nlink: true,
         fix_release_takes_own_token: true,
+        unlink_within_half_lease: false,
+        take_over_x: false,
+        rename_stale_parked: false,
         mutation: None,
     };
     pub fn with(self, m: Mutation) -> Protocol {
@@ -103,10 +140,18 @@ pub enum Mutation {
     /// The fencing token is s + 1 right after the pwrite, without the renewal that proves the
     /// lock was still held.
     FenceWithoutRenewal,
+    /// The release's unlink(L) is sent however long ago its park's rename was.
+    ReleaseUnlinksLate,
+    /// The breaker's unlink(L) is sent however long ago its take was.
+    BreakerUnlinksLate,
+    /// An acquisition links a parked claim however long it was parked (no rename first).
+    AcquireSkipsRename,
+    /// A retried unlink(L) (after a transient reply) is sent without the link-count check.
+    RetryWithoutCheck,
 }
 
 impl Mutation {
-    pub const ALL: [Mutation; 8] = [
+    pub const ALL: [Mutation; 12] = [
         Mutation::BreakWithoutToken,
         Mutation::T0BeforeListing,
         Mutation::ReleaseUnlinksFirst,
@@ -115,6 +160,10 @@ impl Mutation {
         Mutation::NoWaitAfterRelisting,
         Mutation::BreakSkipsLCheck,
         Mutation::FenceWithoutRenewal,
+        Mutation::ReleaseUnlinksLate,
+        Mutation::BreakerUnlinksLate,
+        Mutation::AcquireSkipsRename,
+        Mutation::RetryWithoutCheck,
     ];
 }
 
@@ -137,12 +186,18 @@ pub struct Bounds {
     /// Highest epoch k of a claim: renewals and releases past it are not taken (the
     /// process pauses for ever there).
     pub max_epoch: u8,
+    /// Process 0's highest epoch, if higher (a late release needs two renames of one claim;
+    /// allowing them to one process only keeps the state space small).
+    pub max_epoch_p0: u8,
     /// How many names past T_k an observer looks at before listing again.
     pub lookahead: u8,
     /// Crashes in one run.
     pub max_crashes: u8,
     /// Whether holders ask for fencing tokens.
     pub fencing: bool,
+    /// `.x` names per claim (takes, takeovers, a late breaker's renames); a rename past it
+    /// is not taken (the process pauses for ever there).
+    pub max_x: u8,
 }
 
 impl Bounds {
@@ -155,9 +210,11 @@ impl Bounds {
         stale_tokens: true,
         claims: 2,
         max_epoch: 2,
+        max_epoch_p0: 0,
         lookahead: 2,
         max_crashes: 1,
         fencing: true,
+        max_x: 2,
     };
     fn fence_at(&self) -> u8 {
         self.lease / 2
@@ -174,8 +231,9 @@ pub type Ino = u8;
 pub enum Loc {
     /// At its token name T(n, k).
     T(u8),
-    /// Taken by breaker p: at B(n, k, p).
-    B(u8, u8),
+    /// Token T(n, k) taken, now at the `.x` name X(n, j, p) of process p (a breaker, or a
+    /// releaser under fix C): B(k, j, p).
+    B(u8, u8, u8),
     /// The breaker unlinked B: only L (if anything) links it; the claim is dead.
     Taken(u8),
     /// Mutation RenewByUnlinkCreate: between the unlink of T_k and the create of T_{k+1}.
@@ -185,7 +243,9 @@ pub enum Loc {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Name {
     T(u8, u8),
-    B(u8, u8, u8),
+    /// `.nfslock-<N>.<k>.x<R>`: X(n, j, p), the j-th `.x` name made for claim N, by process p
+    /// (R is fresh: a name nobody else makes, never made again).
+    X(u8, u8, u8),
 }
 
 /// One name's current value and the values it had during the staleness window.
@@ -258,8 +318,14 @@ pub enum Pc {
     RenewCreate,
     /// Release's rename answered ENOENT.
     ReleaseEnoent,
-    /// Release's rename done: unlink(L).
+    /// Release's rename done: unlink(L) (within half a lease of the park's rename, else
+    /// rename the parked token again first).
     ReleaseUnlink,
+    /// The release's unlink got a transient reply (it may or may not have worked): the
+    /// parked token's link count through a fresh open decides whether to send it again.
+    ReleaseRetry,
+    /// The acquisition's rename of a long-parked claim answered ENOENT: T_{k+1} ours?
+    AcqRenameEnoent,
     /// Fix C: L unlinked; park the claim: rename(B, T_{k+1}).
     ReleasePark,
     /// Fix C: the parking rename answered ENOENT.
@@ -276,12 +342,13 @@ pub enum Pc {
     },
     PollL {
         x: Ino,
-        k: u8,
+        src: Name,
         age: u8,
     },
+    /// Polling the token's name `src` (a T name, or a `.x` name under take_over_x).
     PollT {
         x: Ino,
-        k: u8,
+        src: Name,
         age: u8,
     },
     Look {
@@ -290,34 +357,40 @@ pub enum Pc {
         m: u8,
         age: u8,
     },
-    /// Break step 1: rename(T_k, B).
+    /// Break step 1: rename(src, X(n, j)), src a T name or (take-over) a `.x` name.
     Brk1 {
         x: Ino,
-        k: u8,
+        src: Name,
         dead: bool,
     },
-    /// Step 1 answered ENOENT: is B ours (lost reply)?
+    /// Step 1 (or a late breaker's rename to a fresh name) answered ENOENT: is X(n, j, p)
+    /// ours (lost reply)? `age`: ticks since the clock read before that rename.
     Brk1Enoent {
         x: Ino,
-        k: u8,
+        j: u8,
         dead: bool,
+        age: u8,
     },
-    /// Step 2: does L still link the claim we took?
+    /// Step 2: does L still link the claim we took (now at X(n, j, p))? `age`: ticks since
+    /// the clock read before the take (or the late rename).
     Brk2 {
         x: Ino,
-        k: u8,
+        j: u8,
         dead: bool,
+        age: u8,
     },
-    /// Step 2 said yes: unlink(L).
+    /// Step 2 said yes: within half a lease of the take, unlink(L) (one atomic step with the
+    /// time check); later, rename X(n, j) to a fresh `.x` name first.
     Brk3 {
         x: Ino,
-        k: u8,
+        j: u8,
         dead: bool,
+        age: u8,
     },
-    /// Step 3: unlink(B).
+    /// Step 3: unlink(X(n, j)).
     Brk4 {
         x: Ino,
-        k: u8,
+        j: u8,
     },
     Dead,
 }
@@ -336,7 +409,21 @@ pub struct Proc {
     pub fence: Fence,
     /// Whether this hold has renewed at least once (for a reachability check).
     pub renewed: bool,
+    /// Fix C: the `.x` name index of the releaser's own take.
+    pub xj: u8,
+    /// Reachability: what this process has done (bit flags R_*).
+    pub did: u8,
 }
+
+/// A break without a `.x` name (mutation BreakWithoutToken).
+pub const NO_X: u8 = u8::MAX;
+
+/// Reachability flags in `Proc::did`.
+pub const R_LATE_RELEASE: u8 = 1; // a late release renamed its parked token again
+pub const R_RELEASE_RETRY: u8 = 2; // a release retried its unlink after a link-count check
+pub const R_LATE_BREAK: u8 = 4; // a late breaker renamed its taken token to a fresh `.x` name
+pub const R_TAKE_OVER: u8 = 8; // a watcher took over a `.x` name
+pub const R_ACQ_RENAME: u8 = 16; // an acquisition renamed a long-parked claim first
 
 /// Violations found on a transition (bit flags). A state with any is terminal.
 pub const BAD_UNLINK_L: u8 = 1; // unlink(L) of a lock that is not ours / not taken by us
@@ -356,6 +443,8 @@ pub struct State {
     pub max_token: u8,
     pub crashes: u8,
     pub bad: u8,
+    /// Per claim name: the next `.x` name index.
+    pub xnext: Vec<u8>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -372,9 +461,9 @@ pub enum Op {
     },
     /// A fresh open/fstat (link count check, fence size).
     Fresh,
-    /// The listing's answer: the epoch of the T name found, if any.
+    /// The listing's answer: the token name found (a T name, else a `.x` name), if any.
     List {
-        found: Option<u8>,
+        found: Option<Name>,
     },
     Renew {
         lost: bool,
@@ -386,6 +475,10 @@ pub enum Op {
         lost: bool,
     },
     Unlink,
+    /// An unlink whose reply was transient (EIO, a timeout): it took effect or not.
+    UnlinkTransient {
+        done: bool,
+    },
     FenceRead,
     FenceWrite,
 }
@@ -420,6 +513,13 @@ impl LeaseModel {
         LeaseModel { proto, b, bad_mask: 0xff }
     }
 
+    fn max_epoch(&self, p: usize) -> u8 {
+        if p == 0 {
+            self.b.max_epoch.max(self.b.max_epoch_p0)
+        } else {
+            self.b.max_epoch
+        }
+    }
     fn nprocs(&self) -> usize {
         self.b.hosts.len()
     }
@@ -505,6 +605,7 @@ impl LeaseModel {
         let break_at = self.b.break_at();
         let keep_parked_age = self.proto.fix_acquire_keeps_renewed_at;
         for pr in s.procs.iter_mut() {
+            pr.did = 0;
             let relevant = match pr.pc {
                 Pc::Held | Pc::RenewEnoent | Pc::RenewCreate | Pc::LinkEexist => true,
                 Pc::Dead | Pc::NoClaim => false,
@@ -516,21 +617,53 @@ impl LeaseModel {
                 pr.age_r = 0;
             }
             let cap = |a: u8| (a + 1).min(break_at);
+            let capf = |a: u8| (a + 1).min(fence_at);
             pr.pc = match pr.pc {
                 Pc::Obs1 { x, dead, carried } => Pc::Obs1 { x, dead, carried: carried.map(cap) },
-                Pc::PollL { x, k, age } => Pc::PollL { x, k, age: cap(age) },
-                Pc::PollT { x, k, age } => Pc::PollT { x, k, age: cap(age) },
+                Pc::PollL { x, src, age } => Pc::PollL { x, src, age: cap(age) },
+                Pc::PollT { x, src, age } => Pc::PollT { x, src, age: cap(age) },
                 Pc::Look { x, k, m, age } => Pc::Look { x, k, m, age: cap(age) },
+                Pc::Brk1Enoent { x, j, dead, age } => Pc::Brk1Enoent { x, j, dead, age: capf(age) },
+                Pc::Brk2 { x, j, dead, age } => Pc::Brk2 { x, j, dead, age: capf(age) },
+                Pc::Brk3 { x, j, dead, age } => Pc::Brk3 { x, j, dead, age: capf(age) },
                 other => other,
             };
         }
     }
 
+    /// The epoch of the token an inode's claim was taken from (it is at a `.x` name).
+    fn taken_epoch(loc: Option<Loc>) -> u8 {
+        match loc {
+            Some(Loc::B(k, _, _)) | Some(Loc::Taken(k)) | Some(Loc::T(k)) | Some(Loc::Unnamed(k)) => k,
+            None => 0,
+        }
+    }
+
+    /// unlink(L) by process p: records a violation unless L is p's own untaken lock or a
+    /// lock whose token p took.
+    fn unlink_l(&self, t: &mut State, p: usize, own: Option<Ino>) {
+        if let Some(z) = t.l.cur {
+            let took_it = matches!(t.inodes[z as usize], Some(Loc::B(_, _, by)) if by == p as u8);
+            let ours = own == Some(z) && !Self::taken(t.inodes[z as usize]);
+            if !(took_it || ours) {
+                t.bad |= BAD_UNLINK_L;
+            }
+        }
+        self.set_l(t, None);
+    }
+
     fn proc_steps(&self, s: &State, p: usize, out: &mut Vec<(Action, State)>) {
-        let pr = &s.procs[p];
-        if pr.pc == Pc::Dead {
+        if s.procs[p].pc == Pc::Dead {
             return;
         }
+        // `did` says what the process's last step did: cleared by its next step.
+        let s0 = {
+            let mut c = s.clone();
+            c.procs[p].did = 0;
+            c
+        };
+        let s = &s0;
+        let pr = &s.procs[p];
         let pu = p as u8;
         let mask = self.bad_mask;
         let mut push = |op: Op, mut st: State| {
@@ -548,6 +681,8 @@ impl LeaseModel {
             push(Op::Crash, t);
         }
         let claims = self.b.claims;
+        let fence_at = self.b.fence_at();
+        let half = self.proto.unlink_within_half_lease;
         match pr.pc {
             Pc::Dead => {}
             Pc::NoClaim => {
@@ -570,36 +705,86 @@ impl LeaseModel {
             }
             Pc::Parked => {
                 let ino = self.own_ino(s, p);
-                let tk = Name::T(self.name_of(ino), pr.k);
-                for lost in [false, true] {
-                    let mut t = s.clone();
-                    let src = self.cur(&t, tk);
-                    if src.is_none() {
-                        if lost {
-                            continue;
+                let n = self.name_of(ino);
+                let tk = Name::T(n, pr.k);
+                let next = Name::T(n, pr.k + 1);
+                // Parked for more than lease/6 (less than a tick: at age 0 it may or may not
+                // be; at 1 it is): rename first.
+                let renames = self.proto.rename_stale_parked && !self.proto.m(Mutation::AcquireSkipsRename);
+                let must_rename = renames && pr.age_r >= 1;
+                if renames && pr.k < self.max_epoch(p) {
+                    for lost in [false, true] {
+                        let mut t = s.clone();
+                        if self.cur(&t, tk).is_some() {
+                            self.set(&mut t, tk, None);
+                            self.set(&mut t, next, Some(ino));
+                            t.inodes[ino as usize] = Some(Loc::T(pr.k + 1));
+                            let q = &mut t.procs[p];
+                            q.age_r = 0; // the clock read before the rename
+                            q.did |= R_ACQ_RENAME;
+                            if lost {
+                                q.pc = Pc::AcqRenameEnoent;
+                            } else {
+                                q.k += 1;
+                            }
+                        } else {
+                            if lost {
+                                continue;
+                            }
+                            t.procs[p].pc = Pc::AcqRenameEnoent;
                         }
-                        // ENOENT: the parked claim was taken.
-                        let q = &mut t.procs[p];
+                        push(Op::Rename { lost }, t);
+                    }
+                }
+                if !must_rename {
+                    for lost in [false, true] {
+                        let mut t = s.clone();
+                        let src = self.cur(&t, tk);
+                        if src.is_none() {
+                            if lost {
+                                continue;
+                            }
+                            // ENOENT: the parked claim was taken.
+                            let q = &mut t.procs[p];
+                            q.has_claim = false;
+                            q.pc = Pc::NoClaim;
+                            q.age_r = 0;
+                        } else if t.l.cur.is_some() {
+                            if lost {
+                                continue;
+                            }
+                            // EEXIST: the caller cannot tell it from a lost reply's; it checks.
+                            t.procs[p].pc = Pc::LinkEexist;
+                        } else {
+                            self.set_l(&mut t, src);
+                            let q = &mut t.procs[p];
+                            if !self.proto.fix_acquire_keeps_renewed_at {
+                                q.age_r = 0; // renewed_at read before the link
+                            }
+                            q.fence = Fence::None;
+                            q.renewed = false;
+                            q.pc = if lost { Pc::LinkEexist } else { Pc::Held };
+                        }
+                        push(Op::Link { lost }, t);
+                    }
+                }
+            }
+            Pc::AcqRenameEnoent => {
+                let ino = self.own_ino(s, p);
+                let next = Name::T(self.name_of(ino), pr.k + 1);
+                for seen in self.readable(s, next) {
+                    let mut t = s.clone();
+                    let q = &mut t.procs[p];
+                    if seen == Some(ino) {
+                        q.k += 1;
+                        q.pc = Pc::Parked;
+                    } else {
+                        // Taken: a fresh claim.
                         q.has_claim = false;
                         q.pc = Pc::NoClaim;
                         q.age_r = 0;
-                    } else if t.l.cur.is_some() {
-                        if lost {
-                            continue;
-                        }
-                        // EEXIST: the caller cannot tell it from a lost reply's; it checks.
-                        t.procs[p].pc = Pc::LinkEexist;
-                    } else {
-                        self.set_l(&mut t, src);
-                        let q = &mut t.procs[p];
-                        if !self.proto.fix_acquire_keeps_renewed_at {
-                            q.age_r = 0; // renewed_at read before the link
-                        }
-                        q.fence = Fence::None;
-                        q.renewed = false;
-                        q.pc = if lost { Pc::LinkEexist } else { Pc::Held };
                     }
-                    push(Op::Link { lost }, t);
+                    push(Op::Read { seen }, t);
                 }
             }
             Pc::LinkEexist => {
@@ -630,7 +815,7 @@ impl LeaseModel {
             Pc::RenewEnoent | Pc::ReleaseEnoent | Pc::ReleaseParkEnoent => {
                 let ino = self.own_ino(s, p);
                 let fix_c_release = pr.pc == Pc::ReleaseEnoent && self.proto.fix_release_takes_own_token;
-                let next = if fix_c_release { Name::B(self.name_of(ino), pr.k, pu) } else { Name::T(self.name_of(ino), pr.k + 1) };
+                let next = if fix_c_release { Name::X(self.name_of(ino), pr.xj, pu) } else { Name::T(self.name_of(ino), pr.k + 1) };
                 for seen in self.readable(s, next) {
                     let mut t = s.clone();
                     if seen == Some(ino) {
@@ -675,23 +860,70 @@ impl LeaseModel {
                 }
             }
             Pc::ReleaseUnlink => {
-                let mut t = s.clone();
                 let ino = self.own_ino(s, p);
-                if let Some(z) = t.l.cur {
-                    let took_it = matches!(t.inodes[z as usize], Some(Loc::B(_, by)) if by == pu);
-                    if !(took_it || (z == ino && !Self::taken(t.inodes[ino as usize]))) {
-                        t.bad |= BAD_UNLINK_L;
+                let n = self.name_of(ino);
+                let late = half && !self.proto.fix_release_takes_own_token && !self.proto.m(Mutation::ReleaseUnlinksLate) && pr.age_r >= fence_at;
+                if late {
+                    // Half a lease since the park's rename: rename the parked token again.
+                    if pr.k < self.max_epoch(p) {
+                        let tk = Name::T(n, pr.k);
+                        let next = Name::T(n, pr.k + 1);
+                        for lost in [false, true] {
+                            let mut t = s.clone();
+                            if self.cur(&t, tk).is_some() {
+                                self.set(&mut t, tk, None);
+                                self.set(&mut t, next, Some(ino));
+                                t.inodes[ino as usize] = Some(Loc::T(pr.k + 1));
+                                let q = &mut t.procs[p];
+                                q.age_r = 0;
+                                q.did |= R_LATE_RELEASE;
+                                if lost {
+                                    q.pc = Pc::ReleaseEnoent;
+                                } else {
+                                    q.k += 1;
+                                }
+                            } else {
+                                if lost {
+                                    continue;
+                                }
+                                t.procs[p].pc = Pc::ReleaseEnoent;
+                            }
+                            push(Op::Rename { lost }, t);
+                        }
+                    }
+                } else {
+                    // unlink(L), one atomic step with the time check; its reply may be
+                    // transient (the unlink took effect or not).
+                    let done_pc = if self.proto.fix_release_takes_own_token { Pc::ReleasePark } else { Pc::Parked };
+                    let outcomes: &[(bool, bool)] = if half { &[(true, false), (true, true), (false, true)] } else { &[(true, false)] };
+                    for &(effect, transient) in outcomes {
+                        let mut t = s.clone();
+                        if effect {
+                            self.unlink_l(&mut t, p, Some(ino));
+                        }
+                        t.procs[p].pc = if transient { Pc::ReleaseRetry } else { done_pc };
+                        t.procs[p].fence = Fence::None;
+                        push(if transient { Op::UnlinkTransient { done: effect } } else { Op::Unlink }, t);
                     }
                 }
-                self.set_l(&mut t, None);
-                t.procs[p].pc = if self.proto.fix_release_takes_own_token { Pc::ReleasePark } else { Pc::Parked };
-                t.procs[p].fence = Fence::None;
-                push(Op::Unlink, t);
+            }
+            Pc::ReleaseRetry => {
+                let ino = self.own_ino(s, p);
+                let tk = Name::T(self.name_of(ino), pr.k);
+                let mut t = s.clone();
+                let linked = self.proto.m(Mutation::RetryWithoutCheck) || (self.cur(&t, tk) == Some(ino) && self.nlink(&t, ino) >= 2);
+                if linked {
+                    t.procs[p].pc = Pc::ReleaseUnlink;
+                    t.procs[p].did |= R_RELEASE_RETRY;
+                } else {
+                    t.procs[p].pc = Pc::Parked;
+                }
+                push(Op::Fresh, t);
             }
             Pc::ReleasePark => {
                 let ino = self.own_ino(s, p);
                 let n = self.name_of(ino);
-                let bn = Name::B(n, pr.k, pu);
+                let bn = Name::X(n, pr.xj, pu);
                 let next = Name::T(n, pr.k + 1);
                 for lost in [false, true] {
                     let mut t = s.clone();
@@ -757,13 +989,23 @@ impl LeaseModel {
             }
             Pc::Obs1 { x, dead, carried } => {
                 let n = self.name_of(x);
-                let mut found: Vec<Option<u8>> = Vec::new();
+                let mut found: Vec<Option<Name>> = Vec::new();
                 let mut all_absent = true;
                 for (name, v) in s.names.range(Name::T(n, 0)..=Name::T(n, u8::MAX)) {
-                    if let Name::T(_, k) = *name {
+                    let r = v.readable();
+                    if r.iter().any(|y| y.is_some()) {
+                        found.push(Some(*name));
+                    }
+                    if !r.contains(&None) {
+                        all_absent = false;
+                    }
+                }
+                if all_absent && self.proto.take_over_x {
+                    // No live token listed: a `.x` name (a breaker's), if any.
+                    for (name, v) in s.names.range(Name::X(n, 0, 0)..=Name::X(n, u8::MAX, u8::MAX)) {
                         let r = v.readable();
                         if r.iter().any(|y| y.is_some()) {
-                            found.push(Some(k));
+                            found.push(Some(*name));
                         }
                         if !r.contains(&None) {
                             all_absent = false;
@@ -777,35 +1019,43 @@ impl LeaseModel {
                     let mut t = s.clone();
                     t.procs[p].pc = match f {
                         None => Pc::Parked,
-                        Some(k) if dead => Pc::Brk1 { x, k, dead: true },
-                        Some(k) => Pc::PollL { x, k, age: carried.unwrap_or(0) },
+                        // Same host, holder dead: a live token is broken at once; a `.x`
+                        // name (a breaker has it) is watched like any lease.
+                        Some(src @ Name::T(..)) if dead => Pc::Brk1 { x, src, dead: true },
+                        Some(src) => Pc::PollL { x, src, age: carried.unwrap_or(0) },
                     };
                     push(Op::List { found: f }, t);
                 }
             }
-            Pc::PollL { x, k, age } => {
+            Pc::PollL { x, src, age } => {
                 for seen in s.l.readable() {
                     let mut t = s.clone();
-                    t.procs[p].pc = if seen == Some(x) { Pc::PollT { x, k, age } } else { Pc::Parked };
+                    t.procs[p].pc = if seen == Some(x) { Pc::PollT { x, src, age } } else { Pc::Parked };
                     push(Op::Read { seen }, t);
                 }
             }
-            Pc::PollT { x, k, age } => {
-                let n = Name::T(self.name_of(x), k);
-                for seen in self.readable(s, n) {
+            Pc::PollT { x, src, age } => {
+                for seen in self.readable(s, src) {
                     let mut t = s.clone();
                     t.procs[p].pc = if seen.is_some() {
                         if age >= self.b.break_at() {
                             if self.proto.m(Mutation::BreakWithoutToken) {
-                                Pc::Brk2 { x, k, dead: false }
+                                Pc::Brk3 { x, j: NO_X, dead: false, age: 0 }
                             } else {
-                                Pc::Brk1 { x, k, dead: false }
+                                Pc::Brk1 { x, src, dead: false }
                             }
                         } else {
-                            Pc::PollL { x, k, age }
+                            Pc::PollL { x, src, age }
                         }
                     } else {
-                        Pc::Look { x, k, m: k + 1, age }
+                        match src {
+                            Name::T(_, k) => Pc::Look { x, k, m: k + 1, age },
+                            // A `.x` name gone: list again.
+                            Name::X(..) => {
+                                let carried = if self.proto.m(Mutation::NoWaitAfterRelisting) { Some(age) } else { None };
+                                Pc::Obs1 { x, dead: false, carried }
+                            }
+                        }
                     };
                     push(Op::Read { seen }, t);
                 }
@@ -815,7 +1065,7 @@ impl LeaseModel {
                 for seen in self.readable(s, n) {
                     let mut t = s.clone();
                     t.procs[p].pc = if seen.is_some() {
-                        Pc::PollL { x, k: m, age: 0 }
+                        Pc::PollL { x, src: Name::T(self.name_of(x), m), age: 0 }
                     } else if m < k + self.b.lookahead {
                         Pc::Look { x, k, m: m + 1, age }
                     } else {
@@ -825,95 +1075,144 @@ impl LeaseModel {
                     push(Op::Read { seen }, t);
                 }
             }
-            Pc::Brk1 { x, k, dead } => {
+            Pc::Brk1 { x, src, dead } => {
                 let n = self.name_of(x);
-                let tk = Name::T(n, k);
-                let bn = Name::B(n, k, pu);
+                let j = s.xnext[n as usize];
+                if j >= self.b.max_x {
+                    return; // past the bound: the process pauses for ever
+                }
+                let to = Name::X(n, j, pu);
                 for lost in [false, true] {
                     let mut t = s.clone();
-                    match self.cur(&t, tk) {
+                    match self.cur(&t, src) {
                         Some(y) => {
-                            // The breaker takes the token of whatever inode is there.
-                            let o = self.owner(y);
-                            let holds_y = t.procs[o].inc > 0 && self.own_ino(&t, o) == y;
-                            if t.l.cur == Some(y) && holds_y && self.is_held_zero(&t, o) {
-                                t.bad |= BAD_BREAK_LIVE;
-                            }
-                            for (j, loc) in t.inodes.iter().enumerate() {
-                                if j as u8 != y
-                                    && self.name_of(j as u8) == n
-                                    && matches!(loc, Some(Loc::B(kk, _)) | Some(Loc::Taken(kk)) if *kk == k)
-                                {
-                                    t.bad |= BAD_TOKEN_TWICE;
+                            let k = match src {
+                                Name::T(_, k) => {
+                                    // The breaker takes the token of whatever inode is there.
+                                    let o = self.owner(y);
+                                    let holds_y = t.procs[o].inc > 0 && self.own_ino(&t, o) == y;
+                                    if t.l.cur == Some(y) && holds_y && self.is_held_zero(&t, o) {
+                                        t.bad |= BAD_BREAK_LIVE;
+                                    }
+                                    for (jj, loc) in t.inodes.iter().enumerate() {
+                                        if jj as u8 != y
+                                            && self.name_of(jj as u8) == n
+                                            && matches!(loc, Some(Loc::B(kk, _, _)) | Some(Loc::Taken(kk)) if *kk == k)
+                                        {
+                                            t.bad |= BAD_TOKEN_TWICE;
+                                        }
+                                    }
+                                    k
                                 }
-                            }
-                            self.set(&mut t, tk, None);
-                            self.set(&mut t, bn, Some(y));
-                            t.inodes[y as usize] = Some(Loc::B(k, pu));
-                            t.procs[p].pc = if lost { Pc::Brk1Enoent { x, k, dead } } else { Pc::Brk2 { x, k, dead } };
+                                Name::X(..) => {
+                                    t.procs[p].did |= R_TAKE_OVER;
+                                    Self::taken_epoch(t.inodes[y as usize])
+                                }
+                            };
+                            self.set(&mut t, src, None);
+                            self.set(&mut t, to, Some(y));
+                            t.xnext[n as usize] += 1;
+                            t.inodes[y as usize] = Some(Loc::B(k, j, pu));
+                            t.procs[p].pc = if lost { Pc::Brk1Enoent { x, j, dead, age: 0 } } else { Pc::Brk2 { x, j, dead, age: 0 } };
                         }
                         None => {
                             if lost {
                                 continue;
                             }
-                            t.procs[p].pc = Pc::Brk1Enoent { x, k, dead };
+                            t.procs[p].pc = Pc::Brk1Enoent { x, j, dead, age: 0 };
                         }
                     }
                     push(Op::Rename { lost }, t);
                 }
             }
-            Pc::Brk1Enoent { x, k, dead } => {
-                let bn = Name::B(self.name_of(x), k, pu);
+            Pc::Brk1Enoent { x, j, dead, age } => {
+                let bn = Name::X(self.name_of(x), j, pu);
                 for seen in self.readable(s, bn) {
                     let mut t = s.clone();
-                    t.procs[p].pc = if seen == Some(x) { Pc::Brk2 { x, k, dead } } else { Pc::Obs0 };
+                    t.procs[p].pc = if seen == Some(x) { Pc::Brk2 { x, j, dead, age } } else { Pc::Obs0 };
                     push(Op::Read { seen }, t);
                 }
             }
-            Pc::Brk2 { x, k, dead } => {
-                let bn = Name::B(self.name_of(x), k, pu);
+            Pc::Brk2 { x, j, dead, age } => {
+                let bn = Name::X(self.name_of(x), j, pu);
                 if self.proto.m(Mutation::BreakSkipsLCheck) {
                     let mut t = s.clone();
-                    t.procs[p].pc = Pc::Brk3 { x, k, dead };
+                    t.procs[p].pc = Pc::Brk3 { x, j, dead, age };
                     push(Op::Fresh, t);
-                } else if self.proto.fix_break_checks_nlink && !self.proto.m(Mutation::BreakWithoutToken) {
+                } else if self.proto.fix_break_checks_nlink {
                     let mut t = s.clone();
                     let linked = match self.cur(&t, bn) {
                         Some(y) => self.nlink(&t, y) >= 2,
                         None => false,
                     };
-                    t.procs[p].pc = if linked { Pc::Brk3 { x, k, dead } } else { Pc::Brk4 { x, k } };
+                    t.procs[p].pc = if linked { Pc::Brk3 { x, j, dead, age } } else { Pc::Brk4 { x, j } };
                     push(Op::Fresh, t);
                 } else {
                     for seen in s.l.readable() {
                         let mut t = s.clone();
-                        t.procs[p].pc = if seen == Some(x) {
-                            Pc::Brk3 { x, k, dead }
-                        } else if self.proto.m(Mutation::BreakWithoutToken) {
-                            Pc::Parked
-                        } else {
-                            Pc::Brk4 { x, k }
-                        };
+                        t.procs[p].pc = if seen == Some(x) { Pc::Brk3 { x, j, dead, age } } else { Pc::Brk4 { x, j } };
                         push(Op::Read { seen }, t);
                     }
                 }
             }
-            Pc::Brk3 { x, k, .. } => {
-                let mut t = s.clone();
-                if let Some(z) = t.l.cur {
-                    if t.inodes[z as usize] != Some(Loc::B(k, pu)) {
-                        t.bad |= BAD_UNLINK_L;
+            Pc::Brk3 { x, j, dead, age } => {
+                let n = self.name_of(x);
+                let late = half && j != NO_X && !self.proto.m(Mutation::BreakerUnlinksLate) && age >= fence_at;
+                if late {
+                    // Half a lease since the take: take our token again under a fresh name.
+                    let j2 = s.xnext[n as usize];
+                    if j2 >= self.b.max_x {
+                        return;
+                    }
+                    let bn = Name::X(n, j, pu);
+                    let to = Name::X(n, j2, pu);
+                    for lost in [false, true] {
+                        let mut t = s.clone();
+                        match self.cur(&t, bn) {
+                            Some(y) => {
+                                let k = Self::taken_epoch(t.inodes[y as usize]);
+                                self.set(&mut t, bn, None);
+                                self.set(&mut t, to, Some(y));
+                                t.xnext[n as usize] += 1;
+                                t.inodes[y as usize] = Some(Loc::B(k, j2, pu));
+                                t.procs[p].did |= R_LATE_BREAK;
+                                t.procs[p].pc =
+                                    if lost { Pc::Brk1Enoent { x, j: j2, dead, age: 0 } } else { Pc::Brk2 { x, j: j2, dead, age: 0 } };
+                            }
+                            None => {
+                                if lost {
+                                    continue;
+                                }
+                                // Taken over: leave L to that breaker.
+                                t.procs[p].pc = Pc::Brk1Enoent { x, j: j2, dead, age: 0 };
+                            }
+                        }
+                        push(Op::Rename { lost }, t);
+                    }
+                } else {
+                    let outcomes: &[(bool, bool)] =
+                        if half && j != NO_X { &[(true, false), (true, true), (false, true)] } else { &[(true, false)] };
+                    for &(effect, transient) in outcomes {
+                        let mut t = s.clone();
+                        if effect {
+                            self.unlink_l(&mut t, p, None);
+                        }
+                        t.procs[p].pc = if j == NO_X {
+                            Pc::Parked
+                        } else if transient {
+                            Pc::Brk2 { x, j, dead, age }
+                        } else {
+                            Pc::Brk4 { x, j }
+                        };
+                        push(if transient { Op::UnlinkTransient { done: effect } } else { Op::Unlink }, t);
                     }
                 }
-                self.set_l(&mut t, None);
-                t.procs[p].pc = if self.proto.m(Mutation::BreakWithoutToken) { Pc::Parked } else { Pc::Brk4 { x, k } };
-                push(Op::Unlink, t);
             }
-            Pc::Brk4 { x, k } => {
-                let bn = Name::B(self.name_of(x), k, pu);
+            Pc::Brk4 { x, j } => {
+                let bn = Name::X(self.name_of(x), j, pu);
                 let mut t = s.clone();
                 if let Some(y) = self.cur(&t, bn) {
-                    t.inodes[y as usize] = Some(Loc::Taken(k));
+                    t.inodes[y as usize] = Some(Loc::Taken(Self::taken_epoch(t.inodes[y as usize])));
                 }
                 self.set(&mut t, bn, None);
                 t.procs[p].pc = Pc::Parked;
@@ -944,7 +1243,7 @@ impl LeaseModel {
         let n = self.name_of(ino);
         let tk = Name::T(n, pr.k);
         let next = Name::T(n, pr.k + 1);
-        let can_rename = pr.k < self.b.max_epoch;
+        let can_rename = pr.k < self.max_epoch(p);
         let broken = Self::taken(s.inodes[ino as usize]);
         // Renew.
         if can_rename {
@@ -1002,10 +1301,16 @@ impl LeaseModel {
                     let mut t = s.clone();
                     if self.cur(&t, tk).is_some() && self.proto.fix_release_takes_own_token {
                         // Take our own token: only we may now remove L.
-                        let bn = Name::B(n, pr.k, p as u8);
+                        let j = t.xnext[n as usize];
+                        if j >= self.b.max_x {
+                            continue;
+                        }
+                        let bn = Name::X(n, j, p as u8);
                         self.set(&mut t, tk, None);
                         self.set(&mut t, bn, Some(ino));
-                        t.inodes[ino as usize] = Some(Loc::B(pr.k, p as u8));
+                        t.xnext[n as usize] += 1;
+                        t.procs[p].xj = j;
+                        t.inodes[ino as usize] = Some(Loc::B(pr.k, j, p as u8));
                         t.procs[p].pc = if lost { Pc::ReleaseEnoent } else { Pc::ReleaseUnlink };
                     } else if self.cur(&t, tk).is_some() {
                         if broken {
@@ -1121,7 +1426,7 @@ fn cur_names(s: &State) -> Vec<String> {
         .filter_map(|(n, v)| {
             v.cur.map(|x| match n {
                 Name::T(n, k) => format!("T({n},{k})=i{x}"),
-                Name::B(n, k, p) => format!("B({n},{k},p{p})=i{x}"),
+                Name::X(n, j, p) => format!("X({n},{j},p{p})=i{x}"),
             })
         })
         .collect()
@@ -1141,11 +1446,15 @@ impl Model for LeaseModel {
             l: Ver::default(),
             names: BTreeMap::new(),
             inodes: vec![None; n * self.b.claims as usize],
-            procs: vec![Proc { pc: Pc::NoClaim, inc: 0, has_claim: false, k: 0, age_r: 0, fence: Fence::None, renewed: false }; n],
+            procs: vec![
+                Proc { pc: Pc::NoClaim, inc: 0, has_claim: false, k: 0, age_r: 0, fence: Fence::None, renewed: false, xj: 0, did: 0 };
+                n
+            ],
             fence_size: 0,
             max_token: 0,
             crashes: 0,
             bad: 0,
+            xnext: vec![0; n * self.b.claims as usize],
         }]
     }
 
@@ -1178,7 +1487,7 @@ impl Model for LeaseModel {
     }
 
     fn properties(&self) -> Vec<Property<Self>> {
-        vec![
+        let mut props = vec![
             Property::always("exclusion: two holders with is_held()==0", |m: &LeaseModel, s: &State| {
                 (0..m.nprocs()).filter(|&p| m.is_held_zero(s, p)).count() <= 1
             }),
@@ -1217,7 +1526,19 @@ impl Model for LeaseModel {
                 s.procs.iter().any(|q| matches!(q.pc, Pc::PollT { x, .. } if s.l.cur != Some(x)))
             }),
             Property::sometimes("two fencing tokens handed out", |_, s: &State| s.max_token >= 2),
-        ]
+        ];
+        if self.proto.unlink_within_half_lease {
+            props.push(Property::sometimes("a late release renames its parked token again", |_, s: &State| s.procs.iter().any(|q| q.did & R_LATE_RELEASE != 0)));
+            props.push(Property::sometimes("a release retries its unlink after a link-count check", |_, s: &State| s.procs.iter().any(|q| q.did & R_RELEASE_RETRY != 0)));
+            props.push(Property::sometimes("a late breaker renames its taken token to a fresh .x name", |_, s: &State| s.procs.iter().any(|q| q.did & R_LATE_BREAK != 0)));
+        }
+        if self.proto.take_over_x {
+            props.push(Property::sometimes("a watcher takes over a .x name", |_, s: &State| s.procs.iter().any(|q| q.did & R_TAKE_OVER != 0)));
+        }
+        if self.proto.rename_stale_parked {
+            props.push(Property::sometimes("an acquisition renames a long-parked claim first", |_, s: &State| s.procs.iter().any(|q| q.did & R_ACQ_RENAME != 0)));
+        }
+        props
     }
 }
 

@@ -1,4 +1,4 @@
-//! Runs one check and prints the outcome: `lease-model [doc|fixed] [MUTATION|all] [--stale N]`.
+//! Runs one check and prints the outcome: `lease-model [doc|original|fixed] [fix flags] [MUTATION|all] [--stale N] [bounds]`.
 use nfslock_lease_model::{Bounds, Mutation, Protocol};
 
 fn main() {
@@ -14,6 +14,10 @@ fn main() {
         match args[i].as_str() {
             "doc" => proto = Protocol::DOC,
             "fixed" => proto = Protocol::FIXED,
+            "original" => proto = Protocol::ORIGINAL,
+            "half-lease" => proto.unlink_within_half_lease = true,
+            "take-over-x" => proto.take_over_x = true,
+            "rename-parked" => proto.rename_stale_parked = true,
             "fix-a" => proto.fix_acquire_keeps_renewed_at = true,
             "fix-b" => proto.fix_break_checks_nlink = true,
             "nlink-recovery" => proto.link_recovery_by_nlink = true,
@@ -33,6 +37,14 @@ fn main() {
             "--lease" => {
                 i += 1;
                 b.lease = args[i].parse().expect("--lease N");
+            }
+            "--epochs-p0" => {
+                i += 1;
+                b.max_epoch_p0 = args[i].parse().expect("--epochs-p0 N");
+            }
+            "--max-x" => {
+                i += 1;
+                b.max_x = args[i].parse().expect("--max-x N");
             }
             "--no-fencing" => b.fencing = false,
             "--first" => first = true,
