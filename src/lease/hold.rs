@@ -166,24 +166,43 @@ impl Hold {
         if st.over {
             return Err(self.target.error(Errno::ENOLCK, op, "the lease was released"));
         }
+        match self.advance(st, op, "") {
+            Ok(started) => {
+                st.renewed_at = started;
+                st.next_due = started + self.lease / 3;
+                Ok(())
+            }
+            Err(e) => {
+                if st.broken.is_none() {
+                    st.next_due = clock::now() + retry_after(self.lease);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Moves the token from its current epoch to the next; returns this clock's time
+    /// just before the rename was sent. A token that is gone means the lease was broken
+    /// (or this shared holder pruned): that is remembered for good, and the error says
+    /// why, followed by `context`.
+    fn advance(&self, st: &mut HoldState, op: &'static str, context: &str) -> Result<Duration> {
         let t = &self.target;
         let started = clock::now();
         match token::advance(&t.dir, &self.claim, st.epoch, self.file) {
             Ok(Moved::Done) => {
                 st.epoch += 1;
-                st.renewed_at = started;
-                st.next_due = started + self.lease / 3;
-                Ok(())
+                Ok(started)
             }
             Ok(Moved::Lost) => {
-                let why = super::note::why_broken(&t.lock, &self.claim);
+                let why = if self.group.is_some() {
+                    "this shared holder was pruned (its renewals were overdue past the lease)".to_string()
+                } else {
+                    super::note::why_broken(&t.lock, &self.claim)
+                };
                 st.broken = Some(why.clone());
-                Err(self.broken_error(op, &why))
+                Err(self.broken_error(op, &format!("{why}{context}")))
             }
-            Err(e) => {
-                st.next_due = clock::now() + retry_after(self.lease);
-                Err(t.sys(e, op, "renaming the lease's token", &token::path(&t.dir, &self.claim, st.epoch)))
-            }
+            Err(e) => Err(t.sys(e, op, "renaming the lease's token", &token::path(&t.dir, &self.claim, st.epoch))),
         }
     }
 
@@ -228,76 +247,40 @@ impl Hold {
             return Err(self.broken_error(op, why));
         }
         let t = &self.target;
-        let parked_at = clock::now();
-        match token::advance(&t.dir, &self.claim, st.epoch, self.file) {
-            Ok(Moved::Done) => {}
-            Ok(Moved::Lost) => {
-                let why = super::note::why_broken(&t.lock, &self.claim);
-                st.broken = Some(why.clone());
-                return Err(self.broken_error(op, &format!("{why}; nothing was removed")));
-            }
-            Err(e) => {
-                // The token may or may not have moved: the lock stays, and its lease
-                // runs out unless the holder's process lives on to renew it (it does
-                // not: the hold is over). Nothing of anyone else's is touched.
-                return Err(t.sys(e, op, "renaming the lease's token", &token::path(&t.dir, &self.claim, st.epoch)));
-            }
-        }
-        st.epoch += 1;
+        // On an error the token may or may not have moved: the lock stays, and its lease
+        // runs out (the hold is over, nobody renews it). Nothing of anyone else's is touched.
+        let mut parked_at = self.advance(&mut st, op, "; nothing was removed")?;
         // The token is parked under a name others may watch: a waiter that sees it stay
         // there for a whole lease, with the lock file still this inode, breaks it (as
         // it may). So the unlink is sent only while less than half a lease has passed
         // since the rename began (as a renewal's self-fence); a release that got there
         // later (paused, a slow server) renews the parked token first, and learns it
-        // was broken if it was. A retried unlink checks the name first: a
-        // lost reply is never retried onto a lock taken in between.
-        let mut parked_at = parked_at;
+        // was broken if it was. A retried unlink checks the name first: a lost reply is
+        // never retried onto a lock taken in between. The time check comes last, right
+        // before the unlink, so that the gap between them stays as small as it can be.
         let mut sent = false;
-        let mut done = false;
         for _ in 0..=16 {
-            if clock::now().saturating_sub(parked_at) >= self.lease / 2 {
-                let started = clock::now();
-                match token::advance(&t.dir, &self.claim, st.epoch, self.file) {
-                    Ok(Moved::Done) => {
-                        st.epoch += 1;
-                        parked_at = started;
-                        continue;
-                    }
-                    Ok(Moved::Lost) => {
-                        let why = super::note::why_broken(&t.lock, &self.claim);
-                        st.broken = Some(why.clone());
-                        return Err(self.broken_error(op, &format!("{why} (while it was being released); nothing was removed")));
-                    }
-                    Err(e) => return Err(t.sys(e, op, "renaming the lease's token", &token::path(&t.dir, &self.claim, st.epoch))),
-                }
-            }
-            // After an unlink whose outcome is unknown, a lock file that is gone or
-            // another file means ours worked.
+            // After an unlink whose outcome is unknown: the parked token's link count
+            // (fresh open) tells whether the lock file still names our inode; a cached
+            // lookup of the lock file might not.
             if sent {
-                // The parked token's link count (fresh open) tells whether the lock file
-                // still names our inode; a cached lookup of the lock file might not.
                 match fsops::still_linked(&token::path(&t.dir, &self.claim, st.epoch), self.file) {
                     Ok(true) => {}
-                    Ok(false) => {
-                        done = true;
-                        break;
-                    }
+                    Ok(false) => return Ok(self.parked(st.epoch, parked_at)),
                     Err(e) => return Err(t.sys(e, op, "fstat", &t.lock)),
                 }
             }
+            if clock::now().saturating_sub(parked_at) >= self.lease / 2 {
+                parked_at = self.advance(&mut st, op, " (while it was being released); nothing was removed")?;
+                continue;
+            }
             match nix::unistd::unlink(&t.lock) {
-                Ok(()) | Err(Errno::ENOENT) => {
-                    done = true;
-                    break;
-                }
+                Ok(()) | Err(Errno::ENOENT) => return Ok(self.parked(st.epoch, parked_at)),
                 Err(e) if fsops::is_transient(e) => sent = true,
                 Err(e) => return Err(t.sys(e, op, "unlink", &t.lock)),
             }
         }
-        if !done {
-            return Err(t.sys(Errno::EIO, op, "unlink", &t.lock));
-        }
-        Ok(self.parked(st.epoch, parked_at))
+        Err(t.sys(Errno::EIO, op, "unlink", &t.lock))
     }
 
     fn parked(&self, epoch: u64, parked_at: Duration) -> Parked {
@@ -325,16 +308,7 @@ impl Hold {
             return Err(self.broken_error(op, why));
         }
         let t = &self.target;
-        let parked_at = clock::now();
-        match token::advance(&t.dir, &self.claim, st.epoch, self.file) {
-            Ok(Moved::Done) => st.epoch += 1,
-            Ok(Moved::Lost) => {
-                let why = "this shared holder was pruned (its renewals were overdue past the lease)".to_string();
-                st.broken = Some(why.clone());
-                return Err(self.broken_error(op, &format!("{why}; nothing was removed")));
-            }
-            Err(e) => return Err(t.sys(e, op, "renaming the lease's token", &token::path(&t.dir, &self.claim, st.epoch))),
-        }
+        let parked_at = self.advance(&mut st, op, "; nothing was removed")?;
         super::shared::leave(t, &group, group_file, &self.claim).map_err(|e| t.sys(e, op, "leaving the shared group of", &t.lock))?;
         Ok(self.parked(st.epoch, parked_at))
     }

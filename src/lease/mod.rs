@@ -191,42 +191,16 @@ pub fn acquire(path: impl AsRef<Path>, options: &Options, timeout: Option<Durati
         ));
     }
     let t = Target::new(OP_ACQUIRE, path.as_ref())?;
-    let start = Instant::now();
-    let mut backoff = wait::backoff();
+    let mut waiter = wait::Waiter::new(&t, OP_ACQUIRE, timeout);
     let mut seen = Seen::default();
-    let mut inotify = None;
     loop {
         let err = match attempt(&t, options, &mut seen) {
             Ok(lease) => return Ok(lease),
-            Err(e) if e.sys_errno() != Errno::EAGAIN && !fsops::is_transient(e.sys_errno()) => return Err(e),
-            Err(e) => e,
+            Err(e) => waiter.retryable(e)?,
         };
-        if timeout == Some(Duration::ZERO) {
-            return Err(err);
-        }
-        if fsops::dir_is_gone(&t.dir) {
-            let why = format!("the directory {} was removed or renamed while waiting", t.dir.display());
-            return Err(t.error(Errno::ENOENT, OP_ACQUIRE, why));
-        }
-        let left = timeout.map_or(Duration::MAX, |t| t.saturating_sub(start.elapsed()));
-        if left.is_zero() {
-            let waited = timeout.unwrap_or_default().as_millis();
-            return Err(t.error(Errno::ETIMEDOUT, OP_ACQUIRE, format!("gave up after {waited} ms; last attempt: {}", err.cause())));
-        }
         // Watching a lease: look often enough to see every renewal.
-        let mut delay = backoff.next_delay().min(left);
-        if let Some(w) = &seen.watch {
-            delay = delay.min(watch::poll_interval(w.lease));
-        }
-        match &inotify {
-            None => inotify = Some(wait::Watch::new(&t.dir, &t.lock_name)),
-            Some(Some(w)) => {
-                if !registry::wait_for_other_thread(&t.key, delay) {
-                    w.wait(delay);
-                }
-            }
-            Some(None) => std::thread::sleep(delay),
-        }
+        let cap = seen.watch.as_ref().map_or(Duration::MAX, |w| watch::poll_interval(w.lease));
+        waiter.wait(&err, cap)?;
     }
 }
 

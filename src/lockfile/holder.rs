@@ -6,6 +6,7 @@
 //! the judgement is a different inode and is never removed.
 
 use std::fs::File;
+use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::time::Duration;
 
@@ -115,19 +116,10 @@ pub enum Cleared {
 /// Removes the lock file `lock_path` if it is still the file `dead` whose record
 /// `record` names a dead process of this host.
 pub fn clear_dead(lock_path: &Path, copy_path: &Path, dead: FileId, record: &Record) -> nix::Result<Cleared> {
-    let fd = match fsops::open_for_flock(lock_path) {
+    let fd = match flock_dead(lock_path, dead)? {
         Ok(fd) => fd,
-        Err(Errno::ENOENT) => return Ok(Cleared::Gone),
-        Err(e) => return Err(e),
+        Err(outcome) => return Ok(outcome),
     };
-    if FileId::from(&fsops::fstat(&fd)?) != dead {
-        return Ok(Cleared::Busy);
-    }
-    match fsops::try_flock_exclusive(&fd) {
-        Ok(()) => {}
-        Err(Errno::EWOULDBLOCK) => return Ok(Cleared::Busy),
-        Err(e) => return Err(e),
-    }
     // Under the flock: is the name still this inode, and does it still say the same?
     if fsops::id_of(lock_path).ok() != Some(dead) {
         return Ok(Cleared::Busy);
@@ -148,6 +140,25 @@ pub fn clear_dead(lock_path: &Path, copy_path: &Path, dead: FileId, record: &Rec
     // `file` closes here, after the unlink, releasing the flock.
 }
 
+/// Opens the lock file and takes the cleaners' flock on it, if it still is the inode
+/// `dead` judged dead: Err(Gone) when no lock file is left, Err(Busy) when it is another
+/// file now or another cleaner holds the flock (try again later).
+fn flock_dead(lock_path: &Path, dead: FileId) -> nix::Result<Result<OwnedFd, Cleared>> {
+    let fd = match fsops::open_for_flock(lock_path) {
+        Ok(fd) => fd,
+        Err(Errno::ENOENT) => return Ok(Err(Cleared::Gone)),
+        Err(e) => return Err(e),
+    };
+    if FileId::from(&fsops::fstat(&fd)?) != dead {
+        return Ok(Err(Cleared::Busy));
+    }
+    match fsops::try_flock_exclusive(&fd) {
+        Ok(()) => Ok(Ok(fd)),
+        Err(Errno::EWOULDBLOCK) => Ok(Err(Cleared::Busy)),
+        Err(e) => Err(e),
+    }
+}
+
 /// Breaks the lease of a dead holder of this host (no such process, and its liveness
 /// flock free): takes its token first, as every breaker of a lease must (see
 /// docs/lease-protocol.md), so that a breaker on another host racing us cannot remove
@@ -158,19 +169,10 @@ pub fn clear_dead_leased(lock_path: &Path, dead: FileId, terms: &LeaseTerms) -> 
     if terms.shared {
         return Ok(Cleared::Busy);
     }
-    let fd = match fsops::open_for_flock(lock_path) {
+    let _flock = match flock_dead(lock_path, dead)? {
         Ok(fd) => fd,
-        Err(Errno::ENOENT) => return Ok(Cleared::Gone),
-        Err(e) => return Err(e),
+        Err(outcome) => return Ok(outcome),
     };
-    if FileId::from(&fsops::fstat(&fd)?) != dead {
-        return Ok(Cleared::Busy);
-    }
-    match fsops::try_flock_exclusive(&fd) {
-        Ok(()) => {}
-        Err(Errno::EWOULDBLOCK) => return Ok(Cleared::Busy),
-        Err(e) => return Err(e),
-    }
     let dir = lock_path.parent().unwrap_or(Path::new("/"));
     let (from, epoch) = match token::find(dir, &terms.claim)? {
         Found::Live(epoch) => (token::path(dir, &terms.claim, epoch), epoch),
@@ -182,7 +184,7 @@ pub fn clear_dead_leased(lock_path: &Path, dead: FileId, terms: &LeaseTerms) -> 
         Broke::Removed => Ok(Cleared::Gone),
         Broke::Lost => Ok(Cleared::Busy),
     }
-    // `fd` closes here, releasing the flock.
+    // `_flock` closes here, releasing the flock.
 }
 
 /// Removes `P` when it would show a record to a reader of a lock linked from it: when

@@ -269,27 +269,14 @@ pub(crate) fn blocking_create_internal(path: &Path, message: &[u8], timeout: Opt
 }
 
 fn blocking(t: Target, message: &[u8], timeout: Option<Duration>) -> Result<Lock> {
-    let start = Instant::now();
-    let mut backoff = wait::backoff();
-    let mut watch = None;
+    let mut waiter = wait::Waiter::new(&t, OP_BLOCKING, timeout);
     let mut judged = Judgements::default();
     loop {
         judged.unwritten_this_round = false;
         let err = match attempt(&t, message, OP_BLOCKING, &mut judged) {
             Ok(lock) => return Ok(lock),
-            // Held, or a transient error (the same list every retry uses): wait.
-            Err(e) if e.sys_errno() != Errno::EAGAIN && !fsops::is_transient(e.sys_errno()) => return Err(e),
-            Err(e) => e,
+            Err(e) => waiter.retryable(e)?,
         };
-        if timeout == Some(Duration::ZERO) {
-            return Err(err);
-        }
-        // A lock held by another thread of this process is waited for in memory, where
-        // a removed or renamed directory would go unnoticed: check it on every round.
-        if fsops::dir_is_gone(&t.dir) {
-            let why = format!("the directory {} was removed or renamed while waiting", t.dir.display());
-            return Err(t.error(Errno::ENOENT, OP_BLOCKING, why));
-        }
         // A round that saw the lock held with a record, free, or another file, ends the
         // wait on an unwritten one: the patience counts one file staying without a record.
         if !judged.unwritten_this_round {
@@ -303,24 +290,7 @@ fn blocking(t: Target, message: &[u8], timeout: Option<Duration>) -> Result<Lock
             );
             return Err(t.error(Errno::EBADMSG, OP_BLOCKING, why));
         }
-        let left = timeout.map_or(Duration::MAX, |t| t.saturating_sub(start.elapsed()));
-        if left.is_zero() {
-            let waited = timeout.unwrap_or_default().as_millis();
-            let cause = format!("gave up after {waited} ms; last attempt: {}", err.cause());
-            return Err(t.error(Errno::ETIMEDOUT, OP_BLOCKING, cause));
-        }
-        match &watch {
-            // Arm the watch, then try again at once: a release between the failed
-            // attempt and the watch would otherwise go unnoticed until the next poll.
-            None => watch = Some(wait::Watch::new(&t.dir, &t.lock_name)),
-            Some(Some(w)) => {
-                let delay = backoff.next_delay().min(left);
-                if !registry::wait_for_other_thread(&t.key, delay) {
-                    w.wait(delay);
-                }
-            }
-            Some(None) => std::thread::sleep(backoff.next_delay().min(left)),
-        }
+        waiter.wait(&err, Duration::MAX)?;
     }
 }
 

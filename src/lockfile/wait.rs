@@ -14,6 +14,10 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 
 use crate::backoff::Backoff;
+use crate::error::{Error, Result};
+use crate::fsops;
+use crate::lockfile::{registry, Target};
+use nix::errno::Errno;
 
 const FIRST_DELAY: Duration = Duration::from_millis(1);
 const MAX_DELAY: Duration = Duration::from_millis(100);
@@ -22,6 +26,68 @@ const MAX_DELAY: Duration = Duration::from_millis(100);
 /// uniformly from the upper half of its step so that waiters do not retry in lockstep.
 pub fn backoff() -> Backoff {
     Backoff::jittered(FIRST_DELAY, MAX_DELAY)
+}
+
+/// The waiting between a blocking call's attempts (lock files and leases alike): what
+/// ends the wait, and the sleep, cut short by a release on this machine.
+pub struct Waiter<'a> {
+    target: &'a Target,
+    op: &'static str,
+    timeout: Option<Duration>,
+    start: Instant,
+    backoff: Backoff,
+    /// None until the first failed attempt; then the directory's watch, if inotify works.
+    watch: Option<Option<Watch>>,
+}
+
+impl<'a> Waiter<'a> {
+    /// A wait of up to `timeout` (None: forever; zero: a single attempt).
+    pub fn new(target: &'a Target, op: &'static str, timeout: Option<Duration>) -> Waiter<'a> {
+        Waiter { target, op, timeout, start: Instant::now(), backoff: backoff(), watch: None }
+    }
+
+    /// The failed attempt's error back if waiting goes on after it: the lock was held,
+    /// or the error is transient (the same list every retry uses). Anything else, or any
+    /// error of a single attempt, ends the call with that error.
+    pub fn retryable(&self, err: Error) -> Result<Error> {
+        let errno = err.sys_errno();
+        if (errno != Errno::EAGAIN && !fsops::is_transient(errno)) || self.timeout == Some(Duration::ZERO) {
+            return Err(err);
+        }
+        Ok(err)
+    }
+
+    /// Waits before the next attempt, at most `cap`. Ends the call with ETIMEDOUT (naming
+    /// `last`, the last attempt's error) once the timeout has passed, and with ENOENT once
+    /// the lock's directory is gone.
+    pub fn wait(&mut self, last: &Error, cap: Duration) -> Result<()> {
+        let t = self.target;
+        // A lock held by another thread of this process is waited for in memory, where
+        // a removed or renamed directory would go unnoticed: check it on every round.
+        if fsops::dir_is_gone(&t.dir) {
+            let why = format!("the directory {} was removed or renamed while waiting", t.dir.display());
+            return Err(t.error(Errno::ENOENT, self.op, why));
+        }
+        let left = self.timeout.map_or(Duration::MAX, |t| t.saturating_sub(self.start.elapsed()));
+        if left.is_zero() {
+            let waited = self.timeout.unwrap_or_default().as_millis();
+            let cause = format!("gave up after {waited} ms; last attempt: {}", last.cause());
+            return Err(t.error(Errno::ETIMEDOUT, self.op, cause));
+        }
+        let delay = self.backoff.next_delay().min(left).min(cap);
+        match &self.watch {
+            // Arm the watch, then try again at once: a release between the failed
+            // attempt and the watch would otherwise go unnoticed until the next poll.
+            None => self.watch = Some(Watch::new(&t.dir, &t.lock_name)),
+            Some(Some(w)) => {
+                if !registry::wait_for_other_thread(&t.key, delay) {
+                    w.wait(delay);
+                }
+            }
+            Some(None) => std::thread::sleep(delay),
+        }
+        Ok(())
+    }
 }
 
 thread_local! {
