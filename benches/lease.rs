@@ -4,6 +4,10 @@
 //!   path: `lockfile::create` + `unlock` against `lease::acquire` (one attempt, keep-alive
 //!   on) + `unlock`. The target: a lease's cycle at most 1.5x the plain lock's.
 //! - `cycle/link_unlink_floor/{tmpfs,ext4}`: bare link(2) + unlink(2), the floor of both.
+//! - `cycle/{plain,lease}_floor/{tmpfs,ext4}`: each cycle's own calls, bare: link(2) +
+//!   lstat(2) + unlink(2) for a plain lock, link(2) + rename(2) + unlink(2) for a lease
+//!   (the token parked under its next name). `lease_floor / plain_floor` is the part of the
+//!   1.5x target the file system itself takes.
 //! - `fencing/{first_token,fdatasync_floor}/ext4`: the first `fencing_token` of a hold
 //!   (one pwrite, one fdatasync, one rename) against a bare pwrite + fdatasync.
 //! - `keepalive/cpu_per_wall_second/1000_leases_{3,10}s`: the CPU time this process
@@ -72,6 +76,25 @@ fn cycle(c: &mut Criterion) {
             b.iter(|| {
                 fs::hard_link(black_box(&src), &dst).unwrap();
                 fs::remove_file(&dst).unwrap();
+            })
+        });
+        // Each lock's own system calls, bare: what the library's ratio is measured against.
+        group.bench_function(BenchmarkId::new("plain_floor", fs_name), |b| {
+            b.iter(|| {
+                fs::hard_link(black_box(&src), &dst).unwrap();
+                black_box(fs::symlink_metadata(&dst).unwrap());
+                fs::remove_file(&dst).unwrap();
+            })
+        });
+        let parked = [scratch.0.join("floor-t0"), scratch.0.join("floor-t1")];
+        fs::write(&parked[0], b"x").unwrap();
+        let mut k = 0;
+        group.bench_function(BenchmarkId::new("lease_floor", fs_name), |b| {
+            b.iter(|| {
+                fs::hard_link(black_box(&parked[k]), &dst).unwrap();
+                fs::rename(&parked[k], &parked[1 - k]).unwrap();
+                fs::remove_file(&dst).unwrap();
+                k = 1 - k;
             })
         });
     }
