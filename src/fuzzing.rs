@@ -11,7 +11,7 @@
 //! - [`lock_record`]: a lock file (`P.nfs_lock`, `P`, a claim), Core's S-expression
 //!   record ([`Record::parse`], over `sexp::parse`);
 //! - [`session_record`]: a session's record file (`NAME.sessions/<sid>`);
-//! - [`counter`]: the ID counter file (`NAME.counter`) and its in-place update;
+//! - `counter`: the ID counter file (`NAME.counter`) and its in-place update;
 //! - [`claim`]: the text of an ID lock or claim (`NAME.ids/*`).
 //!
 //! The unit test at the end replays the seed corpus (`fuzz/seeds/<target>/`) through the
@@ -105,7 +105,7 @@ pub fn lock_record(data: &[u8]) {
     );
 }
 
-/// A session record: [`srecord::SessionRecord::parse`].
+/// A session record: `srecord::SessionRecord::parse`.
 ///
 /// - Written again, it reads back as the same record (skipped over the cap, as above).
 /// - The heartbeat's in-place rewrite: the 20 beat digits at `BEAT_OFFSET`, in the bytes
@@ -136,17 +136,17 @@ fn check_beat_rewrite(bytes: &[u8], rec: &srecord::SessionRecord) {
     }
 }
 
-/// The counter file: [`counter::parse`], on the input as it is and on the input with
+/// The counter file: `counter::parse`, on the input as it is and on the input with
 /// both slots' checksums recomputed (so that the fuzzer reaches what lies behind the
 /// CRC: the digits, the labels, the choice between slots).
 ///
 /// - The value read is the slot it names, exactly as this library writes that slot, and
 ///   no other valid slot has a higher sequence.
 /// - The update: the counter read from a file, updated twice in place
-///   ([`counter::write`]), reads back each time as the value written, with a sequence
+///   (`counter::write`), reads back each time as the value written, with a sequence
 ///   higher than before (a sequence that did not grow would let the older slot win: the
 ///   counter would go back and issue IDs again).
-/// - A new counter file ([`counter::initial`]) reads as its value.
+/// - A new counter file (`counter::initial`) reads as its value.
 pub fn counter(data: &[u8]) {
     check_counter(data);
     if data.len() == counter::FILE_LEN {
@@ -210,7 +210,7 @@ fn memory_file(data: &[u8]) -> counter::CounterFile {
 /// What [`idlock::holder_of`] reads of an ID lock or claim.
 const CLAIM_READ_CAP: usize = 256;
 
-/// The text of a claim: [`idlock::parse_claim`]. A text it accepts is exactly the text
+/// The text of a claim: `idlock::parse_claim`. A text it accepts is exactly the text
 /// this library writes for that session, and the session id is one this library draws.
 pub fn claim(data: &[u8]) {
     let Some(sid) = idlock::parse_claim(data) else { return };

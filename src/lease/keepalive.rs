@@ -20,7 +20,7 @@ use crate::clock;
 use crate::fsops;
 use crate::process;
 
-const OP_KEEPALIVE: &str = "keepalive";
+const OP_KEEPALIVE: &str = "lease keep-alive";
 
 struct Registry {
     /// By the address of the hold: exact removal at release, without a scan.

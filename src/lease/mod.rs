@@ -41,16 +41,26 @@ pub const MIN_LEASE: Duration = Duration::from_millis(100);
 /// The longest lease (a day): a crashed holder's lock is recovered within this.
 pub const MAX_LEASE: Duration = Duration::from_secs(86_400);
 
-const OP_ACQUIRE: &str = "acquire";
-const OP_RENEW: &str = "renew";
-const OP_IS_HELD: &str = "is_held";
-const OP_FENCE: &str = "fencing_token";
-const OP_UNLOCK: &str = "unlock";
-const OP_BREAK: &str = "break";
-const OP_INSPECT: &str = "inspect";
+const OP_ACQUIRE: &str = "lease::acquire";
+const OP_RENEW: &str = "Lease::renew";
+const OP_IS_HELD: &str = "Lease::is_held";
+const OP_FENCE: &str = "Lease::fencing_token";
+const OP_UNLOCK: &str = "Lease::unlock";
+const OP_BREAK: &str = "lease::break_lock";
+const OP_INSPECT: &str = "lease::inspect";
 
 /// How a lock is taken.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// ```
+/// use std::time::Duration;
+/// use nfslock::lease::Options;
+///
+/// let o = Options { message: b"nightly".to_vec(), lease: Duration::from_secs(10), ..Options::default() };
+/// assert!(o.keepalive && !o.shared);
+/// assert_eq!(format!("{o:?}"), r#"Options { message: "nightly", lease: 10s, keepalive: true, shared: false }"#);
+/// assert_eq!(Options { lease: Duration::from_millis(5), ..o }.check("example").unwrap_err().errno(), nfslock::Errno::EINVAL);
+/// ```
+#[derive(Clone, PartialEq, Eq)]
 pub struct Options {
     /// The message in the lock's record.
     pub message: Vec<u8>,
@@ -58,13 +68,27 @@ pub struct Options {
     pub lease: Duration,
     /// Renewed from a library thread (default); off: the holder calls [`Lease::renew`].
     pub keepalive: bool,
-    /// A shared (reader) lock instead of an exclusive one.
+    /// A shared (reader) lock instead of an exclusive one: shared by processes (on any
+    /// host); within one process a lock has one holder at a time, as a plain lock does,
+    /// so a second thread asking waits (share the one [`Lease`] between threads instead).
     pub shared: bool,
 }
 
 impl Default for Options {
     fn default() -> Options {
         Options { message: Vec::new(), lease: Duration::ZERO, keepalive: true, shared: false }
+    }
+}
+
+/// The message as text, not bytes.
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("message", &String::from_utf8_lossy(&self.message))
+            .field("lease", &self.lease)
+            .field("keepalive", &self.keepalive)
+            .field("shared", &self.shared)
+            .finish()
     }
 }
 
@@ -85,13 +109,24 @@ impl Options {
 }
 
 /// A lease this process holds. Dropping it releases it (ignoring errors).
-#[derive(Debug)]
 pub struct Lease {
     hold: Arc<Hold>,
     /// The path's reservation in the lock-file registry (threads, EDEADLK).
     reservation: u64,
     generation: u64,
     held: bool,
+}
+
+/// What a person needs: `Lease { path: "/shared/queue", lease: 10s, shared: false, keepalive: true }`.
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease")
+            .field("path", &self.hold.target.key)
+            .field("lease", &self.hold.lease)
+            .field("shared", &self.hold.shared)
+            .field("keepalive", &self.hold.keepalive)
+            .finish()
+    }
 }
 
 impl Lease {

@@ -21,7 +21,7 @@ use crate::lockfile::token::{self, Found, Moved};
 use crate::lockfile::{self, claim, Target};
 use crate::record::{LeaseTerms, Record};
 
-const OP: &str = "acquire";
+const OP: &str = "lease::acquire";
 
 /// The membership name of `member` in `group`.
 pub fn membership(dir: &Path, group: &str, member: &str) -> PathBuf {
@@ -301,7 +301,7 @@ fn prune(t: &Target, group: &LeaseTerms, file: FileId, hex: &str, from: &Path, e
 
 /// Removes every member and the group (an operator's break).
 pub fn break_group(t: &Target, group: &LeaseTerms, file: FileId) -> Result<()> {
-    let sys = |e, call| t.sys(e, "break", call, &t.lock);
+    let sys = |e, call| t.sys(e, "lease::break_lock", call, &t.lock);
     let Some(guard) = lock_group(t, group, file).map_err(|e| sys(e, "taking the group's mutex of"))? else { return Ok(()) };
     for (hex, name) in members(&t.dir, &group.claim).map_err(|e| sys(e, "listing the members of"))? {
         if let (Ok(member_file), Ok(Found::Live(epoch))) = (fsops::id_of(&name), token::find(&t.dir, &hex)) {

@@ -58,12 +58,12 @@ pub const UNWRITTEN_PATIENCE: Duration = Duration::from_secs(5);
 const ALIVE_FOR: Duration = Duration::from_millis(50);
 
 // Errors name the Rust operation; the C API relabels them with its function's name.
-const OP_CREATE: &str = "create";
-const OP_BLOCKING: &str = "blocking_create";
-const OP_UNLOCK: &str = "unlock";
-const OP_UNLOCK_PATH: &str = "unlock_path";
-const OP_READ: &str = "read_record";
-const OP_CRITICAL: &str = "critical_section";
+const OP_CREATE: &str = "lockfile::create";
+const OP_BLOCKING: &str = "lockfile::blocking_create";
+const OP_UNLOCK: &str = "Lock::unlock";
+const OP_UNLOCK_PATH: &str = "lockfile::unlock_path";
+const OP_READ: &str = "lockfile::read_record";
+const OP_CRITICAL: &str = "lockfile::critical_section";
 
 /// The names one lock involves.
 #[derive(Debug, Clone)]
@@ -141,7 +141,6 @@ impl Target {
 
 /// A lock this process holds. Dropping it releases the lock (ignoring errors); call
 /// [`Lock::unlock`] to learn whether the release went as expected.
-#[derive(Debug)]
 pub struct Lock {
     target: Target,
     token: u64,
@@ -150,6 +149,13 @@ pub struct Lock {
     held: bool,
     /// The fencing token handed out for this hold (0: none yet).
     fence: std::sync::atomic::AtomicU64,
+}
+
+/// `Lock { path: "/shared/queue", lock_file: "/shared/queue.nfs_lock" }`.
+impl std::fmt::Debug for Lock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lock").field("path", &self.target.key).field("lock_file", &self.target.lock).finish()
+    }
 }
 
 impl Lock {
@@ -174,7 +180,7 @@ impl Lock {
     /// Ok while the lock file is still this hold's. ENOLCK: removed or replaced (by
     /// `unlock_path`, an operator's break, or by hand); EPERM: inherited through fork.
     pub fn is_held(&self) -> Result<()> {
-        const OP: &str = "is_held";
+        const OP: &str = "Lock::is_held";
         let t = &self.target;
         if process::fork_generation() != self.generation {
             return Err(t.error(Errno::EPERM, OP, "the handle was inherited through fork; a child holds nothing"));
@@ -195,7 +201,7 @@ impl Lock {
     /// still ours; ENOLCK if it is not.
     pub fn fencing_token(&self) -> Result<u64> {
         use std::sync::atomic::Ordering;
-        const OP: &str = "fencing_token";
+        const OP: &str = "Lock::fencing_token";
         let t = &self.target;
         if process::fork_generation() != self.generation {
             return Err(t.error(Errno::EPERM, OP, "the handle was inherited through fork; a child holds nothing"));

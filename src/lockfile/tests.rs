@@ -260,3 +260,16 @@ fn one_lock_is_removed_by_one_thread_at_a_time() {
     let err = fresh.unlock().unwrap_err();
     assert_eq!(err.errno(), Errno::ENOLCK, "{err}");
 }
+
+#[test]
+fn errors_name_the_rust_function_and_the_path() {
+    // A Rust caller reads the function it called, not the C name the FFI layer shows.
+    let d = scratch();
+    let p = d.path().join("missing-dir").join("a");
+    let err = create(&p, b"m").unwrap_err();
+    assert_eq!(err.errno(), Errno::ENOENT, "{err}");
+    let text = err.to_string();
+    assert!(text.starts_with(&format!("lockfile::create {}", p.display())), "{text}");
+    let err = unlock_path(d.path().join("b")).unwrap_err();
+    assert!(err.to_string().starts_with("lockfile::unlock_path "), "{err}");
+}

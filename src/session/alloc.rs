@@ -19,11 +19,11 @@ use crate::fsops::FileId;
 /// The most IDs one call may issue.
 pub const MAX_IDS_PER_CALL: usize = 1 << 24;
 
-const OP_MAKE: &str = "make_new_ids";
-const OP_LOCK: &str = "lock_ids";
-const OP_RELEASE: &str = "release_ids";
-const OP_HOLDER: &str = "lock_holder";
-const OP_REAP: &str = "reap_locks";
+const OP_MAKE: &str = "Session::make_new_ids";
+const OP_LOCK: &str = "Session::lock_ids";
+const OP_RELEASE: &str = "Session::release_ids";
+const OP_HOLDER: &str = "Session::lock_holder";
+const OP_REAP: &str = "Session::reap_locks";
 /// How many times one allocation moves past IDs found locked above the counter (left by
 /// a session that crashed between locking and advancing the counter).
 const MAX_SKIPS: usize = 64;

@@ -11,7 +11,7 @@ use super::state::{locked, Shared};
 
 /// What the heartbeat's reaping is called in errors (which it drops: they are met again
 /// in the next round).
-const OP: &str = "heartbeat";
+const OP: &str = "session heartbeat";
 
 pub fn start(shared: Arc<Shared>) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new().name("nfslock-session".into()).spawn(move || run(&shared))

@@ -20,8 +20,8 @@ use super::token::{self, Token};
 use crate::error::{Error, Result};
 use crate::fsops::{self, FileId};
 
-const OP_CHECK: &str = "check";
-const OP_REPAIR: &str = "repair_counter";
+const OP_CHECK: &str = "Session::check";
+const OP_REPAIR: &str = "Session::repair_counter";
 /// How many findings `check` spells out in its message.
 const FINDINGS_SHOWN: usize = 5;
 

@@ -76,8 +76,8 @@ pub use layout::DEFAULT_NAME;
 pub use lease::MIN_TIMEOUT;
 pub use liveness::DEFAULT_TIMEOUT;
 
-const OP_OPEN: &str = "open";
-const OP_CLOSE: &str = "close";
+const OP_OPEN: &str = "Session::open";
+const OP_CLOSE: &str = "Session::close";
 
 /// An open session: it holds ID locks, and heartbeats until closed. Thread-safe.
 /// Dropping it closes it (ignoring errors); [`Session::close`] reports them.
@@ -85,6 +85,13 @@ pub struct Session {
     shared: Arc<Shared>,
     heartbeat: Option<JoinHandle<()>>,
     closed: bool,
+}
+
+/// `Session { dir: "/shared/repo", id: "host-4242-…" }`.
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session").field("dir", &self.dir()).field("id", &self.id()).finish()
+    }
 }
 
 impl Session {

@@ -140,14 +140,14 @@ fn alloc_lock_holder_describes_the_holder_and_errors_name_rust_operations() {
     let want = format!("{} (pid {}) since ", String::from_utf8_lossy(&me.host), me.pid);
     assert!(text.starts_with(&want) && text.ends_with('Z'), "{text}");
     let free = s.lock_holder(id + 1).unwrap_err();
-    assert_eq!((free.errno(), free.op()), (crate::Errno::ENOENT, "lock_holder"));
+    assert_eq!((free.errno(), free.op()), (crate::Errno::ENOENT, "Session::lock_holder"));
     let zero = s.make_new_ids(0).unwrap_err();
-    assert_eq!((zero.errno(), zero.op()), (crate::Errno::EINVAL, "make_new_ids"));
+    assert_eq!((zero.errno(), zero.op()), (crate::Errno::EINVAL, "Session::make_new_ids"));
     fs::remove_file(tmp.path().join(format!("{NAME}.counter"))).unwrap();
     let missing = s.make_new_ids(1).unwrap_err();
-    assert_eq!((missing.errno(), missing.op()), (crate::Errno::ENOENT, "make_new_ids"));
+    assert_eq!((missing.errno(), missing.op()), (crate::Errno::ENOENT, "Session::make_new_ids"));
     assert!(missing.cause().contains("call repair_counter") && !missing.cause().contains("nfslock_"), "{missing}");
-    assert_eq!(s.lock_ids(&[1000]).unwrap_err().op(), "lock_ids");
+    assert_eq!(s.lock_ids(&[1000]).unwrap_err().op(), "Session::lock_ids");
 }
 
 // ---------------------------------------------------------------------------------
@@ -193,7 +193,7 @@ fn token_held_by_a_live_session_is_waited_for_then_etimedout_naming_it() {
     let mut ids = locked(&a.shared.ids);
     let t = token::acquire(&a.shared, &mut ids, "test", false).unwrap();
     let e = b.make_new_ids(1).unwrap_err();
-    assert_eq!((e.errno(), e.op()), (crate::Errno::ETIMEDOUT, "make_new_ids"), "{e}");
+    assert_eq!((e.errno(), e.op()), (crate::Errno::ETIMEDOUT, "Session::make_new_ids"), "{e}");
     assert!(e.cause().contains(a.id()), "names the holder: {e}");
     token::finish(&a.shared, &mut ids, t, false);
     drop(ids);
@@ -353,7 +353,7 @@ fn maintenance_check_finds_problems_and_repair_raises_never_lowers() {
     s.check().unwrap();
     fs::write(tmp.path().join("jobs.sessions/not-a-record"), b"x").unwrap();
     let e = s.check().unwrap_err();
-    assert_eq!((e.errno(), e.op()), (crate::Errno::EBADMSG, "check"));
+    assert_eq!((e.errno(), e.op()), (crate::Errno::EBADMSG, "Session::check"));
     assert!(e.cause().contains("is not a session record"), "{e}");
     fs::remove_file(tmp.path().join("jobs.sessions/not-a-record")).unwrap();
     s.repair_counter(1000).unwrap();
@@ -405,8 +405,8 @@ fn maintenance_a_new_repository_adopts_only_a_counter_it_could_have_made() {
     fs::create_dir(&planted).unwrap();
     fs::write(&outside, super::counter::initial(5)).unwrap();
     fs::hard_link(&outside, planted.join("jobs.counter")).unwrap();
-    let e = Session::open(&planted, Some(NAME), None).err().expect("refused");
-    assert_eq!((e.errno(), e.op()), (crate::Errno::EBADMSG, "open"), "{e}");
+    let e = Session::open(&planted, Some(NAME), None).expect_err("refused");
+    assert_eq!((e.errno(), e.op()), (crate::Errno::EBADMSG, "Session::open"), "{e}");
     assert_eq!(fs::read(&outside).unwrap(), super::counter::initial(5), "left alone");
     assert!(!planted.join("jobs.ids").exists());
     // A crash of an earlier opener between linking the counter and removing its
