@@ -13,7 +13,8 @@
 #                                   installed tree with pkg-config and run it
 #   make test                       scripts/deps, cargo fmt --check, clippy (warnings
 #                                   are errors),
-#                                   cargo test --all-targets and --doc (the multi-host
+#                                   cargo test --all-targets and --doc, rustdoc
+#                                   (warnings are errors; the multi-host
 #                                   rig included, on faultfs and on a real NFS
 #                                   server), the rig's filesystem's own tests and
 #                                   its NFS client's (make test-nfs-client),
