@@ -33,10 +33,23 @@
  *                                  ROUNDS times: acquire, `acq HOST MONO` to DIR/ping.log,
  *                                  hold, `rel HOST MONO_BEFORE MONO_AFTER` after the
  *                                  unlock, sleep GAP_MS
+ *   lshared PATH LEASE DIR ROUNDS HOLD_MS WRITER
+ *                                  ROUNDS acquisitions of a shared lock (WRITER=0) or of
+ *                                  the exclusive one (WRITER=1). A reader registers as
+ *                                  DIR/r.HOST.PID, checks no write is in progress (no
+ *                                  DIR/writing, the counter's digits whole and unchanged
+ *                                  over its hold), counts the readers in at once (and
+ *                                  those of other hosts); a writer creates DIR/writing
+ *                                  (O_EXCL), checks no reader is registered, rewrites the
+ *                                  counter in two steps with a pause between (a reader
+ *                                  inside would see the placeholder), then unregisters.
+ *                                  Prints acq, viol, lost, err, overlap (most readers in
+ *                                  at once), cross (holds that saw another host's reader)
  *   clocks FILE                    creates FILE (through the mount) and prints this
  *                                  host's clocks (mono, boot, real) and FILE's mtime (ms)
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -340,6 +353,158 @@ static int mode_lping(const char *path, int lease, const char *dir, int rounds, 
     return 0;
 }
 
+/* The counter of DIR as written by a shared-lock writer: -1 when it is not whole digits
+ * (a write in progress), 0 when it does not exist yet. */
+static long read_counter(const char *dir)
+{
+    char path[PATH_MAX], buf[32] = {0};
+    path_in(path, dir, "counter");
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ENOENT ? 0 : -1;
+    ssize_t n = pread(fd, buf, 20, 0);
+    close(fd);
+    if (n != 20)
+        return n == 0 ? 0 : -1;
+    for (int i = 0; i < 20; i++)
+        if (buf[i] < '0' || buf[i] > '9')
+            return -1;
+    return atol(buf);
+}
+
+static int write_counter(const char *dir, const char *text)
+{
+    char path[PATH_MAX];
+    path_in(path, dir, "counter");
+    int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return -1;
+    int ok = pwrite(fd, text, 20, 0) == 20 ? 0 : -1;
+    close(fd);
+    return ok;
+}
+
+/* Registered readers of DIR: how many, and how many of another host than `me`. */
+static int readers_in(const char *dir, const char *me, int *others)
+{
+    int n = 0;
+    *others = 0;
+    DIR *d = opendir(dir);
+    if (d == NULL)
+        return 0;
+    struct dirent *e;
+    size_t len = strlen(me);
+    while ((e = readdir(d)) != NULL) {
+        if (strncmp(e->d_name, "r.", 2) != 0)
+            continue;
+        n++;
+        if (strncmp(e->d_name + 2, me, len) != 0 || e->d_name[2 + len] != '.')
+            (*others)++;
+    }
+    closedir(d);
+    return n;
+}
+
+static int take_shared(const char *path, int lease_ms, nfslock **lock)
+{
+    nfslock_options *o = NULL;
+    int rc = nfslock_options_new(&o);
+    if (rc == 0)
+        rc = nfslock_options_set_lease_ms(o, (uint32_t)lease_ms);
+    if (rc == 0)
+        rc = nfslock_options_set_shared(o, 1);
+    if (rc == 0)
+        rc = nfslock_options_set_message(o, "rig reader");
+    if (rc == 0)
+        rc = nfslock_acquire(path, o, 60000, lock);
+    nfslock_options_free(o);
+    return rc;
+}
+
+/* One reader's hold: 0 clean, 1 it saw a write in progress or a changed counter. */
+static int read_inside(const char *dir, const char *host, int hold_ms, int *overlap, int *cross)
+{
+    char me[PATH_MAX], name[300];
+    snprintf(name, sizeof name, "r.%s.%d", host, (int)getpid());
+    path_in(me, dir, name);
+    int fd = open(me, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        perror("register reader");
+        return 1;
+    }
+    close(fd);
+    char writing[PATH_MAX];
+    path_in(writing, dir, "writing");
+    int others = 0, bad = 0;
+    long before = read_counter(dir);
+    bad |= access(writing, F_OK) == 0 || before < 0;
+    sleep_ms(hold_ms);
+    int in = readers_in(dir, host, &others);
+    long after = read_counter(dir);
+    bad |= access(writing, F_OK) == 0 || after != before;
+    if (in > *overlap)
+        *overlap = in;
+    *cross += others > 0;
+    if (bad)
+        fprintf(stderr, "reader %s: counter %ld then %ld, writing %d\n", name, before, after, access(writing, F_OK) == 0);
+    unlink(me);
+    return bad;
+}
+
+/* One writer's hold: 0 clean, 1 another writer or a reader was inside. */
+static int write_inside(const char *dir, int hold_ms)
+{
+    char writing[PATH_MAX], text[32];
+    path_in(writing, dir, "writing");
+    int fd = open(writing, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        fprintf(stderr, "writer: another writer inside\n");
+        return 1;
+    }
+    close(fd);
+    int others = 0, bad = readers_in(dir, "", &others) > 0;
+    long value = read_counter(dir);
+    bad |= value < 0;
+    /* In two steps: a reader inside now would see the placeholder. */
+    bad |= write_counter(dir, "writing-in-progress!") != 0;
+    sleep_ms(hold_ms);
+    snprintf(text, sizeof text, "%020ld", value + 1);
+    bad |= write_counter(dir, text) != 0;
+    bad |= readers_in(dir, "", &others) > 0;
+    if (bad)
+        fprintf(stderr, "writer: readers inside or counter unreadable (%ld)\n", value);
+    unlink(writing);
+    return bad;
+}
+
+static int mode_lshared(const char *path, int lease, const char *dir, int rounds, int hold_ms, int writer)
+{
+    char host[256] = {0};
+    gethostname(host, sizeof host - 1);
+    int acq = 0, viol = 0, lost = 0, err = 0, overlap = 0, cross = 0;
+    for (int i = 0; i < rounds; i++) {
+        nfslock *lock = NULL;
+        int rc = writer ? take(path, lease, 60000, &lock) : take_shared(path, lease, &lock);
+        if (rc != 0) {
+            fprintf(stderr, "acquire: %s\n", nfslock_last_error());
+            err++;
+            continue;
+        }
+        acq++;
+        viol += writer ? write_inside(dir, hold_ms) : read_inside(dir, host, hold_ms, &overlap, &cross);
+        int held = nfslock_is_held(lock);
+        rc = nfslock_unlock(lock);
+        if (held != 0 || rc != 0) {
+            fprintf(stderr, "is_held %s, unlock %s: %s\n", errname(held), errname(rc), nfslock_last_error());
+            lost++;
+        }
+        /* A short pause lets the other side in (readers and the writer take turns). */
+        sleep_ms(hold_ms / 2);
+    }
+    printf("acq=%d viol=%d lost=%d err=%d overlap=%d cross=%d\n", acq, viol, lost, err, overlap, cross);
+    return 0;
+}
+
 static int mode_clocks(const char *file)
 {
     int fd = open(file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -367,6 +532,8 @@ int lease_mode(const char *mode, int argc, char **argv)
         return mode_lfence1(argv[2], atoi(argv[3]), argv[4], atoi(argv[5]));
     if (strcmp(mode, "lping") == 0 && argc == 8)
         return mode_lping(argv[2], atoi(argv[3]), argv[4], atoi(argv[5]), atoi(argv[6]), atoi(argv[7]));
+    if (strcmp(mode, "lshared") == 0 && argc == 8)
+        return mode_lshared(argv[2], atoi(argv[3]), argv[4], atoi(argv[5]), atoi(argv[6]), atoi(argv[7]));
     if (strcmp(mode, "clocks") == 0 && argc == 3)
         return mode_clocks(argv[2]);
     return -1;

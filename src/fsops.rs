@@ -67,6 +67,16 @@ pub fn link(from: &Path, to: &Path) -> nix::Result<()> {
     retry(|| unistd::linkat(fcntl::AT_FDCWD, from, fcntl::AT_FDCWD, to, AtFlags::empty()))
 }
 
+/// link(2) of our file `ours` (named `from`) to `to`, a name nobody else ever gives a
+/// file (a shared lock's membership name). A retransmitted LINK whose first reply was
+/// lost reports EEXIST although it worked: that counts as done when `to` names `ours`.
+pub fn link_private(from: &Path, to: &Path, ours: FileId) -> nix::Result<()> {
+    match link(from, to) {
+        Err(Errno::EEXIST) if id_of(to) == Ok(ours) => Ok(()),
+        other => other,
+    }
+}
+
 /// What [`link_checked`] found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Linked {

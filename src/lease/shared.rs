@@ -171,7 +171,7 @@ pub fn join(t: &Target, o: &Options, me: &Identity, p: &Parked) -> Result<(Strin
             Holder::Free => {
                 let (group, file) = new_group(t, o, me)?;
                 let mine = membership(&t.dir, &group, &p.claim);
-                fsops::link(&token, &mine).map_err(|e| sys(e, "joining"))?;
+                fsops::link_private(&token, &mine, p.file).map_err(|e| sys(e, "joining"))?;
                 let first = token::path(&t.dir, &group, 1);
                 match fsops::link_checked(&first, &t.lock, file, LinkProof { only_link: true, local: p.local, by_name: false }) {
                     Ok(Linked::Ours) => return Ok((group, file)),
@@ -188,7 +188,7 @@ pub fn join(t: &Target, o: &Options, me: &Identity, p: &Parked) -> Result<(Strin
                 let group = record.lease.expect("checked above");
                 let Some(guard) = lock_group(t, &group, file).map_err(|e| sys(e, "taking the group's mutex of"))? else { continue };
                 let mine = membership(&t.dir, &group.claim, &p.claim);
-                let joined = fsops::link(&token, &mine);
+                let joined = fsops::link_private(&token, &mine, p.file);
                 guard.unlock(&t.dir).map_err(|e| sys(e, "giving back the group's mutex of"))?;
                 joined.map_err(|e| sys(e, "joining"))?;
                 return Ok((group.claim, file));
@@ -239,10 +239,13 @@ pub fn wait_for_group(t: &Target, me: &Identity, group: &LeaseTerms, file: FileI
     let mut live = 0;
     for (hex, name) in &present {
         match judge_member(t, me, hex, name, w).map_err(|e| sys(e, "watching a shared holder of"))? {
-            Some((from, epoch, member_file)) => {
+            Judged::Expired { from, epoch, member_file } => {
                 prune(t, group, file, hex, &from, epoch, member_file).map_err(|e| sys(e, "pruning a shared holder of"))?
             }
-            None => live += 1,
+            Judged::Orphan { member_file } => {
+                prune_orphan(t, group, file, hex, member_file).map_err(|e| sys(e, "pruning a shared holder of"))?
+            }
+            Judged::Live => live += 1,
         }
     }
     if live == 0 && members(&t.dir, &group.claim).map_err(|e| sys(e, "listing the members of"))?.is_empty() {
@@ -258,22 +261,39 @@ pub fn wait_for_group(t: &Target, me: &Identity, group: &LeaseTerms, file: FileI
     Err(t.error(Errno::EAGAIN, OP, format!("shared by {live} holders")))
 }
 
-/// Whether member `hex` (named `name`) may be pruned: Some(its token, epoch, inode).
-fn judge_member(t: &Target, me: &Identity, hex: &str, name: &Path, w: &mut Waiting) -> nix::Result<Option<(PathBuf, u64, FileId)>> {
+/// What an exclusive acquirer makes of one member of a shared group.
+enum Judged {
+    /// Renewing (or not judged yet): the acquirer waits.
+    Live,
+    /// Its lease expired or its process died: prune it through its token.
+    Expired { from: PathBuf, epoch: u64, member_file: FileId },
+    /// A membership name whose token is gone: a member that left (or was pruned, or its
+    /// process exited) without its membership name going too, say because an error ended
+    /// its leave half way. A live member always has a token (it joins with a parked
+    /// claim's token and leaves before it drops it), so this one holds nothing.
+    Orphan { member_file: FileId },
+}
+
+/// Whether member `hex` (named `name`) may be pruned.
+fn judge_member(t: &Target, me: &Identity, hex: &str, name: &Path, w: &mut Waiting) -> nix::Result<Judged> {
     let (record, member_file) = match holder::read(name, name) {
         Ok(Holder::Held { record, file }) => (record, file),
-        _ => return Ok(None),
+        _ => return Ok(Judged::Live),
     };
-    let Some(terms) = record.lease.clone().filter(|l| l.claim == hex) else { return Ok(None) };
+    let Some(terms) = record.lease.clone().filter(|l| l.claim == hex) else { return Ok(Judged::Live) };
+    let found = token::find(&t.dir, hex)?;
+    if found == Found::Nothing && orphaned(name, member_file)? {
+        return Ok(Judged::Orphan { member_file });
+    }
     if host::owner_of(&record, &me.host) == Owner::Dead {
-        if let Found::Live(epoch) = token::find(&t.dir, hex)? {
+        if let Found::Live(epoch) = found {
             // Its liveness flock must be free too: a live process of this host keeps it.
             let fd = fsops::open_for_flock(name)?;
             if fsops::try_flock_exclusive(&fd).is_ok() {
-                return Ok(Some((token::path(&t.dir, hex, epoch), epoch, member_file)));
+                return Ok(Judged::Expired { from: token::path(&t.dir, hex, epoch), epoch, member_file });
             }
         }
-        return Ok(None);
+        return Ok(Judged::Live);
     }
     if w.watches.get(hex).is_none_or(|watch| watch.file != member_file) {
         let watch = Watch::start_at(t, name.to_path_buf(), member_file, &terms)?;
@@ -281,9 +301,29 @@ fn judge_member(t: &Target, me: &Identity, hex: &str, name: &Path, w: &mut Waiti
     }
     let watch = w.watches.get_mut(hex).expect("inserted above");
     Ok(match watch.look(t, None)? {
-        Verdict::Expired { from, epoch } => Some((from, epoch, member_file)),
-        Verdict::Live(_) | Verdict::Ended => None,
+        Verdict::Expired { from, epoch } => Judged::Expired { from, epoch, member_file },
+        Verdict::Live(_) | Verdict::Ended => Judged::Live,
     })
+}
+
+/// Whether the membership name `name` is the last name of the member's inode
+/// `member_file`: its token, a second link of the same inode, is gone. The link count
+/// comes from a fresh open, so it does not rest on the directory listing alone.
+fn orphaned(name: &Path, member_file: FileId) -> nix::Result<bool> {
+    Ok(!fsops::still_linked(name, member_file)? && fsops::id_of(name).ok() == Some(member_file))
+}
+
+/// Removes the orphaned membership `hex` (the inode `member_file`) under the group's
+/// mutex, once that mutex shows its token still gone; the last member ends the group.
+fn prune_orphan(t: &Target, group: &LeaseTerms, file: FileId, hex: &str, member_file: FileId) -> nix::Result<()> {
+    let Some(guard) = lock_group(t, group, file)? else { return Ok(()) };
+    let name = membership(&t.dir, &group.claim, hex);
+    let still = token::find(&t.dir, hex)? == Found::Nothing && orphaned(&name, member_file)?;
+    if still {
+        guard.leave(t, hex)
+    } else {
+        guard.unlock(&t.dir)
+    }
 }
 
 /// Removes member `hex` under the group's mutex, taking its token first (its next

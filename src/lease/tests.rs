@@ -293,6 +293,33 @@ fn an_exclusive_acquirer_prunes_a_shared_holder_that_stopped_renewing_after_its_
 }
 
 #[test]
+fn an_exclusive_acquirer_prunes_a_membership_whose_token_is_gone() {
+    // A member whose leave failed half way (a lost reply on NFS) and whose process then
+    // exited, removing its token: its membership name is the inode's last name. Before,
+    // such a name counted as a live holder forever and every writer timed out.
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("res");
+    let (group, member) = plant_group(&p);
+    fs::remove_file(token::path(d.path(), &member, 1)).unwrap();
+    let l = acquire(&p, &options(LEASE, true), Some(LEASE * 10)).unwrap();
+    let left = names(d.path());
+    assert!(!left.iter().any(|n| n.contains(&group) || n.contains(&member)), "{left:?}");
+    l.unlock().unwrap();
+}
+
+#[test]
+fn a_membership_with_its_token_is_never_an_orphan() {
+    // The same planted member with its token: a writer that does not wait finds the lock
+    // shared (the member's lease is watched first), and nothing of the member goes.
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("res");
+    let (_, member) = plant_group(&p);
+    let err = acquire(&p, &options(LEASE, true), Some(Duration::ZERO)).unwrap_err();
+    assert_eq!(err.errno(), crate::Errno::EAGAIN, "{err}");
+    assert!(fs::symlink_metadata(token::path(d.path(), &member, 1)).is_ok());
+}
+
+#[test]
 fn a_renewing_shared_holder_keeps_an_exclusive_acquirer_out() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("res");

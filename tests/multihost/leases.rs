@@ -9,9 +9,6 @@
 //! Clocks: every host shares the machine's clocks except in the skew scenario, whose
 //! hosts have time namespaces; a worker's `mono` is converted to the machine's by its
 //! host's offset.
-//!
-//! Not here: shared holders with an exclusive writer (shared locks are not built: the
-//! library answers EOPNOTSUPP).
 
 use std::collections::HashMap;
 use std::fs;
@@ -643,6 +640,80 @@ pub fn release_latency(rig: &mut Rig, backend: Backend, lease: u64, rounds: u32)
             from_start.0.len(),
             from_start.summary(),
             from_end.summary()
+        ),
+        ..Row::default()
+    });
+}
+
+/// 8: shared holders on every host with an exclusive writer: `readers` reader processes
+/// on each of the hosts take the shared lock `rounds` times each, one writer process on
+/// host A takes it exclusively `rounds` times and rewrites a counter in two steps inside.
+/// No reader may see the writer's placeholder, a changed counter or the writer's marker;
+/// the writer never sees a registered reader; the counter ends at exactly the writer's
+/// acquisitions; and readers of different hosts really held the lock at the same time.
+pub fn shared_readers_and_writer(rig: &mut Rig, faults: &str, backend: Backend, lease: u64, readers: usize, rounds: u32) {
+    let scenario = super::sessions::titled(&backend, format!("shared holders on every host, one exclusive writer{faults}"));
+    let start = Instant::now();
+    let hosts_n = super::HOSTS;
+    let fleet = Fleet::boot(rig, &format!("lease-shared-{}", scenario.len()), &vec![backend; hosts_n]);
+    let site = &fleet.site;
+    let lock = site.mount.join("lock");
+    let check = site.backing.join("check");
+    let _ = fs::create_dir_all(&check);
+    let (lock_s, check_s, lease_s, rounds_s) = (lock.to_str().unwrap(), check.to_str().unwrap(), lease.to_string(), rounds.to_string());
+    let (reader_hold, writer_hold) = ("40", "30");
+    let mut children: Vec<_> = fleet
+        .hosts
+        .iter()
+        .flat_map(|h| (0..readers).map(move |_| h))
+        .map(|h| (false, h.spawn(site, &["lshared", lock_s, &lease_s, check_s, &rounds_s, reader_hold, "0"])))
+        .collect();
+    children.push((true, fleet.hosts[0].spawn(site, &["lshared", lock_s, &lease_s, check_s, &rounds_s, writer_hold, "1"])));
+    let (mut acq, mut viol, mut writes, mut overlap, mut cross) = (0, 0, 0, 0, 0);
+    for (writer, child) in children {
+        let out = host::finish(child, Duration::from_secs(150));
+        acq += count(&out, "acq");
+        viol += count(&out, "viol");
+        if writer {
+            writes = count(&out, "acq");
+        } else {
+            overlap = overlap.max(count(&out, "overlap"));
+            cross += count(&out, "cross");
+        }
+        let clean = out.status.success() && count(&out, "err") == 0 && count(&out, "lost") == 0 && count(&out, "viol") == 0;
+        rig.check(&scenario, clean && count(&out, "acq") == u64::from(rounds), describe(&out));
+    }
+    let counter = fs::read_to_string(check.join("counter")).unwrap_or_default();
+    let exact = counter.trim().parse::<u64>().ok() == Some(writes) && writes == u64::from(rounds);
+    if !exact {
+        viol += 1;
+    }
+    rig.check(&scenario, exact, format!("counter {counter:?} after {writes} writes"));
+    // Shared means shared: readers were in together, also readers of different hosts.
+    rig.check(
+        &scenario,
+        overlap >= 2 && cross > 0,
+        format!("readers never overlapped (most at once {overlap}, {cross} holds saw another host's)"),
+    );
+    settle_stats();
+    let faults: u64 = fleet.hosts.iter().map(|h| lost_replies(h) + h.wire_counts().0).sum();
+    let left = leftovers_check(rig, &scenario, site);
+    fleet.end();
+    rig.rows.push(Row {
+        scenario,
+        shape: format!("{hosts_n}x{readers}+1"),
+        acquisitions: acq,
+        faults,
+        violations: viol,
+        wall: start.elapsed(),
+        notes: format!(
+            "lease {lease} ms; {} shared acquisitions ({readers} readers per host), {writes} exclusive ones on host A; {}; up to {overlap} readers in at once, {cross} reader holds overlapped another host's reader; {left}",
+            acq - writes,
+            if viol == 0 {
+                format!("counter exact ({writes}), no reader saw a write in progress, the writer never saw a reader")
+            } else {
+                format!("{viol} violations (counter {:?})", counter.trim())
+            }
         ),
         ..Row::default()
     });

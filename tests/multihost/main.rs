@@ -403,7 +403,7 @@ fn multihost_scenarios() {
         sessions::allocation(&mut rig, "clients + processes on the server", ff(Faults::default()), PROCS);
         sessions::takeover(&mut rig, ff(Faults::default()), ff(Faults { clock_offset_ms: 7_000, ..Faults::default() }));
     }
-    // Issue 10. Shared holders are not here: shared locks are not built yet.
+    // Issue 10.
     // NFSLOCK_RIG_ONLY=leases:NAME runs one of them.
     let lease = |name: &str| want("leases") || only.as_deref() == Some(&format!("leases:{name}"));
     if lease("killed") {
@@ -426,6 +426,11 @@ fn multihost_scenarios() {
     }
     if lease("release") {
         leases::release_latency(&mut rig, ff(Faults::default()), 1000, 15);
+    }
+    if lease("shared") {
+        leases::shared_readers_and_writer(&mut rig, "", ff(Faults::default()), 1000, 2, 40);
+        let lossy = Faults { lose_replies: 0.2, ..Faults::default() };
+        leases::shared_readers_and_writer(&mut rig, ", lost replies 20%", ff(lossy), 1000, 2, 40);
     }
     let table = table(&rig.rows);
     println!("\nmulti-host rig, {:.0} s in all:\n\n{table}", started.elapsed().as_secs_f64());

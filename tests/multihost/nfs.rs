@@ -397,6 +397,10 @@ fn nfs_scenarios() {
         if want("waiter on another host sees a release") {
             super::leases::release_latency(&mut rig, Backend::Nfs(Wire::default()), 1000, 15);
         }
+        if want("shared holders on every host, one exclusive writer") {
+            let lossy = Backend::Nfs(tcp(15, 0, ALL));
+            super::leases::shared_readers_and_writer(&mut rig, ", TCP, lost replies 15%", lossy, 1000, 2, 15);
+        }
     }
     let table = table(&rig.rows);
     println!("\nreal-NFS rig, {:.0} s in all:\n\n{table}", started.elapsed().as_secs_f64());
