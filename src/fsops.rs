@@ -407,6 +407,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_repeated_link_of_a_private_name_counts_once_it_names_our_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ours, theirs, name) = (dir.path().join("a"), dir.path().join("b"), dir.path().join("m"));
+        std::fs::write(&ours, b"a").unwrap();
+        std::fs::write(&theirs, b"b").unwrap();
+        let (id, other) = (id_of(&ours).unwrap(), id_of(&theirs).unwrap());
+        link_private(&ours, &name, id).unwrap();
+        // As a retransmitted LINK whose first reply was lost: EEXIST, and the name is ours.
+        link_private(&ours, &name, id).unwrap();
+        // The name holding another file stays an error, and that file stays.
+        assert_eq!(link_private(&theirs, &name, other), Err(Errno::EEXIST));
+        assert_eq!(id_of(&name).unwrap(), id);
+    }
+
+    #[test]
     fn a_private_file_is_there_whole_or_not_at_all() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
