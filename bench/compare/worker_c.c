@@ -13,6 +13,10 @@
  *       Prints "ready", waits for a line on stdin ("go"), then does COUNT
  *       blocking acquisitions.  Each one appends "A <acquired_ns> <release_ns>"
  *       to LOGFILE (CLOCK_MONOTONIC); the first line is "S <start_ns>".
+ *   worker_c nfslock shared PATH SECONDS
+ *       Prints "ready", waits for "go", then for SECONDS takes and releases a
+ *       shared lock (nfslock_acquire with a 30 s lease kept alive and
+ *       nfslock_options_set_shared), and prints "acquisitions N elapsed_ns T".
  *
  * LIB is "nfslock" (PATH is the protected file, the lock is PATH.nfs_lock),
  * "lockfile" (liblockfile takes the lock file's own name, so we pass PATH.lock)
@@ -182,6 +186,38 @@ static void contended(long count, const char *logpath, long cs_us)
     close(log);
 }
 
+/* Shared acquire+release for a fixed time, started by the orchestrator's "go". */
+static void shared(double seconds)
+{
+    nfslock_options *o = NULL;
+    int rc = nfslock_options_new(&o);
+    if (rc == 0)
+        rc = nfslock_options_set_lease_ms(o, 30000);
+    if (rc == 0)
+        rc = nfslock_options_set_shared(o, 1);
+    if (rc == 0)
+        rc = nfslock_options_set_message(o, MESSAGE);
+    if (rc != 0)
+        die("nfslock_options", nfslock_last_error());
+    printf("ready\n");
+    fflush(stdout);
+    char line[16];
+    if (!fgets(line, sizeof line, stdin))
+        die("stdin", "closed before go");
+    int64_t start = now_ns(), end = start + (int64_t)(seconds * 1e9), now = start;
+    long n = 0;
+    while (now < end) {
+        rc = nfslock_acquire(lock_target, o, -1, &held);
+        if (rc != 0)
+            die("nfslock_acquire", nfslock_last_error());
+        release();
+        n++;
+        now = now_ns();
+    }
+    nfslock_options_free(o);
+    printf("acquisitions %ld elapsed_ns %lld\n", n, (long long)(now - start));
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 4)
@@ -208,6 +244,8 @@ int main(int argc, char **argv)
         uncontended(atol(argv[4]), atol(argv[5]), atol(argv[6]));
     } else if (strcmp(argv[2], "contended") == 0 && argc == 7) {
         contended(atol(argv[4]), argv[5], atol(argv[6]));
+    } else if (strcmp(argv[2], "shared") == 0 && argc == 5 && lib == LIB_NFSLOCK) {
+        shared(atof(argv[4]));
     } else {
         die("bad arguments for mode", argv[2]);
     }

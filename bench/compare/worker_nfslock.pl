@@ -6,11 +6,13 @@
 #
 #   worker_nfslock.pl uncontended PATH WARMUP ROUNDS CYCLES_PER_ROUND
 #   worker_nfslock.pl contended PATH COUNT LOGFILE CS_US
+#   worker_nfslock.pl shared PATH SECONDS
+#       (shared locks, LOCK_SH, blocking: see worker_c.c's shared mode)
 #
 # File::NFSLock takes the protected file's name; its lock is PATH.NFSLock.
 use strict;
 use warnings;
-use Fcntl qw(LOCK_EX LOCK_NB O_WRONLY O_CREAT O_TRUNC O_APPEND);
+use Fcntl qw(LOCK_EX LOCK_SH LOCK_NB O_WRONLY O_CREAT O_TRUNC O_APPEND);
 use File::NFSLock;
 use Time::HiRes qw(clock_gettime CLOCK_MONOTONIC);
 
@@ -60,6 +62,18 @@ if ($mode eq 'uncontended' && @args == 3) {
         syswrite($log, "A $acquired $releasing\n");
     }
     close($log);
+} elsif ($mode eq 'shared' && @args == 1) {
+    my ($seconds) = @args;
+    print "ready\n";
+    defined(<STDIN>) or die "worker_nfslock: stdin closed before go\n";
+    my $start = now_ns();
+    my ($end, $now, $n) = ($start + $seconds * 1e9, $start, 0);
+    while ($now < $end) {
+        acquire($path, LOCK_SH)->unlock;
+        $n++;
+        $now = now_ns();
+    }
+    printf "acquisitions %d elapsed_ns %.0f\n", $n, $now - $start;
 } else {
     die "worker_nfslock: bad arguments @ARGV\n";
 }
