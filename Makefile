@@ -2,15 +2,21 @@
 # (installing a C library with its header and pkg-config file, the C demo, the full
 # test run). Targets:
 #
-#   make build                      cargo build --release
-#   make install [PREFIX=/usr/local] [DESTDIR=]
-#                                   lib/libnfslock.so.X.Y.Z (+ .so.X, .so links),
-#                                   lib/libnfslock.a, include/nfslock.h,
-#                                   lib/pkgconfig/nfslock.pc
-#   make uninstall [PREFIX=] [DESTDIR=]
+#   make build                      cargo build --release, and the static library's
+#                                   system libraries for the .pc file
+#   make install [PREFIX=/usr/local] [DESTDIR=] [LIBDIR=$(PREFIX)/lib]
+#                [INCLUDEDIR=] [MANDIR=$(PREFIX)/share/man] [URL=]
+#                                   copies what `make build` made (never builds: run
+#                                   `make build` as yourself first, then install as
+#                                   root): lib/libnfslock.so.X.Y.Z (+ .so.0.Y for 0.x,
+#                                   .so links), lib/libnfslock.a (both stripped of
+#                                   debug info), include/nfslock.h,
+#                                   lib/pkgconfig/nfslock.pc, man3/nfslock.3
+#   make uninstall [PREFIX=] [DESTDIR=] [LIBDIR=] [MANDIR=]
 #   make demo [PREFIX=/usr/local] [DEMO_ARGS=/tmp/some-path]
-#                                   install, then build examples/c/demo.c against the
-#                                   installed tree with pkg-config and run it
+#                                   build, install, then build examples/c/demo.c
+#                                   against the installed tree with pkg-config and
+#                                   run it
 #   make test                       scripts/deps, cargo fmt --check, clippy (warnings
 #                                   are errors),
 #                                   cargo test --all-targets and --doc, rustdoc
@@ -29,6 +35,10 @@
 #   make fuzz [FUZZ_SECONDS=3600] [FUZZ_TARGETS=...]
 #                                   fuzz the parsers, each target for FUZZ_SECONDS
 #                                   (scripts/fuzz, fuzz/README.md)
+#   make test-cinstall              scripts/test-cinstall: `cargo cinstall` (cargo-c) into
+#                                   a temporary prefix, checked like make install;
+#                                   installs cargo-c first if missing (about 14 min),
+#                                   hence not part of `make test`
 #   make header                     regenerate include/nfslock.h (cbindgen, via a test)
 #   make clean                      cargo clean
 
@@ -37,6 +47,10 @@ DESTDIR ?=
 CARGO ?= cargo
 PKG_CONFIG ?= pkg-config
 INSTALL ?= install
+STRIP ?= strip
+# The project's home page for the .pc file's URL field; none is published yet, so a
+# packager passes it (make install URL=...) and the field is left out without one.
+URL ?=
 # CC defaults to cc in GNU make already.
 
 # Where cargo puts its output; honour CARGO_TARGET_DIR like cargo does.
@@ -48,12 +62,19 @@ VERSION := $(shell sed -n '/^\[package\]/,/^\[/ s/^version *= *"\([^"]*\)".*/\1/
 ifeq ($(VERSION),)
 $(error could not read the package version from Cargo.toml)
 endif
-# The SONAME is libnfslock.so.$(MAJOR); build.rs sets it from the same version.
+# The SONAME is libnfslock.so.$(SOVER): MAJOR.MINOR for 0.x, MAJOR from 1.0 on, as
+# build.rs sets it and as cargo-c (cargo cinstall) names the library.
 MAJOR := $(firstword $(subst ., ,$(VERSION)))
+MINOR := $(word 2,$(subst ., ,$(VERSION)))
+SOVER := $(if $(filter 0,$(MAJOR)),$(MAJOR).$(MINOR),$(MAJOR))
 
-LIBDIR = $(PREFIX)/lib
-INCLUDEDIR = $(PREFIX)/include
-PKGCONFIGDIR = $(LIBDIR)/pkgconfig
+# GNU coding standards' names; LIBDIR may be a multiarch directory
+# (LIBDIR=$(PREFIX)/lib/x86_64-linux-gnu): the .pc file follows it.
+LIBDIR ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+BINDIR ?= $(PREFIX)/bin
+MANDIR ?= $(PREFIX)/share/man
 SHARED = libnfslock.so.$(VERSION)
 
 # --- native-static-libs -------------------------------------------------------
@@ -75,12 +96,19 @@ DEMO := $(TARGET_DIR)/c/nfslock-demo
 DEMO_CFLAGS ?= -std=c11 -Wall -Wextra -Werror -pedantic -O2 -g
 DEMO_ARGS ?=
 
-.PHONY: all build install uninstall demo test test-nfs-client test-nfs soak-nfs fuzz header clean
+.PHONY: test-cinstall all build check-built install install-lib install-man uninstall uninstall-lib uninstall-man demo test test-nfs-client test-nfs soak-nfs fuzz header clean
 
 all: build
 
+# What `install` copies; `build` makes all of it.
+BUILT := $(RELEASE_DIR)/libnfslock.so $(RELEASE_DIR)/libnfslock.a $(NATIVE_LIBS)
+# Sources whose change cargo would rebuild the library for (an install of an older
+# build is refused).
+BUILD_SOURCES := build.rs src/ffi/exports.map $(shell find src -type f -name '*.rs' 2>/dev/null)
+
 build:
 	$(CARGO) build --release
+	@$(MAKE) --no-print-directory $(NATIVE_LIBS)
 
 $(NATIVE_LIBS): $(RUST_INPUTS)
 	@mkdir -p $(TARGET_DIR)
@@ -95,17 +123,36 @@ $(NATIVE_LIBS): $(RUST_INPUTS)
 	mv $@.tmp $@
 	@echo "native-static-libs: $$(cat $@)"
 
-install: build $(NATIVE_LIBS)
+# `install` only copies: run as root, it must not build (cargo would write root-owned
+# files into the user's target/ and ~/.cargo). It refuses a missing or stale build.
+check-built:
+	@for f in $(BUILT); do test -f "$$f" || { \
+		echo "error: $$f is missing: run \`make build\` first (install only copies what it made)" >&2; \
+		exit 1; }; done
+	@newer=$$(find $(BUILD_SOURCES) -newer $(RELEASE_DIR)/libnfslock.so 2>/dev/null); \
+	test -z "$$newer" || { \
+		echo "error: the build is stale, changed since: $$newer" >&2; \
+		echo "error: run \`make build\` again before \`make install\`" >&2; exit 1; }
 	@test -f include/nfslock.h || { \
 		echo "error: include/nfslock.h is missing (make header)" >&2; exit 1; }
+
+# The pieces of `install`, so that other installed parts (bin/, man1/) slot in beside
+# them as install-NAME targets.
+install: check-built install-lib install-man
+
+install-lib:
 	$(INSTALL) -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR)
 	$(INSTALL) -m 0755 $(RELEASE_DIR)/libnfslock.so $(DESTDIR)$(LIBDIR)/$(SHARED)
-	ln -sfn $(SHARED) $(DESTDIR)$(LIBDIR)/libnfslock.so.$(MAJOR)
-	ln -sfn libnfslock.so.$(MAJOR) $(DESTDIR)$(LIBDIR)/libnfslock.so
+	$(STRIP) --strip-debug $(DESTDIR)$(LIBDIR)/$(SHARED)
+	ln -sfn $(SHARED) $(DESTDIR)$(LIBDIR)/libnfslock.so.$(SOVER)
+	ln -sfn libnfslock.so.$(SOVER) $(DESTDIR)$(LIBDIR)/libnfslock.so
 	$(INSTALL) -m 0644 $(RELEASE_DIR)/libnfslock.a $(DESTDIR)$(LIBDIR)/libnfslock.a
+	$(STRIP) --strip-debug $(DESTDIR)$(LIBDIR)/libnfslock.a
 	$(INSTALL) -m 0644 include/nfslock.h $(DESTDIR)$(INCLUDEDIR)/nfslock.h
-	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' \
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' \
+		-e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' -e 's|@VERSION@|$(VERSION)|g' \
 		-e "s|@LIBS_PRIVATE@|$$(cat $(NATIVE_LIBS))|g" \
+		-e '$(if $(URL),s|@URL@|$(URL)|,/^URL:/d)' \
 		pkgconfig/nfslock.pc.in >$(TARGET_DIR)/nfslock.pc
 	$(INSTALL) -m 0644 $(TARGET_DIR)/nfslock.pc $(DESTDIR)$(PKGCONFIGDIR)/nfslock.pc
 	@# Refresh the loader cache for a real system install (root, no staging DESTDIR,
@@ -114,20 +161,30 @@ install: build $(NATIVE_LIBS)
 		{ [ "$(PREFIX)" = /usr/local ] || [ "$(PREFIX)" = /usr ]; } && \
 		command -v ldconfig >/dev/null; then echo ldconfig; ldconfig; fi
 
-uninstall:
-	rm -f $(DESTDIR)$(LIBDIR)/$(SHARED) $(DESTDIR)$(LIBDIR)/libnfslock.so.$(MAJOR) \
+install-man:
+	$(INSTALL) -d $(DESTDIR)$(MANDIR)/man3
+	$(INSTALL) -m 0644 docs/man/nfslock.3 $(DESTDIR)$(MANDIR)/man3/nfslock.3
+
+uninstall: uninstall-lib uninstall-man
+
+uninstall-lib:
+	rm -f $(DESTDIR)$(LIBDIR)/$(SHARED) $(DESTDIR)$(LIBDIR)/libnfslock.so.$(SOVER) \
 		$(DESTDIR)$(LIBDIR)/libnfslock.so $(DESTDIR)$(LIBDIR)/libnfslock.a \
 		$(DESTDIR)$(INCLUDEDIR)/nfslock.h $(DESTDIR)$(PKGCONFIGDIR)/nfslock.pc
+
+uninstall-man:
+	rm -f $(DESTDIR)$(MANDIR)/man3/nfslock.3
 
 # The demo compiles against what `install` put under PREFIX, found through
 # pkg-config, so it also checks the installed header and .pc file. The rpath lets it
 # run from any PREFIX without LD_LIBRARY_PATH or ldconfig.
-demo: install
+demo: build
 	@test -z "$(DESTDIR)" || { \
 		echo "error: make demo runs the installed library: DESTDIR is not supported" >&2; \
 		exit 1; }
+	@$(MAKE) --no-print-directory install
 	@mkdir -p $(dir $(DEMO))
-	flags=$$(PKG_CONFIG_PATH=$(PREFIX)/lib/pkgconfig $(PKG_CONFIG) --cflags --libs nfslock) && \
+	flags=$$(PKG_CONFIG_PATH=$(PKGCONFIGDIR) $(PKG_CONFIG) --cflags --libs nfslock) && \
 		$(CC) $(DEMO_CFLAGS) -o $(DEMO) examples/c/demo.c $$flags -Wl,-rpath,$(LIBDIR)
 	$(DEMO) $(DEMO_ARGS)
 
@@ -166,6 +223,9 @@ FUZZ_SECONDS ?= 3600
 FUZZ_TARGETS ?=
 fuzz:
 	scripts/fuzz run --time $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+test-cinstall:
+	scripts/test-cinstall
 
 # The header is generated by cbindgen inside a test, which compares it byte for byte
 # with include/nfslock.h; with NFSLOCK_UPDATE_HEADER=1 it rewrites the file instead.

@@ -285,6 +285,39 @@ static void t_version(void)
     /* Passed in by tests/c_harness.rs from Cargo.toml's version. */
     CHECK_STR(nfslock_version(), NFSLOCK_EXPECTED_VERSION);
 #endif
+    CHECK_STR(NFSLOCK_VERSION_STRING, want);
+    CHECK(NFSLOCK_VERSION == NFSLOCK_VERSION_MAJOR * 10000 + NFSLOCK_VERSION_MINOR * 100 +
+                                NFSLOCK_VERSION_PATCH);
+}
+
+/* The compile-time macro, usable in #if, and the run-time check against the library. */
+#if !NFSLOCK_VERSION_AT_LEAST(0, 1, 0) || NFSLOCK_VERSION_AT_LEAST(99, 0, 0)
+#error "NFSLOCK_VERSION_AT_LEAST disagrees with NFSLOCK_VERSION"
+#endif
+
+static void t_version_check(void)
+{
+    CHECK(NFSLOCK_VERSION_AT_LEAST(NFSLOCK_VERSION_MAJOR, NFSLOCK_VERSION_MINOR,
+                                   NFSLOCK_VERSION_PATCH));
+    CHECK(!NFSLOCK_VERSION_AT_LEAST(NFSLOCK_VERSION_MAJOR, NFSLOCK_VERSION_MINOR,
+                                    NFSLOCK_VERSION_PATCH + 1));
+    CHECK(NFSLOCK_VERSION_AT_LEAST(0, 0, 99));
+    CHECK_RC(NFSLOCK_VERSION_CHECK(), 0);
+    /* An older header of the same series is served; a newer one, or another series, not. */
+    if (NFSLOCK_VERSION_PATCH > 0)
+        CHECK_RC(nfslock_version_check(NFSLOCK_VERSION_MAJOR, NFSLOCK_VERSION_MINOR, 0), 0);
+    CHECK_RC(nfslock_version_check(NFSLOCK_VERSION_MAJOR, NFSLOCK_VERSION_MINOR,
+                                   NFSLOCK_VERSION_PATCH + 1),
+             ENOTSUP);
+    CHECKF(strstr(nfslock_last_error(), NFSLOCK_VERSION_STRING) != NULL,
+           "last_error \"%s\" does not name this library's version", nfslock_last_error());
+    CHECK_RC(nfslock_version_check(NFSLOCK_VERSION_MAJOR, NFSLOCK_VERSION_MINOR + 1, 0), ENOTSUP);
+    CHECK_RC(nfslock_version_check(NFSLOCK_VERSION_MAJOR + 1, 0, 0), ENOTSUP);
+    if (NFSLOCK_VERSION_MAJOR == 0 && NFSLOCK_VERSION_MINOR > 0)
+        CHECK_RC(nfslock_version_check(0, NFSLOCK_VERSION_MINOR - 1, 0), ENOTSUP);
+    CHECK_RC(nfslock_version_check(-1, 0, 0), EINVAL);
+    CHECK_RC(nfslock_version_check(0, 0, -1), EINVAL);
+    CHECK(strcmp(nfslock_strerror(ENOTSUP), "unknown error code") != 0);
 }
 
 /* Checks that the last error text is non-empty and names `path`. */
@@ -403,6 +436,7 @@ const struct test api_tests[] = {
     {"out_params_untouched", t_out_params_untouched, 0, 0},
     {"strerror_every_code", t_strerror, 0, 0},
     {"version_matches_macros", t_version, 0, 0},
+    {"version_check", t_version_check, 0, 0},
     {"last_error_names_path", t_last_error, 0, 0},
     {"critical_section_runs_f", t_critical_section, 0, 0},
     {NULL, NULL, 0, 0},

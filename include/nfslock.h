@@ -18,6 +18,9 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#ifdef __cplusplus
+extern "C" {
+#endif /* __cplusplus */
 
 /**
  * Major version of the library this header belongs to.
@@ -33,6 +36,12 @@
  * Patch version of the library this header belongs to.
  */
 #define NFSLOCK_VERSION_PATCH 0
+
+/**
+ * The header's version as one number, MAJOR * 10000 + MINOR * 100 + PATCH (0.1.0 is
+ * 100), for `#if NFSLOCK_VERSION >= ...`; see also NFSLOCK_VERSION_AT_LEAST.
+ */
+#define NFSLOCK_VERSION 100
 
 /**
  * The lock is not held.
@@ -77,14 +86,7 @@
 /**
  * The most IDs one call may issue.
  */
-#define MAX_IDS_PER_CALL (1 << 24)
-
-#define MAX_LINKS_PER_CLAIM 10000
-
-/**
- * Session records larger than this are not records.
- */
-#define MAX_LEN 4096
+#define NFSLOCK_MAX_IDS_PER_CALL (1 << 24)
 
 /**
  * One held lock. Opaque: created by `nfslock_create`, `nfslock_blocking_create`;
@@ -135,10 +137,6 @@ typedef struct nfslock_info {
   char host[256];
 } nfslock_info;
 
-#ifdef __cplusplus
-extern "C" {
-#endif // __cplusplus
-
 /**
  * Static, NUL-terminated text describing `code` (0, any errno the library returns, or
  * anything else: "unknown error code"). Never NULL; never freed.
@@ -158,6 +156,20 @@ const char *nfslock_last_error(void);
  * of the header it was built with. Static; never NULL.
  */
 const char *nfslock_version(void);
+
+/**
+ * Whether this library can serve a program compiled with the header of version
+ * `major`.`minor`.`patch` (pass NFSLOCK_VERSION_MAJOR, _MINOR, _PATCH, or use the
+ * NFSLOCK_VERSION_CHECK() macro). It can when it has the same major version (for 0.x,
+ * the same minor too, as the SONAME libnfslock.so.0.MINOR says) and is at least that
+ * version.
+ *
+ * Errors: ENOTSUP the library is older or of another series (both versions are in
+ * `nfslock_last_error()`); EINVAL a negative number.
+ */
+int nfslock_version_check(int major,
+                          int minor,
+                          int patch);
 
 /**
  * Makes a set of options with the defaults: empty message, no lease (a plain lock),
@@ -597,8 +609,34 @@ int nfslock_session_repair_counter(struct nfslock_session *s,
  */
 int nfslock_session_close(struct nfslock_session *s);
 
-#ifdef __cplusplus
-}  // extern "C"
-#endif  // __cplusplus
+/**
+ * The header's version as text, "MAJOR.MINOR.PATCH" (nfslock_version() is the
+ * library's).
+ */
+#define NFSLOCK_VERSION_STRING \
+  NFSLOCK_STRINGIFY_(NFSLOCK_VERSION_MAJOR) "." \
+  NFSLOCK_STRINGIFY_(NFSLOCK_VERSION_MINOR) "." \
+  NFSLOCK_STRINGIFY_(NFSLOCK_VERSION_PATCH)
+#define NFSLOCK_STRINGIFY_(x) NFSLOCK_STRINGIFY2_(x)
+#define NFSLOCK_STRINGIFY2_(x) #x
 
-#endif  /* NFSLOCK_H */
+/**
+ * True (1) when this header is version MAJOR.MINOR.PATCH or later, for `#if`:
+ * `#if NFSLOCK_VERSION_AT_LEAST(0, 1, 0)`.
+ */
+#define NFSLOCK_VERSION_AT_LEAST(major, minor, patch) \
+  (NFSLOCK_VERSION >= (major) * 10000 + (minor) * 100 + (patch))
+
+/**
+ * 0 when the library loaded at run time can serve a program compiled with this header
+ * (nfslock_version_check() with this header's version), else ENOTSUP with both versions
+ * in nfslock_last_error(). Call it once at start-up.
+ */
+#define NFSLOCK_VERSION_CHECK() \
+  nfslock_version_check(NFSLOCK_VERSION_MAJOR, NFSLOCK_VERSION_MINOR, NFSLOCK_VERSION_PATCH)
+
+#ifdef __cplusplus
+}  /* extern "C" */
+#endif /* __cplusplus */
+
+#endif /* NFSLOCK_H */

@@ -431,3 +431,35 @@ fn helper<'a>(c: char) -> bool { c == '{' || c == '\'' }
         ]
     );
 }
+
+/// The names a file binds to the NFSLOCK_0 version (`symbol_versions!(a, b, ...)`).
+fn versioned_in(src: &str) -> BTreeSet<String> {
+    let Some(start) = src.find("\nsymbol_versions!(") else { return BTreeSet::new() };
+    let list = &src[start + "\nsymbol_versions!(".len()..];
+    let list = &list[..list.find(')').expect("symbol_versions! call is closed")];
+    list.split(',').map(|n| n.trim().to_string()).filter(|n| !n.is_empty()).collect()
+}
+
+/// A `.symver` must be in the object that defines the function, so each file binds its
+/// own exports, all of them, and nothing else (src/ffi/mod.rs, `symbol_versions!`). The
+/// linked result is checked by scripts/test-install (readelf: every export @@NFSLOCK_0).
+#[test]
+fn every_export_is_bound_to_the_version_node_in_its_own_file() {
+    let mut problems = Vec::new();
+    for file in rust_files(&root().join("src/ffi")) {
+        let src = fs::read_to_string(&file).expect("read src/ffi");
+        let exported: BTreeSet<String> = exports_in(&file).into_iter().map(|e| e.symbol).collect();
+        let versioned = versioned_in(&src);
+        if exported != versioned {
+            problems.push(format!("{}: exports {exported:?}, symbol_versions! lists {versioned:?}", file.display()));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn version_list_scanner_reads_the_call() {
+    let src = "use x;\n\nsymbol_versions!(\n    nfslock_a,\n    nfslock_b,\n);\nfn f() {}\n";
+    assert_eq!(versioned_in(src), ["nfslock_a", "nfslock_b"].map(String::from).into_iter().collect());
+    assert!(versioned_in("fn f() {}\n").is_empty());
+}

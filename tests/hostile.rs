@@ -262,8 +262,7 @@ impl Env {
         copy(&b.driver, &bin.join("driver"), 0o755);
         copy(&b.predict, &bin.join("libnfslock-predict.so"), 0o755);
         copy(&b.lib, &lib.join("libnfslock.so"), 0o755);
-        let soname = format!("libnfslock.so.{}", env!("CARGO_PKG_VERSION_MAJOR"));
-        copy(&b.lib, &lib.join(soname), 0o755);
+        copy(&b.lib, &lib.join(cdylib::soname()), 0o755);
         Env { tree: Some(tree), root, bin, mounts: Mutex::new(Vec::new()), shm: Mutex::new(Vec::new()) }
     }
 

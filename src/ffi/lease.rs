@@ -13,6 +13,22 @@ use crate::error::Error;
 use crate::lease::{self, Options};
 use crate::lockfile;
 
+// The exports of this file, each bound to NFSLOCK_0 (see `symbol_versions!`).
+symbol_versions!(
+    nfslock_options_new,
+    nfslock_options_free,
+    nfslock_options_set_message,
+    nfslock_options_set_lease_ms,
+    nfslock_options_set_keepalive,
+    nfslock_options_set_shared,
+    nfslock_acquire,
+    nfslock_renew,
+    nfslock_is_held,
+    nfslock_fencing_token,
+    nfslock_break,
+    nfslock_inspect,
+);
+
 /// Options for `nfslock_acquire`. Opaque: created by `nfslock_options_new`, destroyed by
 /// `nfslock_options_free`; owned by the caller, read (never kept) by `nfslock_acquire`.
 #[allow(non_camel_case_types)]

@@ -10,6 +10,17 @@ use crate::error::Error;
 use crate::lease::Lease;
 use crate::lockfile::{self, Lock};
 
+// The exports of this file, each bound to NFSLOCK_0 (see `symbol_versions!`).
+symbol_versions!(
+    nfslock_create,
+    nfslock_blocking_create,
+    nfslock_unlock,
+    nfslock_unlock_path,
+    nfslock_get_hostname_and_pid,
+    nfslock_get_message,
+    nfslock_critical_section,
+);
+
 /// One held lock. Opaque: created by `nfslock_create`, `nfslock_blocking_create`;
 /// destroyed by `nfslock_unlock` only.
 #[allow(non_camel_case_types)]

@@ -14,6 +14,19 @@ use super::handles::SESSIONS;
 use crate::error::Error;
 use crate::session::{Session, MAX_IDS_PER_CALL};
 
+// The exports of this file, each bound to NFSLOCK_0 (see `symbol_versions!`).
+symbol_versions!(
+    nfslock_session_open,
+    nfslock_session_make_new_ids,
+    nfslock_session_lock_ids,
+    nfslock_session_release_ids,
+    nfslock_session_get_lock_session,
+    nfslock_session_reap_locks,
+    nfslock_session_check,
+    nfslock_session_repair_counter,
+    nfslock_session_close,
+);
+
 /// An open session. Opaque: created by `nfslock_session_open`, destroyed by
 /// `nfslock_session_close` only. Thread-safe: any thread may use it.
 #[allow(non_camel_case_types)]

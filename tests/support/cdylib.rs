@@ -30,14 +30,23 @@ pub fn cdylib_dir() -> Result<PathBuf, String> {
     ))
 }
 
+/// The library's SONAME as build.rs sets it: libnfslock.so.0.MINOR for 0.x (cargo-c's
+/// scheme), libnfslock.so.MAJOR from 1.0 on.
+pub fn soname() -> String {
+    match env!("CARGO_PKG_VERSION_MAJOR") {
+        "0" => format!("libnfslock.so.0.{}", env!("CARGO_PKG_VERSION_MINOR")),
+        major => format!("libnfslock.so.{major}"),
+    }
+}
+
 /// A directory `work/lib` where the library is found under both the link-time name
-/// (`libnfslock.so`, for `-lnfslock`) and its SONAME (`libnfslock.so.MAJOR`, which an
-/// executable records and the loader looks for at run time; cargo creates no such file).
+/// (`libnfslock.so`, for `-lnfslock`) and its SONAME (`soname()`, which an executable
+/// records and the loader looks for at run time; cargo creates no such file).
 pub fn link_dir(work: &Path) -> Result<PathBuf, String> {
     let real = cdylib_dir()?.join("libnfslock.so");
     let dir = work.join("lib");
     fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
-    let soname = format!("libnfslock.so.{}", env!("CARGO_PKG_VERSION_MAJOR"));
+    let soname = soname();
     for name in ["libnfslock.so", soname.as_str()] {
         // symlink + rename: another test process (nextest) may be doing the same.
         let link = dir.join(name);
