@@ -243,6 +243,12 @@ fn spawn(command: &[OsString]) -> std::io::Result<std::process::Child> {
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
+            // COMMAND starts as from a shell: no signal blocked (ours are, for
+            // sigwaitinfo, and a mask survives exec), SIGPIPE at its default.
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut none);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
             // COMMAND must not run on without the lock if nfslock dies (SIGKILL).
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
             if libc::getppid() != parent {

@@ -2,7 +2,7 @@
 //! before any thread starts, so the library's threads inherit the mask) and taken by
 //! one thread with sigwaitinfo(2), which turns each into an [`Event`]: nothing runs in
 //! a signal handler, and a signal that arrives while nfslock is still waiting for the
-//! lock is seen too. COMMAND starts with an empty mask (std resets it in the child).
+//! lock is seen too. COMMAND starts with an empty mask (run.rs clears it between fork and exec).
 
 use std::sync::mpsc::Sender;
 

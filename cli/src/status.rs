@@ -14,15 +14,28 @@ use crate::exit;
 /// What one look found for one path.
 struct Report {
     path: PathBuf,
-    found: nfslock::Result<(Info, Option<SystemTime>)>,
+    found: Result<(Info, Option<SystemTime>), Problem>,
+}
+
+/// Why a path's state could not be told: its cause, and the errno's name.
+struct Problem {
+    cause: String,
+    errno: &'static str,
 }
 
 impl Report {
     fn look(path: &Path, watch_for: Duration) -> Report {
-        let found = lease::inspect(path, watch_for).map(|info| {
-            let since = info.record.as_ref().and(describe::written_at(path));
-            (info, since)
-        });
+        let found = match lease::inspect(path, watch_for) {
+            // No lock file because there is no directory: a mistyped path, not a free lock.
+            Ok(info) if info.state == State::Free && !directory_of(path).is_dir() => {
+                Err(Problem { cause: "the directory does not exist".into(), errno: "ENOENT" })
+            }
+            Ok(info) => {
+                let since = info.record.as_ref().and(describe::written_at(path));
+                Ok((info, since))
+            }
+            Err(e) => Err(Problem { cause: e.cause().to_string(), errno: e.errno().name().unwrap_or("EIO") }),
+        };
         Report { path: path.to_path_buf(), found }
     }
 
@@ -39,7 +52,7 @@ impl Report {
         let path = self.path.to_string_lossy();
         let (info, since) = match &self.found {
             Ok(found) => found,
-            Err(e) => return json!({ "path": path, "state": "error", "error": e.cause(), "errno": e.errno().name() }),
+            Err(e) => return json!({ "path": path, "state": "error", "error": e.cause, "errno": e.errno }),
         };
         let record = info.record.as_ref();
         let lease = record.and_then(|r| r.lease.as_ref());
@@ -64,7 +77,7 @@ impl Report {
         let shown = self.path.display();
         let (info, since) = match &self.found {
             Ok(found) => found,
-            Err(e) => return format!("{shown}: error: {}\n", e.cause()),
+            Err(e) => return format!("{shown}: error: {}\n", e.cause),
         };
         let mut out = format!("{shown}: {}\n", describe::state_name(info.state));
         if let Some(r) = &info.record {
@@ -87,6 +100,14 @@ impl Report {
             out += &format!("  fencing token: {} (the last one handed out)\n", info.fencing_token);
         }
         out
+    }
+}
+
+fn directory_of(path: &Path) -> PathBuf {
+    let lock = describe::lock_file(path);
+    match lock.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
     }
 }
 
