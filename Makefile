@@ -2,18 +2,20 @@
 # (installing a C library with its header and pkg-config file, the C demo, the full
 # test run). Targets:
 #
-#   make build                      cargo build --release
+#   make build                      cargo build --release (the library and the nfslock
+#                                   command, cli/), and nfslock(1)
 #   make install [PREFIX=/usr/local] [DESTDIR=]
 #                                   lib/libnfslock.so.X.Y.Z (+ .so.X, .so links),
 #                                   lib/libnfslock.a, include/nfslock.h,
-#                                   lib/pkgconfig/nfslock.pc
+#                                   lib/pkgconfig/nfslock.pc,
+#                                   bin/nfslock, share/man/man1/nfslock.1
 #   make uninstall [PREFIX=] [DESTDIR=]
 #   make demo [PREFIX=/usr/local] [DEMO_ARGS=/tmp/some-path]
 #                                   install, then build examples/c/demo.c against the
 #                                   installed tree with pkg-config and run it
 #   make test                       scripts/deps, cargo fmt --check, clippy (warnings
-#                                   are errors),
-#                                   cargo test --all-targets and --doc, rustdoc
+#                                   are errors; the library and the nfslock command),
+#                                   cargo test --all-targets, -p nfslock-cli and --doc, rustdoc
 #                                   (warnings are errors; the multi-host
 #                                   rig included, on faultfs and on a real NFS
 #                                   server), the rig's filesystem's own tests and
@@ -56,6 +58,11 @@ INCLUDEDIR = $(PREFIX)/include
 PKGCONFIGDIR = $(LIBDIR)/pkgconfig
 SHARED = libnfslock.so.$(VERSION)
 
+# The nfslock command (cli/) and its man page, rendered from its argument parser.
+BINDIR ?= $(PREFIX)/bin
+MANDIR ?= $(PREFIX)/share/man
+CLI_MAN := $(TARGET_DIR)/man/nfslock.1
+
 # --- native-static-libs -------------------------------------------------------
 # A C program linking the static library must also link the system libraries Rust's
 # std and our dependencies need (-lgcc_s -lpthread ... ); they go into the .pc file's
@@ -80,7 +87,9 @@ DEMO_ARGS ?=
 all: build
 
 build:
-	$(CARGO) build --release
+	$(CARGO) build --release --workspace
+	@mkdir -p $(dir $(CLI_MAN))
+	$(RELEASE_DIR)/nfslock-mangen $(CLI_MAN)
 
 $(NATIVE_LIBS): $(RUST_INPUTS)
 	@mkdir -p $(TARGET_DIR)
@@ -113,11 +122,16 @@ install: build $(NATIVE_LIBS)
 	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ] && \
 		{ [ "$(PREFIX)" = /usr/local ] || [ "$(PREFIX)" = /usr ]; } && \
 		command -v ldconfig >/dev/null; then echo ldconfig; ldconfig; fi
+	@# The nfslock command and nfslock(1).
+	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1
+	$(INSTALL) -m 0755 $(RELEASE_DIR)/nfslock $(DESTDIR)$(BINDIR)/nfslock
+	$(INSTALL) -m 0644 $(CLI_MAN) $(DESTDIR)$(MANDIR)/man1/nfslock.1
 
 uninstall:
 	rm -f $(DESTDIR)$(LIBDIR)/$(SHARED) $(DESTDIR)$(LIBDIR)/libnfslock.so.$(MAJOR) \
 		$(DESTDIR)$(LIBDIR)/libnfslock.so $(DESTDIR)$(LIBDIR)/libnfslock.a \
 		$(DESTDIR)$(INCLUDEDIR)/nfslock.h $(DESTDIR)$(PKGCONFIGDIR)/nfslock.pc
+	rm -f $(DESTDIR)$(BINDIR)/nfslock $(DESTDIR)$(MANDIR)/man1/nfslock.1
 
 # The demo compiles against what `install` put under PREFIX, found through
 # pkg-config, so it also checks the installed header and .pc file. The rpath lets it
@@ -133,9 +147,10 @@ demo: install
 
 test:
 	scripts/deps
-	$(CARGO) fmt --check
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) test --all-targets
+	$(CARGO) test -p nfslock-cli
 	$(CARGO) test --doc
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps
 	$(CARGO) test --manifest-path rig/faultfs/Cargo.toml --target-dir $(TARGET_DIR)/rig-faultfs
