@@ -27,18 +27,17 @@ A PATH that is also a subcommand's name (status, unlock, break, wait, ids) is wr
 
 const EXIT_CODES: &str = "\
 Exit status:
-  COMMAND's own status when it ran (128+N when it was killed by signal N)
-  64   usage error (bad arguments; break without --yes and no terminal)
-  66   unlock, break: the lock is not held
-  70   any other error (permissions, a missing directory, a symlink where the lock \
-file should be, an unreadable lock file, I/O)
-  75   busy: the lock is held (--nonblock; -E changes it); unlock: held by a live \
-process or another host
-  76   the lease was lost while COMMAND ran (COMMAND was sent SIGTERM)
-  124  timed out (--wait; --timeout-exit-code changes it, or -E when given alone)
-  126  COMMAND could not be run; 127: COMMAND was not found
-status: 0 free, 1 held, 2 error (any path). wait: 0 free, 124 timed out.
-ids check: 0 consistent, 1 inconsistent.
+  0-255  COMMAND's own status when it ran (128+N when it was killed by signal N)
+  64     usage error (bad arguments; break without --yes and no terminal)
+  66     unlock, break: the lock is not held
+  70     any other error (permissions, a missing directory, a symlink where the lock file should be, an unreadable lock file, I/O)
+  75     busy: the lock is held (--nonblock; -E changes it); unlock: held by a live process or another host
+  76     the lock was lost while COMMAND ran: its lease lost (COMMAND was sent SIGTERM), or it was broken or removed
+  124    timed out (--wait; --timeout-exit-code changes it, or -E when given alone)
+  126    COMMAND could not be run
+  127    COMMAND was not found
+  status: 0 all free, 1 some held, 2 an error. wait: 0 free, 124 timed out.
+  break: 1 when the answer was no. ids check: 0 consistent, 1 inconsistent.
 
 Examples:
   nfslock -w 5 /shared/x -- make
