@@ -140,6 +140,7 @@ pub enum Command {
     /// Remove a lock whoever holds it (an operator's action): a leased holder learns it
     /// lost the lock, with REASON. Asks for confirmation on a terminal unless --yes
     Break {
+        /// The locked path (or its lock file)
         #[arg(value_name = "PATH")]
         path: PathBuf,
         /// Why (left for the broken holder to read)
@@ -151,6 +152,7 @@ pub enum Command {
     },
     /// Wait until the lock is free (or its holder is gone). Exit 0: free; 124: timed out
     Wait {
+        /// The locked path (or its lock file)
         #[arg(value_name = "PATH")]
         path: PathBuf,
         /// Wait at most SECONDS (default: forever)
@@ -171,7 +173,8 @@ pub struct StatusArgs {
     #[arg(long)]
     pub json: bool,
     /// Look again every SECONDS and print whenever something changed, until interrupted
-    /// (watching a lease also tells an expired one)
+    /// (each look watches a lease for SECONDS: one left unrenewed for longer than its
+    /// lease shows as expired)
     #[arg(long, value_name = "SECONDS", value_parser = seconds)]
     pub watch: Option<Duration>,
 }
@@ -197,16 +200,20 @@ pub struct IdsArgs {
 pub enum IdsAction {
     /// Check a repository's on-disk state. Exit 0: consistent; 1: not (the findings are printed)
     Check {
+        /// The repository directory (it must exist)
         #[arg(value_name = "DIR")]
         dir: PathBuf,
+        /// The ID namespace in the repository
         #[arg(long, value_name = "NAME", default_value = nfslock::session::DEFAULT_NAME)]
         name: String,
     },
     /// Set the counter's next ID to at least N (never below an ID known to be issued or
     /// locked); also recreates a missing or corrupt counter
     Repair {
+        /// The repository directory (it must exist)
         #[arg(value_name = "DIR")]
         dir: PathBuf,
+        /// The ID namespace in the repository
         #[arg(long, value_name = "NAME", default_value = nfslock::session::DEFAULT_NAME)]
         name: String,
         /// The next ID to issue, at least
