@@ -174,10 +174,11 @@ fn a_lease_is_kept_alive_past_its_length() {
     let dir = tempfile::tempdir().unwrap();
     let x = dir.path().join("x");
     let x_s = x.to_str().unwrap();
-    // 0.3 s lease, a command of 1.2 s: renewed all along, never broken by a waiter.
-    let mut holder = start(&["--lease", "0.3", x_s, "--", "sleep", "1.2"]);
+    // A 0.5 s lease, a command of 2.5 s: renewed all along, so a waiter watching it for
+    // three leases never breaks it.
+    let mut holder = start(&["--lease", "0.5", x_s, "--", "sleep", "2.5"]);
     wait_until("the holder has the lock", || lock_file(&x).exists());
-    nfslock().args(["--lease", "0.3", "-w", "0.8", x_s, "--", "true"]).assert().code(124);
+    nfslock().args(["--lease", "0.5", "-w", "1.5", x_s, "--", "true"]).assert().code(124);
     assert_eq!(holder.wait().code(), Some(0));
 }
 
