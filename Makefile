@@ -2,8 +2,9 @@
 # (installing a C library with its header and pkg-config file, the C demo, the full
 # test run). Targets:
 #
-#   make build                      cargo build --release, and the static library's
-#                                   system libraries for the .pc file
+#   make build                      cargo build --release --workspace (the library and
+#                                   the nfslock command, cli/), nfslock(1), and the
+#                                   static library's system libraries for the .pc file
 #   make install [PREFIX=/usr/local] [DESTDIR=] [LIBDIR=$(PREFIX)/lib]
 #                [INCLUDEDIR=] [MANDIR=$(PREFIX)/share/man] [URL=]
 #                                   copies what `make build` made (never builds: run
@@ -11,15 +12,16 @@
 #                                   root): lib/libnfslock.so.X.Y.Z (+ .so.0.Y for 0.x,
 #                                   .so links), lib/libnfslock.a (both stripped of
 #                                   debug info), include/nfslock.h,
-#                                   lib/pkgconfig/nfslock.pc, man3/nfslock.3
+#                                   lib/pkgconfig/nfslock.pc, man3/nfslock.3,
+#                                   bin/nfslock, man1/nfslock.1
 #   make uninstall [PREFIX=] [DESTDIR=] [LIBDIR=] [MANDIR=]
 #   make demo [PREFIX=/usr/local] [DEMO_ARGS=/tmp/some-path]
 #                                   build, install, then build examples/c/demo.c
 #                                   against the installed tree with pkg-config and
 #                                   run it
 #   make test                       scripts/deps, cargo fmt --check, clippy (warnings
-#                                   are errors),
-#                                   cargo test --all-targets and --doc, rustdoc
+#                                   are errors; the library and the nfslock command),
+#                                   cargo test --all-targets, -p nfslock-cli and --doc, rustdoc
 #                                   (warnings are errors; the multi-host
 #                                   rig included, on faultfs and on a real NFS
 #                                   server), the rig's filesystem's own tests and
@@ -77,6 +79,9 @@ BINDIR ?= $(PREFIX)/bin
 MANDIR ?= $(PREFIX)/share/man
 SHARED = libnfslock.so.$(VERSION)
 
+# The nfslock command (cli/) and its man page, rendered from its argument parser.
+CLI_MAN := $(TARGET_DIR)/man/nfslock.1
+
 # --- native-static-libs -------------------------------------------------------
 # A C program linking the static library must also link the system libraries Rust's
 # std and our dependencies need (-lgcc_s -lpthread ... ); they go into the .pc file's
@@ -96,18 +101,21 @@ DEMO := $(TARGET_DIR)/c/nfslock-demo
 DEMO_CFLAGS ?= -std=c11 -Wall -Wextra -Werror -pedantic -O2 -g
 DEMO_ARGS ?=
 
-.PHONY: test-cinstall all build check-built install install-lib install-man uninstall uninstall-lib uninstall-man demo test test-nfs-client test-nfs soak-nfs fuzz header clean
+.PHONY: test-cinstall all build check-built install install-lib install-man install-bin uninstall uninstall-lib uninstall-man uninstall-bin demo test test-nfs-client test-nfs soak-nfs fuzz header clean
 
 all: build
 
 # What `install` copies; `build` makes all of it.
-BUILT := $(RELEASE_DIR)/libnfslock.so $(RELEASE_DIR)/libnfslock.a $(NATIVE_LIBS)
+BUILT := $(RELEASE_DIR)/libnfslock.so $(RELEASE_DIR)/libnfslock.a $(NATIVE_LIBS) \
+	$(RELEASE_DIR)/nfslock $(CLI_MAN)
 # Sources whose change cargo would rebuild the library for (an install of an older
 # build is refused).
 BUILD_SOURCES := build.rs src/ffi/exports.map $(shell find src -type f -name '*.rs' 2>/dev/null)
 
 build:
-	$(CARGO) build --release
+	$(CARGO) build --release --workspace
+	@mkdir -p $(dir $(CLI_MAN))
+	$(RELEASE_DIR)/nfslock-mangen $(CLI_MAN)
 	@$(MAKE) --no-print-directory $(NATIVE_LIBS)
 
 $(NATIVE_LIBS): $(RUST_INPUTS)
@@ -133,12 +141,16 @@ check-built:
 	test -z "$$newer" || { \
 		echo "error: the build is stale, changed since: $$newer" >&2; \
 		echo "error: run \`make build\` again before \`make install\`" >&2; exit 1; }
+	@newer=$$(find cli/src -type f -newer $(RELEASE_DIR)/nfslock 2>/dev/null); \
+	test -z "$$newer" || { \
+		echo "error: the nfslock command's build is stale, changed since: $$newer" >&2; \
+		echo "error: run \`make build\` again before \`make install\`" >&2; exit 1; }
 	@test -f include/nfslock.h || { \
 		echo "error: include/nfslock.h is missing (make header)" >&2; exit 1; }
 
 # The pieces of `install`, so that other installed parts (bin/, man1/) slot in beside
 # them as install-NAME targets.
-install: check-built install-lib install-man
+install: check-built install-lib install-man install-bin
 
 install-lib:
 	$(INSTALL) -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR)
@@ -161,16 +173,26 @@ install-lib:
 		{ [ "$(PREFIX)" = /usr/local ] || [ "$(PREFIX)" = /usr ]; } && \
 		command -v ldconfig >/dev/null; then echo ldconfig; ldconfig; fi
 
+# The nfslock command (stripped like the libraries) and nfslock(1).
+install-bin:
+	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1
+	$(INSTALL) -m 0755 $(RELEASE_DIR)/nfslock $(DESTDIR)$(BINDIR)/nfslock
+	$(STRIP) --strip-debug $(DESTDIR)$(BINDIR)/nfslock
+	$(INSTALL) -m 0644 $(CLI_MAN) $(DESTDIR)$(MANDIR)/man1/nfslock.1
+
 install-man:
 	$(INSTALL) -d $(DESTDIR)$(MANDIR)/man3
 	$(INSTALL) -m 0644 docs/man/nfslock.3 $(DESTDIR)$(MANDIR)/man3/nfslock.3
 
-uninstall: uninstall-lib uninstall-man
+uninstall: uninstall-lib uninstall-man uninstall-bin
 
 uninstall-lib:
 	rm -f $(DESTDIR)$(LIBDIR)/$(SHARED) $(DESTDIR)$(LIBDIR)/libnfslock.so.$(SOVER) \
 		$(DESTDIR)$(LIBDIR)/libnfslock.so $(DESTDIR)$(LIBDIR)/libnfslock.a \
 		$(DESTDIR)$(INCLUDEDIR)/nfslock.h $(DESTDIR)$(PKGCONFIGDIR)/nfslock.pc
+
+uninstall-bin:
+	rm -f $(DESTDIR)$(BINDIR)/nfslock $(DESTDIR)$(MANDIR)/man1/nfslock.1
 
 uninstall-man:
 	rm -f $(DESTDIR)$(MANDIR)/man3/nfslock.3
@@ -190,9 +212,10 @@ demo: build
 
 test:
 	scripts/deps
-	$(CARGO) fmt --check
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) test --all-targets
+	$(CARGO) test -p nfslock-cli
 	$(CARGO) test --doc
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps
 	$(CARGO) test --manifest-path rig/faultfs/Cargo.toml --target-dir $(TARGET_DIR)/rig-faultfs

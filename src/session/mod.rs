@@ -229,6 +229,21 @@ impl Session {
     }
 }
 
+/// Whether `dir` holds a repository for the ID namespace `name` (None: "default"): its
+/// ID directory is there (a directory, not a symlink). Creates nothing, unlike
+/// [`Session::open`], so a tool that checks or repairs a repository can refuse a path
+/// that is not one. EINVAL for an unusable name or an empty path.
+pub fn repository_exists(dir: impl AsRef<Path>, name: Option<&str>) -> Result<bool> {
+    const OP: &str = "session::repository_exists";
+    let dir = dir.as_ref();
+    let repo = Repo::new(OP, dir, name.unwrap_or(DEFAULT_NAME))?;
+    match fsops::lstat(&repo.ids) {
+        Ok(_) => Ok(fsops::is_dir(&repo.ids)),
+        Err(Errno::ENOENT | Errno::ENOTDIR) => Ok(false),
+        Err(e) => Err(Error::sys(e, OP, &repo.ids, "lstat")),
+    }
+}
+
 impl Drop for Session {
     fn drop(&mut self) {
         if !self.closed {

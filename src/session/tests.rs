@@ -441,3 +441,20 @@ fn idlock_claims_take_ours_skip_held_and_never_adopt_a_used_claim_number() {
     assert!(!repo.claim_path("00000000000000f3", 0).exists(), "empty litter under its own name removed");
     assert_eq!(idlock::holder_of(&claim.path).unwrap().as_deref(), Some("00000000000000f3"));
 }
+
+#[test]
+fn repository_exists_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    assert_eq!(super::repository_exists(&repo, Some(NAME)), Ok(false));
+    assert!(!repo.exists(), "asking made nothing");
+    open(&repo).close().unwrap();
+    assert_eq!(super::repository_exists(&repo, Some(NAME)), Ok(true));
+    assert_eq!(super::repository_exists(&repo, None), Ok(false), "another namespace");
+    // A symlink where the ID directory should be is not a repository.
+    let other = dir.path().join("other");
+    fs::create_dir(&other).unwrap();
+    std::os::unix::fs::symlink(ids_dir(&repo), other.join(format!("{NAME}.ids"))).unwrap();
+    assert_eq!(super::repository_exists(&other, Some(NAME)), Ok(false));
+    assert_eq!(super::repository_exists(&repo, Some("a/b")).unwrap_err().errno(), crate::Errno::EINVAL);
+}

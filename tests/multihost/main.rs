@@ -8,6 +8,7 @@
 //! One test: scenarios run one after another, bounded in time and count.
 
 mod build;
+mod cli;
 mod host;
 mod leases;
 mod nfs;
