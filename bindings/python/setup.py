@@ -5,17 +5,20 @@ the Python and ABI tags stay py3 and none."""
 
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import Distribution, setup
 from setuptools.command.bdist_wheel import bdist_wheel
 
 HERE = Path(__file__).resolve().parent
 
 
-class platform_wheel(bdist_wheel):
-    def finalize_options(self):
-        super().finalize_options()
-        self.root_is_pure = False
+class BundlesLibrary(Distribution):
+    """Not pure: installed into platlib at the wheel's root, like an extension."""
 
+    def has_ext_modules(self):
+        return True
+
+
+class platform_wheel(bdist_wheel):
     def get_tag(self):
         _python, _abi, platform = super().get_tag()
         return "py3", "none", platform
@@ -26,4 +29,4 @@ class platform_wheel(bdist_wheel):
         super().run()
 
 
-setup(cmdclass={"bdist_wheel": platform_wheel})
+setup(distclass=BundlesLibrary, cmdclass={"bdist_wheel": platform_wheel})
