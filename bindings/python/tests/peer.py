@@ -9,7 +9,8 @@ wheel). Commands:
       ROUNDS times: with the lock, check nobody else is inside (an O_EXCL marker),
       read-increment-write COUNTER; print "done"
   ids REPO N
-      open a session, print N new IDs one per line (each its own call), close
+      open a session, print "ready", wait for a line, print N new IDs one per line
+      (each its own call), close
   session REPO N
       open a session, make N IDs, print them on one line, then wait for stdin EOF
 """
@@ -58,6 +59,8 @@ def count(args) -> None:
 
 def ids(args) -> None:
     with nfslock.Session(args.repo, "test") as s:
+        say("ready")
+        sys.stdin.readline()  # "go": so that two peers issue IDs at the same time
         for _ in range(args.n):
             say(s.new_id())
 
