@@ -127,7 +127,10 @@ def _load() -> Tuple[ctypes.CDLL, str, str]:
             f.restype = restype
             f.argtypes = argtypes
         return lib, name, origin
-    raise ImportError("nfslock: could not load libnfslock (set " + ENV_VAR + " to its path): " + "; ".join(tried))
+    raise ImportError(
+        f"nfslock: could not load libnfslock (install the wheel that bundles it, built by bindings/python/build-wheel, "
+        f"install the library, or set {ENV_VAR} to its path): " + "; ".join(tried)
+    )
 
 
 lib, library_path, library_origin = _load()
