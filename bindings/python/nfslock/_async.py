@@ -22,7 +22,7 @@ import ctypes
 import errno as _errno
 import threading
 import time
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 from . import _errors, _lib
 from ._lib import lib
@@ -57,11 +57,12 @@ def _slice_ms(path: bytes) -> int:
         return EMPTY_RECORD_MS + SLICE_MS
     if info.lease_ms:
         # The C layer breaks a lease it watched unrenewed for lease + lease/64 + 1 ms.
-        return info.lease_ms + info.lease_ms // 64 + 1 + SLICE_MS
+        lease: int = info.lease_ms
+        return lease + lease // 64 + 1 + SLICE_MS
     return SLICE_MS
 
 
-def _wait(lock: "Lock", wait_ms: int, attempt: _Attempt, done) -> None:
+def _wait(lock: "Lock", wait_ms: int, attempt: _Attempt, done: Callable[[], None]) -> None:
     """The waiting thread: C waits in slices until the lock is taken, the time is up,
     an error that waiting does not cure, or the task gave up."""
     try:
@@ -103,9 +104,13 @@ async def acquire_async(lock: "Lock", wait_ms: int) -> int:
     finished = loop.create_future()
     attempt = _Attempt()
 
+    def wake() -> None:
+        if not finished.done():
+            finished.set_result(None)
+
     def done() -> None:
         try:
-            loop.call_soon_threadsafe(lambda: finished.done() or finished.set_result(None))
+            loop.call_soon_threadsafe(wake)
         except RuntimeError:  # the loop is closed: nobody will take the lock from us
             with attempt.mutex:
                 attempt.abandoned = True

@@ -20,7 +20,7 @@ import ctypes.util
 import os
 from ctypes import POINTER, c_char, c_char_p, c_int, c_int32, c_int64, c_size_t, c_uint32, c_uint64, c_void_p
 from pathlib import Path
-from typing import List, Tuple
+from typing import Iterable, List, Tuple
 
 from ._version import __version__
 
@@ -138,17 +138,20 @@ lib, library_path, library_origin = _load()
 
 def last_error() -> str:
     """This thread's last libnfslock failure, as text (read it right after the call)."""
-    return lib.nfslock_last_error().decode("utf-8", "replace")
+    text: bytes = lib.nfslock_last_error()
+    return text.decode("utf-8", "replace")
 
 
 def strerror(code: int) -> str:
     """The library's static description of an errno value."""
-    return lib.nfslock_strerror(code).decode("utf-8", "replace")
+    text: bytes = lib.nfslock_strerror(code)
+    return text.decode("utf-8", "replace")
 
 
 def library_version() -> str:
     """The loaded library's version, "MAJOR.MINOR.PATCH"."""
-    return lib.nfslock_version().decode("ascii", "replace")
+    text: bytes = lib.nfslock_version()
+    return text.decode("ascii", "replace")
 
 
 def encode_path(path: "os.PathLike[str] | os.PathLike[bytes] | str | bytes") -> bytes:
@@ -169,7 +172,7 @@ def encode_text(what: str, text: "str | bytes | None") -> "bytes | None":
     return raw
 
 
-def c_ids(ids) -> "ctypes.Array[c_uint64]":
+def c_ids(ids: Iterable[int]) -> "ctypes.Array[c_uint64]":
     """A list of IDs as a uint64_t array, each checked to fit."""
     values = list(ids)
     for v in values:

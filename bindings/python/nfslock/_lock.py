@@ -179,7 +179,7 @@ class Lock:
         with self._mutex:
             if self._handle is None:
                 return False
-            rc = lib.nfslock_is_held(self._handle)
+            rc: int = lib.nfslock_is_held(self._handle)
             if rc in (0, _errno.ENOLCK, _errno.ETIMEDOUT, _errno.EPERM):
                 return rc == 0
             raise _errors.from_code(rc, self.path)

@@ -7,7 +7,7 @@ import ctypes
 import errno as _errno
 import threading
 from types import TracebackType
-from typing import Iterable, List, Optional, Type
+from typing import Callable, Iterable, List, Optional, Type
 
 from . import _errors, _lib
 from ._lib import lib
@@ -77,7 +77,7 @@ class Session:
         """One new ID (make_new_ids(1)[0])."""
         return self.make_new_ids(1)[0]
 
-    def _many(self, fn, ids: Iterable[int]) -> List[int]:
+    def _many(self, fn: Callable[..., int], ids: Iterable[int]) -> List[int]:
         values = list(ids)
         result: List[int] = []
         for start in range(0, len(values), _IDS_PER_CALL) if values else [0]:
@@ -99,7 +99,7 @@ class Session:
         return self._many(lib.nfslock_session_release_ids, ids)
 
     def holder_of(self, id: int) -> Optional[str]:
-        """"HOST (pid N) since YYYY-MM-DD HH:MM:SS.ffffffZ" for the live session holding
+        """ "HOST (pid N) since YYYY-MM-DD HH:MM:SS.ffffffZ" for the live session holding
         ``id``, or None when none does."""
         buf = ctypes.create_string_buffer(_INFO_BUFFER)
         _lib.c_ids([id])

@@ -131,7 +131,7 @@ def test_misuse_of_one_lock_object(lock_path):
     with pytest.raises(RuntimeError):
         lock.release()
     with pytest.raises(RuntimeError):
-        lock.fencing_token
+        _ = lock.fencing_token
     lock.acquire()
     with pytest.raises(RuntimeError):
         lock.acquire()
@@ -201,7 +201,7 @@ def test_holder_of_another_process(peers, lock_path):
 
 def test_fencing_tokens_increase_across_processes(peers, lock_path):
     tokens = []
-    for i in range(3):
+    for _ in range(3):
         with nfslock.Lock(lock_path, lease=1.0) as lock:
             tokens.append(lock.fencing_token)
             assert lock.fencing_token == tokens[-1]  # same number for the same hold
