@@ -11,7 +11,7 @@ import warnings
 from types import TracebackType
 from typing import Optional, Type, Union
 
-from . import _errors, _lib
+from . import _errors, _lib, _wait
 from ._lib import lib
 
 PathArg = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
@@ -105,18 +105,17 @@ class Lock:
             self._busy = False
             self._handle = handle
 
-    def _attempt(self, wait_ms: int) -> "tuple[int, Optional[int]]":
-        """One C acquisition waiting up to ``wait_ms``: (0, handle) or (errno, None).
-        The caller reads the last error in the same thread if the code is not 0."""
-        out = ctypes.c_void_p()
+    def _attempt(self, wait_ms: int, out: ctypes.c_void_p) -> int:
+        """One C acquisition waiting up to ``wait_ms``, the handle into ``out`` (written
+        only on success). The caller reads the last error in the same thread."""
         if not self._lease_ms and not self.shared:
             # A plain exclusive lock: one call, no options object.
-            rc = lib.nfslock_blocking_create(self._path, self._message, wait_ms, ctypes.byref(out))
-            return rc, (out.value if rc == 0 else None)
+            rc: int = lib.nfslock_blocking_create(self._path, self._message, wait_ms, ctypes.byref(out))
+            return rc
         options = ctypes.c_void_p()
         rc = lib.nfslock_options_new(ctypes.byref(options))
         if rc:
-            return rc, None
+            return rc
         try:
             rc = (
                 lib.nfslock_options_set_message(options, self._message)
@@ -125,9 +124,9 @@ class Lock:
                 or lib.nfslock_options_set_shared(options, int(self.shared))
                 or lib.nfslock_acquire(self._path, options, wait_ms, ctypes.byref(out))
             )
-            return rc, (out.value if rc == 0 else None)
+            return rc
         finally:
-            # Does not touch the thread's last error.
+            # Cannot fail: leaves the thread's last error alone.
             lib.nfslock_options_free(options)
 
     def acquire(self, timeout: "Optional[float] | object" = _FROM_LOCK) -> "Lock":
@@ -138,16 +137,30 @@ class Lock:
         :class:`Error` with the errno (EDEADLK: this thread holds ``path`` already
         through another Lock object; ENOENT: no such directory; EINVAL: a bad argument
         such as a shared lock without a lease, ...). Returns the Lock.
+
+        In the main thread a long wait is made of short C waits, so that Ctrl-C
+        (KeyboardInterrupt) and other signal handlers run while waiting; elsewhere it is
+        one C wait.
         """
         wait_ms = timeout_ms(self.timeout if timeout is _FROM_LOCK else timeout)  # type: ignore[arg-type]
         self._begin()
-        handle = None
+        out = ctypes.c_void_p()
         try:
-            rc, handle = self._attempt(wait_ms)
-            if rc:
-                raise _errors.from_code(rc, self.path)
-        finally:
-            self._end(handle)
+            if threading.current_thread() is threading.main_thread() and not 0 <= wait_ms <= _wait.SLICE_MS:
+                err = _wait.wait(self, wait_ms, out)
+            else:
+                rc = self._attempt(wait_ms, out)
+                err = _errors.from_code(rc, self.path) if rc else None
+        except BaseException:
+            # Interrupted (KeyboardInterrupt from a signal handler) after the lock was
+            # taken: nobody would release it.
+            if out.value is not None:
+                lib.nfslock_unlock(out.value)
+            self._end(None)
+            raise
+        self._end(out.value if err is None else None)
+        if err is not None:
+            raise err
         return self
 
     async def acquire_async(self, timeout: "Optional[float] | object" = _FROM_LOCK) -> "Lock":

@@ -68,6 +68,8 @@ def test_timeout(peers, lock_path):
     assert 0.3 <= took < 3
     assert isinstance(e.value, TimeoutError) and e.value.errno == errno.ETIMEDOUT
     assert f"pid {p.pid}" in e.value.strerror
+    # The main thread waits in slices (for Ctrl-C): still reported as one wait.
+    assert "gave up after 300 ms" in e.value.strerror, e.value.strerror
     assert not lock.is_held()
     # acquire()'s own timeout wins over the Lock's; then it waits for the release.
     p.send("release")
@@ -341,3 +343,31 @@ def test_garbage_collected_lock_is_released_with_a_warning(lock_path):
         gc.collect()
     assert any(issubclass(w.category, ResourceWarning) for w in caught)
     assert nfslock.holder(lock_path) is None
+
+
+def test_ctrl_c_interrupts_a_wait_in_the_main_thread(peers, lock_path):
+    p = peers("hold", lock_path)
+    assert p.line().startswith("held")
+    code = f"""
+import sys, nfslock
+print("waiting", flush=True)
+try:
+    nfslock.Lock({lock_path!r}, timeout=None).acquire()
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+    sys.exit(0)
+print("acquired", flush=True)
+"""
+    waiter = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert waiter.stdout.readline() == "waiting\n"
+        time.sleep(0.5)
+        sent = time.monotonic()
+        waiter.send_signal(signal.SIGINT)
+        out, _ = waiter.communicate(timeout=10)
+        assert out == "interrupted\n"
+        assert time.monotonic() - sent < 2  # within a slice, not when the lock frees
+    finally:
+        waiter.kill()
+        waiter.wait()
+    assert nfslock.holder(lock_path).pid == p.pid
