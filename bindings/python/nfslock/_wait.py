@@ -48,15 +48,21 @@ def wait(lock: "Lock", wait_ms: int, out: ctypes.c_void_p, give_up: Callable[[],
     the failing call) — also None with ``out`` unset when ``give_up()`` said so before a
     slice."""
     deadline = None if wait_ms < 0 else time.monotonic() + wait_ms / 1000
+    first = True
     while True:
         if give_up():
             return None
-        this_ms = 0 if wait_ms == 0 else _slice_ms(lock._path)
+        # First one attempt without waiting: a free lock costs no look at its holder.
+        this_ms = 0 if first or wait_ms == 0 else _slice_ms(lock._path)
         if deadline is not None and wait_ms != 0:
             this_ms = min(this_ms, max(1, int((deadline - time.monotonic()) * 1000)))
         rc = lock._attempt(this_ms, out)
         if rc == 0:
             return None
+        if first and rc == _errno.EAGAIN and wait_ms != 0:
+            first = False
+            continue
+        first = False
         if rc == _errno.ETIMEDOUT and wait_ms != 0 and (deadline is None or time.monotonic() < deadline):
             continue
         err = _errors.from_code(rc, lock.path)
