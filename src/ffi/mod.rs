@@ -36,12 +36,14 @@ pub const NFSLOCK_VERSION_PATCH: u32 = 0;
 /// 100), for `#if NFSLOCK_VERSION >= ...`; see also NFSLOCK_VERSION_AT_LEAST.
 pub const NFSLOCK_VERSION: u32 = 100;
 
+// Minor and patch must stay below 100 for the combined NFSLOCK_VERSION to be
+// unambiguous: checked when the crate compiles.
+const _: () = assert!(NFSLOCK_VERSION_MINOR < 100 && NFSLOCK_VERSION_PATCH < 100);
+
 #[cfg(test)]
 mod tests {
     #[test]
     fn version_macros_match_the_crate() {
-        // Minor and patch must stay below 100 for the combined number to be unambiguous.
-        assert!(super::NFSLOCK_VERSION_MINOR < 100 && super::NFSLOCK_VERSION_PATCH < 100);
         assert_eq!(super::NFSLOCK_VERSION_MAJOR.to_string(), env!("CARGO_PKG_VERSION_MAJOR"));
         assert_eq!(super::NFSLOCK_VERSION_MINOR.to_string(), env!("CARGO_PKG_VERSION_MINOR"));
         assert_eq!(super::NFSLOCK_VERSION_PATCH.to_string(), env!("CARGO_PKG_VERSION_PATCH"));
