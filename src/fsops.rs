@@ -77,6 +77,27 @@ pub fn link_private(from: &Path, to: &Path, ours: FileId) -> nix::Result<()> {
     }
 }
 
+/// The names in `dir`. A listing that fails with ENOENT while `dir` itself is still
+/// there is tried again: through an NFS client a READDIR(PLUS) can fail that way when an
+/// entry goes while the server builds the reply (seen with nfs-ganesha), and a caller
+/// would otherwise report the directory missing.
+pub fn list(dir: &Path) -> nix::Result<Vec<std::ffi::OsString>> {
+    let once = || -> nix::Result<Vec<std::ffi::OsString>> {
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(|e| io_errno(&e))? {
+            names.push(entry.map_err(|e| io_errno(&e))?.file_name());
+        }
+        Ok(names)
+    };
+    let mut left = TRANSIENT_RETRIES;
+    loop {
+        match once() {
+            Err(e) if left > 0 && (is_transient(e) || (e == Errno::ENOENT && lstat(dir).is_ok())) => left -= 1,
+            result => return result,
+        }
+    }
+}
+
 /// What [`link_checked`] found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Linked {
@@ -405,6 +426,18 @@ pub fn io_errno(e: &std::io::Error) -> Errno {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_listing_names_every_entry_and_a_missing_directory_is_enoent_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a"), b"").unwrap();
+        std::fs::write(dir.path().join("b"), b"").unwrap();
+        let mut names = list(dir.path()).unwrap();
+        names.sort();
+        assert_eq!(names, ["a", "b"]);
+        // The ENOENT retry is only for a directory that is still there.
+        assert_eq!(list(&dir.path().join("gone")), Err(Errno::ENOENT));
+    }
 
     #[test]
     fn a_repeated_link_of_a_private_name_counts_once_it_names_our_file() {

@@ -32,8 +32,7 @@ pub fn membership(dir: &Path, group: &str, member: &str) -> PathBuf {
 pub fn members(dir: &Path, group: &str) -> nix::Result<Vec<(String, PathBuf)>> {
     let prefix = format!(".nfslock-{group}.m");
     let mut found = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(|e| fsops::io_errno(&e))? {
-        let name = entry.map_err(|e| fsops::io_errno(&e))?.file_name();
+    for name in fsops::list(dir)? {
         let Some(hex) = name.to_str().and_then(|n| n.strip_prefix(&prefix)) else { continue };
         if hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             found.push((hex.to_string(), dir.join(&name)));

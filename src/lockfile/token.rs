@@ -61,11 +61,8 @@ pub enum Found {
 /// Finds `claim`'s token in `dir` by listing it. The listing may be stale; a stale answer
 /// only makes a later move fail.
 pub fn find(dir: &Path, claim: &str) -> nix::Result<Found> {
-    let entries = std::fs::read_dir(dir).map_err(|e| fsops::io_errno(&e))?;
     let (mut live, mut broken) = (None, None);
-    for entry in entries {
-        let entry = entry.map_err(|e| fsops::io_errno(&e))?;
-        let name = entry.file_name();
+    for name in fsops::list(dir)? {
         if let Some(epoch) = epoch_of(&name, claim) {
             live = live.max(Some(epoch));
         } else if is_token_name(&name) && name.as_bytes().starts_with(format!("{PREFIX}{claim}.").as_bytes()) {
