@@ -111,7 +111,9 @@ fn lock_released_when_the_cli_is_killed() {
         let (x, ready) = (dir.path().join("x"), dir.path().join("ready"));
         let script = format!("touch {}; exec sleep 60", ready.display());
         let mut cli = start(&[x.to_str().unwrap(), "--", "sh", "-c", &script]);
-        wait_until("the command runs", || ready.exists());
+        // Until the shell has become sleep: a shell waiting for `touch` when SIGINT
+        // comes lets its child finish and then goes on (and would sleep 60 s).
+        wait_until("the command runs", || ready.exists() && children_named(cli.pid(), "sleep"));
         cli.signal(sig);
         let status = cli.wait();
         assert_eq!(status.code(), Some(128 + sig as i32), "{sig}: the command died of it, and so says nfslock");
@@ -199,4 +201,13 @@ fn shared_holders_exclude_an_exclusive_one() {
     let v = status();
     assert_eq!((v["mode"].as_str(), v["lease_ms"].as_u64()), (Some("shared"), Some(5000)), "{v}");
     nfslock().args(["-n", x_s, "--", "true"]).assert().code(75);
+}
+
+/// Whether a child of process `pid` (of any of its threads) runs the program `name`.
+fn children_named(pid: i32, name: &str) -> bool {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else { return false };
+    tasks.flatten().any(|task| {
+        let children = fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        children.split_whitespace().any(|child| fs::read_to_string(format!("/proc/{child}/comm")).is_ok_and(|comm| comm.trim() == name))
+    })
 }
