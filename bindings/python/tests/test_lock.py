@@ -348,8 +348,11 @@ def test_garbage_collected_lock_is_released_with_a_warning(lock_path):
 def test_ctrl_c_interrupts_a_wait_in_the_main_thread(peers, lock_path):
     p = peers("hold", lock_path)
     assert p.line().startswith("held")
+    # Python leaves SIGINT ignored when it starts so (a background job of a shell, as
+    # in some CI runners): Ctrl-C's handler is set here as an interactive Python has it.
     code = f"""
-import sys, nfslock
+import signal, sys, nfslock
+signal.signal(signal.SIGINT, signal.default_int_handler)
 print("waiting", flush=True)
 try:
     nfslock.Lock({lock_path!r}, timeout=None).acquire()

@@ -70,8 +70,25 @@ impl Drop for Proc {
 }
 
 /// Starts `nfslock ARGS...` with its output discarded.
+/// nfslock started with the signals it forwards at their default actions: a test run
+/// from a background job of a non-interactive shell inherits SIGINT and SIGQUIT ignored
+/// (or SIGHUP, under nohup), and COMMAND, inheriting that too as it should, would not
+/// die of what these tests send.
 pub fn start(args: &[&str]) -> Proc {
-    Proc(Command::new(BIN).args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap())
+    use std::os::unix::process::CommandExt;
+    let mut c = Command::new(BIN);
+    c.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    // SAFETY: between fork and exec only sigaction(2), which is async-signal-safe.
+    unsafe {
+        c.pre_exec(|| {
+            use nix::sys::signal::{signal, SigHandler, Signal};
+            for sig in [Signal::SIGINT, Signal::SIGQUIT, Signal::SIGHUP, Signal::SIGTERM, Signal::SIGUSR1, Signal::SIGUSR2] {
+                signal(sig, SigHandler::SigDfl).map_err(std::io::Error::from)?;
+            }
+            Ok(())
+        });
+    }
+    Proc(c.spawn().unwrap())
 }
 
 /// Another nfslock holding the lock on `path` (message `message`) while `sleep 60`
