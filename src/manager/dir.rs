@@ -303,12 +303,8 @@ impl Directory {
     pub fn allocate_id(&self, id: u32) -> Result<()> {
         self.check_open(OP_ALLOCATE_ID)?;
         let exists = || Error::new(Errno::EEXIST, OP_ALLOCATE_ID, Some(&self.ids), format!("lock {id} is allocated already"));
-        // Looked at first: a name that is there before our link is never taken for ours.
-        match fsops::lstat(&self.ids.join(id_name(id))) {
-            Ok(_) => return Err(exists()),
-            Err(Errno::ENOENT) => {}
-            Err(e) => return Err(Error::sys(e, OP_ALLOCATE_ID, &self.ids.join(id_name(id)), "lstat")),
-        }
+        // No lookup first: link(2) on the server decides, and a lookup could answer
+        // from a client's stale cache either way.
         match self.with_claim(OP_ALLOCATE_ID, |claim| self.take(OP_ALLOCATE_ID, claim, id))? {
             true => Ok(()),
             false => Err(exists()),
