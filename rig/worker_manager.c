@@ -38,7 +38,9 @@
  *                           holds HOLD_MS inside the marker CHECK/inside.ID and unlocks.
  *                           Prints rc, waited, mono, viol, unlock
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>

@@ -78,16 +78,16 @@ pub fn faultfs(rig: &mut Rig, only: Option<&str>) {
     with_worker(rig, |rig| {
         if want("ids") {
             for (name, f) in &modes {
-                ids(rig, name, Backend::Faultfs(f.clone()), Shape { hosts, procs, on_server: 0, steps: 30 });
+                ids(rig, name, Backend::Faultfs(f.clone()), Shape { hosts, procs, on_server: 0, steps: 40 });
             }
-            let server = Shape { hosts, procs, on_server: procs, steps: 30 };
+            let server = Shape { hosts, procs, on_server: procs, steps: 40 };
             ids(rig, "clients + processes on the server", Backend::Faultfs(Faults::default()), server);
         }
         if want("locks") {
             for (name, f) in &modes {
-                locks(rig, name, Backend::Faultfs(f.clone()), Shape { hosts, procs, on_server: 0, steps: 25 });
+                locks(rig, name, Backend::Faultfs(f.clone()), Shape { hosts, procs, on_server: 0, steps: 40 });
             }
-            let server = Shape { hosts, procs, on_server: procs, steps: 25 };
+            let server = Shape { hosts, procs, on_server: procs, steps: 40 };
             locks(rig, "clients + processes on the server", Backend::Faultfs(Faults::default()), server);
         }
         if want("lease") {
@@ -103,7 +103,7 @@ pub fn nfs(rig: &mut Rig, want: &dyn Fn(&str) -> bool) {
     let name = "TCP, lost replies 15% (every procedure that changes something)";
     let lossy = || Backend::Nfs(Wire { lost_pct: 15, procs: CHANGING, ..Wire::default() });
     let title = |what: &str| titled(&lossy(), format!("manager: {what}, {name}"));
-    let shape = Shape { hosts: 3, procs: 2, on_server: 0, steps: 20 };
+    let shape = Shape { hosts: 3, procs: 2, on_server: 0, steps: 30 };
     with_worker(rig, |rig| {
         if want(&title(IDS)) {
             ids(rig, name, lossy(), shape);
@@ -356,8 +356,10 @@ fn ids(rig: &mut Rig, name: &str, backend: Backend, shape: Shape) {
         violations: viol,
         wall: start.elapsed(),
         notes: format!(
-            "{allocs} allocations of {distinct} distinct IDs (highest {maxid}), {passed} of them handed out after another worker's free, {frees} frees; {} IDs allocated twice at once (logs), {dup} marker collisions, {unlisted} `allocated` lists without an ID held; {err} errors; none left, lowest free 0 at the end{client}{}",
+            "{allocs} allocations of {distinct} distinct IDs (highest {maxid}), {passed} of them handed out after another worker's free, {frees} frees; {} IDs allocated twice at once (logs), {dup} marker collisions, {unlisted} `allocated` lists without an ID held; {err} errors; at the end {} IDs left allocated, then the lowest free {}{client}{}",
             overlapping.len(),
+            left.len(),
+            field(&fin, "id").unwrap_or_default(),
             if messages.is_empty() { String::new() } else { format!("; worker messages: {}", messages.join(" / ")) }
         ),
         ..Row::default()
@@ -416,9 +418,10 @@ fn locks(rig: &mut Rig, name: &str, backend: Backend, shape: Shape) {
         violations: viol + wrong,
         wall: start.elapsed(),
         notes: format!(
-            "IDs 0-3 (0, 1 allocated; 2, 3 never), 2 ms pause inside; counters {} / acquisitions {} ({acq}/{expected}); {notheld} `locks_held` lists without the ID held; {err} errors; nothing left in DIR/locks{client}{}",
+            "IDs 0-3 (0, 1 allocated; 2, 3 never), 2 ms pause inside; counters {} / acquisitions {} ({acq}/{expected}); {notheld} `locks_held` lists without the ID held; {err} errors; {} left in DIR/locks{client}{}",
             counters.iter().map(u64::to_string).collect::<Vec<_>>().join(","),
             per.iter().map(u64::to_string).collect::<Vec<_>>().join(","),
+            if left.is_empty() { "nothing".to_string() } else { format!("{left:?}") },
             if messages.is_empty() { String::new() } else { format!("; worker messages: {}", messages.join(" / ")) }
         ),
         ..Row::default()
@@ -484,7 +487,7 @@ fn lease(rig: &mut Rig, name: &str, backend: Backend, trials: usize) {
     let (mut viol, mut acq, mut waits) = (0u64, 0u64, Vec::new());
     for trial in 0..trials {
         let alive_phase = trial == 0;
-        let hold = if alive_phase { 2 * lease + 1500 } else { 200 };
+        let hold = if alive_phase { 2 * lease + 700 } else { 200 };
         let Some(a) = holder(rig, &scenario, &fleet, 0, "5", lease, hold) else { break };
         acq += 1;
         if alive_phase {
