@@ -22,6 +22,10 @@
  *                           allocs, frees, dup, unlisted, err, maxid, pid
  *   mfinal DIR              `allocated` (prints n=), then allocate (id=, the lowest
  *                           free) and free it; prints rc, n, id, free
+ *   mfree DIR IDS           frees each of the comma-separated IDS; prints rc=A,B,...
+ *                           (each free's answer)
+ *   mallocn DIR N           N allocations; prints ids=A,B,... err=E
+ *   mallocid DIR IDS        allocate_id of each of IDS; prints rc=A,B,...
  *   mcount DIR CHECK ROUNDS NIDS PAUSE_MS SEED
  *                           ROUNDS times: timedlock of a random ID below NIDS (30 s),
  *                           inside: the O_EXCL marker CHECK/inside.ID, locks_held must
@@ -358,6 +362,49 @@ static int mode_mfinal(const char *dir)
     return 0;
 }
 
+static int mode_each(const char *dir, const char *list, int allocate)
+{
+    nfslock_manager *m = NULL;
+    if (open_manager(dir, 0, &m) != 0)
+        return 0;
+    char *copy = strdup(list), *save = NULL;
+    printf("rc=");
+    int printed = 0;
+    for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        uint32_t id = (uint32_t)strtoul(tok, NULL, 10);
+        int rc = allocate ? nfslock_manager_allocate_id(m, id) : nfslock_manager_free(m, id);
+        if (rc != 0 && rc != ENOENT && rc != EEXIST)
+            fprintf(stderr, "%s %s: %s\n", allocate ? "allocate_id" : "free", tok, nfslock_last_error());
+        printf("%s%s", printed++ ? "," : "", errname(rc));
+    }
+    free(copy);
+    nfslock_manager_close(m);
+    printf("\n");
+    return 0;
+}
+
+static int mode_mallocn(const char *dir, int n)
+{
+    nfslock_manager *m = NULL;
+    if (open_manager(dir, 0, &m) != 0)
+        return 0;
+    int err = 0, printed = 0;
+    printf("ids=");
+    for (int i = 0; i < n; i++) {
+        uint32_t id = UINT32_MAX;
+        int rc = nfslock_manager_allocate(m, &id);
+        if (rc != 0) {
+            fprintf(stderr, "allocate: %s\n", nfslock_last_error());
+            err++;
+            continue;
+        }
+        printf("%s%lu", printed++ ? "," : "", (unsigned long)id);
+    }
+    nfslock_manager_close(m);
+    printf(" err=%d\n", err);
+    return 0;
+}
+
 static long read_counter(int fd)
 {
     char buf[32] = {0};
@@ -521,6 +568,12 @@ int main(int argc, char **argv)
         return mode_malloc(argv[2], argv[3], atoi(argv[4]), atoi(argv[5]), argv[6]);
     if (strcmp(mode, "mfinal") == 0 && argc == 3)
         return mode_mfinal(argv[2]);
+    if (strcmp(mode, "mfree") == 0 && argc == 4)
+        return mode_each(argv[2], argv[3], 0);
+    if (strcmp(mode, "mallocid") == 0 && argc == 4)
+        return mode_each(argv[2], argv[3], 1);
+    if (strcmp(mode, "mallocn") == 0 && argc == 4)
+        return mode_mallocn(argv[2], atoi(argv[3]));
     if (strcmp(mode, "mcount") == 0 && argc == 8)
         return mode_mcount(argv[2], argv[3], atoi(argv[4]), atoi(argv[5]), atoi(argv[6]), argv[7]);
     if (strcmp(mode, "mhold") == 0 && argc == 6)

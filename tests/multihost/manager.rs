@@ -357,6 +357,7 @@ fn ids(rig: &mut Rig, name: &str, backend: Backend, shape: Shape) {
     // Every ID free again: none left in DIR/ids, and the lowest free one is 0.
     let left = numeric_names(&fleet.site.backing.join("mgr/ids"));
     rig.check(&scenario, left.is_empty(), format!("IDs still allocated after every worker freed its own: {left:?}"));
+    let cross = cross_host_frees(rig, &scenario, &fleet);
     let last_host = &fleet.hosts[fleet.hosts.len() - 1];
     let fin = last_host.run(&fleet.site, &["mfinal", fleet.site.mount.join("mgr").to_str().unwrap()], SHORT);
     let fin_ok = field(&fin, "rc").as_deref() == Some("OK")
@@ -377,7 +378,7 @@ fn ids(rig: &mut Rig, name: &str, backend: Backend, shape: Shape) {
         violations: viol,
         wall: start.elapsed(),
         notes: format!(
-            "{allocs} allocations of {distinct} distinct IDs (highest {maxid}), {passed} of them handed out after another worker's free, {frees} frees; {} IDs allocated twice at once (logs), {dup} marker collisions, {unlisted} `allocated` lists without an ID held; {err} errors; at the end {} IDs left allocated, then the lowest free {}{client}{}",
+            "{allocs} allocations of {distinct} distinct IDs (highest {maxid}), {passed} of them handed out after another worker's free, {frees} frees; {} IDs allocated twice at once (logs), {dup} marker collisions, {unlisted} `allocated` lists without an ID held; {err} errors; {cross}; at the end {} IDs left allocated, then the lowest free {}{client}{}",
             overlapping.len(),
             left.len(),
             field(&fin, "id").unwrap_or_default(),
@@ -385,6 +386,43 @@ fn ids(rig: &mut Rig, name: &str, backend: Backend, shape: Shape) {
         ),
         ..Row::default()
     });
+}
+
+/// IDs allocated on host A and freed on host B moments after B found them free (B's
+/// client may remember that): B's frees of the free IDs answer ENOENT, A's allocations
+/// are 0..8 (the lowest free), B's frees of them then all succeed and none is left
+/// allocated, and A's allocate_id of each just after B freed it succeeds (A's client
+/// saw them allocated).
+fn cross_host_frees(rig: &mut Rig, scenario: &str, fleet: &Fleet) -> String {
+    let (site, a, b) = (&fleet.site, &fleet.hosts[0], &fleet.hosts[1]);
+    let dir = site.mount.join("mgr");
+    let dir_s = dir.to_str().unwrap();
+    let ids = (0..8).map(|i| i.to_string()).collect::<Vec<_>>().join(",");
+    let unallocated = b.run(site, &["mfree", dir_s, &ids], SHORT);
+    let want = |rc: &str| vec![rc; 8].join(",");
+    let ok1 = field(&unallocated, "rc") == Some(want("ENOENT"));
+    rig.check(scenario, ok1, format!("{} freeing IDs 0-7, none allocated: want ENOENT each, got {}", b.name, describe(&unallocated)));
+    let made = a.run(site, &["mallocn", dir_s, "8"], SHORT);
+    let ok2 = field(&made, "ids").as_deref() == Some(ids.as_str()) && field(&made, "err").as_deref() == Some("0");
+    rig.check(scenario, ok2, format!("{} allocating 8: want {ids}, got {}", a.name, describe(&made)));
+    let freed = b.run(site, &["mfree", dir_s, &ids], SHORT);
+    let ok3 = field(&freed, "rc") == Some(want("OK"));
+    rig.check(scenario, ok3, format!("{} freeing A's IDs 0-7 just after: want OK each, got {}", b.name, describe(&freed)));
+    let left = numeric_names(&site.backing.join("mgr/ids"));
+    rig.check(scenario, left.is_empty(), format!("after B freed A's IDs, still allocated: {left:?}"));
+    // And back: A takes them by number just after B freed them, then frees them.
+    let again = a.run(site, &["mallocid", dir_s, &ids], SHORT);
+    let ok4 = field(&again, "rc") == Some(want("OK"));
+    rig.check(scenario, ok4, format!("{} allocate_id of 0-7 just after B freed them: want OK each, got {}", a.name, describe(&again)));
+    let _ = a.run(site, &["mfree", dir_s, &ids], SHORT);
+    let rcs = |out: &std::process::Output| field(out, "rc").unwrap_or_default();
+    format!(
+        "on B free of unallocated IDs 0-7: {}; A allocated them: {}; B freed them just after: {}; A's allocate_id of them just after: {}",
+        rcs(&unallocated),
+        field(&made, "ids").unwrap_or_default(),
+        rcs(&freed),
+        rcs(&again)
+    )
 }
 
 /// Scenario (b): every worker locks random IDs of 0..4 and increments that ID's counter
