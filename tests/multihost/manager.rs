@@ -100,19 +100,28 @@ pub fn faultfs(rig: &mut Rig, only: Option<&str>) {
 
 /// The real-NFS rows (`want`: nfs.rs's NFSLOCK_NFS_ONLY filter on the title).
 pub fn nfs(rig: &mut Rig, want: &dyn Fn(&str) -> bool) {
-    let name = "TCP, lost replies 15% (every procedure that changes something)";
-    let lossy = || Backend::Nfs(Wire { lost_pct: 15, procs: CHANGING, ..Wire::default() });
-    let title = |what: &str| titled(&lossy(), format!("manager: {what}, {name}"));
+    let tcp = "TCP, lost replies 15% (every procedure that changes something)";
+    let udp = "UDP, lost replies 10% (every procedure that changes something)";
+    let wire = |udp: bool| Backend::Nfs(Wire { udp, lost_pct: if udp { 10 } else { 15 }, procs: CHANGING, ..Wire::default() });
+    let title = |what: &str, name: &str| format!("real NFS: manager: {what}, {name}");
     let shape = Shape { hosts: 3, procs: 2, on_server: 0, steps: 30 };
     with_worker(rig, |rig| {
-        if want(&title(IDS)) {
-            ids(rig, name, lossy(), shape);
+        for (name, udp) in [(tcp, false), (udp, true)] {
+            if want(&title(IDS, name)) {
+                ids(rig, name, wire(udp), shape);
+            }
+            if want(&title(LOCKS, name)) {
+                locks(rig, name, wire(udp), shape);
+            }
         }
-        if want(&title(LOCKS)) {
-            locks(rig, name, lossy(), shape);
+        // A client that trusts its name cache for 3 s (the lock-file rows' actimeo row).
+        let cached = "TCP, actimeo 3 s, lost replies 10%";
+        if want(&title(IDS, cached)) {
+            let wire = Wire { actimeo_ms: 3000, lost_pct: 10, procs: CHANGING, ..Wire::default() };
+            ids(rig, cached, Backend::Nfs(wire), shape);
         }
-        if want(&title(LEASE)) {
-            lease(rig, name, lossy(), 2);
+        if want(&title(LEASE, tcp)) {
+            lease(rig, tcp, wire(false), 2);
         }
     });
 }
