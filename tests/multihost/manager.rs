@@ -370,7 +370,7 @@ fn ids(rig: &mut Rig, name: &str, backend: Backend, shape: Shape) {
     let last_host = &fleet.hosts[fleet.hosts.len() - 1];
     let fin = last_host.run(&fleet.site, &["mfinal", fleet.site.mount.join("mgr").to_str().unwrap()], SHORT);
     // The lowest free as listed (a client caching listings may still list some).
-    let listing_cached = matches!(backend, Backend::Nfs(w) if w.actimeo_ms > 0);
+    let listing_cached = matches!(&backend, Backend::Nfs(w) if w.actimeo_ms > 0);
     let fin_ok = field(&fin, "rc").as_deref() == Some("OK")
         && field(&fin, "n").as_deref() == Some("0")
         && (listing_cached || field(&fin, "id").as_deref() == Some("0"))
@@ -419,7 +419,7 @@ fn cross_host_frees(rig: &mut Rig, scenario: &str, fleet: &Fleet, backend: &Back
     rig.check(scenario, n == 8 && field(&made, "err").as_deref() == Some("0"), format!("{} allocating 8: {}", a.name, describe(&made)));
     // The lowest free IDs, as listed: a client that caches listings (actimeo) may list
     // IDs freed a moment ago.
-    let listing_cached = matches!(backend, Backend::Nfs(w) if w.actimeo_ms > 0);
+    let listing_cached = matches!(&backend, Backend::Nfs(w) if w.actimeo_ms > 0);
     rig.check(scenario, listing_cached || ids == lowest, format!("{} allocating 8: want {lowest}, got {ids}", a.name));
     let freed = b.run(site, &["mfree", dir_s, &ids], SHORT);
     let ok3 = field(&freed, "rc") == Some(each("OK", n));
