@@ -132,21 +132,30 @@ const LEASE: &str = "lease holder SIGKILLed on host A, taken by B after the leas
 
 /// A fleet whose manager directory host A has created (with `ids` allocated), opened
 /// from every host: a second create is EEXIST, and the manager is unlimited.
-fn fleet(rig: &mut Rig, scenario: &str, slug: &str, backends: &[Backend], ids: &str) -> Fleet {
+fn fleet(rig: &mut Rig, scenario: &str, slug: &str, backends: &[Backend], ids: &str) -> (Fleet, String) {
     let fleet = Fleet::boot(rig, slug, backends);
     let (site, hosts) = (&fleet.site, &fleet.hosts);
     let dir = site.mount.join("mgr");
     let dir_s = dir.to_str().unwrap();
     // A failed create is a failure of the row; it is tried again (up to 5 times in all)
     // so that the rest of the scenario still runs.
+    let mut failed = Vec::new();
     for attempt in 1..=5 {
         let made = hosts[0].run(site, &["mcreate", dir_s, ids], SHORT);
         let ok = field(&made, "rc").as_deref() == Some("OK");
         rig.check(scenario, ok, format!("create on {}, attempt {attempt}: {}", hosts[0].name, describe(&made)));
+        if !ok {
+            failed.push(field(&made, "rc").unwrap_or_default());
+        }
         if ok || site.backing.join("mgr").exists() {
             break;
         }
     }
+    let created = if failed.is_empty() {
+        String::new()
+    } else {
+        format!("create_dir failed {} times first ({}), nothing left by it; ", failed.len(), failed.join(", "))
+    };
     rig.check(scenario, site.backing.join("mgr/nfslock-manager").is_file(), "no header file DIR/nfslock-manager");
     for h in hosts {
         let out = h.run(site, &["mopen", dir_s], SHORT);
@@ -157,7 +166,17 @@ fn fleet(rig: &mut Rig, scenario: &str, slug: &str, backends: &[Backend], ids: &
             && field(&out, "close").as_deref() == Some("OK");
         rig.check(scenario, ok, format!("open on {}: {}", h.name, describe(&out)));
     }
-    fleet
+    (fleet, created)
+}
+
+/// "FAILED (N checks): " when checks of `scenario` failed, for its row's notes.
+fn verdict(rig: &Rig, scenario: &str) -> String {
+    let n = rig.failures.iter().filter(|f| f.starts_with(&format!("{scenario}: "))).count();
+    if n == 0 {
+        String::new()
+    } else {
+        format!("FAILED ({n} checks): ")
+    }
 }
 
 /// Workers of `shape` on every host (and on the server's disk), running `args` with
@@ -326,7 +345,7 @@ fn numeric_names(dir: &Path) -> Vec<String> {
 fn ids(rig: &mut Rig, name: &str, backend: Backend, shape: Shape) {
     let scenario = titled(&backend, format!("manager: {IDS}, {name}"));
     let start = Instant::now();
-    let fleet = fleet(rig, &scenario, &format!("mgr-ids-{}-{name}", scenario.len()), &vec![backend.clone(); shape.hosts], "-");
+    let (fleet, created) = fleet(rig, &scenario, &format!("mgr-ids-{}-{name}", scenario.len()), &vec![backend.clone(); shape.hosts], "-");
     let children = spawn_workers(&fleet, shape, "malloc", &[shape.steps.to_string(), "4".into()]);
     let (mut allocs, mut frees, mut dup, mut unlisted, mut err, mut maxid) = (0, 0, 0, 0, 0, 0);
     let mut messages = Vec::new();
@@ -381,6 +400,7 @@ fn ids(rig: &mut Rig, name: &str, backend: Backend, shape: Shape) {
     fleet.end();
     messages.sort();
     messages.dedup();
+    let verdict = verdict(rig, &scenario);
     rig.rows.push(Row {
         scenario,
         shape: shape.label(),
@@ -389,7 +409,8 @@ fn ids(rig: &mut Rig, name: &str, backend: Backend, shape: Shape) {
         violations: viol,
         wall: start.elapsed(),
         notes: format!(
-            "{allocs} allocations of {distinct} distinct IDs (highest {maxid}), {passed} of them handed out after another worker's free, {frees} frees; {} IDs allocated twice at once (logs), {dup} marker collisions, {unlisted} `allocated` lists without an ID held; {err} errors; {cross}; at the end {} IDs left allocated, then the lowest free {}{client}{}",
+            "{}{created}{allocs} allocations of {distinct} distinct IDs (highest {maxid}), {passed} of them handed out after another worker's free, {frees} frees; {} IDs allocated twice at once (logs), {dup} marker collisions, {unlisted} `allocated` lists without an ID held; {err} errors; {cross}; at the end {} IDs left allocated, then the lowest free {}{client}{}",
+            verdict,
             overlapping.len(),
             left.len(),
             field(&fin, "id").unwrap_or_default(),
@@ -445,7 +466,8 @@ fn cross_host_frees(rig: &mut Rig, scenario: &str, fleet: &Fleet, backend: &Back
 fn locks(rig: &mut Rig, name: &str, backend: Backend, shape: Shape) {
     let scenario = titled(&backend, format!("manager: {LOCKS}, {name}"));
     let start = Instant::now();
-    let fleet = fleet(rig, &scenario, &format!("mgr-locks-{}-{name}", scenario.len()), &vec![backend.clone(); shape.hosts], "0,1");
+    let (fleet, created) =
+        fleet(rig, &scenario, &format!("mgr-locks-{}-{name}", scenario.len()), &vec![backend.clone(); shape.hosts], "0,1");
     let args = [shape.steps.to_string(), COUNTED_IDS.to_string(), "2".into()];
     let children = spawn_workers(&fleet, shape, "mcount", &args);
     let (mut acq, mut viol, mut notheld, mut err) = (0, 0, 0, 0);
@@ -484,6 +506,7 @@ fn locks(rig: &mut Rig, name: &str, backend: Backend, shape: Shape) {
     fleet.end();
     messages.sort();
     messages.dedup();
+    let verdict = verdict(rig, &scenario);
     rig.rows.push(Row {
         scenario,
         shape: shape.label(),
@@ -492,7 +515,8 @@ fn locks(rig: &mut Rig, name: &str, backend: Backend, shape: Shape) {
         violations: viol + wrong,
         wall: start.elapsed(),
         notes: format!(
-            "IDs 0-3 (0, 1 allocated; 2, 3 never), 2 ms pause inside; counters {} / acquisitions {} ({acq}/{expected}); {notheld} `locks_held` lists without the ID held; {err} errors; {} left in DIR/locks{client}{}",
+            "{}{created}IDs 0-3 (0, 1 allocated; 2, 3 never), 2 ms pause inside; counters {} / acquisitions {} ({acq}/{expected}); {notheld} `locks_held` lists without the ID held; {err} errors; {} left in DIR/locks{client}{}",
+            verdict,
             counters.iter().map(u64::to_string).collect::<Vec<_>>().join(","),
             per.iter().map(u64::to_string).collect::<Vec<_>>().join(","),
             if left.is_empty() { "nothing".to_string() } else { format!("{left:?}") },
@@ -556,7 +580,7 @@ fn took(out: &std::process::Output) -> bool {
 fn lease(rig: &mut Rig, name: &str, backend: Backend, trials: usize) {
     let scenario = titled(&backend, format!("manager: {LEASE}, {name}"));
     let start = Instant::now();
-    let fleet = fleet(rig, &scenario, &format!("mgr-lease-{}-{name}", scenario.len()), &[backend.clone(), backend.clone()], "5");
+    let (fleet, created) = fleet(rig, &scenario, &format!("mgr-lease-{}-{name}", scenario.len()), &[backend.clone(), backend.clone()], "5");
     let lease = LEASE_MS;
     let (mut viol, mut acq, mut waits) = (0u64, 0u64, Vec::new());
     for trial in 0..trials {
@@ -637,6 +661,7 @@ fn lease(rig: &mut Rig, name: &str, backend: Backend, trials: usize) {
         let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         format!("{lo:.0}-{hi:.0} ms")
     };
+    let verdict = verdict(rig, &scenario);
     rig.rows.push(Row {
         scenario,
         shape: "2x1".into(),
@@ -646,7 +671,8 @@ fn lease(rig: &mut Rig, name: &str, backend: Backend, trials: usize) {
         recoveries: waits.len() as u64 + u64::from(same_host.is_finite()),
         wall: start.elapsed(),
         notes: format!(
-            "lease {lease} ms, {} holders SIGKILLed holding: B timed out over 2 leases while A lived, then took it {} into its own wait ({} after the kill); A's own next process took it in {same_host:.0} ms; {plain}{client}",
+            "{}{created}lease {lease} ms, {} holders SIGKILLed holding: B timed out over 2 leases while A lived, then took it {} into its own wait ({} after the kill); A's own next process took it in {same_host:.0} ms; {plain}{client}",
+            verdict,
             waits.len(),
             range(&w),
             range(&s)
