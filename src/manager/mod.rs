@@ -4,8 +4,8 @@
 //!
 //! Two backends:
 //! - a POSIX shared-memory segment of robust, process-shared pthread mutexes (one
-//!   machine; the fastest; a holder that dies is reported to the next locker), see
-//!   [`shm`](self) and docs/manager.md;
+//!   machine; the fastest; a holder that dies is reported to the next locker; layout in
+//!   shm_layout.rs and the README's on-disk formats);
 //! - a directory of lock files (any number of hosts over NFS): allocation by link(2),
 //!   each lock an ordinary libnfslock lock file (or lease), so it is Core-compatible and
 //!   recovered across hosts when it is a lease.
