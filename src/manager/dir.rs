@@ -35,6 +35,9 @@ const HEADER_TEXT: &str = "nfslock-manager 1\n\
 # A libnfslock lock manager. ids/ holds one file per allocated lock ID; locks/ holds the\n\
 # lock files (locks/<ID>.nfs_lock). Remove a crashed host's lock with `nfslock break`.\n";
 const CLAIM_PREFIX: &str = ".claim-";
+/// How many times an ID is linked again after a link said EEXIST for a name the server
+/// no longer has (a client's stale cache).
+const STALE_NAME_RETRIES: u32 = 4;
 /// How many times free removes a name its listing still shows (50 ms apart).
 const FREE_ROUNDS: u32 = 8;
 /// How many times allocate lists the IDs again after losing the candidates it tried.
@@ -281,7 +284,20 @@ impl Directory {
     /// Links the claim to `ids/<id>`: Ok(true) ours, Ok(false) someone else's.
     fn take(&self, op: &'static str, claim: &(PathBuf, FileId), id: u32) -> Result<bool> {
         let name = self.ids.join(id_name(id));
-        self.link_ours(&claim.0, &name, claim.1).map_err(|e| Error::sys(e, op, &name, "link"))
+        for _ in 0..STALE_NAME_RETRIES {
+            if self.link_ours(&claim.0, &name, claim.1).map_err(|e| Error::sys(e, op, &name, "link"))? {
+                return Ok(true);
+            }
+            // EEXIST, and not ours. A client may answer a link from its cache of a name
+            // another host has removed since: a fresh open asks the server (and makes the
+            // client drop a stale name), so only an ID really taken is given up.
+            match fsops::open_existing(&name, false) {
+                Ok(_) => return Ok(false),
+                Err(Errno::ENOENT | Errno::ESTALE) => {}
+                Err(e) => return Err(Error::sys(e, op, &name, "open")),
+            }
+        }
+        Ok(false)
     }
 
     /// Runs `f` with a fresh claim, which is removed afterwards (the ID's name keeps the file).

@@ -198,6 +198,10 @@ impl NfsFs {
                         self.stats.bump("fileid_reused");
                         let (old_fh, g) = (old.fh.data.to_vec(), old.generation);
                         st.by_fh.remove(&old_fh);
+                        // Names cached for the old file are not the new file's: Linux
+                        // keys inodes by handle, so its dentries of the old file go
+                        // stale (ESTALE, then dropped) instead of naming the new one.
+                        st.names.retain(|_, (named, _)| *named != ino);
                         g + 1
                     }
                     _ => 0,
