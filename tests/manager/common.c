@@ -1,0 +1,593 @@
+/*
+ * What tests/manager/shm.c and tests/manager/dir.c share (#included by both, not built by
+ * itself): reporting, timing, child processes of this program (fork + exec of
+ * /proc/self/exe) that talk through pipes, and the two kinds of worker modes:
+ *
+ *   worker shm NAME N OP...      opens the segment NAME (count N), runs the OPs in order
+ *   worker dir DIR OP...         opens the manager directory DIR, runs the OPs in order
+ *   count shm NAME N ID FILE CYCLES / count dir DIR ID FILE CYCLES
+ *                                the counter worker (see count_main)
+ *
+ * A worker prints one line per OP it ran, "<op> <result>" (result: 0, an errno name, or
+ * for "held" the ids), so that the parent can check each step:
+ *   lock:ID  unlock:ID  try:ID (timedlock 0)  timed:ID:MS  lease:MS  alloc  close  held
+ *   say:WORD  (prints WORD)   wait (reads one line from stdin; exits at EOF)
+ *   pause (waits for stdin's EOF, then exits without unlocking anything)
+ *   sleep:MS
+ * The first line is "open 0" (or "open <errno>", then it exits 1).
+ *
+ * Every check prints "FAIL file:line: ..." when it fails, and main prints "ok" or
+ * "failed" at the end; the exit status is 0 only when no check failed.
+ */
+#define _GNU_SOURCE
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "nfslock.h"
+
+#define UNUSED __attribute__((unused))
+
+static int failures;
+
+static UNUSED void fail(const char *file, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static UNUSED void fail(const char *file, int line, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    printf("FAIL %s:%d: ", file, line);
+    vprintf(fmt, ap);
+    printf("\n");
+    fflush(stdout);
+    va_end(ap);
+    failures++;
+}
+
+#define CHECKF(cond, ...)                                                                   \
+    do {                                                                                    \
+        if (!(cond))                                                                        \
+            fail(__FILE__, __LINE__, __VA_ARGS__);                                          \
+    } while (0)
+
+static UNUSED const char *en(int code) {
+    if (code == 0)
+        return "0";
+    const char *name = strerrorname_np(code);
+    return name ? name : "unknown";
+}
+
+/* rc must be `want`; says which call, what it returned and what the library said. */
+#define EXPECT_RC(rc, want, ...)                                                            \
+    do {                                                                                    \
+        int rc_ = (rc), want_ = (want);                                                     \
+        if (rc_ != want_) {                                                                 \
+            char what_[512];                                                                \
+            snprintf(what_, sizeof what_, __VA_ARGS__);                                     \
+            fail(__FILE__, __LINE__, "%s: got %s (%d), want %s; last error: %s", what_,     \
+                 en(rc_), rc_, en(want_), rc_ != 0 ? nfslock_last_error() : "-");           \
+        }                                                                                   \
+    } while (0)
+
+static UNUSED void note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static UNUSED void note(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    printf("  ");
+    vprintf(fmt, ap);
+    printf("\n");
+    fflush(stdout);
+    va_end(ap);
+}
+
+static UNUSED double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static UNUSED void sleep_ms(int ms) {
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+static UNUSED int finish(void) {
+    printf("%s\n", failures ? "failed" : "ok");
+    fflush(stdout);
+    return failures ? 1 : 0;
+}
+
+/* ---- child processes of this program ---------------------------------------------- */
+
+struct proc {
+    pid_t pid;
+    int to;   /* the child's stdin */
+    int from; /* the child's stdout */
+    char buf[4096];
+    size_t have;
+    int reaped;
+    int status;
+};
+
+/* Starts `/proc/self/exe args...` (NULL-terminated) with pipes on its stdin and stdout
+ * (its stderr is ours). 0, or -1 with a FAIL printed. */
+static UNUSED int spawn_argv(struct proc *p, char *const argv[]) {
+    int in[2], out[2];
+    memset(p, 0, sizeof *p);
+    p->pid = -1;
+    p->to = p->from = -1;
+    if (pipe2(in, O_CLOEXEC) != 0 || pipe2(out, O_CLOEXEC) != 0) {
+        fail(__FILE__, __LINE__, "pipe2: %s", strerror(errno));
+        return -1;
+    }
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid < 0) {
+        fail(__FILE__, __LINE__, "fork: %s", strerror(errno));
+        return -1;
+    }
+    if (pid == 0) {
+        dup2(in[0], 0);
+        dup2(out[1], 1);
+        execv("/proc/self/exe", argv);
+        fprintf(stderr, "execv /proc/self/exe: %s\n", strerror(errno));
+        _exit(127);
+    }
+    close(in[0]);
+    close(out[1]);
+    p->pid = pid;
+    p->to = in[1];
+    p->from = out[0];
+    return 0;
+}
+
+#define MAX_ARGS 64
+static UNUSED int spawn(struct proc *p, const char *first, ...) {
+    char *argv[MAX_ARGS + 2];
+    int n = 0;
+    argv[n++] = (char *)"nfslock-manager-test";
+    va_list ap;
+    va_start(ap, first);
+    for (const char *a = first; a != NULL && n < MAX_ARGS; a = va_arg(ap, const char *))
+        argv[n++] = (char *)a;
+    va_end(ap);
+    argv[n] = NULL;
+    return spawn_argv(p, argv);
+}
+
+/* The child's next line (without the newline) within timeout_ms: 0, or -1 at EOF or
+ * timeout (line then says which). */
+static UNUSED int proc_line(struct proc *p, char *line, size_t len, int timeout_ms) {
+    double deadline = now_ms() + timeout_ms;
+    for (;;) {
+        char *nl = memchr(p->buf, '\n', p->have);
+        if (nl != NULL) {
+            size_t n = (size_t)(nl - p->buf);
+            size_t copy = n < len - 1 ? n : len - 1;
+            memcpy(line, p->buf, copy);
+            line[copy] = 0;
+            memmove(p->buf, nl + 1, p->have - n - 1);
+            p->have -= n + 1;
+            return 0;
+        }
+        int left = (int)(deadline - now_ms());
+        if (left <= 0 || p->from < 0) {
+            snprintf(line, len, "(no line within %d ms)", timeout_ms);
+            return -1;
+        }
+        struct pollfd pfd = {p->from, POLLIN, 0};
+        int r = poll(&pfd, 1, left);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            continue;
+        ssize_t got = read(p->from, p->buf + p->have, sizeof p->buf - p->have - 1);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0) {
+            snprintf(line, len, "(the child closed its output: %s)", got == 0 ? "EOF" : strerror(errno));
+            return -1;
+        }
+        p->have += (size_t)got;
+        if (p->have >= sizeof p->buf - 1) {
+            snprintf(line, len, "(a line longer than %zu bytes)", sizeof p->buf);
+            return -1;
+        }
+    }
+}
+
+/* The child's next line must be `want` (within timeout_ms); reports what came instead. */
+#define EXPECT_LINE(p, want, timeout_ms) expect_line(__FILE__, __LINE__, (p), (want), (timeout_ms))
+static UNUSED int expect_line(const char *file, int line, struct proc *p, const char *want, int timeout_ms) {
+    char got[1024];
+    int r = proc_line(p, got, sizeof got, timeout_ms);
+    if (r != 0 || strcmp(got, want) != 0) {
+        fail(file, line, "child %d: expected the line \"%s\", got \"%s\"", (int)p->pid, want, got);
+        return -1;
+    }
+    return 0;
+}
+
+static UNUSED void proc_send(struct proc *p, const char *line) {
+    size_t n = strlen(line);
+    if (p->to >= 0 && write(p->to, line, n) != (ssize_t)n)
+        fail(__FILE__, __LINE__, "writing to child %d: %s", (int)p->pid, strerror(errno));
+}
+
+static UNUSED void proc_close_input(struct proc *p) {
+    if (p->to >= 0)
+        close(p->to);
+    p->to = -1;
+}
+
+/* Waits up to timeout_ms for the child's end (SIGKILL after that); its wait status, or -1
+ * when it had to be killed. */
+static UNUSED int proc_wait(struct proc *p, int timeout_ms) {
+    if (p->pid <= 0)
+        return -1;
+    if (p->reaped)
+        return p->status;
+    double deadline = now_ms() + timeout_ms;
+    for (;;) {
+        int st;
+        pid_t r = waitpid(p->pid, &st, WNOHANG);
+        if (r == p->pid) {
+            p->reaped = 1;
+            p->status = st;
+            return st;
+        }
+        if (now_ms() > deadline) {
+            kill(p->pid, SIGKILL);
+            waitpid(p->pid, &st, 0);
+            p->reaped = 1;
+            p->status = -1;
+            return -1;
+        }
+        sleep_ms(2);
+    }
+}
+
+static UNUSED void proc_kill(struct proc *p) {
+    if (p->pid > 0 && !p->reaped) {
+        kill(p->pid, SIGKILL);
+        waitpid(p->pid, &p->status, 0);
+        p->reaped = 1;
+    }
+}
+
+static UNUSED void proc_free(struct proc *p) {
+    proc_kill(p);
+    proc_close_input(p);
+    if (p->from >= 0)
+        close(p->from);
+    p->from = -1;
+}
+
+static UNUSED const char *describe_status(int st, char *buf, size_t len) {
+    if (st == -1)
+        snprintf(buf, len, "still running at its deadline (killed)");
+    else if (WIFEXITED(st))
+        snprintf(buf, len, "exit status %d", WEXITSTATUS(st));
+    else if (WIFSIGNALED(st))
+        snprintf(buf, len, "killed by signal %d (%s)%s", WTERMSIG(st), strsignal(WTERMSIG(st)),
+                 WCOREDUMP(st) ? ", core dumped" : "");
+    else
+        snprintf(buf, len, "wait status %#x", st);
+    return buf;
+}
+
+/* The child must end with exit status 0 within timeout_ms. */
+#define EXPECT_EXIT0(p, timeout_ms)                                                          \
+    do {                                                                                    \
+        int st_ = proc_wait((p), (timeout_ms));                                             \
+        char d_[128];                                                                       \
+        CHECKF(st_ != -1 && WIFEXITED(st_) && WEXITSTATUS(st_) == 0, "child %d: %s",         \
+               (int)(p)->pid, describe_status(st_, d_, sizeof d_));                         \
+    } while (0)
+
+/* ---- the manager of a worker's command line ---------------------------------------- */
+
+/* argv: "shm NAME N ..." or "dir DIR ...": opens it; how many arguments it took. */
+static UNUSED int open_backend(char **argv, int argc, nfslock_manager **m, int *rc) {
+    if (argc >= 3 && strcmp(argv[0], "shm") == 0) {
+        *rc = nfslock_manager_open_shm(argv[1], (uint32_t)strtoul(argv[2], NULL, 10), m);
+        return 3;
+    }
+    if (argc >= 2 && strcmp(argv[0], "dir") == 0) {
+        *rc = nfslock_manager_open_dir(argv[1], m);
+        return 2;
+    }
+    *rc = EINVAL;
+    return argc;
+}
+
+static UNUSED void out_line(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static UNUSED void out_line(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vprintf(fmt, ap);
+    printf("\n");
+    fflush(stdout);
+    va_end(ap);
+}
+
+/* Reads one line from stdin: 0, or -1 at EOF. */
+static UNUSED int read_stdin_line(void) {
+    char c;
+    for (;;) {
+        ssize_t r = read(0, &c, 1);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return -1;
+        if (c == '\n')
+            return 0;
+    }
+}
+
+static UNUSED int worker_main(int argc, char **argv) {
+    alarm(120);
+    nfslock_manager *m = NULL;
+    int rc;
+    int used = open_backend(argv, argc, &m, &rc);
+    out_line("open %s", en(rc));
+    if (rc != 0) {
+        fprintf(stderr, "worker: open: %s\n", nfslock_last_error());
+        return 1;
+    }
+    for (int i = used; i < argc; i++) {
+        const char *op = argv[i];
+        unsigned id = 0;
+        int ms = 0;
+        if (sscanf(op, "lock:%u", &id) == 1) {
+            out_line("%s %s", op, en(nfslock_manager_lock(m, id)));
+        } else if (sscanf(op, "unlock:%u", &id) == 1) {
+            out_line("%s %s", op, en(nfslock_manager_unlock(m, id)));
+        } else if (sscanf(op, "try:%u", &id) == 1) {
+            out_line("%s %s", op, en(nfslock_manager_timedlock(m, id, 0)));
+        } else if (sscanf(op, "timed:%u:%d", &id, &ms) == 2) {
+            out_line("%s %s", op, en(nfslock_manager_timedlock(m, id, ms)));
+        } else if (sscanf(op, "lease:%d", &ms) == 1) {
+            out_line("%s %s", op, en(nfslock_manager_set_lease_ms(m, (uint32_t)ms)));
+        } else if (strcmp(op, "alloc") == 0) {
+            uint32_t got = 0;
+            int r = nfslock_manager_allocate(m, &got);
+            if (r == 0)
+                out_line("%s %u", op, got);
+            else
+                out_line("%s %s", op, en(r));
+        } else if (strcmp(op, "close") == 0) {
+            out_line("%s %s", op, en(nfslock_manager_close(m)));
+            m = NULL;
+        } else if (strcmp(op, "held") == 0) {
+            uint32_t ids[64];
+            size_t n = 0;
+            int r = nfslock_manager_locks_held(m, ids, 64, &n);
+            char buf[1024] = "";
+            for (size_t k = 0; r == 0 && k < n; k++)
+                snprintf(buf + strlen(buf), sizeof buf - strlen(buf), " %u", ids[k]);
+            out_line("%s %s%s", op, en(r), buf);
+        } else if (strncmp(op, "say:", 4) == 0) {
+            out_line("%s", op + 4);
+        } else if (strcmp(op, "wait") == 0) {
+            if (read_stdin_line() != 0)
+                return 0;
+        } else if (strcmp(op, "pause") == 0) {
+            while (read_stdin_line() == 0)
+                ;
+            _exit(0);
+        } else if (sscanf(op, "sleep:%d", &ms) == 1) {
+            sleep_ms(ms);
+        } else {
+            out_line("bad-op %s", op);
+            return 2;
+        }
+    }
+    if (m != NULL)
+        nfslock_manager_close(m);
+    return 0;
+}
+
+/* The shared counter of the exclusion checks: a file every worker maps. */
+struct counter {
+    volatile uint64_t value;  /* incremented with a plain load and store under the lock */
+    volatile int32_t inside;  /* pid of the worker inside, 0 when none */
+    volatile uint32_t overlaps; /* times a worker found another one inside */
+    volatile uint32_t errors; /* lock or unlock calls that did not return 0 */
+};
+
+/*
+ * count BACKEND... ID FILE CYCLES: maps FILE, prints "R", waits for a line on stdin, then
+ * CYCLES times: lock ID; check nobody is inside; read the counter, spin a little (so that
+ * unexcluded workers would lose updates), write it + 1; unlock. Prints "D <errors>" at the
+ * end (with the first failure's text on stderr).
+ */
+static UNUSED int count_main(int argc, char **argv) {
+    alarm(300);
+    nfslock_manager *m = NULL;
+    int rc;
+    int used = open_backend(argv, argc, &m, &rc);
+    if (rc != 0) {
+        out_line("open %s", en(rc));
+        fprintf(stderr, "count: open: %s\n", nfslock_last_error());
+        return 1;
+    }
+    if (argc - used != 3) {
+        out_line("usage");
+        return 2;
+    }
+    uint32_t id = (uint32_t)strtoul(argv[used], NULL, 10);
+    const char *file = argv[used + 1];
+    long cycles = strtol(argv[used + 2], NULL, 10);
+    int fd = open(file, O_RDWR);
+    struct counter *c = fd < 0 ? MAP_FAILED : mmap(NULL, sizeof *c, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (c == MAP_FAILED) {
+        out_line("map %s", strerror(errno));
+        return 1;
+    }
+    int me = (int)getpid();
+    out_line("R");
+    if (read_stdin_line() != 0)
+        return 1;
+    unsigned errors = 0;
+    for (long i = 0; i < cycles; i++) {
+        int r = nfslock_manager_lock(m, id);
+        if (r != 0) {
+            if (errors++ == 0)
+                fprintf(stderr, "count %d: lock %u cycle %ld: %s: %s\n", me, id, i, en(r), nfslock_last_error());
+            __atomic_fetch_add(&c->errors, 1, __ATOMIC_SEQ_CST);
+            if (r != EOWNERDEAD)
+                continue;
+        }
+        if (c->inside != 0)
+            __atomic_fetch_add(&c->overlaps, 1, __ATOMIC_SEQ_CST);
+        c->inside = me;
+        uint64_t v = c->value;
+        for (volatile int spin = 0; spin < 20; spin++)
+            ;
+        c->value = v + 1;
+        if (c->inside != me)
+            __atomic_fetch_add(&c->overlaps, 1, __ATOMIC_SEQ_CST);
+        c->inside = 0;
+        r = nfslock_manager_unlock(m, id);
+        if (r != 0) {
+            if (errors++ == 0)
+                fprintf(stderr, "count %d: unlock %u cycle %ld: %s: %s\n", me, id, i, en(r), nfslock_last_error());
+            __atomic_fetch_add(&c->errors, 1, __ATOMIC_SEQ_CST);
+        }
+    }
+    nfslock_manager_close(m);
+    out_line("D %u", errors);
+    return errors ? 1 : 0;
+}
+
+/*
+ * The parent of the exclusion checks: NPROC count workers on the BACKEND words (NULL-
+ * terminated, e.g. {"shm", name, "64", NULL}), lock ID, CYCLES each, the counter in
+ * DIR/counter. Checks the exact total, no overlap, no error; prints the time taken.
+ */
+static UNUSED void run_counter(const char *const backend[], const char *dir, unsigned id, long cycles,
+                               int nproc, int limit_ms) {
+    char file[PATH_MAX], idbuf[16], cyc[32];
+    snprintf(file, sizeof file, "%s/counter", dir);
+    snprintf(idbuf, sizeof idbuf, "%u", id);
+    snprintf(cyc, sizeof cyc, "%ld", cycles);
+    int fd = open(file, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    if (fd < 0 || ftruncate(fd, 4096) != 0) {
+        fail(__FILE__, __LINE__, "create %s: %s", file, strerror(errno));
+        return;
+    }
+    struct counter *c = mmap(NULL, sizeof *c, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+    if (c == MAP_FAILED) {
+        fail(__FILE__, __LINE__, "mmap %s: %s", file, strerror(errno));
+        return;
+    }
+    struct proc procs[8];
+    int started = 0;
+    for (int i = 0; i < nproc; i++) {
+        char *argv[16];
+        int n = 0;
+        argv[n++] = (char *)"nfslock-manager-test";
+        argv[n++] = (char *)"count";
+        for (int k = 0; backend[k] != NULL; k++)
+            argv[n++] = (char *)backend[k];
+        argv[n++] = idbuf;
+        argv[n++] = file;
+        argv[n++] = cyc;
+        argv[n] = NULL;
+        if (spawn_argv(&procs[i], argv) != 0)
+            break;
+        started++;
+    }
+    for (int i = 0; i < started; i++)
+        EXPECT_LINE(&procs[i], "R", 20000);
+    double t0 = now_ms();
+    for (int i = 0; i < started; i++)
+        proc_send(&procs[i], "go\n");
+    for (int i = 0; i < started; i++) {
+        int left = limit_ms - (int)(now_ms() - t0);
+        EXPECT_EXIT0(&procs[i], left > 0 ? left : 1);
+    }
+    double took = now_ms() - t0;
+    for (int i = 0; i < started; i++)
+        proc_free(&procs[i]);
+    uint64_t want = (uint64_t)nproc * (uint64_t)cycles;
+    note("%d processes x %ld lock/unlock cycles on id %u: counter %llu of %llu, %u overlaps, %u errors, "
+         "%.0f ms (%.1f us per cycle)",
+         nproc, cycles, id, (unsigned long long)c->value, (unsigned long long)want, c->overlaps, c->errors,
+         took, took * 1000.0 / (double)want);
+    CHECKF(started == nproc, "only %d of %d workers started", started, nproc);
+    CHECKF(c->value == want, "the counter is %llu, want exactly %llu: %llu updates lost (no mutual exclusion)",
+           (unsigned long long)c->value, (unsigned long long)want, (unsigned long long)(want - c->value));
+    CHECKF(c->overlaps == 0, "%u times a worker found another one inside the critical section", c->overlaps);
+    CHECKF(c->errors == 0, "%u lock/unlock calls failed (first on stderr)", c->errors);
+    CHECKF(took < limit_ms, "took %.0f ms, over the %d ms bound", took, limit_ms);
+    munmap(c, sizeof *c);
+}
+
+/* The ids a locks_held or allocated call returned, as text. */
+static UNUSED const char *ids_text(const uint32_t *ids, size_t n, char *buf, size_t len) {
+    buf[0] = 0;
+    for (size_t i = 0; i < n && strlen(buf) + 16 < len; i++)
+        snprintf(buf + strlen(buf), len - strlen(buf), "%s%u", i ? " " : "", ids[i]);
+    if (n == 0)
+        snprintf(buf, len, "(none)");
+    return buf;
+}
+
+static UNUSED int cmp_u32(const void *a, const void *b) {
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* locks_held must be exactly `want` (n ids, ascending), in any order. */
+#define EXPECT_HELD(m, ...) expect_ids(__FILE__, __LINE__, (m), 1, __VA_ARGS__)
+#define EXPECT_ALLOCATED(m, ...) expect_ids(__FILE__, __LINE__, (m), 0, __VA_ARGS__)
+static UNUSED void expect_ids(const char *file, int line, nfslock_manager *m, int held, const char *what,
+                              const uint32_t *want, size_t nwant) {
+    uint32_t got[1024];
+    size_t n = 12345;
+    int rc = held ? nfslock_manager_locks_held(m, got, 1024, &n) : nfslock_manager_allocated(m, got, 1024, &n);
+    if (rc != 0) {
+        fail(file, line, "%s: %s returned %s: %s", what, held ? "locks_held" : "allocated", en(rc),
+             nfslock_last_error());
+        return;
+    }
+    char a[4096], b[4096];
+    if (n > 1024) {
+        fail(file, line, "%s: %s said %zu ids with a 1024-id buffer", what, held ? "locks_held" : "allocated", n);
+        return;
+    }
+    int ascending = 1;
+    for (size_t i = 1; i < n; i++)
+        if (got[i - 1] >= got[i])
+            ascending = 0;
+    if (!held && !ascending)
+        fail(file, line, "%s: allocated is not in ascending order: %s", what, ids_text(got, n, a, sizeof a));
+    qsort(got, n, sizeof got[0], cmp_u32);
+    int same = n == nwant;
+    for (size_t i = 0; same && i < n; i++)
+        same = got[i] == want[i];
+    if (!same)
+        fail(file, line, "%s: %s is {%s}, want {%s}", what, held ? "locks_held" : "allocated",
+             ids_text(got, n, a, sizeof a), ids_text(want, nwant, b, sizeof b));
+}
+
+#define IDS(...) (const uint32_t[]){__VA_ARGS__}, sizeof((const uint32_t[]){__VA_ARGS__}) / sizeof(uint32_t)
+#define NO_IDS (const uint32_t *)NULL, 0
