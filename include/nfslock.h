@@ -84,6 +84,11 @@ extern "C" {
 #define NFSLOCK_LEASE_MAX_MS 86400000
 
 /**
+ * The most locks a segment has (about 41 MiB of mutexes).
+ */
+#define NFSLOCK_MANAGER_MAX_SHM_LOCKS (1 << 20)
+
+/**
  * The most IDs one call may issue.
  */
 #define NFSLOCK_MAX_IDS_PER_CALL (1 << 24)
@@ -93,6 +98,12 @@ extern "C" {
  * destroyed by `nfslock_unlock` only.
  */
 typedef struct nfslock nfslock;
+
+/**
+ * An open lock manager. Opaque: created by `nfslock_manager_create_*` or
+ * `nfslock_manager_open_*`, destroyed by `nfslock_manager_close` only. Thread-safe.
+ */
+typedef struct nfslock_manager nfslock_manager;
 
 /**
  * Options for `nfslock_acquire`. Opaque: created by `nfslock_options_new`, destroyed by
@@ -461,6 +472,250 @@ int nfslock_critical_section(const char *path,
                              int (*f)(void *ctx),
                              void *ctx,
                              int *f_result);
+
+/**
+ * Creates the shared-memory segment `name` ("/name", no further '/', at most 200
+ * bytes; the file /dev/shm/name, mode 0600) with `num_locks` locks rounded up to a
+ * multiple of 32 (at most 1,048,576), and opens it into `*out`. The segment is made
+ * whole before its name appears.
+ *
+ * Errors: EINVAL a bad name or count, NULL arguments; EEXIST it exists; EACCES, ENOSPC,
+ * ENOMEM making it.
+ *
+ * # Safety
+ * `name` is NULL or a NUL-terminated string; `out` NULL or writable.
+ */
+int nfslock_manager_create_shm(const char *name,
+                               uint32_t num_locks,
+                               struct nfslock_manager **out);
+
+/**
+ * Opens the existing segment `name`, made with `num_locks` (rounded the same way).
+ *
+ * Errors: ENOENT no such segment; ERANGE made with another lock count; EBADMSG not a
+ * manager segment (another program's, another layout version, damaged); ELOOP a
+ * symbolic link at the name; EACCES a group- or world-writable segment (refused);
+ * EINVAL as for create.
+ *
+ * # Safety
+ * As for `nfslock_manager_create_shm`.
+ */
+int nfslock_manager_open_shm(const char *name,
+                             uint32_t num_locks,
+                             struct nfslock_manager **out);
+
+/**
+ * Removes the segment `name` (only a manager segment: EBADMSG for anything else).
+ * Processes that have it open go on using it; a new create makes a new one.
+ *
+ * Errors: ENOENT none; EBADMSG not a manager segment; ELOOP a symbolic link; EINVAL a
+ * bad name.
+ *
+ * # Safety
+ * `name` is NULL or a NUL-terminated string.
+ */
+int nfslock_manager_destroy_shm(const char *name);
+
+/**
+ * Creates the manager directory `dir` (mode 0755; its parent must exist): any number
+ * of hosts may share it over NFS. Opens it into `*out`.
+ *
+ * Errors: EEXIST something exists at `dir`; ENOENT no parent; EACCES, EROFS, ENOSPC;
+ * EINVAL NULL arguments.
+ *
+ * # Safety
+ * `dir` is NULL or a NUL-terminated path; `out` NULL or writable.
+ */
+int nfslock_manager_create_dir(const char *dir,
+                               struct nfslock_manager **out);
+
+/**
+ * Opens the manager directory `dir`.
+ *
+ * Errors: ENOENT no such directory; EBADMSG not a manager directory (no header, a
+ * header of another layout version, a file); ELOOP a symbolic link; EINVAL NULL.
+ *
+ * # Safety
+ * As for `nfslock_manager_create_dir`.
+ */
+int nfslock_manager_open_dir(const char *dir,
+                             struct nfslock_manager **out);
+
+/**
+ * Directory backend: the locks this handle takes from now on are leases of `lease_ms`
+ * (renewed by a library thread while held), so another host can recover the lock of a
+ * crashed holder after watching it unrenewed for the lease; 0: plain lock files.
+ *
+ * Errors: EINVAL a shared-memory manager, a lease outside 100..=86,400,000 ms, NULL.
+ *
+ * # Safety
+ * `m` is NULL or an open manager.
+ */
+int nfslock_manager_set_lease_ms(struct nfslock_manager *m,
+                                 uint32_t lease_ms);
+
+/**
+ * The number of locks (a segment's, rounded up) into `*num_locks_out`; `*unlimited_out`
+ * 1 for the directory backend (whose IDs are 0..UINT32_MAX - 1; `*num_locks_out` is
+ * then UINT32_MAX), else 0.
+ *
+ * Errors: EINVAL NULL arguments or a closed handle.
+ *
+ * # Safety
+ * `m` is NULL or an open manager; the outputs NULL or writable.
+ */
+int nfslock_manager_capacity(struct nfslock_manager *m,
+                             uint32_t *num_locks_out,
+                             int *unlimited_out);
+
+/**
+ * Allocates the lowest free ID into `*id_out`: no other caller, in any process or (the
+ * directory backend) on any host, gets it until it is freed.
+ *
+ * Errors: ENOSPC every ID is allocated; EINVAL NULL; I/O errors (directory backend).
+ *
+ * # Safety
+ * `m` is NULL or an open manager; `id_out` NULL or writable.
+ */
+int nfslock_manager_allocate(struct nfslock_manager *m,
+                             uint32_t *id_out);
+
+/**
+ * Allocates `id` itself (to mark the IDs stored with objects as in use again).
+ *
+ * Errors: EEXIST allocated already; ERANGE out of range; EINVAL NULL.
+ *
+ * # Safety
+ * `m` is NULL or an open manager.
+ */
+int nfslock_manager_allocate_id(struct nfslock_manager *m,
+                                uint32_t id);
+
+/**
+ * Frees `id` for allocation. Its lock stays usable and a holder keeps it.
+ *
+ * Errors: ENOENT not allocated; ERANGE out of range; EINVAL NULL.
+ *
+ * # Safety
+ * `m` is NULL or an open manager.
+ */
+int nfslock_manager_free(struct nfslock_manager *m,
+                         uint32_t id);
+
+/**
+ * Frees every ID. DANGEROUS (as Podman's FreeAllLocks): every ID stored with an object
+ * becomes free for another object, so two objects may share a lock until all are
+ * renumbered, and processes allocating or freeing meanwhile race with it. For tests and
+ * for renumbering while no other process uses the manager.
+ *
+ * Errors: EINVAL NULL; I/O errors (directory backend).
+ *
+ * # Safety
+ * `m` is NULL or an open manager.
+ */
+int nfslock_manager_free_all(struct nfslock_manager *m);
+
+/**
+ * How many IDs are free into `*n_out`; `*unlimited_out` 1 for the directory backend
+ * (`*n_out` is then UINT32_MAX minus the allocated IDs).
+ *
+ * Errors: EINVAL NULL arguments; I/O errors (directory backend).
+ *
+ * # Safety
+ * `m` is NULL or an open manager; the outputs NULL or writable.
+ */
+int nfslock_manager_available(struct nfslock_manager *m,
+                              uint32_t *n_out,
+                              int *unlimited_out);
+
+/**
+ * The allocated IDs, ascending, into `ids_out` (room for `cap`); their count into
+ * `*n_out`.
+ *
+ * Errors: ERANGE more than `cap` (`*n_out` is the number needed; nothing is copied);
+ * EINVAL NULL arguments; I/O errors (directory backend).
+ *
+ * # Safety
+ * `m` is NULL or an open manager; `ids_out` NULL or valid for `cap` writes; `n_out`
+ * NULL or writable.
+ */
+int nfslock_manager_allocated(struct nfslock_manager *m,
+                              uint32_t *ids_out,
+                              size_t cap,
+                              size_t *n_out);
+
+/**
+ * The IDs whose lock is held at this moment by anyone, ascending (a snapshot that
+ * takes no lock). Directory backend: every lock file present, also one whose holder
+ * died and that no locker has cleared yet.
+ *
+ * Errors: as for `nfslock_manager_allocated`.
+ *
+ * # Safety
+ * As for `nfslock_manager_allocated`.
+ */
+int nfslock_manager_locks_held(struct nfslock_manager *m,
+                               uint32_t *ids_out,
+                               size_t cap,
+                               size_t *n_out);
+
+/**
+ * Takes lock `id` (allocated or not), waiting as long as it takes. Shared memory: the
+ * lock belongs to the calling thread. Directory: a dead holder of this host is cleared
+ * at once; another host's only when the manager's locks are leases and it ran out.
+ *
+ * Errors: EOWNERDEAD (shared memory) the previous holder died holding it: the caller
+ * HOLDS the lock now and must unlock it; what it protects may be half updated (the
+ * robust-mutex convention; the lock is already consistent again). EDEADLK the calling
+ * thread holds it; ERANGE out of range; ENOTRECOVERABLE the lock was left unusable;
+ * EINVAL NULL or closed; I/O errors (directory backend).
+ *
+ * # Safety
+ * `m` is NULL or an open manager.
+ */
+int nfslock_manager_lock(struct nfslock_manager *m,
+                         uint32_t id);
+
+/**
+ * Like `nfslock_manager_lock`, waiting at most `timeout_ms` (0: one try; < 0: forever).
+ *
+ * Errors: as for `nfslock_manager_lock`; EBUSY (timeout 0) held; ETIMEDOUT still held
+ * when the time passed.
+ *
+ * # Safety
+ * `m` is NULL or an open manager.
+ */
+int nfslock_manager_timedlock(struct nfslock_manager *m,
+                              uint32_t id,
+                              int64_t timeout_ms);
+
+/**
+ * Releases lock `id`.
+ *
+ * Errors: EPERM the calling thread does not hold it (shared memory: another thread or
+ * a forked child cannot release it; directory: not taken by this thread through this
+ * handle); ENOLCK (directory) someone removed or replaced the lock file meanwhile;
+ * ERANGE out of range; EINVAL NULL or closed.
+ *
+ * # Safety
+ * `m` is NULL or an open manager.
+ */
+int nfslock_manager_unlock(struct nfslock_manager *m,
+                           uint32_t id);
+
+/**
+ * Closes the manager and frees the handle, in every case. Releases the locks the
+ * calling thread holds through it (directory: every lock taken through it).
+ *
+ * Errors: EINVAL NULL or not an open handle; EBUSY (shared memory) other threads of
+ * this process still hold locks: the segment stays mapped until the process ends, so
+ * that their locks are still handed on (EOWNERDEAD) if those threads die; ENOLCK
+ * (directory) a lock had been removed by someone else.
+ *
+ * # Safety
+ * `m` is NULL or a handle not yet closed.
+ */
+int nfslock_manager_close(struct nfslock_manager *m);
 
 /**
  * Opens a session on the repository directory `dir` (created, with missing parents,

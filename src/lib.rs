@@ -77,6 +77,7 @@ pub mod fuzzing;
 pub mod host;
 pub mod lease;
 pub mod lockfile;
+pub mod manager;
 mod process;
 mod random;
 pub mod record;

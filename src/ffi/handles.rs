@@ -1,4 +1,4 @@
-//! The handles the C API hands out (`nfslock *`, `nfslock_session *`), and how a dead
+//! The handles the C API hands out (`nfslock *`, `nfslock_session *`, `nfslock_manager *`), and how a dead
 //! one is told from a live one without touching freed memory.
 //!
 //! A handle is not the address of anything: it is a number drawn from one process-wide
@@ -7,7 +7,7 @@
 //! unlocked or closed is gone from the registry and its number is never handed out
 //! again, so a stale handle (used twice, or after another handle was created in its
 //! place) is EINVAL, whatever happened to the memory since; nothing of the caller's is
-//! read through it. Both families use the same counter, so a lock handle passed as a
+//! read through it. Every family uses the same counter, so a lock handle passed as a
 //! session (or the reverse) is EINVAL too.
 //!
 //! The registries are guarded by mutexes that are held only to insert, look up or
@@ -73,27 +73,31 @@ pub static LOCKS: Registry<std::sync::Arc<super::lockfile::Held>> = Registry::ne
 pub static OPTIONS: Registry<std::sync::Arc<std::sync::Mutex<crate::lease::Options>>> = Registry::new();
 /// The session handles: `nfslock_session *` (see ffi/session.rs for the entry).
 pub static SESSIONS: Registry<std::sync::Arc<super::session::Entry>> = Registry::new();
+/// The lock manager handles: `nfslock_manager *` (see ffi/manager.rs for the fast path).
+pub static MANAGERS: Registry<std::sync::Arc<crate::manager::Manager>> = Registry::new();
 
 type Held = (
     Option<MutexGuard<'static, BTreeMap<usize, std::sync::Arc<super::lockfile::Held>>>>,
     Option<MutexGuard<'static, BTreeMap<usize, std::sync::Arc<super::session::Entry>>>>,
     Option<MutexGuard<'static, BTreeMap<usize, std::sync::Arc<std::sync::Mutex<crate::lease::Options>>>>>,
+    Option<MutexGuard<'static, BTreeMap<usize, std::sync::Arc<crate::manager::Manager>>>>,
 );
 
 thread_local! {
     /// The registries' guards, held by the forking thread across fork(2).
-    static HELD_ACROSS_FORK: RefCell<Held> = const { RefCell::new((None, None, None)) };
+    static HELD_ACROSS_FORK: RefCell<Held> = const { RefCell::new((None, None, None, None)) };
 }
 
 extern "C" fn before_fork() {
     // Always in this order; nothing else ever holds both.
-    let held = (Some(LOCKS.table()), Some(SESSIONS.table()), Some(OPTIONS.table()));
+    let held = (Some(LOCKS.table()), Some(SESSIONS.table()), Some(OPTIONS.table()), Some(MANAGERS.table()));
     let _ = HELD_ACROSS_FORK.try_with(|h| *h.borrow_mut() = held);
 }
 
 extern "C" fn after_fork() {
     let _ = HELD_ACROSS_FORK.try_with(|h| {
-        let (locks, sessions, options) = std::mem::take(&mut *h.borrow_mut());
+        let (locks, sessions, options, managers) = std::mem::take(&mut *h.borrow_mut());
+        drop(managers);
         drop(options);
         drop(sessions);
         drop(locks);

@@ -24,6 +24,7 @@ pub mod errors;
 mod handles;
 pub mod lease;
 pub mod lockfile;
+pub mod manager;
 pub mod session;
 
 /// Major version of the library this header belongs to.

@@ -1,0 +1,507 @@
+//! C API of the lock manager family. Each function converts its arguments, calls
+//! `crate::manager`, and converts the result.
+//!
+//! A manager's lock and unlock are a mutex's, so the handle is found without the
+//! registry's mutex on the common path: each thread keeps the handles it used last in a
+//! small cache, valid as long as no manager was closed since (a process-wide count of
+//! closes that only grows). A close takes the handle out of the registry and bumps the
+//! count, so every thread's next call looks its handle up again and finds it dead
+//! (EINVAL). A call already under way keeps its own reference: the manager's memory (the
+//! segment's mapping) goes with the last reference, never under a running call.
+
+use std::cell::RefCell;
+use std::ffi::{c_char, c_int};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::errno::Errno;
+
+use super::boundary::{bytes_arg, ffi_guard, out_arg, path_arg};
+use super::handles::MANAGERS;
+use super::lockfile::timeout_of;
+use crate::error::Error;
+use crate::manager::{Locked, Manager};
+
+// The exports of this file, each bound to NFSLOCK_0 (see `symbol_versions!`).
+symbol_versions!(
+    nfslock_manager_create_shm,
+    nfslock_manager_open_shm,
+    nfslock_manager_destroy_shm,
+    nfslock_manager_create_dir,
+    nfslock_manager_open_dir,
+    nfslock_manager_set_lease_ms,
+    nfslock_manager_capacity,
+    nfslock_manager_allocate,
+    nfslock_manager_allocate_id,
+    nfslock_manager_free,
+    nfslock_manager_free_all,
+    nfslock_manager_available,
+    nfslock_manager_allocated,
+    nfslock_manager_locks_held,
+    nfslock_manager_lock,
+    nfslock_manager_timedlock,
+    nfslock_manager_unlock,
+    nfslock_manager_close,
+);
+
+/// An open lock manager. Opaque: created by `nfslock_manager_create_*` or
+/// `nfslock_manager_open_*`, destroyed by `nfslock_manager_close` only. Thread-safe.
+#[allow(non_camel_case_types)]
+pub struct nfslock_manager {
+    /// Never instantiated: a handle is a number registered in `handles::MANAGERS`.
+    _opaque: [u8; 0],
+}
+
+/// Bumped by every close: a thread's cached handles are good while it has not moved.
+static CLOSES: AtomicU64 = AtomicU64::new(0);
+/// How many handles a thread keeps at hand.
+const CACHED: usize = 4;
+
+/// A thread's cache: the close count it is good for, and (handle, manager) pairs.
+type Cache = (u64, Vec<(usize, Arc<Manager>)>);
+
+thread_local! {
+    static CACHE: RefCell<Cache> = const { RefCell::new((0, Vec::new())) };
+}
+
+/// The manager behind a live handle (EINVAL: NULL, closed, or never a manager handle).
+fn manager_of(op: &'static str, m: *mut nfslock_manager) -> Result<Arc<Manager>, Error> {
+    if m.is_null() {
+        return Err(Error::invalid(op, "the manager is NULL"));
+    }
+    MANAGERS.with(m as usize, Arc::clone).ok_or_else(|| Error::invalid(op, "not an open manager handle (closed twice?)"))
+}
+
+/// Runs `f` on the manager behind `m`, its errors labelled with `op`.
+fn with_manager<R>(op: &'static str, m: *mut nfslock_manager, f: impl FnOnce(&Manager) -> crate::Result<R>) -> Result<R, Error> {
+    let handle = m as usize;
+    let epoch = CLOSES.load(Ordering::Acquire);
+    let cached = CACHE.try_with(|c| {
+        let mut c = c.borrow_mut();
+        if c.0 != epoch {
+            c.1.clear();
+            c.0 = epoch;
+        }
+        if let Some((_, found)) = c.1.iter().find(|(h, _)| *h == handle) {
+            return Ok(Arc::clone(found));
+        }
+        let found = manager_of(op, m)?;
+        if c.1.len() == CACHED {
+            c.1.remove(0);
+        }
+        c.1.push((handle, Arc::clone(&found)));
+        Ok(found)
+    });
+    let manager = match cached {
+        Ok(found) => found?,
+        // The thread is exiting (its cache is gone): the registry alone.
+        Err(_) => manager_of(op, m)?,
+    };
+    f(&manager).map_err(|e| e.in_op(op))
+}
+
+/// The hot path's lookup: like `with_manager` but without taking a reference when the
+/// handle is cached (a lock and an unlock are a few atomic operations; a reference
+/// count would add two more).
+fn with_cached<R>(op: &'static str, m: *mut nfslock_manager, f: impl Fn(&Manager) -> crate::Result<R>) -> Result<R, Error> {
+    let handle = m as usize;
+    let epoch = CLOSES.load(Ordering::Acquire);
+    let fast = CACHE.try_with(|c| {
+        let c = c.try_borrow().ok()?;
+        if c.0 != epoch {
+            return None;
+        }
+        // The cache's reference keeps the manager alive while `f` runs: a close from
+        // another thread only bumps the count; this thread's cache is its own.
+        c.1.iter().find(|(h, _)| *h == handle).map(|(_, found)| f(found))
+    });
+    match fast {
+        Ok(Some(result)) => result.map_err(|e| e.in_op(op)),
+        _ => with_manager(op, m, f),
+    }
+}
+
+fn name_arg<'a>(op: &'static str, name: *const c_char) -> Result<&'a str, Error> {
+    // SAFETY: per the calling function's contract (NULL or a NUL-terminated string).
+    let bytes = unsafe { bytes_arg(op, name, "name")? };
+    std::str::from_utf8(bytes).map_err(|_| Error::invalid(op, "the segment name is not UTF-8"))
+}
+
+/// Registers `manager` and writes its handle to `*out`.
+///
+/// # Safety
+/// `out` was checked for NULL and is writable.
+unsafe fn hand_out(op: &'static str, manager: Manager, out: *mut *mut nfslock_manager) -> Result<(), Error> {
+    let handle = MANAGERS.insert(op, Arc::new(manager))? as *mut nfslock_manager;
+    // SAFETY: per this function's contract.
+    unsafe { *out = handle };
+    Ok(())
+}
+
+/// Creates the shared-memory segment `name` ("/name", no further '/', at most 200
+/// bytes; the file /dev/shm/name, mode 0600) with `num_locks` locks rounded up to a
+/// multiple of 32 (at most 1,048,576), and opens it into `*out`. The segment is made
+/// whole before its name appears.
+///
+/// Errors: EINVAL a bad name or count, NULL arguments; EEXIST it exists; EACCES, ENOSPC,
+/// ENOMEM making it.
+///
+/// # Safety
+/// `name` is NULL or a NUL-terminated string; `out` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn nfslock_manager_create_shm(name: *const c_char, num_locks: u32, out: *mut *mut nfslock_manager) -> c_int {
+    const OP: &str = "nfslock_manager_create_shm";
+    ffi_guard(OP, || {
+        let name = name_arg(OP, name)?;
+        out_arg(OP, out, "out")?;
+        let manager = Manager::create_shm(name, num_locks).map_err(|e| e.in_op(OP))?;
+        // SAFETY: checked above.
+        unsafe { hand_out(OP, manager, out) }
+    })
+}
+
+/// Opens the existing segment `name`, made with `num_locks` (rounded the same way).
+///
+/// Errors: ENOENT no such segment; ERANGE made with another lock count; EBADMSG not a
+/// manager segment (another program's, another layout version, damaged); ELOOP a
+/// symbolic link at the name; EACCES a group- or world-writable segment (refused);
+/// EINVAL as for create.
+///
+/// # Safety
+/// As for `nfslock_manager_create_shm`.
+#[no_mangle]
+pub unsafe extern "C" fn nfslock_manager_open_shm(name: *const c_char, num_locks: u32, out: *mut *mut nfslock_manager) -> c_int {
+    const OP: &str = "nfslock_manager_open_shm";
+    ffi_guard(OP, || {
+        let name = name_arg(OP, name)?;
+        out_arg(OP, out, "out")?;
+        let manager = Manager::open_shm(name, num_locks).map_err(|e| e.in_op(OP))?;
+        // SAFETY: checked above.
+        unsafe { hand_out(OP, manager, out) }
+    })
+}
+
+/// Removes the segment `name` (only a manager segment: EBADMSG for anything else).
+/// Processes that have it open go on using it; a new create makes a new one.
+///
+/// Errors: ENOENT none; EBADMSG not a manager segment; ELOOP a symbolic link; EINVAL a
+/// bad name.
+///
+/// # Safety
+/// `name` is NULL or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn nfslock_manager_destroy_shm(name: *const c_char) -> c_int {
+    const OP: &str = "nfslock_manager_destroy_shm";
+    ffi_guard(OP, || Manager::destroy_shm(name_arg(OP, name)?).map_err(|e| e.in_op(OP)))
+}
+
+/// Creates the manager directory `dir` (mode 0755; its parent must exist): any number
+/// of hosts may share it over NFS. Opens it into `*out`.
+///
+/// Errors: EEXIST something exists at `dir`; ENOENT no parent; EACCES, EROFS, ENOSPC;
+/// EINVAL NULL arguments.
+///
+/// # Safety
+/// `dir` is NULL or a NUL-terminated path; `out` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn nfslock_manager_create_dir(dir: *const c_char, out: *mut *mut nfslock_manager) -> c_int {
+    const OP: &str = "nfslock_manager_create_dir";
+    ffi_guard(OP, || {
+        // SAFETY: per this function's contract.
+        let dir = unsafe { path_arg(OP, dir)? };
+        out_arg(OP, out, "out")?;
+        let manager = Manager::create_dir(dir).map_err(|e| e.in_op(OP))?;
+        // SAFETY: checked above.
+        unsafe { hand_out(OP, manager, out) }
+    })
+}
+
+/// Opens the manager directory `dir`.
+///
+/// Errors: ENOENT no such directory; EBADMSG not a manager directory (no header, a
+/// header of another layout version, a file); ELOOP a symbolic link; EINVAL NULL.
+///
+/// # Safety
+/// As for `nfslock_manager_create_dir`.
+#[no_mangle]
+pub unsafe extern "C" fn nfslock_manager_open_dir(dir: *const c_char, out: *mut *mut nfslock_manager) -> c_int {
+    const OP: &str = "nfslock_manager_open_dir";
+    ffi_guard(OP, || {
+        // SAFETY: per this function's contract.
+        let dir = unsafe { path_arg(OP, dir)? };
+        out_arg(OP, out, "out")?;
+        let manager = Manager::open_dir(dir).map_err(|e| e.in_op(OP))?;
+        // SAFETY: checked above.
+        unsafe { hand_out(OP, manager, out) }
+    })
+}
+
+/// Directory backend: the locks this handle takes from now on are leases of `lease_ms`
+/// (renewed by a library thread while held), so another host can recover the lock of a
+/// crashed holder after watching it unrenewed for the lease; 0: plain lock files.
+///
+/// Errors: EINVAL a shared-memory manager, a lease outside 100..=86,400,000 ms, NULL.
+///
+/// # Safety
+/// `m` is NULL or an open manager.
+#[no_mangle]
+pub unsafe extern "C" fn nfslock_manager_set_lease_ms(m: *mut nfslock_manager, lease_ms: u32) -> c_int {
+    const OP: &str = "nfslock_manager_set_lease_ms";
+    ffi_guard(OP, || with_manager(OP, m, |m| m.set_lease(Duration::from_millis(u64::from(lease_ms)))))
+}
+
+/// Writes a pair of outputs (a count and whether it is unlimited).
+///
+/// # Safety
+/// Both pointers were checked for NULL and are writable.
+unsafe fn write_count(count: u32, unlimited: bool, n_out: *mut u32, unlimited_out: *mut c_int) {
+    // SAFETY: per this function's contract.
+    unsafe {
+        *n_out = count;
+        *unlimited_out = c_int::from(unlimited);
+    }
+}
+
+/// The number of locks (a segment's, rounded up) into `*num_locks_out`; `*unlimited_out`
+/// 1 for the directory backend (whose IDs are 0..UINT32_MAX - 1; `*num_locks_out` is
+/// then UINT32_MAX), else 0.
+///
+/// Errors: EINVAL NULL arguments or a closed handle.
+///
+/// # Safety
+/// `m` is NULL or an open manager; the outputs NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn nfslock_manager_capacity(m: *mut nfslock_manager, num_locks_out: *mut u32, unlimited_out: *mut c_int) -> c_int {
+    const OP: &str = "nfslock_manager_capacity";
+    ffi_guard(OP, || {
+        out_arg(OP, num_locks_out, "num_locks_out")?;
+        out_arg(OP, unlimited_out, "unlimited_out")?;
+        let c = with_manager(OP, m, |m| Ok(m.capacity()))?;
+        // SAFETY: checked above.
+        unsafe { write_count(c.num_locks, c.unlimited, num_locks_out, unlimited_out) };
+        Ok(())
+    })
+}
+
+/// Allocates the lowest free ID into `*id_out`: no other caller, in any process or (the
+/// directory backend) on any host, gets it until it is freed.
+///
+/// Errors: ENOSPC every ID is allocated; EINVAL NULL; I/O errors (directory backend).
+///
+/// # Safety
+/// `m` is NULL or an open manager; `id_out` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn nfslock_manager_allocate(m: *mut nfslock_manager, id_out: *mut u32) -> c_int {
+    const OP: &str = "nfslock_manager_allocate";
+    ffi_guard(OP, || {
+        out_arg(OP, id_out, "id_out")?;
+        let id = with_manager(OP, m, Manager::allocate)?;
+        // SAFETY: checked above.
+        unsafe { *id_out = id };
+        Ok(())
+    })
+}
+
+/// Allocates `id` itself (to mark the IDs stored with objects as in use again).
+///
+/// Errors: EEXIST allocated already; ERANGE out of range; EINVAL NULL.
+///
+/// # Safety
+/// `m` is NULL or an open manager.
+#[no_mangle]
+pub unsafe extern "C" fn nfslock_manager_allocate_id(m: *mut nfslock_manager, id: u32) -> c_int {
+    const OP: &str = "nfslock_manager_allocate_id";
+    ffi_guard(OP, || with_manager(OP, m, |m| m.allocate_id(id)))
+}
+
+/// Frees `id` for allocation. Its lock stays usable and a holder keeps it.
+///
+/// Errors: ENOENT not allocated; ERANGE out of range; EINVAL NULL.
+///
+/// # Safety
+/// `m` is NULL or an open manager.
+#[no_mangle]
+pub unsafe extern "C" fn nfslock_manager_free(m: *mut nfslock_manager, id: u32) -> c_int {
+    const OP: &str = "nfslock_manager_free";
+    ffi_guard(OP, || with_manager(OP, m, |m| m.free(id)))
+}
+
+/// Frees every ID. DANGEROUS (as Podman's FreeAllLocks): every ID stored with an object
+/// becomes free for another object, so two objects may share a lock until all are
+/// renumbered, and processes allocating or freeing meanwhile race with it. For tests and
+/// for renumbering while no other process uses the manager.
+///
+/// Errors: EINVAL NULL; I/O errors (directory backend).
+///
+/// # Safety
+/// `m` is NULL or an open manager.
+#[no_mangle]
+pub unsafe extern "C" fn nfslock_manager_free_all(m: *mut nfslock_manager) -> c_int {
+    const OP: &str = "nfslock_manager_free_all";
+    ffi_guard(OP, || with_manager(OP, m, Manager::free_all))
+}
+
+/// How many IDs are free into `*n_out`; `*unlimited_out` 1 for the directory backend
+/// (`*n_out` is then UINT32_MAX minus the allocated IDs).
+///
+/// Errors: EINVAL NULL arguments; I/O errors (directory backend).
+///
+/// # Safety
+/// `m` is NULL or an open manager; the outputs NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn nfslock_manager_available(m: *mut nfslock_manager, n_out: *mut u32, unlimited_out: *mut c_int) -> c_int {
+    const OP: &str = "nfslock_manager_available";
+    ffi_guard(OP, || {
+        out_arg(OP, n_out, "n_out")?;
+        out_arg(OP, unlimited_out, "unlimited_out")?;
+        let c = with_manager(OP, m, Manager::available)?;
+        // SAFETY: checked above.
+        unsafe { write_count(c.num_locks, c.unlimited, n_out, unlimited_out) };
+        Ok(())
+    })
+}
+
+/// Copies `ids` (ascending) to `ids_out` when they fit in `cap`; `*n_out` is their count
+/// in every case (ERANGE: it is the room needed).
+///
+/// # Safety
+/// `ids_out` is NULL (cap 0) or valid for `cap` writes; `n_out` NULL or writable.
+unsafe fn copy_ids(op: &'static str, ids: &[u32], ids_out: *mut u32, cap: usize, n_out: *mut usize) -> Result<(), Error> {
+    // SAFETY: n_out was checked for NULL by the caller.
+    unsafe { *n_out = ids.len() };
+    if ids.len() > cap {
+        let why = format!("{} IDs do not fit in room for {cap}: *n_out says how many to make room for", ids.len());
+        return Err(Error::new(Errno::ERANGE, op, None, why));
+    }
+    if !ids.is_empty() {
+        if ids_out.is_null() {
+            return Err(Error::invalid(op, "ids_out is NULL"));
+        }
+        // SAFETY: room for cap >= len IDs, per this function's contract.
+        unsafe { std::ptr::copy_nonoverlapping(ids.as_ptr(), ids_out, ids.len()) };
+    }
+    Ok(())
+}
+
+/// The allocated IDs, ascending, into `ids_out` (room for `cap`); their count into
+/// `*n_out`.
+///
+/// Errors: ERANGE more than `cap` (`*n_out` is the number needed; nothing is copied);
+/// EINVAL NULL arguments; I/O errors (directory backend).
+///
+/// # Safety
+/// `m` is NULL or an open manager; `ids_out` NULL or valid for `cap` writes; `n_out`
+/// NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn nfslock_manager_allocated(m: *mut nfslock_manager, ids_out: *mut u32, cap: usize, n_out: *mut usize) -> c_int {
+    const OP: &str = "nfslock_manager_allocated";
+    ffi_guard(OP, || {
+        out_arg(OP, n_out, "n_out")?;
+        let ids = with_manager(OP, m, Manager::allocated)?;
+        // SAFETY: per this function's contract.
+        unsafe { copy_ids(OP, &ids, ids_out, cap, n_out) }
+    })
+}
+
+/// The IDs whose lock is held at this moment by anyone, ascending (a snapshot that
+/// takes no lock). Directory backend: every lock file present, also one whose holder
+/// died and that no locker has cleared yet.
+///
+/// Errors: as for `nfslock_manager_allocated`.
+///
+/// # Safety
+/// As for `nfslock_manager_allocated`.
+#[no_mangle]
+pub unsafe extern "C" fn nfslock_manager_locks_held(m: *mut nfslock_manager, ids_out: *mut u32, cap: usize, n_out: *mut usize) -> c_int {
+    const OP: &str = "nfslock_manager_locks_held";
+    ffi_guard(OP, || {
+        out_arg(OP, n_out, "n_out")?;
+        let ids = with_manager(OP, m, Manager::locks_held)?;
+        // SAFETY: per this function's contract.
+        unsafe { copy_ids(OP, &ids, ids_out, cap, n_out) }
+    })
+}
+
+fn locked(op: &'static str, outcome: Locked) -> Result<(), Error> {
+    match outcome {
+        Locked::Clean => Ok(()),
+        Locked::PreviousHolderDied => Err(Error::new(
+            Errno::EOWNERDEAD,
+            op,
+            None,
+            "the previous holder died holding the lock: the caller holds it now (what it protects may be half updated; the lock is usable as usual)",
+        )),
+    }
+}
+
+/// Takes lock `id` (allocated or not), waiting as long as it takes. Shared memory: the
+/// lock belongs to the calling thread. Directory: a dead holder of this host is cleared
+/// at once; another host's only when the manager's locks are leases and it ran out.
+///
+/// Errors: EOWNERDEAD (shared memory) the previous holder died holding it: the caller
+/// HOLDS the lock now and must unlock it; what it protects may be half updated (the
+/// robust-mutex convention; the lock is already consistent again). EDEADLK the calling
+/// thread holds it; ERANGE out of range; ENOTRECOVERABLE the lock was left unusable;
+/// EINVAL NULL or closed; I/O errors (directory backend).
+///
+/// # Safety
+/// `m` is NULL or an open manager.
+#[no_mangle]
+pub unsafe extern "C" fn nfslock_manager_lock(m: *mut nfslock_manager, id: u32) -> c_int {
+    const OP: &str = "nfslock_manager_lock";
+    ffi_guard(OP, || with_cached(OP, m, |m| m.lock(id)).and_then(|o| locked(OP, o)))
+}
+
+/// Like `nfslock_manager_lock`, waiting at most `timeout_ms` (0: one try; < 0: forever).
+///
+/// Errors: as for `nfslock_manager_lock`; EBUSY (timeout 0) held; ETIMEDOUT still held
+/// when the time passed.
+///
+/// # Safety
+/// `m` is NULL or an open manager.
+#[no_mangle]
+pub unsafe extern "C" fn nfslock_manager_timedlock(m: *mut nfslock_manager, id: u32, timeout_ms: i64) -> c_int {
+    const OP: &str = "nfslock_manager_timedlock";
+    ffi_guard(OP, || with_cached(OP, m, |m| m.timedlock(id, timeout_of(timeout_ms))).and_then(|o| locked(OP, o)))
+}
+
+/// Releases lock `id`.
+///
+/// Errors: EPERM the calling thread does not hold it (shared memory: another thread or
+/// a forked child cannot release it; directory: not taken by this thread through this
+/// handle); ENOLCK (directory) someone removed or replaced the lock file meanwhile;
+/// ERANGE out of range; EINVAL NULL or closed.
+///
+/// # Safety
+/// `m` is NULL or an open manager.
+#[no_mangle]
+pub unsafe extern "C" fn nfslock_manager_unlock(m: *mut nfslock_manager, id: u32) -> c_int {
+    const OP: &str = "nfslock_manager_unlock";
+    ffi_guard(OP, || with_cached(OP, m, |m| m.unlock(id)))
+}
+
+/// Closes the manager and frees the handle, in every case. Releases the locks the
+/// calling thread holds through it (directory: every lock taken through it).
+///
+/// Errors: EINVAL NULL or not an open handle; EBUSY (shared memory) other threads of
+/// this process still hold locks: the segment stays mapped until the process ends, so
+/// that their locks are still handed on (EOWNERDEAD) if those threads die; ENOLCK
+/// (directory) a lock had been removed by someone else.
+///
+/// # Safety
+/// `m` is NULL or a handle not yet closed.
+#[no_mangle]
+pub unsafe extern "C" fn nfslock_manager_close(m: *mut nfslock_manager) -> c_int {
+    const OP: &str = "nfslock_manager_close";
+    ffi_guard(OP, || {
+        if m.is_null() {
+            return Err(Error::invalid(OP, "the manager is NULL"));
+        }
+        let manager = MANAGERS.remove(m as usize).ok_or_else(|| Error::invalid(OP, "not an open manager handle (closed twice?)"))?;
+        CLOSES.fetch_add(1, Ordering::AcqRel);
+        // This thread's cached reference goes now; other threads' with their next call.
+        let _ = CACHE.try_with(|c| c.borrow_mut().1.retain(|(h, _)| *h != m as usize));
+        manager.shut().map_err(|e| e.in_op(OP))
+    })
+}

@@ -1,0 +1,394 @@
+//! The directory backend: a manager any number of hosts share over NFS.
+//!
+//! ```text
+//! DIR/nfslock-manager     header: first line "nfslock-manager 1"
+//! DIR/ids/<id>            one file per allocated ID (decimal), holding its allocator's record
+//! DIR/locks/<id>.nfs_lock lock <id>: an ordinary lock file (or lease) on the path DIR/locks/<id>
+//! ```
+//!
+//! An ID is allocated by link(2) of a fresh private file (holding this process's record)
+//! to `ids/<id>`: link is atomic on every NFS version, so of two hosts only one gets the
+//! name. A retransmitted LINK whose first reply was lost reports EEXIST although it
+//! worked; it counts as ours only when the name is that very file, which was made for
+//! this one call (so neither another thread nor a forked sibling can pass for us).
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use nix::errno::Errno;
+
+use super::{closed, Locked};
+use crate::error::{Error, Result};
+use crate::fsops::{self, FileId};
+use crate::lease::{self, Lease};
+use crate::lockfile::{self, registry, Lock, LOCK_SUFFIX};
+use crate::process;
+
+const HEADER: &str = "nfslock-manager";
+const MAGIC_LINE: &str = "nfslock-manager 1";
+const HEADER_TEXT: &str = "nfslock-manager 1\n\
+# A libnfslock lock manager. ids/ holds one file per allocated lock ID; locks/ holds the\n\
+# lock files (locks/<ID>.nfs_lock). Remove a crashed host's lock with `nfslock break`.\n";
+const CLAIM_PREFIX: &str = ".claim-";
+/// How many times allocate lists the IDs again after losing every candidate it saw.
+const ALLOCATE_ROUNDS: u32 = 64;
+
+const OP_CREATE: &str = "Manager::create_dir";
+const OP_OPEN: &str = "Manager::open_dir";
+const OP_ALLOCATE: &str = "Manager::allocate";
+const OP_ALLOCATE_ID: &str = "Manager::allocate_id";
+const OP_LOCK: &str = "Manager::lock";
+const OP_UNLOCK: &str = "Manager::unlock";
+
+/// A lock taken through this manager.
+enum Hold {
+    Plain(Lock),
+    Lease(Lease),
+}
+
+struct Held {
+    /// The thread that took it (`registry::this_thread`): only it releases it.
+    thread: u64,
+    hold: Hold,
+}
+
+pub struct Directory {
+    path: PathBuf,
+    ids: PathBuf,
+    locks: PathBuf,
+    lease_ms: AtomicU64,
+    held: Mutex<HashMap<u32, Held>>,
+    closed: AtomicBool,
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    match path.is_relative().then(std::env::current_dir) {
+        Some(Ok(cwd)) => cwd.join(path).components().collect(),
+        _ => path.components().collect(),
+    }
+}
+
+fn id_name(id: u32) -> String {
+    id.to_string()
+}
+
+/// The ID a name in ids/ stands for: canonical decimal (no sign, no leading zero) below
+/// u32::MAX; anything else (a claim, a stray file) is not an ID.
+fn parse_id(name: &OsStr) -> Option<u32> {
+    let b = name.as_bytes();
+    let canonical = !b.is_empty() && b.iter().all(u8::is_ascii_digit) && (b == b"0" || b[0] != b'0');
+    canonical.then(|| std::str::from_utf8(b).ok()?.parse::<u32>().ok()).flatten().filter(|&id| id < u32::MAX)
+}
+
+fn mkdir(path: &Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new().mode(0o755).create(path)
+}
+
+impl Directory {
+    fn at(path: PathBuf) -> Directory {
+        Directory {
+            ids: path.join("ids"),
+            locks: path.join("locks"),
+            path,
+            lease_ms: AtomicU64::new(0),
+            held: Mutex::new(HashMap::new()),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    pub fn create(dir: &Path) -> Result<Directory> {
+        let d = Directory::at(absolute(dir));
+        let sys = |e: std::io::Error, on: &Path, call: &str| Error::sys(fsops::io_errno(&e), OP_CREATE, on, call);
+        mkdir(&d.path).map_err(|e| match fsops::io_errno(&e) {
+            Errno::EEXIST => Error::new(Errno::EEXIST, OP_CREATE, Some(&d.path), "something exists at that name"),
+            Errno::ENOENT => Error::new(Errno::ENOENT, OP_CREATE, Some(&d.path), "its parent directory does not exist"),
+            _ => sys(e, &d.path, "mkdir"),
+        })?;
+        let made = (|| {
+            mkdir(&d.ids).map_err(|e| sys(e, &d.ids, "mkdir"))?;
+            mkdir(&d.locks).map_err(|e| sys(e, &d.locks, "mkdir"))?;
+            // The header comes last and whole (a private file linked into place): a
+            // directory that has it is complete.
+            let temp = d.path.join(format!(".{HEADER}-new-{}", crate::random::unpredictable_hex()));
+            let (_fd, _) = fsops::create_private(&temp, HEADER_TEXT.as_bytes(), || fsops::create_fresh(&temp), |_| Ok(()))
+                .map_err(|e| Error::sys(e, OP_CREATE, &temp, "create"))?;
+            let linked = fsops::link(&temp, &d.path.join(HEADER)).map_err(|e| Error::sys(e, OP_CREATE, &d.path.join(HEADER), "link"));
+            let _ = fsops::unlink(&temp);
+            linked
+        })();
+        if let Err(e) = made {
+            // Undo what this call made (the names are ours: the directory was new).
+            let _ = fsops::unlink(&d.path.join(HEADER));
+            let _ = std::fs::remove_dir(&d.ids);
+            let _ = std::fs::remove_dir(&d.locks);
+            let _ = std::fs::remove_dir(&d.path);
+            return Err(e);
+        }
+        Ok(d)
+    }
+
+    pub fn open(dir: &Path) -> Result<Directory> {
+        let d = Directory::at(absolute(dir));
+        let bad = |why: &str| Error::new(Errno::EBADMSG, OP_OPEN, Some(&d.path), format!("not a lock manager directory: {why}"));
+        match fsops::lstat(&d.path) {
+            Err(Errno::ENOENT) => return Err(Error::new(Errno::ENOENT, OP_OPEN, Some(&d.path), "no such directory")),
+            Err(e) => return Err(Error::sys(e, OP_OPEN, &d.path, "lstat")),
+            Ok(st) if fsops::is_symlink(&st) => {
+                return Err(Error::new(Errno::ELOOP, OP_OPEN, Some(&d.path), "a symbolic link is there: refused"))
+            }
+            Ok(st) if st.st_mode & libc::S_IFMT != libc::S_IFDIR => return Err(bad("not a directory")),
+            Ok(_) => {}
+        }
+        let header = d.path.join(HEADER);
+        let text = match fsops::open_existing(&header, false) {
+            Ok(fd) => fsops::read_capped(&std::fs::File::from(fd), 4096).map_err(|e| Error::sys(e, OP_OPEN, &header, "read"))?,
+            Err(Errno::ENOENT) => return Err(bad(&format!("it has no {HEADER} header (or its creation did not finish)"))),
+            Err(Errno::ELOOP) => return Err(bad(&format!("its {HEADER} is a symbolic link"))),
+            Err(e) => return Err(Error::sys(e, OP_OPEN, &header, "open")),
+        };
+        let text = text.ok_or_else(|| bad(&format!("its {HEADER} is longer than a header")))?;
+        let first = text.split(|&b| b == b'\n').next().unwrap_or_default();
+        if first != MAGIC_LINE.as_bytes() {
+            return Err(match first.strip_prefix(format!("{HEADER} ").as_bytes()) {
+                Some(v) => bad(&format!("layout version {}; this library reads 1", String::from_utf8_lossy(v))),
+                None => bad(&format!("its {HEADER} does not start with \"{MAGIC_LINE}\"")),
+            });
+        }
+        for sub in [&d.ids, &d.locks] {
+            match fsops::lstat(sub) {
+                Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => {}
+                _ => return Err(bad(&format!("{} is missing or not a directory", sub.display()))),
+            }
+        }
+        Ok(d)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn check_open(&self, op: &'static str) -> Result<()> {
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(closed(op));
+        }
+        Ok(())
+    }
+
+    pub fn set_lease(&self, lease: Duration) -> Result<()> {
+        let op = "Manager::set_lease";
+        self.check_open(op)?;
+        if !lease.is_zero() {
+            lease::Options { lease, ..lease::Options::default() }.check(op)?;
+        }
+        self.lease_ms.store(lease.as_millis() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn held(&self) -> MutexGuard<'_, HashMap<u32, Held>> {
+        // Every update is one insert or remove: a panic cannot leave it half done.
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A private file holding this process's record, made for one allocation call.
+    fn claim(&self, op: &'static str) -> Result<(PathBuf, FileId)> {
+        let path = self.ids.join(format!("{CLAIM_PREFIX}{}", crate::random::unpredictable_hex()));
+        let record = process::this_process().record(b"lock manager ID").to_bytes();
+        let (_fd, st) = fsops::create_private(&path, &record, || fsops::create_fresh(&path), |_| Ok(()))
+            .map_err(|e| Error::sys(e, op, &path, "create"))?;
+        Ok((path, FileId::from(&st)))
+    }
+
+    fn listed(&self, op: &'static str, dir: &Path, strip: &[u8]) -> Result<Vec<u32>> {
+        let names = fsops::list(dir).map_err(|e| Error::sys(e, op, dir, "readdir"))?;
+        let mut ids: Vec<u32> =
+            names.iter().filter_map(|n| n.as_bytes().strip_suffix(strip)).filter_map(|n| parse_id(OsStr::from_bytes(n))).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        Ok(ids)
+    }
+
+    pub fn allocated(&self) -> Result<Vec<u32>> {
+        self.check_open("Manager::allocated")?;
+        self.listed("Manager::allocated", &self.ids, b"")
+    }
+
+    pub fn locks_held(&self) -> Result<Vec<u32>> {
+        self.check_open("Manager::locks_held")?;
+        self.listed("Manager::locks_held", &self.locks, LOCK_SUFFIX.as_bytes())
+    }
+
+    /// Links the claim to `ids/<id>`: Ok(true) ours, Ok(false) someone else's.
+    fn take(&self, op: &'static str, claim: &(PathBuf, FileId), id: u32) -> Result<bool> {
+        let name = self.ids.join(id_name(id));
+        match fsops::link_private(&claim.0, &name, claim.1) {
+            Ok(()) => Ok(true),
+            Err(Errno::EEXIST) => Ok(false),
+            Err(e) => Err(Error::sys(e, op, &name, "link")),
+        }
+    }
+
+    /// Runs `f` with a fresh claim, which is removed afterwards (the ID's name keeps the file).
+    fn with_claim<R>(&self, op: &'static str, f: impl FnOnce(&(PathBuf, FileId)) -> Result<R>) -> Result<R> {
+        let claim = self.claim(op)?;
+        let result = f(&claim);
+        let _ = fsops::unlink(&claim.0);
+        result
+    }
+
+    pub fn allocate(&self) -> Result<u32> {
+        self.check_open(OP_ALLOCATE)?;
+        self.with_claim(OP_ALLOCATE, |claim| {
+            for _ in 0..ALLOCATE_ROUNDS {
+                let taken = self.listed(OP_ALLOCATE, &self.ids, b"")?;
+                // The lowest IDs not listed, in order; one another host took meanwhile
+                // is skipped (its link fails), the next one tried.
+                let mut listed = taken.iter().copied().peekable();
+                let mut lost = 0;
+                for candidate in 0..u32::MAX {
+                    if listed.next_if_eq(&candidate).is_some() {
+                        continue;
+                    }
+                    if self.take(OP_ALLOCATE, claim, candidate)? {
+                        return Ok(candidate);
+                    }
+                    lost += 1;
+                    if lost == 8 {
+                        break; // many hosts allocate at once: look again
+                    }
+                }
+                if taken.len() as u64 >= u64::from(u32::MAX) {
+                    break;
+                }
+            }
+            Err(Error::new(Errno::ENOSPC, OP_ALLOCATE, Some(&self.ids), "no free ID could be taken (every one tried was taken first)"))
+        })
+    }
+
+    pub fn allocate_id(&self, id: u32) -> Result<()> {
+        self.check_open(OP_ALLOCATE_ID)?;
+        let exists = || Error::new(Errno::EEXIST, OP_ALLOCATE_ID, Some(&self.ids), format!("lock {id} is allocated already"));
+        // Looked at first: a name that is there before our link is never taken for ours.
+        match fsops::lstat(&self.ids.join(id_name(id))) {
+            Ok(_) => return Err(exists()),
+            Err(Errno::ENOENT) => {}
+            Err(e) => return Err(Error::sys(e, OP_ALLOCATE_ID, &self.ids.join(id_name(id)), "lstat")),
+        }
+        match self.with_claim(OP_ALLOCATE_ID, |claim| self.take(OP_ALLOCATE_ID, claim, id))? {
+            true => Ok(()),
+            false => Err(exists()),
+        }
+    }
+
+    pub fn free(&self, id: u32) -> Result<()> {
+        let op = "Manager::free";
+        self.check_open(op)?;
+        let name = self.ids.join(id_name(id));
+        match fsops::lstat(&name) {
+            Ok(_) => {}
+            Err(Errno::ENOENT) => return Err(Error::new(Errno::ENOENT, op, Some(&name), format!("lock {id} is not allocated"))),
+            Err(e) => return Err(Error::sys(e, op, &name, "lstat")),
+        }
+        // ENOENT now: a retransmitted REMOVE, or another process freed it too; gone either way.
+        fsops::unlink(&name).map_err(|e| Error::sys(e, op, &name, "unlink"))
+    }
+
+    pub fn free_all(&self) -> Result<()> {
+        let op = "Manager::free_all";
+        self.check_open(op)?;
+        for id in self.listed(op, &self.ids, b"")? {
+            let name = self.ids.join(id_name(id));
+            fsops::unlink(&name).map_err(|e| Error::sys(e, op, &name, "unlink"))?;
+        }
+        Ok(())
+    }
+
+    pub fn lock(&self, id: u32, timeout: Option<Duration>) -> Result<Locked> {
+        self.check_open(OP_LOCK)?;
+        let path = self.locks.join(id_name(id));
+        let message = format!("lock manager lock {id}");
+        let lease = Duration::from_millis(self.lease_ms.load(Ordering::Relaxed));
+        let busy = |e: Error| match e.sys_errno() {
+            // One try: the C API's EBUSY, as a mutex's trylock says it.
+            Errno::EAGAIN if timeout == Some(Duration::ZERO) => {
+                Error::new(Errno::EBUSY, OP_LOCK, Some(&path), format!("lock {id} is held ({})", e.cause()))
+            }
+            _ => e.in_op(OP_LOCK),
+        };
+        let hold = if lease.is_zero() {
+            Hold::Plain(
+                match timeout {
+                    Some(t) if t.is_zero() => lockfile::create(&path, message.as_bytes()),
+                    _ => lockfile::blocking_create(&path, message.as_bytes(), timeout),
+                }
+                .map_err(busy)?,
+            )
+        } else {
+            let options = lease::Options { message: message.into_bytes(), lease, keepalive: true, shared: false };
+            Hold::Lease(lease::acquire(&path, &options, timeout).map_err(busy)?)
+        };
+        self.held().insert(id, Held { thread: registry::this_thread(), hold });
+        Ok(Locked::Clean)
+    }
+
+    pub fn unlock(&self, id: u32) -> Result<()> {
+        self.check_open(OP_UNLOCK)?;
+        let me = registry::this_thread();
+        let held = {
+            let mut held = self.held();
+            match held.get(&id) {
+                Some(h) if h.thread == me => held.remove(&id),
+                Some(_) => {
+                    let why = format!("lock {id} is held by another thread of this process, which must release it");
+                    return Err(Error::new(Errno::EPERM, OP_UNLOCK, None, why));
+                }
+                None => None,
+            }
+        };
+        let Some(held) = held else {
+            return Err(Error::new(Errno::EPERM, OP_UNLOCK, None, format!("lock {id} is not held through this manager")));
+        };
+        release(held.hold).map_err(|e| e.in_op(OP_UNLOCK))
+    }
+
+    pub fn close(&self) -> Result<()> {
+        if self.closed.swap(true, Ordering::Relaxed) {
+            return Err(closed("Manager::close"));
+        }
+        let held: Vec<Held> = self.held().drain().map(|(_, h)| h).collect();
+        let mut first = Ok(());
+        for h in held {
+            let released = release(h.hold).map_err(|e| e.in_op("Manager::close"));
+            first = first.and(released);
+        }
+        first
+    }
+}
+
+fn release(hold: Hold) -> Result<()> {
+    match hold {
+        Hold::Plain(l) => l.unlock(),
+        Hold::Lease(l) => l.unlock(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_canonical_decimal_names_are_ids() {
+        let id = |s: &str| parse_id(OsStr::new(s));
+        assert_eq!(id("0"), Some(0));
+        assert_eq!(id("17"), Some(17));
+        assert_eq!(id("4294967294"), Some(u32::MAX - 1));
+        for bad in ["", "01", "+1", "-1", "1a", "4294967295", "99999999999", ".claim-00", "1.nfs_lock"] {
+            assert_eq!(id(bad), None, "{bad:?}");
+        }
+    }
+}
