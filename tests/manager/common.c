@@ -594,3 +594,203 @@ static UNUSED void expect_ids(const char *file, int line, nfslock_manager *m, in
 
 #define IDS(...) (const uint32_t[]){__VA_ARGS__}, sizeof((const uint32_t[]){__VA_ARGS__}) / sizeof(uint32_t)
 #define NO_IDS (const uint32_t *)NULL, 0
+
+/* ---- in-process threads on one handle ----------------------------------------------- */
+
+struct thread_counter {
+    nfslock_manager *m;
+    uint32_t id;
+    long cycles;
+    volatile uint64_t *value;
+    volatile int *inside;
+    volatile uint32_t *overlaps;
+    volatile uint32_t *errors;
+    int first_rc;
+};
+
+static UNUSED void *thread_counter_main(void *arg) {
+    struct thread_counter *t = arg;
+    for (long i = 0; i < t->cycles; i++) {
+        int r = nfslock_manager_lock(t->m, t->id);
+        if (r != 0) {
+            if (t->first_rc == 0)
+                t->first_rc = r;
+            __atomic_fetch_add(t->errors, 1, __ATOMIC_SEQ_CST);
+            continue;
+        }
+        if (__atomic_exchange_n(t->inside, 1, __ATOMIC_SEQ_CST) != 0)
+            __atomic_fetch_add(t->overlaps, 1, __ATOMIC_SEQ_CST);
+        uint64_t v = *t->value;
+        for (volatile int spin = 0; spin < 200; spin++)
+            ;
+        *t->value = v + 1;
+        __atomic_store_n(t->inside, 0, __ATOMIC_SEQ_CST);
+        r = nfslock_manager_unlock(t->m, t->id);
+        if (r != 0) {
+            if (t->first_rc == 0)
+                t->first_rc = r;
+            __atomic_fetch_add(t->errors, 1, __ATOMIC_SEQ_CST);
+        }
+    }
+    return NULL;
+}
+
+/* 4 threads, one handle, one id, `cycles` each: the exact count. */
+static UNUSED void run_thread_counter(nfslock_manager *m, uint32_t id, long cycles) {
+    volatile uint64_t value = 0;
+    volatile int inside = 0;
+    volatile uint32_t overlaps = 0, errors = 0;
+    struct thread_counter t[4];
+    pthread_t th[4];
+    double t0 = now_ms();
+    for (int i = 0; i < 4; i++) {
+        t[i] = (struct thread_counter){m, id, cycles, &value, &inside, &overlaps, &errors, 0};
+        pthread_create(&th[i], NULL, thread_counter_main, &t[i]);
+    }
+    for (int i = 0; i < 4; i++)
+        pthread_join(th[i], NULL);
+    double took = now_ms() - t0;
+    note("4 threads x %ld cycles on one handle: counter %llu, %u overlaps, %u errors, %.0f ms", cycles,
+         (unsigned long long)value, overlaps, errors, took);
+    CHECKF(value == (uint64_t)(4 * cycles), "4 threads x %ld cycles: counter %llu, want %ld", cycles,
+           (unsigned long long)value, 4 * cycles);
+    CHECKF(overlaps == 0, "%u times a thread found another inside", overlaps);
+    for (int i = 0; i < 4; i++)
+        CHECKF(t[i].first_rc == 0, "thread %d: a lock or unlock returned %s", i, en(t[i].first_rc));
+}
+
+/* A lock held by another thread of this process for 300 ms: timedlock with huge
+ * timeouts waits (no overflow into "already expired" or an error) until the release;
+ * INT64_MIN and -2 wait like lock. */
+struct holder {
+    nfslock_manager *m;
+    uint32_t id;
+    int ready[2];
+    int rc, unlock_rc;
+};
+
+static UNUSED void *holder_main(void *arg) {
+    struct holder *h = arg;
+    h->rc = nfslock_manager_lock(h->m, h->id);
+    char c = 'r';
+    if (write(h->ready[1], &c, 1) != 1)
+        return NULL;
+    sleep_ms(300);
+    h->unlock_rc = nfslock_manager_unlock(h->m, h->id);
+    return NULL;
+}
+
+static UNUSED void check_extreme_timeouts(nfslock_manager *m, uint32_t id) {
+    static const int64_t timeouts[] = {INT64_MAX, INT64_MAX / 1000 + 1, (int64_t)UINT32_MAX + 1, INT64_MIN, -2};
+    for (size_t i = 0; i < sizeof timeouts / sizeof timeouts[0]; i++) {
+        struct holder h = {m, id, {-1, -1}, -1, -1};
+        if (pipe(h.ready) != 0) {
+            fail(__FILE__, __LINE__, "pipe: %s", strerror(errno));
+            return;
+        }
+        double t0 = now_ms();
+        pthread_t t;
+        pthread_create(&t, NULL, holder_main, &h);
+        char c;
+        if (read(h.ready[0], &c, 1) != 1 || h.rc != 0) {
+            fail(__FILE__, __LINE__, "the holder thread could not lock %u: %s", id, en(h.rc));
+        } else {
+            int rc = nfslock_manager_timedlock(m, id, timeouts[i]);
+            double took = now_ms() - t0;
+            EXPECT_RC(rc, 0, "timedlock(%u, %lld) of a lock another thread releases after 300 ms", id,
+                      (long long)timeouts[i]);
+            CHECKF(took >= 290, "timedlock(%u, %lld) returned after %.0f ms, before the release (300 ms)", id,
+                   (long long)timeouts[i], took);
+            if (rc == 0)
+                EXPECT_RC(nfslock_manager_unlock(m, id), 0, "unlock(%u)", id);
+        }
+        pthread_join(t, NULL);
+        EXPECT_RC(h.unlock_rc, 0, "the holder thread's unlock(%u)", id);
+        close(h.ready[0]);
+        close(h.ready[1]);
+    }
+    /* and on a free lock, each returns at once */
+    for (size_t i = 0; i < sizeof timeouts / sizeof timeouts[0]; i++) {
+        EXPECT_RC(nfslock_manager_timedlock(m, id, timeouts[i]), 0, "timedlock(%u, %lld) of a free lock", id,
+                  (long long)timeouts[i]);
+        EXPECT_RC(nfslock_manager_unlock(m, id), 0, "unlock(%u)", id);
+    }
+}
+
+/* Descriptors open in this process, and lines of /proc/self/maps. */
+static UNUSED int count_fds(void) {
+    DIR *d = opendir("/proc/self/fd");
+    int n = 0;
+    struct dirent *e;
+    while (d != NULL && (e = readdir(d)) != NULL)
+        if (e->d_name[0] != '.')
+            n++;
+    if (d != NULL)
+        closedir(d);
+    return n - 1; /* the one reading the directory */
+}
+
+static UNUSED int count_maps(void) {
+    FILE *f = fopen("/proc/self/maps", "r");
+    int n = 0, c;
+    while (f != NULL && (c = fgetc(f)) != EOF)
+        if (c == '\n')
+            n++;
+    if (f != NULL)
+        fclose(f);
+    return n;
+}
+
+/* 4 threads allocating and freeing through one handle: an id is never held by two at
+ * once (a shared table of who has each id). */
+struct alloc_thread {
+    nfslock_manager *m;
+    volatile int *owner; /* per id below 4096: the thread that has it, 0 none */
+    int me;
+    int rounds;
+    int dups;
+    int first_rc;
+};
+
+static UNUSED void *alloc_thread_main(void *arg) {
+    struct alloc_thread *a = arg;
+    for (int r = 0; r < a->rounds; r++) {
+        uint32_t ids[4];
+        int n = 0;
+        for (int k = 0; k < 4; k++) {
+            int rc = nfslock_manager_allocate(a->m, &ids[n]);
+            if (rc != 0) {
+                if (a->first_rc == 0)
+                    a->first_rc = rc;
+                continue;
+            }
+            if (ids[n] < 4096 && __atomic_exchange_n(&a->owner[ids[n]], a->me, __ATOMIC_SEQ_CST) != 0)
+                a->dups++;
+            n++;
+        }
+        for (int k = 0; k < n; k++) {
+            if (ids[k] < 4096)
+                __atomic_store_n(&a->owner[ids[k]], 0, __ATOMIC_SEQ_CST);
+            int rc = nfslock_manager_free(a->m, ids[k]);
+            if (rc != 0 && a->first_rc == 0)
+                a->first_rc = rc;
+        }
+    }
+    return NULL;
+}
+
+static UNUSED void run_alloc_threads(nfslock_manager *m, int rounds) {
+    static volatile int owner[4096];
+    memset((void *)owner, 0, sizeof owner);
+    struct alloc_thread a[4];
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++) {
+        a[i] = (struct alloc_thread){m, owner, i + 1, rounds, 0, 0};
+        pthread_create(&t[i], NULL, alloc_thread_main, &a[i]);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(t[i], NULL);
+        CHECKF(a[i].dups == 0, "thread %d was handed %d ids another thread had", i, a[i].dups);
+        CHECKF(a[i].first_rc == 0, "thread %d: allocate or free returned %s", i, en(a[i].first_rc));
+    }
+}

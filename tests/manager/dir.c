@@ -132,13 +132,6 @@ static void mode_create_open(void) {
         if (o != NULL)
             nfslock_manager_close(o);
     }
-    /* the header is a directory */
-    const char *hd = in_scratch(p, "hdrdir");
-    mkdir(hd, 0700);
-    snprintf(hp, sizeof hp, "%s/nfslock-manager", hd);
-    mkdir(hp, 0700);
-    o = NULL;
-    EXPECT_RC(nfslock_manager_open_dir(hd, &o), EBADMSG, "open_dir whose header is a directory");
     /* a regular file where the directory should be */
     const char *file = in_scratch(p, "afile");
     write_file(file, "nfslock-manager 1\n");
@@ -524,6 +517,323 @@ static void mode_file_modes(void) {
     check_modes(MDIR, 0);
 }
 
+struct call {
+    nfslock_manager *m;
+    uint32_t id;
+    char op; /* 'L' lock, 'T' timedlock, 'U' unlock */
+    int64_t timeout;
+    int rc;
+    double took;
+};
+
+static void *call_main(void *arg) {
+    struct call *c = arg;
+    double t = now_ms();
+    c->rc = c->op == 'L' ? nfslock_manager_lock(c->m, c->id)
+            : c->op == 'T' ? nfslock_manager_timedlock(c->m, c->id, c->timeout)
+                           : nfslock_manager_unlock(c->m, c->id);
+    c->took = now_ms() - t;
+    return NULL;
+}
+
+static struct call in_thread(nfslock_manager *m, char op, uint32_t id, int64_t timeout) {
+    struct call c = {m, id, op, timeout, -1, 0};
+    pthread_t t;
+    pthread_create(&t, NULL, call_main, &c);
+    pthread_join(t, NULL);
+    return c;
+}
+
+/* Threads of one process, one handle or two: EDEADLK for the holder thread, EPERM for
+ * another thread's unlock, EBUSY / ETIMEDOUT for another thread; 4 threads on a counter;
+ * allocation from 4 threads. */
+static void mode_threads(void) {
+    nfslock_manager *m = create();
+    nfslock_manager *b = m ? open_() : NULL;
+    if (m == NULL || b == NULL)
+        goto out;
+    EXPECT_RC(nfslock_manager_lock(m, 4), 0, "lock(4)");
+    EXPECT_RC(nfslock_manager_lock(m, 4), EDEADLK, "lock(4) again by the thread that holds it");
+    EXPECT_RC(nfslock_manager_timedlock(b, 4, 200), EDEADLK,
+              "timedlock(4, 200) through a second handle by the thread that holds it");
+    struct call c = in_thread(m, 'U', 4, 0);
+    EXPECT_RC(c.rc, EPERM, "another thread: unlock(4) held by the main thread");
+    c = in_thread(m, 'T', 4, 0);
+    EXPECT_RC(c.rc, EBUSY, "another thread: timedlock(4, 0) held by the main thread");
+    c = in_thread(m, 'T', 4, 250);
+    EXPECT_RC(c.rc, ETIMEDOUT, "another thread: timedlock(4, 250) held by the main thread");
+    CHECKF(c.took >= 240 && c.took < 5000, "timedlock(4, 250 ms) returned after %.0f ms", c.took);
+    EXPECT_RC(nfslock_manager_unlock(b, 4), EPERM, "unlock(4) through a second handle (not taken through it)");
+    EXPECT_RC(nfslock_manager_unlock(m, 4), 0, "unlock(4)");
+    EXPECT_RC(nfslock_manager_unlock(m, 4), EPERM, "unlock(4) twice");
+    run_thread_counter(m, 6, 300);
+    run_alloc_threads(m, 25);
+    EXPECT_ALLOCATED(m, "after the threads freed everything", NO_IDS);
+    EXPECT_HELD(m, "after the threads", NO_IDS);
+out:
+    close_(b);
+    close_(m);
+}
+
+static void mode_timeouts(void) {
+    nfslock_manager *m = create();
+    if (m == NULL)
+        return;
+    check_extreme_timeouts(m, 5);
+    close_(m);
+}
+
+struct plain_try {
+    const char *path;
+    int rc;
+};
+
+static void *plain_try_main(void *arg) {
+    struct plain_try *p = arg;
+    struct nfslock *l = NULL;
+    p->rc = nfslock_create(p->path, NULL, &l);
+    if (p->rc == 0)
+        nfslock_unlock(l);
+    return NULL;
+}
+
+/* The manager's locks are ordinary lock files on DIR/locks/<id>: a plain nfslock_create
+ * there excludes the manager and the other way round. */
+static void mode_interop(void) {
+    nfslock_manager *m = create();
+    if (m == NULL)
+        return;
+    char p5[PATH_MAX], p6[PATH_MAX];
+    in_mdir(p5, "locks/5");
+    in_mdir(p6, "locks/6");
+    /* make sure locks/ exists: take and release a lock once */
+    EXPECT_RC(nfslock_manager_lock(m, 5), 0, "lock(5)");
+    EXPECT_RC(nfslock_manager_unlock(m, 5), 0, "unlock(5)");
+    struct nfslock *l = NULL;
+    int rc = nfslock_create(p5, "plain", &l);
+    EXPECT_RC(rc, 0, "nfslock_create(DIR/locks/5)");
+    if (rc == 0) {
+        struct proc w;
+        if (WORKER(&w, "try:5", "timed:5:200") == 0) {
+            EXPECT_LINE(&w, "open 0", 10000);
+            EXPECT_LINE(&w, "try:5 EBUSY", 10000);
+            EXPECT_LINE(&w, "timed:5:200 ETIMEDOUT", 10000);
+            EXPECT_EXIT0(&w, 10000);
+        }
+        proc_free(&w);
+        struct call c = in_thread(m, 'T', 5, 0);
+        EXPECT_RC(c.rc, EBUSY, "another thread: manager timedlock(5, 0) while a plain lock holds DIR/locks/5");
+        EXPECT_HELD(m, "a plain lock file on DIR/locks/5", IDS(5));
+        EXPECT_RC(nfslock_unlock(l), 0, "nfslock_unlock");
+        EXPECT_RC(nfslock_manager_timedlock(m, 5, 0), 0, "manager timedlock(5, 0) after the plain unlock");
+        EXPECT_RC(nfslock_manager_unlock(m, 5), 0, "unlock(5)");
+    }
+    EXPECT_RC(nfslock_manager_lock(m, 6), 0, "lock(6)");
+    struct plain_try t = {p6, -1};
+    pthread_t th;
+    pthread_create(&th, NULL, plain_try_main, &t);
+    pthread_join(th, NULL);
+    EXPECT_RC(t.rc, EAGAIN, "another thread: nfslock_create(DIR/locks/6) while the manager holds 6");
+    EXPECT_RC(nfslock_manager_unlock(m, 6), 0, "unlock(6)");
+    pthread_create(&th, NULL, plain_try_main, &t);
+    pthread_join(th, NULL);
+    EXPECT_RC(t.rc, 0, "another thread: nfslock_create(DIR/locks/6) after the manager's unlock");
+    close_(m);
+}
+
+/* set_lease_ms: the documented range 100..=86,400,000 ms. */
+static void mode_set_lease(void) {
+    nfslock_manager *m = create();
+    if (m == NULL)
+        return;
+    static const uint32_t bad[] = {1, 50, 99, 86400001, UINT32_MAX};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        EXPECT_RC(nfslock_manager_set_lease_ms(m, bad[i]), EINVAL, "set_lease_ms(%u)", bad[i]);
+    static const uint32_t good[] = {100, 86400000, 0, 30000};
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        EXPECT_RC(nfslock_manager_set_lease_ms(m, good[i]), 0, "set_lease_ms(%u)", good[i]);
+        EXPECT_RC(nfslock_manager_lock(m, 1), 0, "lock(1) after set_lease_ms(%u)", good[i]);
+        EXPECT_RC(nfslock_manager_unlock(m, 1), 0, "unlock(1)");
+    }
+    /* a short lease held longer than it lasts is renewed: still exclusive */
+    EXPECT_RC(nfslock_manager_set_lease_ms(m, 300), 0, "set_lease_ms(300)");
+    EXPECT_RC(nfslock_manager_lock(m, 2), 0, "lock(2) as a 300 ms lease");
+    sleep_ms(1000);
+    struct proc w;
+    if (WORKER(&w, "try:2") == 0) {
+        EXPECT_LINE(&w, "open 0", 10000);
+        EXPECT_LINE(&w, "try:2 EBUSY", 10000);
+        EXPECT_EXIT0(&w, 10000);
+    }
+    proc_free(&w);
+    EXPECT_RC(nfslock_manager_unlock(m, 2), 0, "unlock(2) of a 300 ms lease held for 1 s");
+    close_(m);
+}
+
+/* 2 x 200 open/lock/close cycles: the library's descriptors do not grow with them (it
+ * may keep a few, at most 8, for its own use). */
+static void mode_leaks(void) {
+    nfslock_manager *m = create();
+    if (m == NULL)
+        return;
+    close_(m);
+    int fds[3];
+    fds[0] = count_fds();
+    for (int round = 1; round <= 2; round++) {
+        for (int i = 0; i < 200; i++) {
+            nfslock_manager *o = NULL;
+            int rc = nfslock_manager_open_dir(MDIR, &o);
+            if (rc != 0) {
+                EXPECT_RC(rc, 0, "open_dir #%d", i + 1);
+                break;
+            }
+            if (i % 2 == 0)
+                EXPECT_RC(nfslock_manager_lock(o, (uint32_t)i), 0, "lock(%d)", i);
+            EXPECT_RC(nfslock_manager_close(o), 0, "close #%d", i + 1);
+        }
+        fds[round] = count_fds();
+    }
+    note("descriptors %d -> %d -> %d", fds[0], fds[1], fds[2]);
+    CHECKF(fds[1] <= fds[0] + 8, "200 open/lock/close: %d descriptors before, %d after", fds[0], fds[1]);
+    CHECKF(fds[2] == fds[1], "200 more open/lock/close: %d descriptors, then %d (a leak)", fds[1], fds[2]);
+    m = open_();
+    if (m != NULL) {
+        EXPECT_HELD(m, "every lock taken before a close was released by it", NO_IDS);
+        close_(m);
+    }
+}
+
+/* Hostile contents: junk in ids/, a huge header, a symlink at the directory. */
+static void mode_hostile(void) {
+    char p[PATH_MAX];
+    /* a 1 GiB sparse header without a newline: EBADMSG, quickly */
+    const char *big = in_scratch(p, "big");
+    mkdir(big, 0700);
+    char hp[PATH_MAX];
+    snprintf(hp, sizeof hp, "%s/nfslock-manager", big);
+    int fd = open(hp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (fd < 0 || write(fd, "nfslock-manager", 15) != 15 || ftruncate(fd, (off_t)1 << 30) != 0)
+        fail(__FILE__, __LINE__, "making %s: %s", hp, strerror(errno));
+    if (fd >= 0)
+        close(fd);
+    nfslock_manager *o = NULL;
+    double t = now_ms();
+    int rc = nfslock_manager_open_dir(big, &o);
+    t = now_ms() - t;
+    EXPECT_RC(rc, EBADMSG, "open_dir whose header is 1 GiB without a newline");
+    CHECKF(t < 2000, "open_dir of a 1 GiB header took %.0f ms (read it all?)", t);
+    if (rc == 0)
+        nfslock_manager_close(o);
+    unlink(hp);
+    /* a symlink to a manager directory */
+    nfslock_manager *m = create();
+    if (m == NULL)
+        return;
+    char lp[PATH_MAX];
+    in_scratch(lp, "link");
+    if (symlink(MDIR, lp) == 0) {
+        o = NULL;
+        rc = nfslock_manager_open_dir(lp, &o);
+        EXPECT_RC(rc, ELOOP, "open_dir of a symlink to a manager directory");
+        if (rc == 0)
+            nfslock_manager_close(o);
+        EXPECT_RC(nfslock_manager_create_dir(lp, &o), EEXIST, "create_dir where a symlink is");
+    }
+    /* junk in ids/: names that are not ids are not ids */
+    EXPECT_RC(nfslock_manager_allocate_id(m, 1), 0, "allocate_id(1)");
+    static const char *const junk[] = {"abc", "-1", "4294967295", "99999999999", "1x", " 2", ".hidden"};
+    for (size_t i = 0; i < sizeof junk / sizeof junk[0]; i++)
+        write_file(in_mdir(p, "ids/%s", junk[i]), "junk");
+    mkdir(in_mdir(p, "ids/0dir"), 0700);
+    uint32_t ids[64];
+    size_t n = 0;
+    rc = nfslock_manager_allocated(m, ids, 64, &n);
+    EXPECT_RC(rc, 0, "allocated with junk names in ids/");
+    char txt[512];
+    CHECKF(rc != 0 || (n == 1 && ids[0] == 1), "allocated with junk names in ids/: {%s}, want {1}",
+           ids_text(ids, rc == 0 ? n : 0, txt, sizeof txt));
+    int64_t a = allocate(m);
+    CHECKF(a == 0, "allocate with junk names in ids/ returned %lld, want 0", (long long)a);
+    a = allocate(m);
+    CHECKF(a == 2, "allocate with junk names in ids/ returned %lld, want 2", (long long)a);
+    EXPECT_RC(nfslock_manager_free_all(m), 0, "free_all with junk in ids/");
+    EXPECT_ALLOCATED(m, "free_all with junk in ids/", NO_IDS);
+    /* junk in locks/: not held locks */
+    EXPECT_RC(nfslock_manager_lock(m, 3), 0, "lock(3)");
+    write_file(in_mdir(p, "locks/xyz.nfs_lock"), "junk");
+    write_file(in_mdir(p, "locks/7"), "junk");
+    EXPECT_HELD(m, "junk names in locks/", IDS(3));
+    EXPECT_RC(nfslock_manager_unlock(m, 3), 0, "unlock(3)");
+    /* a lock file of junk at locks/8.nfs_lock: EBADMSG, never taken over silently */
+    write_file(in_mdir(p, "locks/8.nfs_lock"), "not a record at all");
+    o = NULL;
+    rc = nfslock_manager_timedlock(m, 8, 0);
+    CHECKF(rc == EBADMSG || rc == EBUSY, "timedlock(8, 0) over a junk lock file: %s (%s), want EBADMSG (or EBUSY)",
+           en(rc), rc ? nfslock_last_error() : "-");
+    if (rc == 0)
+        nfslock_manager_unlock(m, 8);
+    close_(m);
+}
+
+/* open_dir in a child process (a crash or a wait is reported, not suffered): `want`. */
+static void expect_open_dir(const char *dir, int want, const char *what) {
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        alarm(5);
+        nfslock_manager *m = NULL;
+        int rc = nfslock_manager_open_dir(dir, &m);
+        if (rc != want)
+            printf("FAIL %s:%d: open_dir of %s: got %s (%d), want %s; last error: %s\n", __FILE__, __LINE__, what,
+                   en(rc), rc, en(want), rc ? nfslock_last_error() : "-");
+        if (rc == 0)
+            nfslock_manager_close(m);
+        fflush(stdout);
+        _exit(rc == want ? 0 : 1);
+    }
+    int st;
+    waitpid(pid, &st, 0);
+    char d[128];
+    if (!(WIFEXITED(st) && WEXITSTATUS(st) <= 1))
+        fail(__FILE__, __LINE__, "open_dir of %s: the process %s", what, describe_status(st, d, sizeof d));
+    else if (WEXITSTATUS(st) != 0)
+        failures++;
+}
+
+/* A manager directory whose header, ids/ or locks/ is not what it should be: EBADMSG,
+ * never another errno, a wait or a crash. */
+static void mode_bad_parts(void) {
+    char d[PATH_MAX], hp[PATH_MAX], sp[PATH_MAX];
+    static const char *const kinds[] = {"header-dir", "header-fifo", "header-symlink", "no-ids", "ids-file",
+                                        "no-locks"};
+    for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
+        in_scratch(d, kinds[k]);
+        nfslock_manager *m = NULL;
+        EXPECT_RC(nfslock_manager_create_dir(d, &m), 0, "create_dir(%s)", d);
+        close_(m);
+        snprintf(hp, sizeof hp, "%s/nfslock-manager", d);
+        int ok = 0;
+        switch (k) {
+        case 0: ok = unlink(hp) == 0 && mkdir(hp, 0700) == 0; break;
+        case 1: ok = unlink(hp) == 0 && mkfifo(hp, 0600) == 0; break;
+        case 2:
+            snprintf(sp, sizeof sp, "%s/real-header", SCRATCH);
+            ok = write_file(sp, "nfslock-manager 1\n") == 0 && unlink(hp) == 0 && symlink(sp, hp) == 0;
+            break;
+        case 3: snprintf(sp, sizeof sp, "%s/ids", d); ok = rmdir(sp) == 0; break;
+        case 4: snprintf(sp, sizeof sp, "%s/ids", d); ok = rmdir(sp) == 0 && write_file(sp, "") == 0; break;
+        default: snprintf(sp, sizeof sp, "%s/locks", d); ok = rmdir(sp) == 0; break;
+        }
+        if (!ok) {
+            fail(__FILE__, __LINE__, "making the case %s: %s", kinds[k], strerror(errno));
+            continue;
+        }
+        char what[128];
+        snprintf(what, sizeof what, "a manager directory with %s", kinds[k]);
+        expect_open_dir(d, EBADMSG, what);
+    }
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     signal(SIGPIPE, SIG_IGN);
@@ -549,6 +859,9 @@ int main(int argc, char **argv) {
         {"free-all", mode_free_all},       {"locks-held", mode_locks_held}, {"exclusion", mode_exclusion},
         {"counter", mode_counter},         {"killed", mode_killed},       {"lease", mode_lease},
         {"close", mode_close},             {"alloc-race", mode_alloc_race}, {"file-modes", mode_file_modes},
+        {"threads", mode_threads},         {"timeouts", mode_timeouts},   {"interop", mode_interop},
+        {"set-lease", mode_set_lease},     {"leaks", mode_leaks},         {"hostile", mode_hostile},
+        {"bad-parts", mode_bad_parts},
     };
     for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++) {
         if (strcmp(argv[1], modes[i].name) == 0) {

@@ -1219,19 +1219,8 @@ static void mode_hostile(void) {
         if (write_segment(name, c, len, -1, 0600) == 0)
             CASE(EBADMSG, "random header fields (round %d, %d fields)", round, k);
     }
-    /* not a regular file */
     char p[PATH_MAX];
-    shm_path(p, name);
-    unlink(p);
-    if (mkdir(p, 0700) == 0) {
-        CASE(EBADMSG, "a directory");
-        rmdir(p);
-    }
-    if (mkfifo(p, 0600) == 0) {
-        CASE(EBADMSG, "a FIFO");
-        unlink(p);
-    }
-    unlink(p);
+    unlink(shm_path(p, name));
     note("%d hostile segments opened", cases);
     free(c);
     free(t);
@@ -1421,6 +1410,94 @@ static void mode_destroy(void) {
         destroy(BASE);
     }
     close_(m);
+    char left[4096];
+    CHECKF(leftovers(left, sizeof left, NULL) == 0, "files left in /dev/shm: %s", left);
+}
+
+/* One handle, 4 threads: exclusion with an exact counter, allocation never twice. */
+static void mode_thread_counter(void) {
+    nfslock_manager *m = create(BASE, 64);
+    if (m == NULL)
+        return;
+    run_thread_counter(m, 3, 10000);
+    run_alloc_threads(m, 500);
+    EXPECT_ALLOCATED(m, "after the threads freed everything", NO_IDS);
+    EXPECT_HELD(m, "after the threads", NO_IDS);
+    close_(m);
+    destroy(BASE);
+}
+
+static void mode_timeouts(void) {
+    nfslock_manager *m = create(BASE, 64);
+    if (m == NULL)
+        return;
+    check_extreme_timeouts(m, 5);
+    close_(m);
+    destroy(BASE);
+}
+
+/* Opening and closing, creating and destroying, leave no descriptor or mapping behind. */
+static void mode_leaks(void) {
+    nfslock_manager *m = create(BASE, 1024);
+    if (m == NULL)
+        return;
+    close_(m);
+    int fds = count_fds(), maps = count_maps();
+    for (int i = 0; i < 300; i++) {
+        nfslock_manager *o = NULL;
+        int rc = nfslock_manager_open_shm(BASE, 1024, &o);
+        if (rc != 0) {
+            EXPECT_RC(rc, 0, "open_shm #%d", i + 1);
+            break;
+        }
+        if (i % 2 == 0) {
+            EXPECT_RC(nfslock_manager_lock(o, (uint32_t)i), 0, "lock(%d)", i);
+        }
+        EXPECT_RC(nfslock_manager_close(o), 0, "close #%d", i + 1);
+    }
+    char nb[256];
+    const char *other = sub(nb, "cd");
+    for (int i = 0; i < 100; i++) {
+        nfslock_manager *o = NULL;
+        int rc = nfslock_manager_create_shm(other, 64, &o);
+        if (rc != 0) {
+            EXPECT_RC(rc, 0, "create_shm #%d", i + 1);
+            break;
+        }
+        EXPECT_RC(nfslock_manager_close(o), 0, "close");
+        EXPECT_RC(nfslock_manager_destroy_shm(other), 0, "destroy_shm #%d", i + 1);
+    }
+    int fds2 = count_fds(), maps2 = count_maps();
+    CHECKF(fds2 == fds, "300 open/close and 100 create/destroy: %d descriptors before, %d after", fds, fds2);
+    CHECKF(maps2 <= maps + 2, "300 open/close and 100 create/destroy: %d mappings before, %d after", maps, maps2);
+    note("descriptors %d -> %d, mappings %d -> %d", fds, fds2, maps, maps2);
+    m = open_(BASE, 1024);
+    if (m != NULL) {
+        EXPECT_HELD(m, "every lock taken before a close was released by it", NO_IDS);
+        nfslock_manager *o = NULL;
+        EXPECT_RC(nfslock_manager_set_lease_ms(m, 1000), EINVAL, "set_lease_ms on a shared-memory manager");
+        (void)o;
+        close_(m);
+    }
+    destroy(BASE);
+}
+
+/* What is not a regular file at the name: open and destroy are EBADMSG (a symlink
+ * ELOOP), never EISDIR or a wait, and nothing is removed. */
+static void mode_not_regular(void) {
+    char nb[256], p[PATH_MAX];
+    const char *name = sub(nb, "h");
+    shm_path(p, name);
+    if (mkdir(p, 0700) == 0) {
+        expect_open(name, 64, EBADMSG, "a directory");
+        rmdir(p);
+    }
+    if (mkfifo(p, 0600) == 0) {
+        expect_open(name, 64, EBADMSG, "a FIFO");
+        EXPECT_RC(nfslock_manager_destroy_shm(name), EBADMSG, "destroy_shm of a FIFO");
+        CHECKF(segment_exists(name), "destroy_shm of a FIFO removed it");
+        unlink(p);
+    }
     /* Only a manager segment is removed: a plain file is EBADMSG, a directory EBADMSG, a
      * symlink ELOOP, and each is left where it is. */
     char fp[PATH_MAX], lp[PATH_MAX], lb[256], db[256], dp[PATH_MAX];
@@ -1446,6 +1523,19 @@ static void mode_destroy(void) {
         EXPECT_RC(nfslock_manager_destroy_shm(d), EBADMSG, "destroy_shm of a directory");
         CHECKF(segment_exists(d), "destroy_shm of a directory removed it");
         rmdir(dp);
+    }
+}
+
+/* Names are bytes (as paths are in this library): a name with a Latin-1 byte is valid. */
+static void mode_bytes_name(void) {
+    nfslock_manager *m = NULL;
+    /* names are bytes: a non-UTF-8 name is valid */
+    char latin[300];
+    snprintf(latin, sizeof latin, "%s-caf\xe9", BASE);
+    EXPECT_RC(nfslock_manager_create_shm(latin, 32, &m), 0, "create_shm of a name with a Latin-1 byte");
+    if (m != NULL) {
+        close_(m);
+        EXPECT_RC(nfslock_manager_destroy_shm(latin), 0, "destroy_shm of a name with a Latin-1 byte");
     }
     char left[4096];
     CHECKF(leftovers(left, sizeof left, NULL) == 0, "files left in /dev/shm: %s", left);
@@ -1494,6 +1584,11 @@ int main(int argc, char **argv) {
         {"names", mode_names},
         {"nulls", mode_nulls},
         {"destroy", mode_destroy},
+        {"thread-counter", mode_thread_counter},
+        {"timeouts", mode_timeouts},
+        {"leaks", mode_leaks},
+        {"not-regular", mode_not_regular},
+        {"bytes-name", mode_bytes_name},
     };
     for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++) {
         if (strcmp(argv[1], modes[i].name) == 0) {
