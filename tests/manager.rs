@@ -338,6 +338,22 @@ fn shm_names_are_bytes_not_utf8() {
     shm_check("bytes-name", "a segment name with a Latin-1 byte (valid: names are bytes, like paths)", 30);
 }
 
+#[test]
+fn shm_workers_sigkilled_in_and_out_of_the_lock_never_break_it() {
+    let _heavy = heavy();
+    shm_check("crash-loop", "40 SIGKILLs of 3 workers on one lock: only EOWNERDEAD, no overlap, the lock usable after", 90);
+}
+
+#[test]
+fn shm_a_segment_is_never_seen_half_made_and_one_racing_create_wins() {
+    shm_check("create-race", "open racing create (only ENOENT, then success), 4 racing creates (one 0, three EEXIST), 40 rounds", 60);
+}
+
+#[test]
+fn shm_a_closed_handle_is_einval_for_every_call() {
+    shm_check("stale", "every call on a closed handle, close twice, a handle cached by another thread: EINVAL", 30);
+}
+
 // ---- directory backend ------------------------------------------------------------------
 
 #[test]
@@ -440,4 +456,16 @@ fn dir_hostile_contents_are_refused_or_ignored() {
 #[test]
 fn dir_a_header_ids_or_locks_of_the_wrong_kind_is_ebadmsg() {
     dir_check("bad-parts", "the header a directory, a FIFO, a symlink; ids/ missing or a file; locks/ missing: EBADMSG", &[], 30);
+}
+
+#[test]
+fn dir_workers_sigkilled_in_and_out_of_the_lock_never_break_it() {
+    let _heavy = heavy();
+    dir_check("crash-loop", "40 SIGKILLs of 3 workers on one lock: no error, no overlap, the lock usable after", &[], 90);
+}
+
+#[test]
+fn dir_allocators_sigkilled_leave_no_junk_and_no_id_twice() {
+    let _heavy = heavy();
+    dir_check("alloc-crash", "20 allocating workers SIGKILLed at random: no id twice, allocated sane, free_all", &[], 90);
 }

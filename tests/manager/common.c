@@ -412,6 +412,7 @@ struct counter {
     volatile int32_t inside;  /* pid of the worker inside, 0 when none */
     volatile uint32_t overlaps; /* times a worker found another one inside */
     volatile uint32_t errors; /* lock or unlock calls that did not return 0 */
+    volatile uint32_t recovered; /* crash loop: a dead holder's critical section taken over */
 };
 
 /*
@@ -448,14 +449,25 @@ static UNUSED int count_main(int argc, char **argv) {
     if (read_stdin_line() != 0)
         return 1;
     unsigned errors = 0;
-    for (long i = 0; i < cycles; i++) {
+    /* cycles < 0: until killed (the crash loop), and a dead holder's leftovers are
+     * expected: EOWNERDEAD is the normal answer after one (repair: clear `inside`), and
+     * `inside` naming a dead process is its leftover, not an overlap. */
+    int crash = cycles < 0;
+    for (long i = 0; crash || i < cycles; i++) {
         int r = nfslock_manager_lock(m, id);
-        if (r != 0) {
+        if (r == EOWNERDEAD && crash) {
+            c->inside = 0;
+            __atomic_fetch_add(&c->recovered, 1, __ATOMIC_SEQ_CST);
+        } else if (r != 0) {
             if (errors++ == 0)
                 fprintf(stderr, "count %d: lock %u cycle %ld: %s: %s\n", me, id, i, en(r), nfslock_last_error());
             __atomic_fetch_add(&c->errors, 1, __ATOMIC_SEQ_CST);
             if (r != EOWNERDEAD)
                 continue;
+        }
+        if (crash && c->inside != 0 && kill(c->inside, 0) != 0 && errno == ESRCH) {
+            c->inside = 0;
+            __atomic_fetch_add(&c->recovered, 1, __ATOMIC_SEQ_CST);
         }
         if (c->inside != 0)
             __atomic_fetch_add(&c->overlaps, 1, __ATOMIC_SEQ_CST);
@@ -794,3 +806,78 @@ static UNUSED void run_alloc_threads(nfslock_manager *m, int rounds) {
         CHECKF(a[i].first_rc == 0, "thread %d: allocate or free returned %s", i, en(a[i].first_rc));
     }
 }
+
+/*
+ * The crash loop: 3 count workers (until killed) on lock ID of BACKEND; `rounds` times,
+ * one of them is SIGKILLed at a random moment (often inside the lock) and replaced.
+ * Then: no call failed but with the documented EOWNERDEAD, no overlap, the counter
+ * moved, and the lock can be taken.
+ */
+static UNUSED void run_crash_loop(const char *const backend[], const char *dir, unsigned id, int rounds,
+                                  nfslock_manager *m) {
+    char file[PATH_MAX], idbuf[16];
+    snprintf(file, sizeof file, "%s/crash-counter", dir);
+    snprintf(idbuf, sizeof idbuf, "%u", id);
+    int fd = open(file, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    if (fd < 0 || ftruncate(fd, 4096) != 0) {
+        fail(__FILE__, __LINE__, "create %s: %s", file, strerror(errno));
+        return;
+    }
+    struct counter *c = mmap(NULL, sizeof *c, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+    if (c == MAP_FAILED)
+        return;
+    char *argv[16];
+    int n = 0;
+    argv[n++] = (char *)"nfslock-manager-test";
+    argv[n++] = (char *)"count";
+    for (int k = 0; backend[k] != NULL; k++)
+        argv[n++] = (char *)backend[k];
+    argv[n++] = idbuf;
+    argv[n++] = file;
+    argv[n++] = (char *)"-1";
+    argv[n] = NULL;
+    struct proc w[3];
+    int live[3] = {0, 0, 0};
+    unsigned seed = (unsigned)getpid();
+    double t0 = now_ms();
+    for (int round = 0; round <= rounds; round++) {
+        for (int i = 0; i < 3; i++) {
+            if (live[i])
+                continue;
+            if (spawn_argv(&w[i], argv) != 0)
+                goto out;
+            live[i] = 1;
+            if (EXPECT_LINE(&w[i], "R", 20000) != 0)
+                goto out;
+            proc_send(&w[i], "go\n");
+        }
+        if (round == rounds)
+            break;
+        sleep_ms(20 + (int)(rand_r(&seed) % 60));
+        int victim = (int)(rand_r(&seed) % 3);
+        proc_free(&w[victim]);
+        live[victim] = 0;
+    }
+    sleep_ms(100);
+out:
+    for (int i = 0; i < 3; i++)
+        if (live[i])
+            proc_free(&w[i]);
+    double took = now_ms() - t0;
+    note("crash loop: %d SIGKILLs of 3 workers in %.0f ms; counter %llu, %u dead holders' sections taken over, "
+         "%u overlaps, %u errors",
+         rounds, took, (unsigned long long)c->value, c->recovered, c->overlaps, c->errors);
+    CHECKF(c->errors == 0, "%u lock/unlock calls failed with other than EOWNERDEAD (first on stderr)", c->errors);
+    CHECKF(c->overlaps == 0, "%u times a worker found a live one inside the critical section", c->overlaps);
+    CHECKF(c->value > 0, "the counter never moved: the workers did not get the lock");
+    int rc = nfslock_manager_timedlock(m, id, 5000);
+    CHECKF(rc == 0 || rc == EOWNERDEAD, "timedlock(%u, 5 s) after the crash loop: %s (%s)", id, en(rc),
+           rc ? nfslock_last_error() : "-");
+    if (rc == 0 || rc == EOWNERDEAD)
+        EXPECT_RC(nfslock_manager_unlock(m, id), 0, "unlock(%u) after the crash loop", id);
+    munmap(c, sizeof *c);
+}
+
+/* After the workers of a crash loop are gone, every lock can be taken again (no lock
+ * left unusable). */

@@ -1300,7 +1300,11 @@ static void mode_names(void) {
     snprintf(nested, sizeof nested, "%s/x", BASE);
     snprintf(trail, sizeof trail, "%s/", BASE);
     snprintf(dslash, sizeof dslash, "/%s", BASE);
-    const char *bad[] = {"", "x", BASE + 1, "/", "/.", "/..", "//", nested, trail, dslash, "/a/b", too_long};
+    char just_over[256];
+    just_over[0] = '/';
+    memset(just_over + 1, 'a', 200);
+    just_over[201] = 0; /* 201 bytes */
+    const char *bad[] = {"", "x", BASE + 1, "/", "/.", "/..", "//", nested, trail, dslash, "/a/b", too_long, just_over};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         nfslock_manager *m = (nfslock_manager *)(uintptr_t)1;
         int rc = nfslock_manager_create_shm(bad[i], 32, &m);
@@ -1541,6 +1545,138 @@ static void mode_bytes_name(void) {
     CHECKF(leftovers(left, sizeof left, NULL) == 0, "files left in /dev/shm: %s", left);
 }
 
+/* The crash loop on a segment: 40 SIGKILLs of workers in and out of the lock. */
+static void mode_crash_loop(void) {
+    nfslock_manager *m = create(BASE, 64);
+    if (m == NULL)
+        return;
+    const char *backend[] = {"shm", BASE, "64", NULL};
+    run_crash_loop(backend, SCRATCH, 7, 40, m);
+    EXPECT_HELD(m, "after the crash loop", NO_IDS);
+    close_(m);
+    destroy(BASE);
+}
+
+/* Creation races: a thread opening while another creates never sees a half-made segment
+ * (only ENOENT, then success); 4 threads creating at once: exactly one succeeds, the
+ * others EEXIST. */
+struct racer {
+    const char *name;
+    volatile int *go;
+    int create;
+    int rc;
+    int enoent, other, first_other;
+};
+
+static void *racer_main(void *arg) {
+    struct racer *r = arg;
+    /* the openers start at once (they must see ENOENT first), the creators at go */
+    while (r->create && !__atomic_load_n(r->go, __ATOMIC_SEQ_CST))
+        ;
+    nfslock_manager *m = NULL;
+    if (r->create) {
+        r->rc = nfslock_manager_create_shm(r->name, 256, &m);
+    } else {
+        double deadline = now_ms() + 5000;
+        for (;;) {
+            r->rc = nfslock_manager_open_shm(r->name, 256, &m);
+            if (r->rc == 0 || now_ms() > deadline)
+                break;
+            if (r->rc == ENOENT) {
+                r->enoent++;
+            } else {
+                if (r->other++ == 0)
+                    r->first_other = r->rc;
+            }
+        }
+    }
+    if (r->rc == 0)
+        nfslock_manager_close(m);
+    return NULL;
+}
+
+static void mode_create_race(void) {
+    char nb[256];
+    const char *name = sub(nb, "race");
+    int opened_early = 0;
+    for (int round = 0; round < 40; round++) {
+        volatile int go = 0;
+        struct racer r[6];
+        pthread_t t[6];
+        for (int i = 0; i < 6; i++) {
+            r[i] = (struct racer){name, &go, i < 4, -1, 0, 0, 0};
+            pthread_create(&t[i], NULL, racer_main, &r[i]);
+        }
+        sleep_ms(2);
+        __atomic_store_n(&go, 1, __ATOMIC_SEQ_CST);
+        int created = 0, eexist = 0;
+        for (int i = 0; i < 6; i++) {
+            pthread_join(t[i], NULL);
+            if (r[i].create) {
+                created += r[i].rc == 0;
+                eexist += r[i].rc == EEXIST;
+                CHECKF(r[i].rc == 0 || r[i].rc == EEXIST, "round %d: a racing create_shm returned %s", round,
+                       en(r[i].rc));
+            } else {
+                CHECKF(r[i].rc == 0, "round %d: open_shm racing the creation never succeeded: %s", round,
+                       en(r[i].rc));
+                CHECKF(r[i].other == 0, "round %d: open_shm racing the creation returned %s %d times (a half-made "
+                                        "segment seen?)", round, en(r[i].first_other), r[i].other);
+                opened_early += r[i].enoent > 0;
+            }
+        }
+        CHECKF(created == 1 && eexist == 3, "round %d: 4 racing creates: %d succeeded, %d EEXIST (want 1 and 3)",
+               round, created, eexist);
+        nfslock_manager_destroy_shm(name);
+    }
+    note("%d of 80 openers saw ENOENT before the segment appeared", opened_early);
+    CHECKF(opened_early >= 20, "only %d of 80 openers were there before the segment: the race was not run", opened_early);
+    char left[4096];
+    CHECKF(leftovers(left, sizeof left, NULL) == 0, "files left in /dev/shm: %s", left);
+}
+
+/* A handle after close: every call is EINVAL (never a use of freed memory); close
+ * twice is EINVAL. */
+static void mode_stale(void) {
+    nfslock_manager *m = create(BASE, 32);
+    if (m == NULL)
+        return;
+    close_(m);
+    uint32_t u = 0, ids[4];
+    int unl = 0;
+    size_t n = 0;
+#define STALE(call)                                                                         \
+    do {                                                                                    \
+        int src_ = (call);                                                                  \
+        EXPECT_RC(src_, EINVAL, "%s on a closed handle", #call);                            \
+    } while (0)
+    STALE(nfslock_manager_capacity(m, &u, &unl));
+    STALE(nfslock_manager_allocate(m, &u));
+    STALE(nfslock_manager_allocate_id(m, 1));
+    STALE(nfslock_manager_free(m, 1));
+    STALE(nfslock_manager_free_all(m));
+    STALE(nfslock_manager_available(m, &u, &unl));
+    STALE(nfslock_manager_allocated(m, ids, 4, &n));
+    STALE(nfslock_manager_locks_held(m, ids, 4, &n));
+    STALE(nfslock_manager_lock(m, 1));
+    STALE(nfslock_manager_timedlock(m, 1, 0));
+    STALE(nfslock_manager_unlock(m, 1));
+    STALE(nfslock_manager_set_lease_ms(m, 1000));
+    STALE(nfslock_manager_close(m));
+    /* a handle used from a thread, closed, then that thread calls again */
+    nfslock_manager *b = open_(BASE, 32);
+    if (b != NULL) {
+        struct locker l = in_thread(b, 'L', 3, 0, 1);
+        EXPECT_RC(l.rc, 0, "another thread: lock(3)");
+        close_(b);
+        EXPECT_RC(nfslock_manager_lock(b, 3), EINVAL, "lock(3) on a handle closed after another thread used it");
+        l = in_thread(b, 'L', 3, 0, 1);
+        EXPECT_RC(l.rc, EINVAL, "another thread: lock(3) on a closed handle");
+    }
+    destroy(BASE);
+#undef STALE
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     signal(SIGPIPE, SIG_IGN);
@@ -1589,6 +1725,9 @@ int main(int argc, char **argv) {
         {"leaks", mode_leaks},
         {"not-regular", mode_not_regular},
         {"bytes-name", mode_bytes_name},
+        {"crash-loop", mode_crash_loop},
+        {"create-race", mode_create_race},
+        {"stale", mode_stale},
     };
     for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++) {
         if (strcmp(argv[1], modes[i].name) == 0) {
