@@ -469,3 +469,13 @@ fn dir_allocators_sigkilled_leave_no_junk_and_no_id_twice() {
     let _heavy = heavy();
     dir_check("alloc-crash", "20 allocating workers SIGKILLed at random: no id twice, allocated sane, free_all", &[], 90);
 }
+
+#[test]
+fn dir_a_forked_child_does_not_own_its_parents_locks() {
+    dir_check("fork", "fork: the child's unlock EPERM, try EBUSY / ETIMEDOUT; its close and exit(3) keep the parent's locks", &[], 60);
+}
+
+#[test]
+fn dir_a_forked_childs_close_releases_its_own_locks_and_returns_0() {
+    dir_check("fork-close", "a forked child's close of the inherited handle: 0, its own lock released at once, the parent's kept", &[], 30);
+}

@@ -158,6 +158,11 @@ static void mode_alloc(void) {
     EXPECT_RC(nfslock_manager_allocate_id(m, 0), EEXIST, "allocate_id(0) of an allocated id");
     CHECKF(allocate(m) == 3, "allocate after 0..2 and 10 did not return 3");
     EXPECT_ALLOCATED(m, "0, 1, 2, 3 and 10", IDS(0, 1, 2, 3, 10));
+    uint32_t av = 0;
+    int unl = 0;
+    EXPECT_RC(nfslock_manager_available(m, &av, &unl), 0, "available");
+    CHECKF(av == UINT32_MAX - 5 && unl == 1, "available with 5 allocated: %u, unlimited %d; want UINT32_MAX - 5, 1", av,
+           unl);
     static const uint32_t files[] = {0, 1, 2, 3, 10};
     for (size_t i = 0; i < 5; i++)
         CHECKF(exists(in_mdir(p, "ids/%u", files[i])), "id %u is allocated but %s is missing", files[i], p);
@@ -380,15 +385,43 @@ static void mode_lease(void) {
     close_(m);
 }
 
-/* close releases the locks held through the handle. */
+struct call {
+    nfslock_manager *m;
+    uint32_t id;
+    char op; /* 'L' lock, 'T' timedlock, 'U' unlock */
+    int64_t timeout;
+    int rc;
+    double took;
+};
+
+static void *call_main(void *arg) {
+    struct call *c = arg;
+    double t = now_ms();
+    c->rc = c->op == 'L' ? nfslock_manager_lock(c->m, c->id)
+            : c->op == 'T' ? nfslock_manager_timedlock(c->m, c->id, c->timeout)
+                           : nfslock_manager_unlock(c->m, c->id);
+    c->took = now_ms() - t;
+    return NULL;
+}
+
+static struct call in_thread(nfslock_manager *m, char op, uint32_t id, int64_t timeout) {
+    struct call c = {m, id, op, timeout, -1, 0};
+    pthread_t t;
+    pthread_create(&t, NULL, call_main, &c);
+    pthread_join(t, NULL);
+    return c;
+}
+
+/* close releases every lock taken through the handle, by any thread. */
 static void mode_close(void) {
     nfslock_manager *m = create();
     if (m == NULL)
         return;
     char p[PATH_MAX];
     EXPECT_RC(nfslock_manager_lock(m, 1), 0, "lock(1)");
-    EXPECT_RC(nfslock_manager_lock(m, 2), 0, "lock(2)");
-    EXPECT_RC(nfslock_manager_close(m), 0, "close holding 1 and 2");
+    struct call c = in_thread(m, 'L', 2, 0);
+    EXPECT_RC(c.rc, 0, "another thread: lock(2), then the thread ends");
+    EXPECT_RC(nfslock_manager_close(m), 0, "close holding 1 (this thread) and 2 (taken by another thread)");
     CHECKF(!exists(in_mdir(p, "locks/1.nfs_lock")), "close: %s is still there", p);
     CHECKF(!exists(in_mdir(p, "locks/2.nfs_lock")), "close: %s is still there", p);
     struct proc w;
@@ -515,33 +548,6 @@ static void mode_file_modes(void) {
     EXPECT_RC(nfslock_manager_unlock(m, 2), 0, "unlock(2)");
     close_(m);
     check_modes(MDIR, 0);
-}
-
-struct call {
-    nfslock_manager *m;
-    uint32_t id;
-    char op; /* 'L' lock, 'T' timedlock, 'U' unlock */
-    int64_t timeout;
-    int rc;
-    double took;
-};
-
-static void *call_main(void *arg) {
-    struct call *c = arg;
-    double t = now_ms();
-    c->rc = c->op == 'L' ? nfslock_manager_lock(c->m, c->id)
-            : c->op == 'T' ? nfslock_manager_timedlock(c->m, c->id, c->timeout)
-                           : nfslock_manager_unlock(c->m, c->id);
-    c->took = now_ms() - t;
-    return NULL;
-}
-
-static struct call in_thread(nfslock_manager *m, char op, uint32_t id, int64_t timeout) {
-    struct call c = {m, id, op, timeout, -1, 0};
-    pthread_t t;
-    pthread_create(&t, NULL, call_main, &c);
-    pthread_join(t, NULL);
-    return c;
 }
 
 /* Threads of one process, one handle or two: EDEADLK for the holder thread, EPERM for
@@ -909,6 +915,109 @@ static void mode_alloc_crash(void) {
     close_(m);
 }
 
+/* fork: the child does not own the parent's locks (unlock EPERM, try EBUSY), and neither
+ * its close of the inherited handle nor its exit(3) releases them. */
+static void mode_fork(void) {
+    nfslock_manager *m = create();
+    if (m == NULL)
+        return;
+    char p[PATH_MAX];
+    EXPECT_RC(nfslock_manager_lock(m, 5), 0, "parent: lock(5)");
+    EXPECT_RC(nfslock_manager_lock(m, 6), 0, "parent: lock(6)");
+    for (int variant = 0; variant < 2; variant++) {
+        fflush(stdout);
+        pid_t pid = fork();
+        if (pid == 0) {
+            alarm(30);
+            failures = 0;
+            EXPECT_RC(nfslock_manager_unlock(m, 5), EPERM, "child: unlock(5) of the parent's lock");
+            EXPECT_RC(nfslock_manager_timedlock(m, 5, 0), EBUSY, "child: timedlock(5, 0) of the parent's lock");
+            EXPECT_RC(nfslock_manager_timedlock(m, 5, 100), ETIMEDOUT, "child: timedlock(5, 100) of the parent's lock");
+            EXPECT_RC(nfslock_manager_lock(m, 7), 0, "child: lock(7)");
+            if (variant == 0) {
+                int rc = nfslock_manager_close(m); /* its answer: the fork-close check */
+                note("child: close of the inherited handle: %s", en(rc));
+            }
+            fflush(stdout);
+            exit(failures ? 1 : 0); /* exit(3), not _exit: the library's exit handlers run */
+        }
+        int st = -1;
+        double deadline = now_ms() + 20000;
+        while (waitpid(pid, &st, WNOHANG) == 0 && now_ms() < deadline)
+            sleep_ms(5);
+        char d[128];
+        CHECKF(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the forked child (%s): %s",
+               variant == 0 ? "close, then exit" : "exit", describe_status(st, d, sizeof d));
+        CHECKF(exists(in_mdir(p, "locks/5.nfs_lock")) && exists(in_mdir(p, "locks/6.nfs_lock")),
+               "after a forked child's %s, the parent's lock files are gone", variant == 0 ? "close and exit" : "exit");
+        struct proc w;
+        if (WORKER(&w, "try:5", "try:6", "try:7", "unlock:7") == 0) {
+            EXPECT_LINE(&w, "open 0", 10000);
+            EXPECT_LINE(&w, "try:5 EBUSY", 10000);
+            EXPECT_LINE(&w, "try:6 EBUSY", 10000);
+            EXPECT_LINE(&w, "try:7 0", 10000); /* the child's lock, gone with it */
+            EXPECT_LINE(&w, "unlock:7 0", 10000);
+            EXPECT_EXIT0(&w, 10000);
+        }
+        proc_free(&w);
+    }
+    EXPECT_RC(nfslock_manager_unlock(m, 5), 0, "parent: unlock(5) after the children");
+    EXPECT_RC(nfslock_manager_unlock(m, 6), 0, "parent: unlock(6) after the children");
+    close_(m);
+}
+
+/* A forked child closing the inherited handle while the parent holds locks through it:
+ * close releases the child's own lock at once, keeps the parent's, and returns 0 (EPERM is
+ * not among close's documented errors; the SHM backend returns 0 here). */
+static void mode_fork_close(void) {
+    nfslock_manager *m = create();
+    if (m == NULL)
+        return;
+    char p[PATH_MAX];
+    EXPECT_RC(nfslock_manager_lock(m, 5), 0, "parent: lock(5)");
+    int to_parent[2], to_child[2];
+    if (pipe(to_parent) != 0 || pipe(to_child) != 0)
+        return;
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        alarm(30);
+        failures = 0;
+        EXPECT_RC(nfslock_manager_lock(m, 7), 0, "child: lock(7)");
+        EXPECT_RC(nfslock_manager_close(m), 0, "child: close of the inherited handle (the parent holds 5 through it, "
+                                               "the child 7)");
+        fflush(stdout);
+        if (write(to_parent[1], "C", 1) != 1)
+            _exit(99);
+        char c;
+        if (read(to_child[0], &c, 1) != 1)
+            _exit(98);
+        _exit(failures ? 1 : 0);
+    }
+    char c = 0;
+    struct pollfd pfd = {to_parent[0], POLLIN, 0};
+    if (poll(&pfd, 1, 10000) != 1 || read(to_parent[0], &c, 1) != 1) {
+        fail(__FILE__, __LINE__, "the child did not close its handle");
+    } else {
+        /* the child is alive: only its close can have released 7 */
+        CHECKF(!exists(in_mdir(p, "locks/7.nfs_lock")), "the child's close did not release its own lock 7 (%s is "
+                                                         "there while the child lives)", p);
+        CHECKF(exists(in_mdir(p, "locks/5.nfs_lock")), "the child's close released the parent's lock 5");
+    }
+    if (write(to_child[1], "x", 1) != 1) {
+    }
+    int st;
+    waitpid(pid, &st, 0);
+    char d[128];
+    CHECKF(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the forked child: %s", describe_status(st, d, sizeof d));
+    EXPECT_RC(nfslock_manager_unlock(m, 5), 0, "parent: unlock(5)");
+    close(to_parent[0]);
+    close(to_parent[1]);
+    close(to_child[0]);
+    close(to_child[1]);
+    close_(m);
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     signal(SIGPIPE, SIG_IGN);
@@ -937,6 +1046,7 @@ int main(int argc, char **argv) {
         {"threads", mode_threads},         {"timeouts", mode_timeouts},   {"interop", mode_interop},
         {"set-lease", mode_set_lease},     {"leaks", mode_leaks},         {"hostile", mode_hostile},
         {"bad-parts", mode_bad_parts},     {"crash-loop", mode_crash_loop}, {"alloc-crash", mode_alloc_crash},
+        {"fork", mode_fork},               {"fork-close", mode_fork_close},
     };
     for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++) {
         if (strcmp(argv[1], modes[i].name) == 0) {
