@@ -392,7 +392,19 @@ struct call {
     int64_t timeout;
     int rc;
     double took;
+    char err[256]; /* the thread's last error after its call */
 };
+
+/* A thread's call returned `want`; says what the thread's last error was. */
+#define EXPECT_TRC(c, want, ...)                                                            \
+    do {                                                                                    \
+        if ((c).rc != (want)) {                                                             \
+            char what_[512];                                                                \
+            snprintf(what_, sizeof what_, __VA_ARGS__);                                     \
+            fail(__FILE__, __LINE__, "%s: got %s (%d), want %s; the thread's last error: %s", what_, en((c).rc), \
+                 (c).rc, en(want), (c).err);                                                \
+        }                                                                                   \
+    } while (0)
 
 static void *call_main(void *arg) {
     struct call *c = arg;
@@ -401,11 +413,12 @@ static void *call_main(void *arg) {
             : c->op == 'T' ? nfslock_manager_timedlock(c->m, c->id, c->timeout)
                            : nfslock_manager_unlock(c->m, c->id);
     c->took = now_ms() - t;
+    snprintf(c->err, sizeof c->err, "%s", c->rc != 0 ? nfslock_last_error() : "-");
     return NULL;
 }
 
 static struct call in_thread(nfslock_manager *m, char op, uint32_t id, int64_t timeout) {
-    struct call c = {m, id, op, timeout, -1, 0};
+    struct call c = {m, id, op, timeout, -1, 0, ""};
     pthread_t t;
     pthread_create(&t, NULL, call_main, &c);
     pthread_join(t, NULL);
@@ -420,7 +433,7 @@ static void mode_close(void) {
     char p[PATH_MAX];
     EXPECT_RC(nfslock_manager_lock(m, 1), 0, "lock(1)");
     struct call c = in_thread(m, 'L', 2, 0);
-    EXPECT_RC(c.rc, 0, "another thread: lock(2), then the thread ends");
+    EXPECT_TRC(c, 0, "another thread: lock(2), then the thread ends");
     EXPECT_RC(nfslock_manager_close(m), 0, "close holding 1 (this thread) and 2 (taken by another thread)");
     CHECKF(!exists(in_mdir(p, "locks/1.nfs_lock")), "close: %s is still there", p);
     CHECKF(!exists(in_mdir(p, "locks/2.nfs_lock")), "close: %s is still there", p);
@@ -563,11 +576,11 @@ static void mode_threads(void) {
     EXPECT_RC(nfslock_manager_timedlock(b, 4, 200), EDEADLK,
               "timedlock(4, 200) through a second handle by the thread that holds it");
     struct call c = in_thread(m, 'U', 4, 0);
-    EXPECT_RC(c.rc, EPERM, "another thread: unlock(4) held by the main thread");
+    EXPECT_TRC(c, EPERM, "another thread: unlock(4) held by the main thread");
     c = in_thread(m, 'T', 4, 0);
-    EXPECT_RC(c.rc, EBUSY, "another thread: timedlock(4, 0) held by the main thread");
+    EXPECT_TRC(c, EBUSY, "another thread: timedlock(4, 0) held by the main thread");
     c = in_thread(m, 'T', 4, 250);
-    EXPECT_RC(c.rc, ETIMEDOUT, "another thread: timedlock(4, 250) held by the main thread");
+    EXPECT_TRC(c, ETIMEDOUT, "another thread: timedlock(4, 250) held by the main thread");
     CHECKF(c.took >= 240 && c.took < 5000, "timedlock(4, 250 ms) returned after %.0f ms", c.took);
     EXPECT_RC(nfslock_manager_unlock(b, 4), EPERM, "unlock(4) through a second handle (not taken through it)");
     EXPECT_RC(nfslock_manager_unlock(m, 4), 0, "unlock(4)");
@@ -592,12 +605,14 @@ static void mode_timeouts(void) {
 struct plain_try {
     const char *path;
     int rc;
+    char err[256];
 };
 
 static void *plain_try_main(void *arg) {
     struct plain_try *p = arg;
     struct nfslock *l = NULL;
     p->rc = nfslock_create(p->path, NULL, &l);
+    snprintf(p->err, sizeof p->err, "%s", p->rc != 0 ? nfslock_last_error() : "-");
     if (p->rc == 0)
         nfslock_unlock(l);
     return NULL;
@@ -628,22 +643,22 @@ static void mode_interop(void) {
         }
         proc_free(&w);
         struct call c = in_thread(m, 'T', 5, 0);
-        EXPECT_RC(c.rc, EBUSY, "another thread: manager timedlock(5, 0) while a plain lock holds DIR/locks/5");
+        EXPECT_TRC(c, EBUSY, "another thread: manager timedlock(5, 0) while a plain lock holds DIR/locks/5");
         EXPECT_HELD(m, "a plain lock file on DIR/locks/5", IDS(5));
         EXPECT_RC(nfslock_unlock(l), 0, "nfslock_unlock");
         EXPECT_RC(nfslock_manager_timedlock(m, 5, 0), 0, "manager timedlock(5, 0) after the plain unlock");
         EXPECT_RC(nfslock_manager_unlock(m, 5), 0, "unlock(5)");
     }
     EXPECT_RC(nfslock_manager_lock(m, 6), 0, "lock(6)");
-    struct plain_try t = {p6, -1};
+    struct plain_try t = {p6, -1, ""};
     pthread_t th;
     pthread_create(&th, NULL, plain_try_main, &t);
     pthread_join(th, NULL);
-    EXPECT_RC(t.rc, EAGAIN, "another thread: nfslock_create(DIR/locks/6) while the manager holds 6");
+    EXPECT_TRC(t, EAGAIN, "another thread: nfslock_create(DIR/locks/6) while the manager holds 6");
     EXPECT_RC(nfslock_manager_unlock(m, 6), 0, "unlock(6)");
     pthread_create(&th, NULL, plain_try_main, &t);
     pthread_join(th, NULL);
-    EXPECT_RC(t.rc, 0, "another thread: nfslock_create(DIR/locks/6) after the manager's unlock");
+    EXPECT_TRC(t, 0, "another thread: nfslock_create(DIR/locks/6) after the manager's unlock");
     close_(m);
 }
 

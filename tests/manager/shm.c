@@ -122,6 +122,13 @@ static void mode_create_rounding(void) {
                cases[i].ask, cap, cases[i].want);
         uint32_t av = available(m);
         CHECKF(av == cases[i].want, "create_shm(%u locks): available %u, want %u", cases[i].ask, av, cases[i].want);
+        uint32_t last = cases[i].want - 1;
+        EXPECT_RC(nfslock_manager_allocate_id(m, last), 0, "allocate_id(%u), the last id of %u", last, cases[i].want);
+        EXPECT_RC(nfslock_manager_lock(m, last), 0, "lock(%u), the last id", last);
+        EXPECT_RC(nfslock_manager_unlock(m, last), 0, "unlock(%u)", last);
+        EXPECT_RC(nfslock_manager_allocate_id(m, last + 1), ERANGE, "allocate_id(%u), one past the last", last + 1);
+        EXPECT_RC(nfslock_manager_lock(m, last + 1), ERANGE, "lock(%u), one past the last", last + 1);
+        EXPECT_ALLOCATED(m, "the last id", IDS(last));
         struct stat st;
         if (lstat(shm_path(pb, name), &st) != 0) {
             fail(__FILE__, __LINE__, "after create_shm(\"%s\"): %s: %s", name, pb, strerror(errno));
@@ -509,6 +516,7 @@ struct locker {
     int rc;
     double took;
     int unlock_rc;
+    char err[256]; /* the thread's last error after its call */
 };
 
 static void *locker_main(void *arg) {
@@ -520,15 +528,27 @@ static void *locker_main(void *arg) {
     default: l->rc = nfslock_manager_unlock(l->m, l->id); break;
     }
     l->took = now_ms() - t;
+    snprintf(l->err, sizeof l->err, "%s", l->rc != 0 ? nfslock_last_error() : "-");
     l->unlock_rc = -1;
     if (l->unlock_after && l->op != 'U' && (l->rc == 0 || l->rc == EOWNERDEAD))
         l->unlock_rc = nfslock_manager_unlock(l->m, l->id);
     return NULL;
 }
 
+/* A thread's call returned `want`; says what the thread's last error was. */
+#define EXPECT_TRC(l, want, ...)                                                            \
+    do {                                                                                    \
+        if ((l).rc != (want)) {                                                             \
+            char what_[512];                                                                \
+            snprintf(what_, sizeof what_, __VA_ARGS__);                                     \
+            fail(__FILE__, __LINE__, "%s: got %s (%d), want %s; the thread's last error: %s", what_, en((l).rc), \
+                 (l).rc, en(want), (l).err);                                                \
+        }                                                                                   \
+    } while (0)
+
 /* Runs the call in another thread to its end. */
 static struct locker in_thread(nfslock_manager *m, char op, uint32_t id, int64_t timeout, int unlock_after) {
-    struct locker l = {m, id, op, timeout, unlock_after, -1, 0, -1};
+    struct locker l = {m, id, op, timeout, unlock_after, -1, 0, -1, ""};
     pthread_t t;
     if (pthread_create(&t, NULL, locker_main, &l) != 0) {
         fail(__FILE__, __LINE__, "pthread_create failed");
@@ -558,10 +578,16 @@ static void mode_owner_dead(void) {
         EXPECT_LINE(&w, "lock:2 0", 10000);
         EXPECT_LINE(&w, "H", 10000);
         proc_kill(&w);
+        {
+            uint32_t ids[8];
+            size_t n = 0;
+            int rc = nfslock_manager_locks_held(m, ids, 8, &n);
+            note("locks_held with lock 2's holder dead, before anyone locked it: %s, %zu ids", en(rc), n);
+        }
         EXPECT_RC(nfslock_manager_lock(m, 2), EOWNERDEAD, "lock(2) after its holder was SIGKILLed");
         EXPECT_HELD(m, "the EOWNERDEAD caller holds the lock", IDS(2));
         struct locker other = in_thread(m, 'T', 2, 0, 0);
-        EXPECT_RC(other.rc, EBUSY, "timedlock(2, 0) from another thread while the EOWNERDEAD caller holds it");
+        EXPECT_TRC(other, EBUSY, "timedlock(2, 0) from another thread while the EOWNERDEAD caller holds it");
         EXPECT_RC(nfslock_manager_unlock(m, 2), 0, "unlock(2) after EOWNERDEAD");
         EXPECT_RC(nfslock_manager_lock(m, 2), 0, "lock(2) again: a normal lock now");
         EXPECT_RC(nfslock_manager_unlock(m, 2), 0, "unlock(2)");
@@ -581,13 +607,13 @@ static void mode_owner_dead(void) {
         EXPECT_LINE(&w, "open 0", 10000);
         EXPECT_LINE(&w, "lock:4 0", 10000);
         EXPECT_LINE(&w, "H", 10000);
-        struct locker l = {m, 4, 'L', 0, 1, -1, 0, -1};
+        struct locker l = {m, 4, 'L', 0, 1, -1, 0, -1, ""};
         pthread_t t;
         start_thread(&t, &l);
         sleep_ms(200);
         proc_kill(&w);
         pthread_join(t, NULL);
-        EXPECT_RC(l.rc, EOWNERDEAD, "lock(4) waiting when the holder was SIGKILLed");
+        EXPECT_TRC(l, EOWNERDEAD, "lock(4) waiting when the holder was SIGKILLed");
         EXPECT_RC(l.unlock_rc, 0, "unlock(4) after EOWNERDEAD");
         CHECKF(l.took >= 150, "lock(4) returned after %.0f ms, before the holder died (200 ms)", l.took);
     }
@@ -703,7 +729,7 @@ static void mode_fork(void) {
             if (poll(&pfd, 1, 10000) != 1 || read(to_parent[0], &c, 1) != 1 || c != 'C')
                 fail(__FILE__, __LINE__, "the child did not close its handle");
             struct locker l = in_thread(m, 'T', 3, 0, 0);
-            EXPECT_RC(l.rc, EBUSY, "parent, another thread: timedlock(3, 0) after the child's close (the "
+            EXPECT_TRC(l, EBUSY, "parent, another thread: timedlock(3, 0) after the child's close (the "
                                    "parent's lock must stay held)");
             EXPECT_RC(nfslock_manager_unlock(m, 3), 0, "parent: unlock(3) after the child's close");
         }
@@ -737,35 +763,49 @@ static void mode_threads(void) {
         return;
     EXPECT_RC(nfslock_manager_lock(m, 4), 0, "lock(4)");
     EXPECT_RC(nfslock_manager_lock(m, 4), EDEADLK, "lock(4) again by the thread that holds it");
+    EXPECT_RC(nfslock_manager_timedlock(m, 4, 100), EDEADLK, "timedlock(4, 100) by the thread that holds it");
+    EXPECT_RC(nfslock_manager_timedlock(m, 4, 0), EDEADLK,
+              "timedlock(4, 0) by the thread that holds it (\"as for lock\": EDEADLK, not EBUSY)");
+    EXPECT_RC(nfslock_manager_timedlock(m, 4, -1), EDEADLK, "timedlock(4, -1) by the thread that holds it");
+    nfslock_manager *b = open_(BASE, 64);
+    if (b != NULL) {
+        EXPECT_RC(nfslock_manager_lock(b, 4), EDEADLK, "lock(4) through a second handle by the thread that holds it");
+        /* ownership is the thread's, not the handle's (the header: EPERM "the calling
+         * thread does not hold it") */
+        EXPECT_RC(nfslock_manager_unlock(b, 4), 0, "unlock(4) through a second handle by the thread that holds it");
+        EXPECT_RC(nfslock_manager_unlock(m, 4), EPERM, "unlock(4) after it was released through the other handle");
+        close_(b);
+        EXPECT_RC(nfslock_manager_lock(m, 4), 0, "lock(4) again");
+    }
     struct locker l = in_thread(m, 'U', 4, 0, 0);
-    EXPECT_RC(l.rc, EPERM, "another thread: unlock(4) held by the main thread");
+    EXPECT_TRC(l, EPERM, "another thread: unlock(4) held by the main thread");
     l = in_thread(m, 'T', 4, 0, 0);
-    EXPECT_RC(l.rc, EBUSY, "another thread: timedlock(4, 0) held by the main thread");
+    EXPECT_TRC(l, EBUSY, "another thread: timedlock(4, 0) held by the main thread");
     CHECKF(l.took < 1000, "timedlock(4, 0) took %.0f ms", l.took);
     l = in_thread(m, 'T', 4, 250, 0);
-    EXPECT_RC(l.rc, ETIMEDOUT, "another thread: timedlock(4, 250) held by the main thread");
+    EXPECT_TRC(l, ETIMEDOUT, "another thread: timedlock(4, 250) held by the main thread");
     CHECKF(l.took >= 240 && l.took < 5000, "timedlock(4, 250 ms) returned after %.0f ms", l.took);
     /* a thread that waits forever (timedlock < 0), released by the main thread's unlock */
-    struct locker w = {m, 4, 'T', -1, 1, -1, 0, -1};
+    struct locker w = {m, 4, 'T', -1, 1, -1, 0, -1, ""};
     pthread_t t;
     start_thread(&t, &w);
     sleep_ms(300);
     EXPECT_RC(nfslock_manager_unlock(m, 4), 0, "unlock(4) by its owner");
     pthread_join(t, NULL);
-    EXPECT_RC(w.rc, 0, "another thread: timedlock(4, -1), released by the owner's unlock");
+    EXPECT_TRC(w, 0, "another thread: timedlock(4, -1), released by the owner's unlock");
     CHECKF(w.took >= 250, "timedlock(4, -1) returned after %.0f ms, before the owner unlocked (300 ms)", w.took);
     EXPECT_RC(w.unlock_rc, 0, "another thread: unlock(4) after taking it");
     EXPECT_RC(nfslock_manager_unlock(m, 4), EPERM, "unlock(4) when nobody holds it");
     /* A thread that ends holding a lock: robust per thread, the next locker gets
      * EOWNERDEAD. */
     l = in_thread(m, 'L', 9, 0, 0);
-    EXPECT_RC(l.rc, 0, "another thread: lock(9), then the thread ends holding it");
+    EXPECT_TRC(l, 0, "another thread: lock(9), then the thread ends holding it");
     EXPECT_RC(nfslock_manager_timedlock(m, 9, 2000), EOWNERDEAD, "timedlock(9) after its holder thread ended");
     EXPECT_RC(nfslock_manager_unlock(m, 9), 0, "unlock(9) after EOWNERDEAD");
     /* Two threads, two locks, each its own. */
     EXPECT_RC(nfslock_manager_lock(m, 11), 0, "lock(11)");
     l = in_thread(m, 'L', 12, 0, 1);
-    EXPECT_RC(l.rc, 0, "another thread: lock(12) while the main thread holds 11");
+    EXPECT_TRC(l, 0, "another thread: lock(12) while the main thread holds 11");
     EXPECT_RC(l.unlock_rc, 0, "another thread: unlock(12)");
     EXPECT_RC(nfslock_manager_unlock(m, 11), 0, "unlock(11)");
     EXPECT_HELD(m, "at the end", NO_IDS);
@@ -799,7 +839,7 @@ static void mode_close(void) {
         return;
     /* Another thread takes 3 through m and ends holding it; this thread holds 4. */
     struct locker l = in_thread(m, 'L', 3, 0, 0);
-    EXPECT_RC(l.rc, 0, "another thread: lock(3)");
+    EXPECT_TRC(l, 0, "another thread: lock(3)");
     EXPECT_RC(nfslock_manager_lock(m, 4), 0, "lock(4)");
     int rc = nfslock_manager_close(m);
     /* The thread that took 3 has ended, so the kernel has already marked it dead: either
@@ -1667,11 +1707,11 @@ static void mode_stale(void) {
     nfslock_manager *b = open_(BASE, 32);
     if (b != NULL) {
         struct locker l = in_thread(b, 'L', 3, 0, 1);
-        EXPECT_RC(l.rc, 0, "another thread: lock(3)");
+        EXPECT_TRC(l, 0, "another thread: lock(3)");
         close_(b);
         EXPECT_RC(nfslock_manager_lock(b, 3), EINVAL, "lock(3) on a handle closed after another thread used it");
         l = in_thread(b, 'L', 3, 0, 1);
-        EXPECT_RC(l.rc, EINVAL, "another thread: lock(3) on a closed handle");
+        EXPECT_TRC(l, EINVAL, "another thread: lock(3) on a closed handle");
     }
     destroy(BASE);
 #undef STALE
