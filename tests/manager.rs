@@ -354,6 +354,16 @@ fn shm_a_closed_handle_is_einval_for_every_call() {
     shm_check("stale", "every call on a closed handle, close twice, a handle cached by another thread: EINVAL", 30);
 }
 
+#[test]
+fn shm_racing_allocate_id_and_free_of_one_id_have_one_winner() {
+    shm_check("id-races", "4 threads allocate_id / free of one id at once, 100 rounds: one 0, three EEXIST / ENOENT", 60);
+}
+
+#[test]
+fn shm_the_segment_is_0600_whatever_the_umask() {
+    shm_check("umask", "create_shm under umask 000, 022, 077, 277: mode 0600", 30);
+}
+
 // ---- directory backend ------------------------------------------------------------------
 
 #[test]
@@ -478,4 +488,29 @@ fn dir_a_forked_child_does_not_own_its_parents_locks() {
 #[test]
 fn dir_a_forked_childs_close_releases_its_own_locks_and_returns_0() {
     dir_check("fork-close", "a forked child's close of the inherited handle: 0, its own lock released at once, the parent's kept", &[], 30);
+}
+
+#[test]
+fn dir_racing_allocate_id_and_free_of_one_id_have_one_winner() {
+    dir_check(
+        "id-races",
+        "4 threads allocate_id of one id at once (one 0, three EEXIST), then free (at least one 0, by design), 30 rounds",
+        &[],
+        60,
+    );
+}
+
+#[test]
+fn dir_a_removed_or_replaced_lock_file_is_enolck_and_a_dead_one_listed() {
+    dir_check(
+        "lost-lock",
+        "unlock and close after the lock file was removed or taken by another: ENOLCK, the other's kept; a dead holder listed",
+        &[],
+        30,
+    );
+}
+
+#[test]
+fn dir_a_relative_directory_stays_where_it_was_opened() {
+    dir_check("relative", "create_dir(\"m\"), chdir(\"/\"), then allocate and lock in the original directory", &[], 30);
 }

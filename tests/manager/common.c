@@ -881,3 +881,55 @@ out:
 
 /* After the workers of a crash loop are gone, every lock can be taken again (no lock
  * left unusable). */
+
+/* 4 threads at once on the same id: allocate_id, then free. Exactly one of each wins;
+ * the others get EEXIST / ENOENT. */
+struct id_racer {
+    nfslock_manager *m;
+    uint32_t id;
+    volatile int *go;
+    int do_free;
+    int rc;
+};
+
+static UNUSED void *id_racer_main(void *arg) {
+    struct id_racer *r = arg;
+    while (!__atomic_load_n(r->go, __ATOMIC_SEQ_CST))
+        ;
+    r->rc = r->do_free ? nfslock_manager_free(r->m, r->id) : nfslock_manager_allocate_id(r->m, r->id);
+    return NULL;
+}
+
+/* strict_free: exactly one racing free returns 0. Without it (the directory backend,
+ * whose free takes an unlink's ENOENT for a retransmitted REMOVE of its own, by design),
+ * at least one does and the others 0 or ENOENT; the id is free after either way. */
+static UNUSED void run_id_races(nfslock_manager *m, int rounds, int strict_free) {
+    for (int round = 0; round < rounds; round++) {
+        uint32_t id = (uint32_t)(round % 60);
+        for (int do_free = 0; do_free < 2; do_free++) {
+            volatile int go = 0;
+            struct id_racer r[4];
+            pthread_t t[4];
+            for (int i = 0; i < 4; i++) {
+                r[i] = (struct id_racer){m, id, &go, do_free, -1};
+                pthread_create(&t[i], NULL, id_racer_main, &r[i]);
+            }
+            __atomic_store_n(&go, 1, __ATOMIC_SEQ_CST);
+            int won = 0, lost = 0;
+            for (int i = 0; i < 4; i++) {
+                pthread_join(t[i], NULL);
+                won += r[i].rc == 0;
+                lost += r[i].rc == (do_free ? ENOENT : EEXIST);
+            }
+            if (do_free && !strict_free)
+                CHECKF(won >= 1 && won + lost == 4, "round %d: 4 threads free(%u) at once: %d returned 0, %d ENOENT "
+                       "(want at least one 0, the others 0 or ENOENT)", round, id, won, lost);
+            else
+                CHECKF(won == 1 && lost == 3, "round %d: 4 threads %s(%u) at once: %d returned 0, %d %s (want 1 and 3)",
+                       round, do_free ? "free" : "allocate_id", id, won, lost, do_free ? "ENOENT" : "EEXIST");
+            if (do_free)
+                CHECKF(nfslock_manager_free(m, id) == ENOENT, "round %d: %u still allocated after the racing frees",
+                       round, id);
+        }
+    }
+}

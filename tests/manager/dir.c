@@ -1033,6 +1033,98 @@ static void mode_fork_close(void) {
     close_(m);
 }
 
+static void mode_id_races(void) {
+    nfslock_manager *m = create();
+    if (m == NULL)
+        return;
+    run_id_races(m, 30, 0);
+    EXPECT_ALLOCATED(m, "after the races (every id freed)", NO_IDS);
+    close_(m);
+}
+
+/* Someone removed or replaced the lock file of a held lock: unlock is ENOLCK and leaves
+ * the other holder's lock alone. A dead holder's lock file is listed by locks_held until
+ * a locker clears it. */
+static void mode_lost_lock(void) {
+    nfslock_manager *m = create();
+    if (m == NULL)
+        return;
+    char p[PATH_MAX], q[PATH_MAX];
+    EXPECT_RC(nfslock_manager_lock(m, 3), 0, "lock(3)");
+    if (unlink(in_mdir(p, "locks/3.nfs_lock")) != 0)
+        fail(__FILE__, __LINE__, "unlink %s: %s", p, strerror(errno));
+    EXPECT_RC(nfslock_manager_unlock(m, 3), ENOLCK, "unlock(3) after its lock file was removed");
+    EXPECT_RC(nfslock_manager_lock(m, 4), 0, "lock(4)");
+    in_mdir(p, "locks/4.nfs_lock");
+    in_scratch(q, "moved-away");
+    if (rename(p, q) != 0)
+        fail(__FILE__, __LINE__, "rename %s: %s", p, strerror(errno));
+    struct proc w;
+    if (WORKER(&w, "lock:4", "say:H", "wait", "unlock:4") == 0) {
+        EXPECT_LINE(&w, "open 0", 10000);
+        EXPECT_LINE(&w, "lock:4 0", 10000);
+        EXPECT_LINE(&w, "H", 10000);
+        EXPECT_RC(nfslock_manager_unlock(m, 4), ENOLCK, "unlock(4) whose lock file another process now holds");
+        CHECKF(exists(p), "unlock(4) removed the other process's lock file");
+        struct proc w2;
+        if (WORKER(&w2, "try:4") == 0) {
+            EXPECT_LINE(&w2, "open 0", 10000);
+            EXPECT_LINE(&w2, "try:4 EBUSY", 10000);
+            EXPECT_EXIT0(&w2, 10000);
+        }
+        proc_free(&w2);
+        proc_send(&w, "\n");
+        EXPECT_LINE(&w, "unlock:4 0", 10000);
+        EXPECT_EXIT0(&w, 10000);
+    }
+    proc_free(&w);
+    /* close after a held lock's file was removed: ENOLCK (and the handle is freed) */
+    EXPECT_RC(nfslock_manager_lock(m, 5), 0, "lock(5)");
+    unlink(in_mdir(p, "locks/5.nfs_lock"));
+    EXPECT_RC(nfslock_manager_close(m), ENOLCK, "close after a held lock's file was removed");
+    /* a dead holder: listed until cleared */
+    m = open_();
+    if (m == NULL)
+        return;
+    if (WORKER(&w, "lock:6", "say:H", "pause") == 0) {
+        EXPECT_LINE(&w, "open 0", 10000);
+        EXPECT_LINE(&w, "lock:6 0", 10000);
+        EXPECT_LINE(&w, "H", 10000);
+        proc_kill(&w);
+        EXPECT_HELD(m, "a dead holder's lock file (documented: listed until cleared)", IDS(6));
+        EXPECT_RC(nfslock_manager_timedlock(m, 6, 0), 0, "timedlock(6, 0) of a dead holder's lock");
+        EXPECT_RC(nfslock_manager_unlock(m, 6), 0, "unlock(6)");
+        EXPECT_HELD(m, "after clearing the dead holder", NO_IDS);
+    }
+    proc_free(&w);
+    close_(m);
+}
+
+/* A relative directory is the directory it named at open: chdir after does not move it. */
+static void mode_relative(void) {
+    char cwd[PATH_MAX];
+    if (getcwd(cwd, sizeof cwd) == NULL || chdir(SCRATCH) != 0) {
+        fail(__FILE__, __LINE__, "chdir %s: %s", SCRATCH, strerror(errno));
+        return;
+    }
+    nfslock_manager *m = NULL;
+    EXPECT_RC(nfslock_manager_create_dir("m", &m), 0, "create_dir(\"m\") in SCRATCH");
+    if (chdir("/") != 0)
+        fail(__FILE__, __LINE__, "chdir /");
+    if (m != NULL) {
+        char p[PATH_MAX];
+        EXPECT_RC(nfslock_manager_allocate_id(m, 2), 0, "allocate_id(2) after chdir(\"/\")");
+        EXPECT_RC(nfslock_manager_lock(m, 2), 0, "lock(2) after chdir(\"/\")");
+        CHECKF(exists(in_mdir(p, "ids/2")), "allocate_id after chdir: %s is missing", p);
+        CHECKF(exists(in_mdir(p, "locks/2.nfs_lock")), "lock after chdir: %s is missing", p);
+        CHECKF(!exists("/m"), "the manager followed the chdir to /m");
+        EXPECT_RC(nfslock_manager_unlock(m, 2), 0, "unlock(2)");
+        close_(m);
+    }
+    if (chdir(cwd) != 0) {
+    }
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     signal(SIGPIPE, SIG_IGN);
@@ -1061,7 +1153,8 @@ int main(int argc, char **argv) {
         {"threads", mode_threads},         {"timeouts", mode_timeouts},   {"interop", mode_interop},
         {"set-lease", mode_set_lease},     {"leaks", mode_leaks},         {"hostile", mode_hostile},
         {"bad-parts", mode_bad_parts},     {"crash-loop", mode_crash_loop}, {"alloc-crash", mode_alloc_crash},
-        {"fork", mode_fork},               {"fork-close", mode_fork_close},
+        {"fork", mode_fork},               {"fork-close", mode_fork_close}, {"id-races", mode_id_races},
+        {"lost-lock", mode_lost_lock},     {"relative", mode_relative},
     };
     for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++) {
         if (strcmp(argv[1], modes[i].name) == 0) {

@@ -1717,6 +1717,38 @@ static void mode_stale(void) {
 #undef STALE
 }
 
+static void mode_id_races(void) {
+    nfslock_manager *m = create(BASE, 64);
+    if (m == NULL)
+        return;
+    run_id_races(m, 100, 1);
+    EXPECT_ALLOCATED(m, "after the races (every id freed)", NO_IDS);
+    close_(m);
+    destroy(BASE);
+}
+
+/* The segment is 0600 whatever the umask. */
+static void mode_umask(void) {
+    static const mode_t masks[] = {0, 022, 077, 0277};
+    for (size_t i = 0; i < sizeof masks / sizeof masks[0]; i++) {
+        char nb[256], suffix[16], p[PATH_MAX];
+        snprintf(suffix, sizeof suffix, "u%o", (unsigned)masks[i]);
+        const char *name = sub(nb, suffix);
+        mode_t old = umask(masks[i]);
+        nfslock_manager *m = create(name, 32);
+        umask(old);
+        if (m == NULL)
+            continue;
+        struct stat st;
+        CHECKF(stat(shm_path(p, name), &st) == 0 && (st.st_mode & 07777) == 0600,
+               "create_shm under umask %03o: mode %o, want 0600", (unsigned)masks[i], (unsigned)(st.st_mode & 07777));
+        close_(m);
+        nfslock_manager *o = open_(name, 32);
+        close_(o);
+        destroy(name);
+    }
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     signal(SIGPIPE, SIG_IGN);
@@ -1768,6 +1800,8 @@ int main(int argc, char **argv) {
         {"crash-loop", mode_crash_loop},
         {"create-race", mode_create_race},
         {"stale", mode_stale},
+        {"id-races", mode_id_races},
+        {"umask", mode_umask},
     };
     for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++) {
         if (strcmp(argv[1], modes[i].name) == 0) {
