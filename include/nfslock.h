@@ -704,16 +704,18 @@ int nfslock_manager_unlock(struct nfslock_manager *m,
                            uint32_t id);
 
 /**
- * Closes the manager and frees the handle, in every case. Releases the locks the
- * calling thread holds through it (directory: every lock taken through it).
+ * Closes the manager; the handle is dead afterwards in every case (EINVAL from then on).
+ * Releases the locks the calling thread holds: shared memory, every lock of this thread
+ * in the segment (through any handle of it); directory, every lock taken through the
+ * handle. Locks other threads hold stay theirs. A segment stays mapped in the process
+ * (a later open of it reuses the mapping), so other threads' calls and locks go on
+ * working, and a thread that dies holding a lock still hands it on as EOWNERDEAD.
  *
- * Errors: EINVAL NULL or not an open handle; EBUSY (shared memory) other threads of
- * this process still hold locks: the segment stays mapped until the process ends, so
- * that their locks are still handed on (EOWNERDEAD) if those threads die; ENOLCK
- * (directory) a lock had been removed by someone else.
+ * Errors: EINVAL NULL or not an open handle; ENOLCK (directory) a lock had been
+ * removed by someone else.
  *
  * # Safety
- * `m` is NULL or a handle not yet closed.
+ * `m` is NULL or a handle from this library (any value is recognised as live or not).
  */
 int nfslock_manager_close(struct nfslock_manager *m);
 

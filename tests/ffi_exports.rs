@@ -19,7 +19,7 @@ use std::process::Command;
 mod cdylib;
 
 /// The calls that may wrap an exported function's body; each catches panics.
-const GUARDS: &[&str] = &["ffi_guard", "ffi_guard_ptr", "ffi_guard_void"];
+const GUARDS: &[&str] = &["ffi_guard", "ffi_guard_code", "ffi_guard_ptr", "ffi_guard_void"];
 
 /// The functions the C API contract names: all must exist.
 const CONTRACT: &[&str] = &[

@@ -48,6 +48,37 @@ pub fn ffi_guard(op: &'static str, body: impl FnOnce() -> Result<(), Error>) -> 
     }
 }
 
+/// The guard of the hot calls (a shared-memory manager's lock and unlock, a few
+/// nanoseconds): `body` returns the code itself, so only an int crosses the unwind
+/// boundary (an `Error`-sized result would be copied there on every call), and records
+/// a failure with [`failed`].
+#[inline]
+pub fn ffi_guard_code(op: &'static str, body: impl FnOnce() -> i32) -> i32 {
+    match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(code) => code,
+        Err(_) => {
+            set_last_error(format!("{op}: internal error (a panic was caught at the C boundary)"));
+            PANIC_CODE as i32
+        }
+    }
+}
+
+/// Records `e` as the thread's last error and returns its code (for `ffi_guard_code`).
+#[cold]
+#[inline(never)]
+pub fn failed(e: Error) -> i32 {
+    set_last_error(e.to_string());
+    e.code()
+}
+
+/// The code of an `ffi_guard_code` body's slow path.
+pub fn code_of(result: Result<(), Error>) -> i32 {
+    match result {
+        Ok(()) => 0,
+        Err(e) => failed(e),
+    }
+}
+
 /// The same guard for the functions that return nothing (free): a failure or a panic
 /// is still recorded as the thread's last error.
 pub fn ffi_guard_void(op: &'static str, body: impl FnOnce() -> Result<(), Error>) {

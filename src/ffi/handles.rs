@@ -61,6 +61,21 @@ impl<T> Registry<T> {
         self.table().get(&handle).map(f)
     }
 
+    /// Registers `value` under `handle`, a number made elsewhere (ffi/slots.rs) and
+    /// never registered before.
+    pub fn insert_at(&self, handle: usize, value: T) {
+        AT_FORK.call_once(install_at_fork);
+        self.table().insert(handle, value);
+    }
+
+    /// The first value that `pred` accepts.
+    pub fn find(&self, pred: impl Fn(&T) -> bool) -> Option<T>
+    where
+        T: Clone,
+    {
+        self.table().values().find(|v| pred(v)).cloned()
+    }
+
     /// Takes a live handle out of the registry: it is dead from now on.
     pub fn remove(&self, handle: usize) -> Option<T> {
         self.table().remove(&handle)
@@ -73,30 +88,35 @@ pub static LOCKS: Registry<std::sync::Arc<super::lockfile::Held>> = Registry::ne
 pub static OPTIONS: Registry<std::sync::Arc<std::sync::Mutex<crate::lease::Options>>> = Registry::new();
 /// The session handles: `nfslock_session *` (see ffi/session.rs for the entry).
 pub static SESSIONS: Registry<std::sync::Arc<super::session::Entry>> = Registry::new();
-/// The lock manager handles: `nfslock_manager *` (see ffi/manager.rs for the fast path).
+/// The directory managers behind `nfslock_manager *` handles (see ffi/slots.rs).
 pub static MANAGERS: Registry<std::sync::Arc<crate::manager::Manager>> = Registry::new();
+/// The shared-memory managers the C API opened, one per segment file, kept for the
+/// process's life (see ffi/slots.rs), keyed by the first handle that opened each.
+pub static SEGMENTS: Registry<&'static crate::manager::Manager> = Registry::new();
 
 type Held = (
     Option<MutexGuard<'static, BTreeMap<usize, std::sync::Arc<super::lockfile::Held>>>>,
     Option<MutexGuard<'static, BTreeMap<usize, std::sync::Arc<super::session::Entry>>>>,
     Option<MutexGuard<'static, BTreeMap<usize, std::sync::Arc<std::sync::Mutex<crate::lease::Options>>>>>,
     Option<MutexGuard<'static, BTreeMap<usize, std::sync::Arc<crate::manager::Manager>>>>,
+    Option<MutexGuard<'static, BTreeMap<usize, &'static crate::manager::Manager>>>,
 );
 
 thread_local! {
     /// The registries' guards, held by the forking thread across fork(2).
-    static HELD_ACROSS_FORK: RefCell<Held> = const { RefCell::new((None, None, None, None)) };
+    static HELD_ACROSS_FORK: RefCell<Held> = const { RefCell::new((None, None, None, None, None)) };
 }
 
 extern "C" fn before_fork() {
     // Always in this order; nothing else ever holds both.
-    let held = (Some(LOCKS.table()), Some(SESSIONS.table()), Some(OPTIONS.table()), Some(MANAGERS.table()));
+    let held = (Some(LOCKS.table()), Some(SESSIONS.table()), Some(OPTIONS.table()), Some(MANAGERS.table()), Some(SEGMENTS.table()));
     let _ = HELD_ACROSS_FORK.try_with(|h| *h.borrow_mut() = held);
 }
 
 extern "C" fn after_fork() {
     let _ = HELD_ACROSS_FORK.try_with(|h| {
-        let (locks, sessions, options, managers) = std::mem::take(&mut *h.borrow_mut());
+        let (locks, sessions, options, managers, segments) = std::mem::take(&mut *h.borrow_mut());
+        drop(segments);
         drop(managers);
         drop(options);
         drop(sessions);

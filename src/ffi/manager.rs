@@ -1,26 +1,21 @@
 //! C API of the lock manager family. Each function converts its arguments, calls
 //! `crate::manager`, and converts the result.
 //!
-//! A manager's lock and unlock are a mutex's, so the handle is found without the
-//! registry's mutex on the common path: each thread keeps the handles it used last in a
-//! small cache, valid as long as no manager was closed since (a process-wide count of
-//! closes that only grows). A close takes the handle out of the registry and bumps the
-//! count, so every thread's next call looks its handle up again and finds it dead
-//! (EINVAL). A call already under way keeps its own reference: the manager's memory (the
-//! segment's mapping) goes with the last reference, never under a running call.
+//! A manager's lock and unlock are a mutex's: a handle is the address of a slot that is
+//! never freed (ffi/slots.rs), so they find their segment without a registry.
 
-use std::cell::RefCell;
 use std::ffi::{c_char, c_int};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use nix::errno::Errno;
 
-use super::boundary::{bytes_arg, ffi_guard, out_arg, path_arg};
-use super::handles::MANAGERS;
+use super::boundary::{bytes_arg, code_of, failed, ffi_guard, ffi_guard_code, out_arg, path_arg};
+use super::handles::{MANAGERS, SEGMENTS};
 use super::lockfile::timeout_of;
+use super::slots;
 use crate::error::Error;
+use crate::manager::shm::Segment;
 use crate::manager::{Locked, Manager};
 
 // The exports of this file, each bound to NFSLOCK_0 (see `symbol_versions!`).
@@ -53,73 +48,38 @@ pub struct nfslock_manager {
     _opaque: [u8; 0],
 }
 
-/// Bumped by every close: a thread's cached handles are good while it has not moved.
-static CLOSES: AtomicU64 = AtomicU64::new(0);
-/// How many handles a thread keeps at hand.
-const CACHED: usize = 4;
+/// What a live handle stands for, for the length of one call.
+enum Resolved {
+    Shm(&'static Manager),
+    Dir(Arc<Manager>),
+}
 
-/// A thread's cache: the close count it is good for, and (handle, manager) pairs.
-type Cache = (u64, Vec<(usize, Arc<Manager>)>);
-
-thread_local! {
-    static CACHE: RefCell<Cache> = const { RefCell::new((0, Vec::new())) };
+impl std::ops::Deref for Resolved {
+    type Target = Manager;
+    fn deref(&self) -> &Manager {
+        match self {
+            Resolved::Shm(m) => m,
+            Resolved::Dir(m) => m,
+        }
+    }
 }
 
 /// The manager behind a live handle (EINVAL: NULL, closed, or never a manager handle).
-fn manager_of(op: &'static str, m: *mut nfslock_manager) -> Result<Arc<Manager>, Error> {
+fn resolve(op: &'static str, m: *mut nfslock_manager) -> Result<Resolved, Error> {
     if m.is_null() {
         return Err(Error::invalid(op, "the manager is NULL"));
     }
-    MANAGERS.with(m as usize, Arc::clone).ok_or_else(|| Error::invalid(op, "not an open manager handle (closed twice?)"))
+    let dead = || Error::invalid(op, "not an open manager handle (closed already?)");
+    match slots::live(m as usize).ok_or_else(dead)? {
+        slots::Open::Shm(manager) => Ok(Resolved::Shm(manager)),
+        slots::Open::Dir => MANAGERS.with(m as usize, Arc::clone).map(Resolved::Dir).ok_or_else(dead),
+    }
 }
 
 /// Runs `f` on the manager behind `m`, its errors labelled with `op`.
 fn with_manager<R>(op: &'static str, m: *mut nfslock_manager, f: impl FnOnce(&Manager) -> crate::Result<R>) -> Result<R, Error> {
-    let handle = m as usize;
-    let epoch = CLOSES.load(Ordering::Acquire);
-    let cached = CACHE.try_with(|c| {
-        let mut c = c.borrow_mut();
-        if c.0 != epoch {
-            c.1.clear();
-            c.0 = epoch;
-        }
-        if let Some((_, found)) = c.1.iter().find(|(h, _)| *h == handle) {
-            return Ok(Arc::clone(found));
-        }
-        let found = manager_of(op, m)?;
-        if c.1.len() == CACHED {
-            c.1.remove(0);
-        }
-        c.1.push((handle, Arc::clone(&found)));
-        Ok(found)
-    });
-    let manager = match cached {
-        Ok(found) => found?,
-        // The thread is exiting (its cache is gone): the registry alone.
-        Err(_) => manager_of(op, m)?,
-    };
+    let manager = resolve(op, m)?;
     f(&manager).map_err(|e| e.in_op(op))
-}
-
-/// The hot path's lookup: like `with_manager` but without taking a reference when the
-/// handle is cached (a lock and an unlock are a few atomic operations; a reference
-/// count would add two more).
-fn with_cached<R>(op: &'static str, m: *mut nfslock_manager, f: impl Fn(&Manager) -> crate::Result<R>) -> Result<R, Error> {
-    let handle = m as usize;
-    let epoch = CLOSES.load(Ordering::Acquire);
-    let fast = CACHE.try_with(|c| {
-        let c = c.try_borrow().ok()?;
-        if c.0 != epoch {
-            return None;
-        }
-        // The cache's reference keeps the manager alive while `f` runs: a close from
-        // another thread only bumps the count; this thread's cache is its own.
-        c.1.iter().find(|(h, _)| *h == handle).map(|(_, found)| f(found))
-    });
-    match fast {
-        Ok(Some(result)) => result.map_err(|e| e.in_op(op)),
-        _ => with_manager(op, m, f),
-    }
 }
 
 fn name_arg<'a>(op: &'static str, name: *const c_char) -> Result<&'a str, Error> {
@@ -128,15 +88,39 @@ fn name_arg<'a>(op: &'static str, name: *const c_char) -> Result<&'a str, Error>
     std::str::from_utf8(bytes).map_err(|_| Error::invalid(op, "the segment name is not UTF-8"))
 }
 
-/// Registers `manager` and writes its handle to `*out`.
+/// Writes a new handle to `*out`.
 ///
 /// # Safety
 /// `out` was checked for NULL and is writable.
-unsafe fn hand_out(op: &'static str, manager: Manager, out: *mut *mut nfslock_manager) -> Result<(), Error> {
-    let handle = MANAGERS.insert(op, Arc::new(manager))? as *mut nfslock_manager;
+unsafe fn write_handle(out: *mut *mut nfslock_manager, handle: usize) {
     // SAFETY: per this function's contract.
-    unsafe { *out = handle };
-    Ok(())
+    unsafe { *out = handle as *mut nfslock_manager };
+}
+
+/// Makes a handle for a shared-memory manager: the process's manager of that segment
+/// file if it has one (this one's mapping then goes), else this one, kept for good.
+fn shm_handle(op: &'static str, manager: Manager) -> Result<usize, Error> {
+    let file = manager.segment().map(|s| s.file());
+    let same = |m: &&'static Manager| m.segment().map(|s| s.file()) == file && m.capacity() == manager.capacity();
+    let kept: &'static Manager = match SEGMENTS.find(same) {
+        Some(existing) => {
+            manager.discard();
+            existing
+        }
+        None => Box::leak(Box::new(manager)),
+    };
+    let handle = slots::open(op, Some(kept))?;
+    if SEGMENTS.find(|m| std::ptr::eq(*m, kept)).is_none() {
+        SEGMENTS.insert_at(handle, kept);
+    }
+    Ok(handle)
+}
+
+/// Makes a handle for a directory manager.
+fn dir_handle(op: &'static str, manager: Manager) -> Result<usize, Error> {
+    let handle = slots::open(op, None)?;
+    MANAGERS.insert_at(handle, Arc::new(manager));
+    Ok(handle)
 }
 
 /// Creates the shared-memory segment `name` ("/name", no further '/', at most 200
@@ -155,9 +139,10 @@ pub unsafe extern "C" fn nfslock_manager_create_shm(name: *const c_char, num_loc
     ffi_guard(OP, || {
         let name = name_arg(OP, name)?;
         out_arg(OP, out, "out")?;
-        let manager = Manager::create_shm(name, num_locks).map_err(|e| e.in_op(OP))?;
+        let handle = shm_handle(OP, Manager::create_shm(name, num_locks).map_err(|e| e.in_op(OP))?)?;
         // SAFETY: checked above.
-        unsafe { hand_out(OP, manager, out) }
+        unsafe { write_handle(out, handle) };
+        Ok(())
     })
 }
 
@@ -176,9 +161,10 @@ pub unsafe extern "C" fn nfslock_manager_open_shm(name: *const c_char, num_locks
     ffi_guard(OP, || {
         let name = name_arg(OP, name)?;
         out_arg(OP, out, "out")?;
-        let manager = Manager::open_shm(name, num_locks).map_err(|e| e.in_op(OP))?;
+        let handle = shm_handle(OP, Manager::open_shm(name, num_locks).map_err(|e| e.in_op(OP))?)?;
         // SAFETY: checked above.
-        unsafe { hand_out(OP, manager, out) }
+        unsafe { write_handle(out, handle) };
+        Ok(())
     })
 }
 
@@ -211,9 +197,10 @@ pub unsafe extern "C" fn nfslock_manager_create_dir(dir: *const c_char, out: *mu
         // SAFETY: per this function's contract.
         let dir = unsafe { path_arg(OP, dir)? };
         out_arg(OP, out, "out")?;
-        let manager = Manager::create_dir(dir).map_err(|e| e.in_op(OP))?;
+        let handle = dir_handle(OP, Manager::create_dir(dir).map_err(|e| e.in_op(OP))?)?;
         // SAFETY: checked above.
-        unsafe { hand_out(OP, manager, out) }
+        unsafe { write_handle(out, handle) };
+        Ok(())
     })
 }
 
@@ -231,9 +218,10 @@ pub unsafe extern "C" fn nfslock_manager_open_dir(dir: *const c_char, out: *mut 
         // SAFETY: per this function's contract.
         let dir = unsafe { path_arg(OP, dir)? };
         out_arg(OP, out, "out")?;
-        let manager = Manager::open_dir(dir).map_err(|e| e.in_op(OP))?;
+        let handle = dir_handle(OP, Manager::open_dir(dir).map_err(|e| e.in_op(OP))?)?;
         // SAFETY: checked above.
-        unsafe { hand_out(OP, manager, out) }
+        unsafe { write_handle(out, handle) };
+        Ok(())
     })
 }
 
@@ -423,6 +411,21 @@ pub unsafe extern "C" fn nfslock_manager_locks_held(m: *mut nfslock_manager, ids
     })
 }
 
+/// A segment lock call that did not simply succeed, out of the hot path.
+#[cold]
+#[inline(never)]
+fn lock_failed(op: &'static str, segment: &Segment, id: u32, rc: c_int, timeout: Option<Duration>) -> c_int {
+    failed(segment.lock_error(op, id, rc, timeout))
+}
+
+/// A lock call on a handle that is not a live segment handle: a directory manager, or
+/// no manager (EINVAL).
+#[cold]
+#[inline(never)]
+fn lock_slow(op: &'static str, m: *mut nfslock_manager, id: u32, timeout: Option<Duration>) -> c_int {
+    code_of(with_manager(op, m, |m| m.timedlock(id, timeout)).and_then(|o| locked(op, o)))
+}
+
 fn locked(op: &'static str, outcome: Locked) -> Result<(), Error> {
     match outcome {
         Locked::Clean => Ok(()),
@@ -450,7 +453,13 @@ fn locked(op: &'static str, outcome: Locked) -> Result<(), Error> {
 #[no_mangle]
 pub unsafe extern "C" fn nfslock_manager_lock(m: *mut nfslock_manager, id: u32) -> c_int {
     const OP: &str = "nfslock_manager_lock";
-    ffi_guard(OP, || with_cached(OP, m, |m| m.lock(id)).and_then(|o| locked(OP, o)))
+    ffi_guard_code(OP, || match slots::segment(m as usize) {
+        Some(segment) => match segment.lock_code(id, None) {
+            0 => 0,
+            rc => lock_failed(OP, segment, id, rc, None),
+        },
+        None => lock_slow(OP, m, id, None),
+    })
 }
 
 /// Like `nfslock_manager_lock`, waiting at most `timeout_ms` (0: one try; < 0: forever).
@@ -463,7 +472,16 @@ pub unsafe extern "C" fn nfslock_manager_lock(m: *mut nfslock_manager, id: u32) 
 #[no_mangle]
 pub unsafe extern "C" fn nfslock_manager_timedlock(m: *mut nfslock_manager, id: u32, timeout_ms: i64) -> c_int {
     const OP: &str = "nfslock_manager_timedlock";
-    ffi_guard(OP, || with_cached(OP, m, |m| m.timedlock(id, timeout_of(timeout_ms))).and_then(|o| locked(OP, o)))
+    ffi_guard_code(OP, || {
+        let timeout = timeout_of(timeout_ms);
+        match slots::segment(m as usize) {
+            Some(segment) => match segment.lock_code(id, timeout) {
+                0 => 0,
+                rc => lock_failed(OP, segment, id, rc, timeout),
+            },
+            None => lock_slow(OP, m, id, timeout),
+        }
+    })
 }
 
 /// Releases lock `id`.
@@ -478,30 +496,46 @@ pub unsafe extern "C" fn nfslock_manager_timedlock(m: *mut nfslock_manager, id: 
 #[no_mangle]
 pub unsafe extern "C" fn nfslock_manager_unlock(m: *mut nfslock_manager, id: u32) -> c_int {
     const OP: &str = "nfslock_manager_unlock";
-    ffi_guard(OP, || with_cached(OP, m, |m| m.unlock(id)))
+    ffi_guard_code(OP, || match slots::segment(m as usize) {
+        Some(segment) => match segment.unlock_code(id) {
+            0 => 0,
+            rc => failed(segment.unlock_error(OP, id, rc)),
+        },
+        None => code_of(with_manager(OP, m, |m| m.unlock(id))),
+    })
 }
 
-/// Closes the manager and frees the handle, in every case. Releases the locks the
-/// calling thread holds through it (directory: every lock taken through it).
+/// Closes the manager; the handle is dead afterwards in every case (EINVAL from then on).
+/// Releases the locks the calling thread holds: shared memory, every lock of this thread
+/// in the segment (through any handle of it); directory, every lock taken through the
+/// handle. Locks other threads hold stay theirs. A segment stays mapped in the process
+/// (a later open of it reuses the mapping), so other threads' calls and locks go on
+/// working, and a thread that dies holding a lock still hands it on as EOWNERDEAD.
 ///
-/// Errors: EINVAL NULL or not an open handle; EBUSY (shared memory) other threads of
-/// this process still hold locks: the segment stays mapped until the process ends, so
-/// that their locks are still handed on (EOWNERDEAD) if those threads die; ENOLCK
-/// (directory) a lock had been removed by someone else.
+/// Errors: EINVAL NULL or not an open handle; ENOLCK (directory) a lock had been
+/// removed by someone else.
 ///
 /// # Safety
-/// `m` is NULL or a handle not yet closed.
+/// `m` is NULL or a handle from this library (any value is recognised as live or not).
 #[no_mangle]
 pub unsafe extern "C" fn nfslock_manager_close(m: *mut nfslock_manager) -> c_int {
     const OP: &str = "nfslock_manager_close";
     ffi_guard(OP, || {
-        if m.is_null() {
-            return Err(Error::invalid(OP, "the manager is NULL"));
+        let manager = resolve(OP, m)?;
+        if !slots::close(m as usize) {
+            return Err(Error::invalid(OP, "not an open manager handle (closed already?)"));
         }
-        let manager = MANAGERS.remove(m as usize).ok_or_else(|| Error::invalid(OP, "not an open manager handle (closed twice?)"))?;
-        CLOSES.fetch_add(1, Ordering::AcqRel);
-        // This thread's cached reference goes now; other threads' with their next call.
-        let _ = CACHE.try_with(|c| c.borrow_mut().1.retain(|(h, _)| *h != m as usize));
-        manager.shut().map_err(|e| e.in_op(OP))
+        match manager {
+            Resolved::Shm(manager) => {
+                if let Some(segment) = manager.segment() {
+                    segment.release_mine();
+                }
+                Ok(())
+            }
+            Resolved::Dir(_) => match MANAGERS.remove(m as usize) {
+                Some(manager) => manager.shut().map_err(|e| e.in_op(OP)),
+                None => Err(Error::invalid(OP, "not an open manager handle (closed already?)")),
+            },
+        }
     })
 }

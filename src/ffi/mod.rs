@@ -26,6 +26,7 @@ pub mod lease;
 pub mod lockfile;
 pub mod manager;
 pub mod session;
+mod slots;
 
 /// Major version of the library this header belongs to.
 pub const NFSLOCK_VERSION_MAJOR: u32 = 0;

@@ -4,8 +4,8 @@
 //!
 //! Two backends:
 //! - a POSIX shared-memory segment of robust, process-shared pthread mutexes (one
-//!   machine; the fastest; a holder that dies is reported to the next locker), see
-//!   [`shm`](self) and docs/manager.md;
+//!   machine; the fastest; a holder that dies is reported to the next locker; layout in
+//!   shm_layout.rs and the README's on-disk formats);
 //! - a directory of lock files (any number of hosts over NFS): allocation by link(2),
 //!   each lock an ordinary libnfslock lock file (or lease), so it is Core-compatible and
 //!   recovered across hosts when it is a lease.
@@ -25,7 +25,7 @@
 //! ```
 
 mod dir;
-mod shm;
+pub(crate) mod shm;
 mod shm_layout;
 #[cfg(test)]
 mod tests;
@@ -203,28 +203,36 @@ impl Manager {
     }
 
     /// Takes lock `id`, waiting as long as it takes. EDEADLK: this thread holds it.
+    #[inline]
     pub fn lock(&self, id: u32) -> Result<Locked> {
         self.timedlock(id, None)
     }
 
     /// Takes lock `id`, waiting up to `timeout` (None: forever; zero: one try, EBUSY when
     /// held). ETIMEDOUT when the time passed.
+    #[inline]
     pub fn timedlock(&self, id: u32, timeout: Option<Duration>) -> Result<Locked> {
-        self.check_id("Manager::lock", id)?;
         match &self.backend {
+            // The segment checks the ID itself, on its hot path.
             Backend::Shm(s) => s.lock(id, timeout),
-            Backend::Dir(d) => d.lock(id, timeout),
+            Backend::Dir(d) => {
+                self.check_id("Manager::lock", id)?;
+                d.lock(id, timeout)
+            }
         }
     }
 
     /// Releases lock `id`. EPERM: the calling thread does not hold it (shared memory: the
     /// locking thread must unlock; directory: the thread that locked it through this
     /// manager).
+    #[inline]
     pub fn unlock(&self, id: u32) -> Result<()> {
-        self.check_id("Manager::unlock", id)?;
         match &self.backend {
             Backend::Shm(s) => s.unlock(id),
-            Backend::Dir(d) => d.unlock(id),
+            Backend::Dir(d) => {
+                self.check_id("Manager::unlock", id)?;
+                d.unlock(id)
+            }
         }
     }
 
@@ -234,6 +242,23 @@ impl Manager {
     /// the kernel can still hand their locks on as EOWNERDEAD if those threads die.
     pub fn close(self) -> Result<()> {
         self.shut()
+    }
+
+    /// The segment of a shared-memory manager (the C API's lock and unlock go to it
+    /// directly).
+    pub(crate) fn segment(&self) -> Option<&shm::Segment> {
+        match &self.backend {
+            Backend::Shm(s) => Some(s),
+            Backend::Dir(_) => None,
+        }
+    }
+
+    /// Lets go of a manager nobody has used (a second mapping of a segment the C API
+    /// has mapped already): nothing is released, the mapping goes.
+    pub(crate) fn discard(self) {
+        if let Backend::Shm(s) = &self.backend {
+            s.discard();
+        }
     }
 
     /// [`close`](Self::close) for a manager other threads may still reach (the C API's

@@ -23,7 +23,7 @@ use nix::errno::Errno;
 use super::shm_layout::{self as layout, Header, HEADER_SIZE, LOCKS_PER_GROUP, SHM_DIR};
 use super::{closed, Locked};
 use crate::error::{Error, Result};
-use crate::fsops;
+use crate::fsops::{self, FileId};
 
 const OP_CREATE: &str = "Manager::create_shm";
 const OP_OPEN: &str = "Manager::open_shm";
@@ -55,6 +55,8 @@ pub struct Segment {
     base: NonNull<u8>,
     len: usize,
     num_locks: u32,
+    /// The segment file's identity (st_dev, st_ino): two opens of one segment agree.
+    file: FileId,
     closed: AtomicBool,
     /// Set by a close that found locks held by other threads of this process: the
     /// mapping then stays until the process ends, so the kernel can still mark those
@@ -179,11 +181,18 @@ impl Segment {
         // The temporary name goes in every case; the segment keeps its own.
         let _ = fsops::unlink(&temp);
         let base = made?;
-        Ok(Segment::mapped(name, base, len, num_locks))
+        let st = fsops::fstat(&file).map_err(|e| Error::sys(e, OP_CREATE, &path, "fstat"))?;
+        Ok(Segment::mapped(name, base, len, num_locks, FileId::from(&st)))
     }
 
-    fn mapped(name: &str, base: NonNull<u8>, len: usize, num_locks: u32) -> Segment {
-        Segment { name: name.to_owned(), base, len, num_locks, closed: AtomicBool::new(false), keep_mapped: AtomicBool::new(false) }
+    fn mapped(name: &str, base: NonNull<u8>, len: usize, num_locks: u32, file: FileId) -> Segment {
+        let (closed, keep_mapped) = (AtomicBool::new(false), AtomicBool::new(false));
+        Segment { name: name.to_owned(), base, len, num_locks, file, closed, keep_mapped }
+    }
+
+    /// The segment file this maps (two opens of the same segment agree).
+    pub fn file(&self) -> FileId {
+        self.file
     }
 
     /// Opens `path` as a segment and checks its header (None: not one, with why).
@@ -230,8 +239,9 @@ impl Segment {
             return Err(Error::new(Errno::ERANGE, OP_OPEN, Some(&path), why));
         }
         let len = header.total_size as usize;
+        let st = fsops::fstat(&file).map_err(|e| Error::sys(e, OP_OPEN, &path, "fstat"))?;
         let base = map(OP_OPEN, &path, &file, len)?;
-        Ok(Segment::mapped(name, base, len, header.num_locks))
+        Ok(Segment::mapped(name, base, len, header.num_locks, FileId::from(&st)))
     }
 
     pub fn destroy(name: &str) -> Result<()> {
@@ -275,6 +285,7 @@ impl Segment {
         (self.num_locks / LOCKS_PER_GROUP) as usize
     }
 
+    #[inline]
     fn check_open(&self, op: &'static str) -> Result<()> {
         if self.closed.load(Ordering::Relaxed) {
             return Err(closed(op));
@@ -282,8 +293,24 @@ impl Segment {
         Ok(())
     }
 
-    pub fn lock(&self, id: u32, timeout: Option<Duration>) -> Result<Locked> {
-        self.check_open(OP_LOCK)?;
+    #[cold]
+    #[inline(never)]
+    fn out_of_range(&self, op: &'static str, id: u32) -> Error {
+        let why = format!("lock ID {id} is out of range: this manager's IDs are 0..{}", self.num_locks);
+        Error::new(Errno::ERANGE, op, None, why)
+    }
+
+    /// The hot path: a range check, a flag and the mutex call. 0, or an errno value
+    /// (ERANGE, EINVAL closed, or the mutex call's); EOWNERDEAD: the lock is the caller's
+    /// and consistent again. [`Segment::lock_error`] words a nonzero one.
+    #[inline]
+    pub fn lock_code(&self, id: u32, timeout: Option<Duration>) -> libc::c_int {
+        if id >= self.num_locks {
+            return libc::ERANGE;
+        }
+        if self.closed.load(Ordering::Relaxed) {
+            return libc::EINVAL;
+        }
         let m = self.mutex(id);
         // SAFETY: `m` is an initialised process-shared mutex in our mapping.
         let rc = unsafe {
@@ -293,41 +320,83 @@ impl Segment {
                 Some(t) => pthread_mutex_clocklock(m, libc::CLOCK_MONOTONIC, &deadline(t)),
             }
         };
-        let fail = |errno: Errno, why: String| Err(Error::new(errno, OP_LOCK, None, format!("lock {id}: {why}")));
-        match rc {
+        if rc == libc::EOWNERDEAD {
+            // SAFETY: we hold `m` (EOWNERDEAD hands it over); consistent is how a robust
+            // mutex is made usable again.
+            unsafe { libc::pthread_mutex_consistent(m) };
+        }
+        rc
+    }
+
+    /// 0, or an errno value: ERANGE, EINVAL closed, EPERM not held by the calling thread.
+    #[inline]
+    pub fn unlock_code(&self, id: u32) -> libc::c_int {
+        if id >= self.num_locks {
+            return libc::ERANGE;
+        }
+        if self.closed.load(Ordering::Relaxed) {
+            return libc::EINVAL;
+        }
+        // SAFETY: an initialised process-shared mutex in our mapping; error-checking, so
+        // unlocking one we do not hold is EPERM and changes nothing.
+        unsafe { libc::pthread_mutex_unlock(self.mutex(id)) }
+    }
+
+    #[inline]
+    pub fn lock(&self, id: u32, timeout: Option<Duration>) -> Result<Locked> {
+        match self.lock_code(id, timeout) {
             0 => Ok(Locked::Clean),
-            libc::EOWNERDEAD => {
-                // SAFETY: we hold `m` (EOWNERDEAD hands it over); consistent is how a
-                // robust mutex is made usable again.
-                unsafe { libc::pthread_mutex_consistent(m) };
-                Ok(Locked::PreviousHolderDied)
-            }
+            libc::EOWNERDEAD => Ok(Locked::PreviousHolderDied),
+            rc => Err(self.lock_error(OP_LOCK, id, rc, timeout)),
+        }
+    }
+
+    #[inline]
+    pub fn unlock(&self, id: u32) -> Result<()> {
+        match self.unlock_code(id) {
+            0 => Ok(()),
+            rc => Err(self.unlock_error(OP_UNLOCK, id, rc)),
+        }
+    }
+
+    /// What a nonzero `lock_code` means, for a person.
+    #[cold]
+    #[inline(never)]
+    pub fn lock_error(&self, op: &'static str, id: u32, rc: libc::c_int, timeout: Option<Duration>) -> Error {
+        let fail = |errno: Errno, why: String| Error::new(errno, op, None, format!("lock {id}: {why}"));
+        match rc {
+            libc::ERANGE => self.out_of_range(op, id),
+            libc::EINVAL if self.closed.load(Ordering::Relaxed) => closed(op),
+            libc::EOWNERDEAD => fail(
+                Errno::EOWNERDEAD,
+                "the previous holder died holding the lock: the caller holds it now (what it protects may be half updated; the lock is usable as usual)".into(),
+            ),
             libc::EBUSY => fail(Errno::EBUSY, "held by another thread or process".into()),
             libc::ETIMEDOUT => fail(Errno::ETIMEDOUT, format!("still held after {} ms", timeout.unwrap_or_default().as_millis())),
             libc::EDEADLK => fail(Errno::EDEADLK, "the calling thread holds it already".into()),
             libc::ENOTRECOVERABLE => fail(
                 Errno::ENOTRECOVERABLE,
-                "a holder died and the lock was released before it was made consistent: it cannot be taken until the segment is made again"
-                    .into(),
+                "a holder died and the lock was released before it was made consistent: it cannot be taken until the segment is made again".into(),
             ),
             libc::EINVAL => fail(Errno::EBADMSG, "its mutex is not a valid robust mutex (was the segment overwritten?)".into()),
             e => fail(Errno::from_raw(e), format!("pthread_mutex_lock: {}", Errno::from_raw(e).desc())),
         }
     }
 
-    pub fn unlock(&self, id: u32) -> Result<()> {
-        self.check_open(OP_UNLOCK)?;
-        // SAFETY: an initialised process-shared mutex in our mapping; error-checking, so
-        // unlocking one we do not hold is EPERM and changes nothing.
-        match unsafe { libc::pthread_mutex_unlock(self.mutex(id)) } {
-            0 => Ok(()),
-            libc::EPERM => Err(Error::new(
+    /// What a nonzero `unlock_code` means, for a person.
+    #[cold]
+    #[inline(never)]
+    pub fn unlock_error(&self, op: &'static str, id: u32, rc: libc::c_int) -> Error {
+        match rc {
+            libc::ERANGE => self.out_of_range(op, id),
+            libc::EINVAL if self.closed.load(Ordering::Relaxed) => closed(op),
+            libc::EPERM => Error::new(
                 Errno::EPERM,
-                OP_UNLOCK,
+                op,
                 None,
                 format!("lock {id} is not held by the calling thread (the thread that took a lock releases it; a forked child holds none of its parent's)"),
-            )),
-            e => Err(Error::new(Errno::from_raw(e), OP_UNLOCK, None, format!("lock {id}: {}", Errno::from_raw(e).desc()))),
+            ),
+            e => Error::new(Errno::from_raw(e), op, None, format!("lock {id}: {}", Errno::from_raw(e).desc())),
         }
     }
 
@@ -398,10 +467,9 @@ impl Segment {
         (0..self.num_locks).filter(|&id| self.holder(id) != 0).collect()
     }
 
-    pub fn close(&self) -> Result<()> {
-        if self.closed.swap(true, Ordering::Relaxed) {
-            return Err(closed(OP_CLOSE));
-        }
+    /// Releases the locks the calling thread holds in the segment; returns how many
+    /// other threads of this process hold locks in it.
+    pub fn release_mine(&self) -> usize {
         // SAFETY: gettid has no preconditions.
         let me = unsafe { libc::gettid() } as u32;
         let mut others = 0;
@@ -409,7 +477,7 @@ impl Segment {
             match self.holder(id) {
                 0 => {}
                 tid if tid == me => {
-                    // SAFETY: as in `unlock`; the calling thread holds it.
+                    // SAFETY: as in `unlock_code`; the calling thread holds it.
                     unsafe { libc::pthread_mutex_unlock(self.mutex(id)) };
                 }
                 // Thread IDs are unique on the machine: one listed here is ours.
@@ -417,6 +485,19 @@ impl Segment {
                 _ => {}
             }
         }
+        others
+    }
+
+    /// Marks an unused segment closed, so that dropping it only unmaps it.
+    pub fn discard(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+    }
+
+    pub fn close(&self) -> Result<()> {
+        if self.closed.swap(true, Ordering::Relaxed) {
+            return Err(closed(OP_CLOSE));
+        }
+        let others = self.release_mine();
         if others > 0 {
             self.keep_mapped.store(true, Ordering::Relaxed);
             let why = format!("{others} locks are still held by other threads of this process: the segment stays mapped until it ends");
