@@ -364,6 +364,11 @@ fn shm_the_segment_is_0600_whatever_the_umask() {
     shm_check("umask", "create_shm under umask 000, 022, 077, 277: mode 0600", 30);
 }
 
+#[test]
+fn shm_closing_one_handle_keeps_the_locks_taken_through_another() {
+    shm_check("close-other-handle", "two handles on one segment, one thread: close(A) releases A's lock, not B's", 30);
+}
+
 // ---- directory backend ------------------------------------------------------------------
 
 #[test]
