@@ -25,7 +25,7 @@ use nix::errno::Errno;
 
 use super::{closed, Locked};
 use crate::error::{Error, Result};
-use crate::fsops::{self, FileId};
+use crate::fsops::{self, FileId, LinkProof, Linked};
 use crate::lease::{self, Lease};
 use crate::lockfile::{self, registry, Lock, LOCK_SUFFIX};
 use crate::process;
@@ -36,6 +36,8 @@ const HEADER_TEXT: &str = "nfslock-manager 1\n\
 # A libnfslock lock manager. ids/ holds one file per allocated lock ID; locks/ holds the\n\
 # lock files (locks/<ID>.nfs_lock). Remove a crashed host's lock with `nfslock break`.\n";
 const CLAIM_PREFIX: &str = ".claim-";
+/// How many times free removes a name its listing still shows (50 ms apart).
+const FREE_ROUNDS: u32 = 8;
 /// How many times allocate lists the IDs again after losing every candidate it saw.
 const ALLOCATE_ROUNDS: u32 = 64;
 
@@ -65,6 +67,9 @@ pub struct Directory {
     lease_ms: AtomicU64,
     held: Mutex<HashMap<u32, Held>>,
     closed: AtomicBool,
+    /// The directory is on a filesystem of this machine only (EEXIST from link(2) is
+    /// then the truth: no lost replies).
+    local: bool,
 }
 
 fn absolute(path: &Path) -> PathBuf {
@@ -99,6 +104,28 @@ impl Directory {
             lease_ms: AtomicU64::new(0),
             held: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
+            local: false,
+        }
+        .on_its_filesystem()
+    }
+
+    fn on_its_filesystem(mut self) -> Directory {
+        let parent = self.path.parent().unwrap_or(Path::new("/"));
+        self.local = fsops::is_local_fs(if self.path.is_dir() { &self.path } else { parent });
+        self
+    }
+
+    /// link(2) of our private file `from` (the inode `ours`, linked to nothing else) to
+    /// `to`: Ok(true) ours, also when the reply was lost and a retransmission said
+    /// EEXIST. Proven by the file's link count through a fresh open (close-to-open
+    /// consistency revalidates it), never by a lookup of `to`: a client's name cache
+    /// can answer that with an earlier file whose inode number the server gave again.
+    fn link_ours(&self, from: &Path, to: &Path, ours: FileId) -> nix::Result<bool> {
+        let proof = LinkProof { only_link: true, local: self.local, by_name: false };
+        match fsops::link_checked(from, to, ours, proof)? {
+            Linked::Ours => Ok(true),
+            Linked::Taken { errno: Errno::EEXIST, .. } => Ok(false),
+            Linked::Taken { errno, .. } => Err(errno),
         }
     }
 
@@ -116,9 +143,16 @@ impl Directory {
             // The header comes last and whole (a private file linked into place): a
             // directory that has it is complete.
             let temp = d.path.join(format!(".{HEADER}-new-{}", crate::random::unpredictable_hex()));
-            let (_fd, _) = fsops::create_private(&temp, HEADER_TEXT.as_bytes(), || fsops::create_fresh(&temp), |_| Ok(()))
+            let (_fd, st) = fsops::create_private(&temp, HEADER_TEXT.as_bytes(), || fsops::create_fresh(&temp), |_| Ok(()))
                 .map_err(|e| Error::sys(e, OP_CREATE, &temp, "create"))?;
-            let linked = fsops::link(&temp, &d.path.join(HEADER)).map_err(|e| Error::sys(e, OP_CREATE, &d.path.join(HEADER), "link"));
+            let header = d.path.join(HEADER);
+            // Nobody else writes in a directory this call made: a LINK reported EEXIST
+            // is our own, retransmitted after its reply was lost (proven all the same).
+            let linked = match d.link_ours(&temp, &header, FileId::from(&st)) {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(Error::new(Errno::EEXIST, OP_CREATE, Some(&header), "someone else made a header here meanwhile")),
+                Err(e) => Err(Error::sys(e, OP_CREATE, &header, "link")),
+            };
             let _ = fsops::unlink(&temp);
             linked
         })();
@@ -226,11 +260,7 @@ impl Directory {
     /// Links the claim to `ids/<id>`: Ok(true) ours, Ok(false) someone else's.
     fn take(&self, op: &'static str, claim: &(PathBuf, FileId), id: u32) -> Result<bool> {
         let name = self.ids.join(id_name(id));
-        match fsops::link_private(&claim.0, &name, claim.1) {
-            Ok(()) => Ok(true),
-            Err(Errno::EEXIST) => Ok(false),
-            Err(e) => Err(Error::sys(e, op, &name, "link")),
-        }
+        self.link_ours(&claim.0, &name, claim.1).map_err(|e| Error::sys(e, op, &name, "link"))
     }
 
     /// Runs `f` with a fresh claim, which is removed afterwards (the ID's name keeps the file).
@@ -273,12 +303,8 @@ impl Directory {
     pub fn allocate_id(&self, id: u32) -> Result<()> {
         self.check_open(OP_ALLOCATE_ID)?;
         let exists = || Error::new(Errno::EEXIST, OP_ALLOCATE_ID, Some(&self.ids), format!("lock {id} is allocated already"));
-        // Looked at first: a name that is there before our link is never taken for ours.
-        match fsops::lstat(&self.ids.join(id_name(id))) {
-            Ok(_) => return Err(exists()),
-            Err(Errno::ENOENT) => {}
-            Err(e) => return Err(Error::sys(e, OP_ALLOCATE_ID, &self.ids.join(id_name(id)), "lstat")),
-        }
+        // No lookup first: link(2) on the server decides, and a lookup could answer
+        // from a client's stale cache either way.
         match self.with_claim(OP_ALLOCATE_ID, |claim| self.take(OP_ALLOCATE_ID, claim, id))? {
             true => Ok(()),
             false => Err(exists()),
@@ -289,13 +315,29 @@ impl Directory {
         let op = "Manager::free";
         self.check_open(op)?;
         let name = self.ids.join(id_name(id));
+        let listed = |d: &Directory| -> Result<bool> { Ok(d.listed(op, &d.ids, b"")?.binary_search(&id).is_ok()) };
         match fsops::lstat(&name) {
-            Ok(_) => {}
-            Err(Errno::ENOENT) => return Err(Error::new(Errno::ENOENT, op, Some(&name), format!("lock {id} is not allocated"))),
+            // ENOENT from the unlink: a retransmitted REMOVE, or another process freed it
+            // too; gone either way.
+            Ok(_) => return fsops::unlink(&name).map_err(|e| Error::sys(e, op, &name, "unlink")),
+            Err(Errno::ENOENT) => {}
             Err(e) => return Err(Error::sys(e, op, &name, "lstat")),
         }
-        // ENOENT now: a retransmitted REMOVE, or another process freed it too; gone either way.
-        fsops::unlink(&name).map_err(|e| Error::sys(e, op, &name, "unlink"))
+        // A lookup can answer from a client's cache of the name's absence (another host
+        // may have allocated it since): the listing, read afresh, decides, and says when
+        // the name is really gone.
+        for _ in 0..FREE_ROUNDS {
+            if !listed(self)? {
+                return Err(Error::new(Errno::ENOENT, op, Some(&name), format!("lock {id} is not allocated")));
+            }
+            fsops::unlink(&name).map_err(|e| Error::sys(e, op, &name, "unlink"))?;
+            if !listed(self)? {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let why = format!("lock {id} stays listed although this client's unlink finds no such name (a stale cache): try again");
+        Err(Error::new(Errno::EAGAIN, op, Some(&name), why))
     }
 
     pub fn free_all(&self) -> Result<()> {
