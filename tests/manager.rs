@@ -15,7 +15,7 @@
 //! buffers, free_all, locks_held, exclusion, 4 processes on a counter, a SIGKILLed holder,
 //! leases, close, concurrent allocation, file modes.
 //!
-//! Every SHM check works under its own segment names, `/nfslock-mt-<pid>-<check>...`; a
+//! Every SHM check works under its own segment names, `/nfslock-mt-<pid>-<check>=...`; a
 //! guard removes whatever is left under that prefix in /dev/shm, also when the check fails
 //! (and the check fails when the program itself left something there).
 #![cfg(target_os = "linux")]
@@ -62,7 +62,7 @@ fn build(cell: &'static OnceLock<Result<PathBuf, String>>, name: &str) -> PathBu
     }
 }
 
-/// Segment names under `/nfslock-mt-<pid>-<tag>`; dropped, removes every entry of
+/// Segment names under `/nfslock-mt-<pid>-<tag>=`; dropped, removes every entry of
 /// /dev/shm under that prefix (files, symlinks, FIFOs, directories the checks made).
 struct ShmNames {
     base: String,
@@ -70,7 +70,8 @@ struct ShmNames {
 
 impl ShmNames {
     fn new(tag: &str) -> ShmNames {
-        let names = ShmNames { base: format!("/nfslock-mt-{}-{tag}", std::process::id()) };
+        // The '=' ends the tag: no check's prefix is another one's ("close" and "close-busy").
+        let names = ShmNames { base: format!("/nfslock-mt-{}-{tag}=", std::process::id()) };
         names.remove_all();
         names
     }
