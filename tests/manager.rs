@@ -379,6 +379,11 @@ fn shm_destroyed_segments_do_not_stay_mapped() {
     shm_check("destroyed-unmapped", "100 create/close/destroy: the process's mappings do not grow", 30);
 }
 
+#[test]
+fn shm_signals_to_a_waiter_neither_interrupt_nor_shorten_its_wait() {
+    shm_check("signals", "SIGUSR1 every 10 ms (no SA_RESTART) to a thread in timedlock(1000) and in lock", 30);
+}
+
 // ---- directory backend ------------------------------------------------------------------
 
 #[test]
@@ -528,4 +533,9 @@ fn dir_a_removed_or_replaced_lock_file_is_enolck_and_a_dead_one_listed() {
 #[test]
 fn dir_a_relative_directory_stays_where_it_was_opened() {
     dir_check("relative", "create_dir(\"m\"), chdir(\"/\"), then allocate and lock in the original directory", &[], 30);
+}
+
+#[test]
+fn dir_signals_to_a_waiter_neither_interrupt_nor_shorten_its_wait() {
+    dir_check("signals", "SIGUSR1 every 10 ms (no SA_RESTART) to a thread in timedlock(1000) and in lock", &[], 30);
 }

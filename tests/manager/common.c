@@ -933,3 +933,83 @@ static UNUSED void run_id_races(nfslock_manager *m, int rounds, int strict_free)
         }
     }
 }
+
+/* Signals while waiting: a handler installed without SA_RESTART, SIGUSR1 sent to the
+ * waiting thread every 10 ms. timedlock(1000) still waits its whole timeout and says
+ * ETIMEDOUT (never EINTR, never early); lock() still waits for the release. */
+static volatile int signals_seen;
+static void on_usr1(int sig) {
+    (void)sig;
+    signals_seen++;
+}
+
+struct sig_waiter {
+    nfslock_manager *m;
+    uint32_t id;
+    int64_t timeout; /* INT64_MIN: lock() */
+    volatile int started, done;
+    int rc;
+    double took;
+    char err[256];
+};
+
+static UNUSED void *sig_waiter_main(void *arg) {
+    struct sig_waiter *w = arg;
+    w->started = 1;
+    double t = now_ms();
+    w->rc = w->timeout == INT64_MIN ? nfslock_manager_lock(w->m, w->id) : nfslock_manager_timedlock(w->m, w->id, w->timeout);
+    w->took = now_ms() - t;
+    snprintf(w->err, sizeof w->err, "%s", w->rc ? nfslock_last_error() : "-");
+    if (w->rc == 0)
+        nfslock_manager_unlock(w->m, w->id);
+    __atomic_store_n(&w->done, 1, __ATOMIC_SEQ_CST);
+    return NULL;
+}
+
+/* The lock `id` is held by someone else (another process) for the whole check, except
+ * that release() is called to let the lock() variant finish. */
+static UNUSED void check_signals(nfslock_manager *m, uint32_t id, void (*release)(void *), void *ctx) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_usr1;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = 0; /* no SA_RESTART */
+    sigaction(SIGUSR1, &sa, NULL);
+    for (int variant = 0; variant < 2; variant++) {
+        struct sig_waiter w = {m, id, variant == 0 ? 1000 : INT64_MIN, 0, 0, -1, 0, ""};
+        pthread_t t;
+        signals_seen = 0;
+        pthread_create(&t, NULL, sig_waiter_main, &w);
+        while (!w.started)
+            sleep_ms(1);
+        double t0 = now_ms();
+        while (!__atomic_load_n(&w.done, __ATOMIC_SEQ_CST) && now_ms() - t0 < 10000) {
+            pthread_kill(t, SIGUSR1);
+            sleep_ms(10);
+            if (variant == 1 && now_ms() - t0 > 500 && release != NULL) {
+                release(ctx);
+                release = NULL;
+            }
+        }
+        pthread_join(t, NULL);
+        if (variant == 0) {
+            if (w.rc != ETIMEDOUT)
+                fail(__FILE__, __LINE__, "timedlock(%u, 1000) interrupted by %d signals: got %s, want ETIMEDOUT; "
+                     "the thread's last error: %s", id, signals_seen, en(w.rc), w.err);
+            CHECKF(w.took >= 990 && w.took < 5000, "timedlock(%u, 1000) interrupted by signals returned after %.0f ms",
+                   id, w.took);
+        } else {
+            if (w.rc != 0)
+                fail(__FILE__, __LINE__, "lock(%u) interrupted by %d signals: got %s, want 0 after the release; "
+                     "the thread's last error: %s", id, signals_seen, en(w.rc), w.err);
+            CHECKF(w.took >= 490, "lock(%u) returned after %.0f ms, before the release (500 ms)", id, w.took);
+        }
+        note("%s with %d signals: %s after %.0f ms", variant == 0 ? "timedlock(1000)" : "lock", signals_seen, en(w.rc),
+             w.took);
+    }
+    signal(SIGUSR1, SIG_DFL);
+}
+
+static UNUSED void release_worker(void *ctx) {
+    proc_send((struct proc *)ctx, "\n");
+}

@@ -271,10 +271,24 @@ static void mode_alloc_full(void) {
     EXPECT_RC(nfslock_manager_allocated(m, ids, 256, &n), 0, "allocated");
     CHECKF(n == 128, "allocated: %zu ids, want 128", n);
     n = 0;
+    for (int i = 0; i < 256; i++)
+        ids[i] = 0xAAAAAAAAu;
     EXPECT_RC(nfslock_manager_allocated(m, ids, 100, &n), ERANGE, "allocated into 100 slots with 128 allocated");
     CHECKF(n == 128, "allocated (short buffer): *n_out %zu, want the needed 128", n);
+    int touched = 0;
+    for (int i = 0; i < 256; i++)
+        touched += ids[i] != 0xAAAAAAAAu;
+    CHECKF(touched == 0, "allocated (short buffer, ERANGE) wrote %d slots (nothing is copied)", touched);
     n = 0;
+    for (int i = 0; i < 256; i++)
+        ids[i] = 0xAAAAAAAAu;
     EXPECT_RC(nfslock_manager_allocated(m, ids, 128, &n), 0, "allocated into exactly 128 slots");
+    touched = 0;
+    for (int i = 128; i < 256; i++)
+        touched += ids[i] != 0xAAAAAAAAu;
+    CHECKF(touched == 0, "allocated into 128 slots wrote %d slots past them", touched);
+    for (int i = 0; i < 128; i++)
+        CHECKF(ids[i] == (uint32_t)i, "allocated[%d] is %u", i, ids[i]);
     close_(m);
     destroy(BASE);
 }
@@ -1793,6 +1807,25 @@ static void mode_umask(void) {
     }
 }
 
+/* Signals to a waiting thread: no EINTR, no early return. */
+static void mode_signals(void) {
+    nfslock_manager *m = create(BASE, 64);
+    if (m == NULL)
+        return;
+    snprintf(SEGN, sizeof SEGN, "64");
+    struct proc w;
+    if (WORKER(&w, "lock:3", "say:H", "wait", "unlock:3", "wait") == 0) {
+        EXPECT_LINE(&w, "open 0", 10000);
+        EXPECT_LINE(&w, "lock:3 0", 10000);
+        EXPECT_LINE(&w, "H", 10000);
+        check_signals(m, 3, release_worker, &w);
+        EXPECT_LINE(&w, "unlock:3 0", 10000);
+    }
+    proc_free(&w);
+    close_(m);
+    destroy(BASE);
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     signal(SIGPIPE, SIG_IGN);
@@ -1848,6 +1881,7 @@ int main(int argc, char **argv) {
         {"umask", mode_umask},
         {"close-other-handle", mode_close_other_handle},
         {"destroyed-unmapped", mode_destroyed_unmapped},
+        {"signals", mode_signals},
     };
     for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++) {
         if (strcmp(argv[1], modes[i].name) == 0) {
