@@ -384,6 +384,11 @@ fn shm_signals_to_a_waiter_neither_interrupt_nor_shorten_its_wait() {
     shm_check("signals", "SIGUSR1 every 10 ms (no SA_RESTART) to a thread in timedlock(1000) and in lock", 30);
 }
 
+#[test]
+fn shm_foreign_handles_are_einval_never_a_crash() {
+    shm_check("foreign", "every call on numbers, misaligned and neighbouring handles, buffers, a lock-file handle, closed managers", 30);
+}
+
 // ---- directory backend ------------------------------------------------------------------
 
 #[test]

@@ -1826,6 +1826,88 @@ static void mode_signals(void) {
     destroy(BASE);
 }
 
+/* Foreign handles: any value that is not an open manager is EINVAL from every call, in a
+ * child process each (a crash is reported): numbers, pointers to this program's memory, a
+ * lock-file handle, a closed directory manager, the highest addresses. */
+static void foreign_calls(nfslock_manager *h, const char *what) {
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        alarm(10);
+        failures = 0;
+        uint32_t u = 0, ids[4];
+        int unl = 0;
+        size_t n = 0;
+#define FOREIGN(call) EXPECT_RC((call), EINVAL, "%s on %s", #call, what)
+        FOREIGN(nfslock_manager_lock(h, 1));
+        FOREIGN(nfslock_manager_timedlock(h, 1, 0));
+        FOREIGN(nfslock_manager_unlock(h, 1));
+        FOREIGN(nfslock_manager_capacity(h, &u, &unl));
+        FOREIGN(nfslock_manager_allocate(h, &u));
+        FOREIGN(nfslock_manager_allocate_id(h, 1));
+        FOREIGN(nfslock_manager_free(h, 1));
+        FOREIGN(nfslock_manager_free_all(h));
+        FOREIGN(nfslock_manager_available(h, &u, &unl));
+        FOREIGN(nfslock_manager_allocated(h, ids, 4, &n));
+        FOREIGN(nfslock_manager_locks_held(h, ids, 4, &n));
+        FOREIGN(nfslock_manager_set_lease_ms(h, 1000));
+        FOREIGN(nfslock_manager_close(h));
+#undef FOREIGN
+        fflush(stdout);
+        _exit(failures ? 1 : 0);
+    }
+    int st;
+    waitpid(pid, &st, 0);
+    char d[128];
+    if (!(WIFEXITED(st) && WEXITSTATUS(st) <= 1))
+        fail(__FILE__, __LINE__, "calls on %s: the process %s", what, describe_status(st, d, sizeof d));
+    else if (WEXITSTATUS(st) != 0)
+        failures++;
+}
+
+static void mode_foreign(void) {
+    nfslock_manager *m = create(BASE, 32); /* a live one, so that the arena exists */
+    if (m == NULL)
+        return;
+    static uint64_t junk[64];
+    memset(junk, 0x5a, sizeof junk);
+    uint64_t local[8] = {0};
+    void *heap = malloc(256);
+    memset(heap, 0xff, 256);
+    foreign_calls((nfslock_manager *)(uintptr_t)1, "(nfslock_manager *)1");
+    foreign_calls((nfslock_manager *)(uintptr_t)0x1000, "(nfslock_manager *)0x1000");
+    foreign_calls((nfslock_manager *)(uintptr_t)0xdeadbeef0ull, "(nfslock_manager *)0xdeadbeef0");
+    foreign_calls((nfslock_manager *)((uintptr_t)m + 1), "a live handle + 1 (misaligned)");
+    foreign_calls((nfslock_manager *)((uintptr_t)m + 16), "a live handle + 16");
+    foreign_calls((nfslock_manager *)((uintptr_t)m - 16), "a live handle - 16");
+    foreign_calls((nfslock_manager *)(void *)junk, "a static buffer of 0x5a bytes");
+    foreign_calls((nfslock_manager *)(void *)local, "a stack buffer of zeros");
+    foreign_calls((nfslock_manager *)heap, "a heap buffer of 0xff bytes");
+    foreign_calls((nfslock_manager *)(uintptr_t)UINTPTR_MAX, "(nfslock_manager *)UINTPTR_MAX");
+    foreign_calls((nfslock_manager *)(uintptr_t)(UINTPTR_MAX - 15), "(nfslock_manager *)(UINTPTR_MAX - 15)");
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/plain", SCRATCH);
+    struct nfslock *l = NULL;
+    if (nfslock_create(path, NULL, &l) == 0) {
+        foreign_calls((nfslock_manager *)(void *)l, "a lock-file handle (nfslock *)");
+        nfslock_unlock(l);
+    }
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s/mdir", SCRATCH);
+    nfslock_manager *d = NULL;
+    if (nfslock_manager_create_dir(dir, &d) == 0) {
+        nfslock_manager_close(d);
+        foreign_calls(d, "a closed directory manager");
+    }
+    free(heap);
+    /* the live handle still works after all that */
+    EXPECT_RC(nfslock_manager_lock(m, 1), 0, "lock(1) on the live handle");
+    EXPECT_RC(nfslock_manager_unlock(m, 1), 0, "unlock(1)");
+    close_(m);
+    foreign_calls(m, "a closed segment manager");
+    destroy(BASE);
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     signal(SIGPIPE, SIG_IGN);
@@ -1882,6 +1964,7 @@ int main(int argc, char **argv) {
         {"close-other-handle", mode_close_other_handle},
         {"destroyed-unmapped", mode_destroyed_unmapped},
         {"signals", mode_signals},
+        {"foreign", mode_foreign},
     };
     for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++) {
         if (strcmp(argv[1], modes[i].name) == 0) {
