@@ -389,6 +389,12 @@ fn shm_foreign_handles_are_einval_never_a_crash() {
     shm_check("foreign", "every call on numbers, misaligned and neighbouring handles, buffers, a lock-file handle, closed managers", 30);
 }
 
+#[test]
+fn shm_processes_allocating_and_freeing_never_share_an_id() {
+    let _heavy = heavy();
+    shm_check("alloc-loop", "4 processes x 50,000 rounds of allocate 4 / free 4, a shared table of owners", 120);
+}
+
 // ---- directory backend ------------------------------------------------------------------
 
 #[test]
@@ -543,4 +549,10 @@ fn dir_a_relative_directory_stays_where_it_was_opened() {
 #[test]
 fn dir_signals_to_a_waiter_neither_interrupt_nor_shorten_its_wait() {
     dir_check("signals", "SIGUSR1 every 10 ms (no SA_RESTART) to a thread in timedlock(1000) and in lock", &[], 30);
+}
+
+#[test]
+fn dir_processes_allocating_and_freeing_never_share_an_id() {
+    let _heavy = heavy();
+    dir_check("alloc-loop", "4 processes x 500 rounds of allocate 4 / free 4, a shared table of owners", &["500"], 180);
 }

@@ -1013,3 +1013,108 @@ static UNUSED void check_signals(nfslock_manager *m, uint32_t id, void (*release
 static UNUSED void release_worker(void *ctx) {
     proc_send((struct proc *)ctx, "\n");
 }
+
+/*
+ * allocloop BACKEND... FILE ROUNDS: maps FILE (a table of 4096 owner pids), prints "R",
+ * waits for a line, then ROUNDS times: allocates 4 ids, claims each in the table (it
+ * must be free there: else an id is allocated twice at once), releases the claims, frees
+ * the ids. Prints "D <dups> <errors>".
+ */
+static UNUSED int allocloop_main(int argc, char **argv) {
+    alarm(300);
+    nfslock_manager *m = NULL;
+    int rc;
+    int used = open_backend(argv, argc, &m, &rc);
+    if (rc != 0 || argc - used != 2) {
+        out_line("open %s", en(rc));
+        return 1;
+    }
+    int fd = open(argv[used], O_RDWR);
+    int32_t *owner = fd < 0 ? MAP_FAILED : mmap(NULL, 4096 * 4, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (owner == MAP_FAILED) {
+        out_line("map %s", strerror(errno));
+        return 1;
+    }
+    long rounds = strtol(argv[used + 1], NULL, 10);
+    int32_t me = (int32_t)getpid();
+    out_line("R");
+    if (read_stdin_line() != 0)
+        return 1;
+    unsigned dups = 0, errors = 0;
+    for (long r = 0; r < rounds; r++) {
+        uint32_t ids[4];
+        int n = 0;
+        for (int k = 0; k < 4; k++) {
+            int a = nfslock_manager_allocate(m, &ids[n]);
+            if (a != 0) {
+                if (errors++ == 0)
+                    fprintf(stderr, "allocloop %d: allocate: %s: %s\n", me, en(a), nfslock_last_error());
+                continue;
+            }
+            if (ids[n] >= 4096) {
+                errors++;
+                continue;
+            }
+            int32_t expected = 0;
+            if (!__atomic_compare_exchange_n(&owner[ids[n]], &expected, me, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
+                if (dups++ == 0)
+                    fprintf(stderr, "allocloop %d: id %u handed out while process %d has it\n", me, ids[n], expected);
+            }
+            n++;
+        }
+        for (int k = 0; k < n; k++) {
+            int32_t mine = me;
+            __atomic_compare_exchange_n(&owner[ids[k]], &mine, 0, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+            int f = nfslock_manager_free(m, ids[k]);
+            if (f != 0 && errors++ == 0)
+                fprintf(stderr, "allocloop %d: free(%u): %s: %s\n", me, ids[k], en(f), nfslock_last_error());
+        }
+    }
+    nfslock_manager_close(m);
+    out_line("D %u %u", dups, errors);
+    return dups || errors ? 1 : 0;
+}
+
+static UNUSED void run_allocloop(const char *const backend[], const char *dir, long rounds, int limit_ms) {
+    char file[PATH_MAX], rb[32];
+    snprintf(file, sizeof file, "%s/owners", dir);
+    snprintf(rb, sizeof rb, "%ld", rounds);
+    int fd = open(file, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    if (fd < 0 || ftruncate(fd, 4096 * 4) != 0) {
+        fail(__FILE__, __LINE__, "create %s: %s", file, strerror(errno));
+        return;
+    }
+    close(fd);
+    struct proc w[4];
+    int started = 0;
+    for (int i = 0; i < 4; i++) {
+        char *argv[16];
+        int n = 0;
+        argv[n++] = (char *)"nfslock-manager-test";
+        argv[n++] = (char *)"allocloop";
+        for (int k = 0; backend[k] != NULL; k++)
+            argv[n++] = (char *)backend[k];
+        argv[n++] = file;
+        argv[n++] = rb;
+        argv[n] = NULL;
+        if (spawn_argv(&w[i], argv) != 0)
+            break;
+        started++;
+    }
+    for (int i = 0; i < started; i++)
+        EXPECT_LINE(&w[i], "R", 20000);
+    double t0 = now_ms();
+    for (int i = 0; i < started; i++)
+        proc_send(&w[i], "go\n");
+    for (int i = 0; i < started; i++) {
+        int left = limit_ms - (int)(now_ms() - t0);
+        char line[256];
+        if (proc_line(&w[i], line, sizeof line, left > 0 ? left : 1) != 0 || strcmp(line, "D 0 0") != 0)
+            fail(__FILE__, __LINE__, "allocating worker %d: \"%s\" (want \"D 0 0\": no id twice, no error; see stderr)",
+                 i, line);
+        EXPECT_EXIT0(&w[i], 10000);
+    }
+    note("4 processes x %ld rounds of allocate 4 / free 4: %.0f ms", rounds, now_ms() - t0);
+    for (int i = 0; i < started; i++)
+        proc_free(&w[i]);
+}

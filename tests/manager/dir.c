@@ -1148,6 +1148,18 @@ static void mode_signals(void) {
     close_(m);
 }
 
+/* 4 processes allocating and freeing at once: an id is never handed out while another
+ * process has it. */
+static void mode_alloc_loop(void) {
+    nfslock_manager *m = create();
+    if (m == NULL)
+        return;
+    const char *backend[] = {"dir", MDIR, NULL};
+    run_allocloop(backend, SCRATCH, CYCLES, 150000);
+    EXPECT_ALLOCATED(m, "after the allocating processes freed everything", NO_IDS);
+    close_(m);
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     signal(SIGPIPE, SIG_IGN);
@@ -1156,6 +1168,8 @@ int main(int argc, char **argv) {
         return worker_main(argc - 2, argv + 2);
     if (argc >= 2 && strcmp(argv[1], "count") == 0)
         return count_main(argc - 2, argv + 2);
+    if (argc >= 2 && strcmp(argv[1], "allocloop") == 0)
+        return allocloop_main(argc - 2, argv + 2);
     if (argc < 3) {
         fprintf(stderr, "usage: dir MODE SCRATCH [CYCLES]\n");
         return 2;
@@ -1178,6 +1192,7 @@ int main(int argc, char **argv) {
         {"bad-parts", mode_bad_parts},     {"crash-loop", mode_crash_loop}, {"alloc-crash", mode_alloc_crash},
         {"fork", mode_fork},               {"fork-close", mode_fork_close}, {"id-races", mode_id_races},
         {"lost-lock", mode_lost_lock},     {"relative", mode_relative},   {"signals", mode_signals},
+        {"alloc-loop", mode_alloc_loop},
     };
     for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++) {
         if (strcmp(argv[1], modes[i].name) == 0) {

@@ -1908,6 +1908,19 @@ static void mode_foreign(void) {
     destroy(BASE);
 }
 
+/* 4 processes allocating and freeing at once: an id is never handed out while another
+ * process has it. */
+static void mode_alloc_loop(void) {
+    nfslock_manager *m = create(BASE, 64);
+    if (m == NULL)
+        return;
+    const char *backend[] = {"shm", BASE, "64", NULL};
+    run_allocloop(backend, SCRATCH, 50000, 120000);
+    EXPECT_ALLOCATED(m, "after the allocating processes freed everything", NO_IDS);
+    close_(m);
+    destroy(BASE);
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     signal(SIGPIPE, SIG_IGN);
@@ -1915,6 +1928,8 @@ int main(int argc, char **argv) {
         return worker_main(argc - 2, argv + 2);
     if (argc >= 2 && strcmp(argv[1], "count") == 0)
         return count_main(argc - 2, argv + 2);
+    if (argc >= 2 && strcmp(argv[1], "allocloop") == 0)
+        return allocloop_main(argc - 2, argv + 2);
     if (argc != 4) {
         fprintf(stderr, "usage: shm MODE NAME DIR\n");
         return 2;
@@ -1965,6 +1980,7 @@ int main(int argc, char **argv) {
         {"destroyed-unmapped", mode_destroyed_unmapped},
         {"signals", mode_signals},
         {"foreign", mode_foreign},
+        {"alloc-loop", mode_alloc_loop},
     };
     for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++) {
         if (strcmp(argv[1], modes[i].name) == 0) {
