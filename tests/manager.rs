@@ -3,17 +3,27 @@
 //! check (each prints a `FAIL file:line: ...` line per failed expectation, and `ok` or
 //! `failed`).
 //!
-//! SHM backend: Podman's libpod/lock/shm/shm_lock_test.go as a checklist (creation with odd
-//! counts rounds up, 0 is EINVAL; open with the same and another count; missing; existing;
-//! allocate until full; free and reallocate the lowest; allocate_id; lock/unlock of
-//! unallocated and freed ids, double unlock; exclusion across processes; locks_held;
-//! free_all), then: a holder SIGKILLed (EOWNERDEAD), 4 processes x 10,000 cycles on a
-//! non-atomic counter, fork, threads, close, concurrent allocation, the segment's layout,
-//! hostile segments, symlinks and writable segments, names, NULL arguments, destroy.
+//! Podman's libpod/lock/shm/shm_lock_test.go, case by case, and where it is checked here:
+//!
+//! | Podman's test | Check |
+//! |---|---|
+//! | TestCreateNewSHMBadSizeRoundsUp, TestCreateNewSHMZeroSize | `shm_create_rounds_odd_counts_up_and_refuses_0_and_too_many` |
+//! | TestDeallocateUnallocatedLockErrors, TestAllocateDeallocateCycle | `shm_free_then_allocate_gives_the_lowest_id` |
+//! | TestUnlockingUnlockedLockFails, TestDoubleUnlockFails, TestLockLifecycleSingleLock, TestLockAndUnlockTwoSemaphore | `shm_lock_and_unlock_of_unallocated_and_freed_ids_work` |
+//! | TestAllocateTwoLocksGetsDifferentLocks, TestAllocateAllLocksSucceeds, TestAllocateTooManyLocksFails | `shm_allocate_until_full_then_enospc` |
+//! | TestDeallocateAllSemaphoresDeallocatesAll | `shm_free_all_frees_every_id` |
+//! | TestLockSemaphoreActuallyLocks (one process there; processes here) | `shm_locks_exclude_other_processes` |
+//! | (its setup: open with the same count) and the manager's own API | `shm_open_with_the_same_count_...`, `shm_open_of_a_missing_segment_is_enoent`, `shm_create_of_an_existing_segment_...`, `shm_allocate_id_...`, `shm_locks_held_...` |
+//!
+//! Beyond it, SHM: a holder SIGKILLed (EOWNERDEAD), 4 processes x 10,000 cycles on a
+//! non-atomic counter, crash loops, fork, threads, signals to waiters, extreme timeouts,
+//! close, concurrent allocation (threads and processes), the segment's layout, hostile
+//! segments, symlinks, modes, names, NULL and foreign handles, destroy, leaks.
 //!
 //! Directory backend: create/open and what is not a manager directory, allocation, short
 //! buffers, free_all, locks_held, exclusion, 4 processes on a counter, a SIGKILLed holder,
-//! leases, close, concurrent allocation, file modes.
+//! leases, close, fork, threads, signals, concurrent allocation, crash loops, plain
+//! lock-file interop, removed lock files, hostile contents, file modes, leaks.
 //!
 //! Every SHM check works under its own segment names, `/nfslock-mt-<pid>-<check>=...`; a
 //! guard removes whatever is left under that prefix in /dev/shm, also when the check fails
