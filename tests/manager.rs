@@ -405,6 +405,16 @@ fn shm_processes_allocating_and_freeing_never_share_an_id() {
     shm_check("alloc-loop", "4 processes x 50,000 rounds of allocate 4 / free 4, a shared table of owners", 120);
 }
 
+#[test]
+fn shm_ids_are_the_mutexes_where_layout_v1_puts_them() {
+    shm_check("raw-mutex", "ids 0, 6, 31, 32, 63 taken raw at their layout offsets exclude the library, and the other way round", 30);
+}
+
+#[test]
+fn shm_an_unrecoverable_lock_is_enotrecoverable_never_a_crash() {
+    shm_check("unrecoverable", "a lock left unrecoverable: lock / timedlock ENOTRECOVERABLE, unlock EPERM, in either order, no crash", 30);
+}
+
 // ---- directory backend ------------------------------------------------------------------
 
 #[test]

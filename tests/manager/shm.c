@@ -1921,6 +1921,135 @@ static void mode_alloc_loop(void) {
     destroy(BASE);
 }
 
+/* The segment's mutexes where layout v1 puts them: lock `id` is the mutex at
+ * 64 + (id / 32) * group size + 8 + (id % 32) * sizeof(pthread_mutex_t). Taken raw by this
+ * program it excludes the library, and the other way round. */
+static pthread_mutex_t *raw_mutex(unsigned char *base, uint32_t id) {
+    return (pthread_mutex_t *)(void *)(base + 64 + (size_t)(id / 32) * group_size() + 8 +
+                                       (size_t)(id % 32) * sizeof(pthread_mutex_t));
+}
+
+static void mode_raw_mutex(void) {
+    nfslock_manager *m = create(BASE, 64);
+    if (m == NULL)
+        return;
+    snprintf(SEGN, sizeof SEGN, "64");
+    char p[PATH_MAX];
+    int fd = open(shm_path(p, BASE), O_RDWR);
+    unsigned char *base = fd < 0 ? MAP_FAILED : mmap(NULL, total_size(64), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (fd >= 0)
+        close(fd);
+    if (base == MAP_FAILED) {
+        fail(__FILE__, __LINE__, "mapping %s: %s", p, strerror(errno));
+        close_(m);
+        destroy(BASE);
+        return;
+    }
+    static const uint32_t ids[] = {0, 6, 31, 32, 63};
+    for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++) {
+        int rc = pthread_mutex_lock(raw_mutex(base, ids[i]));
+        if (rc != 0) {
+            fail(__FILE__, __LINE__, "raw pthread_mutex_lock of lock %u: %s", ids[i], en(rc));
+            continue;
+        }
+        struct locker l = in_thread(m, 'T', ids[i], 0, 1);
+        EXPECT_TRC(l, EBUSY, "another thread: timedlock(%u, 0) while this program holds its mutex raw", ids[i]);
+        EXPECT_HELD(m, "a mutex held raw", IDS(ids[i]));
+        pthread_mutex_unlock(raw_mutex(base, ids[i]));
+        l = in_thread(m, 'T', ids[i], 0, 1);
+        EXPECT_TRC(l, 0, "another thread: timedlock(%u, 0) after the raw unlock", ids[i]);
+    }
+    /* the library's lock is the raw mutex too */
+    EXPECT_RC(nfslock_manager_lock(m, 40), 0, "lock(40)");
+    int rc = pthread_mutex_trylock(raw_mutex(base, 40));
+    CHECKF(rc == EDEADLK || rc == EBUSY, "raw trylock of lock 40 held through the library by this thread: %s", en(rc));
+    if (rc == 0 || rc == EOWNERDEAD)
+        pthread_mutex_unlock(raw_mutex(base, 40));
+    EXPECT_RC(nfslock_manager_unlock(m, 40), 0, "unlock(40)");
+    munmap(base, total_size(64));
+    close_(m);
+    destroy(BASE);
+}
+
+/* A lock left unrecoverable (a raw user of the segment unlocked it after EOWNERDEAD
+ * without pthread_mutex_consistent): every call on it is ENOTRECOVERABLE or EPERM, never
+ * a crash, in any order (timedlock 0 first: glibc 2.36's trylock of such a mutex leaves
+ * its futex word set to the caller's TID, after which a timed lock says EDEADLK and an
+ * unlock walks a robust list the mutex is not on). Run in a child: a crash is reported. */
+static void unrecoverable_sequence(nfslock_manager *m, uint32_t id, int variant) {
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        alarm(10);
+        failures = 0;
+        if (variant == 0) {
+            EXPECT_RC(nfslock_manager_lock(m, id), ENOTRECOVERABLE, "lock(%u) left unrecoverable", id);
+            EXPECT_RC(nfslock_manager_unlock(m, id), EPERM, "unlock(%u) left unrecoverable, after lock", id);
+        } else {
+            EXPECT_RC(nfslock_manager_timedlock(m, id, 0), ENOTRECOVERABLE, "timedlock(%u, 0) left unrecoverable", id);
+            EXPECT_RC(nfslock_manager_timedlock(m, id, 100), ENOTRECOVERABLE,
+                      "timedlock(%u, 100) left unrecoverable, after timedlock 0", id);
+            EXPECT_RC(nfslock_manager_lock(m, id), ENOTRECOVERABLE, "lock(%u) left unrecoverable, after timedlock 0", id);
+            printf("  (calling unlock(%u) after timedlock(%u, 0))\n", id, id);
+            fflush(stdout);
+            EXPECT_RC(nfslock_manager_unlock(m, id), EPERM, "unlock(%u) left unrecoverable, after timedlock 0", id);
+        }
+        EXPECT_RC(nfslock_manager_lock(m, id + 1), 0, "lock(%u) next to an unrecoverable lock", id + 1);
+        EXPECT_RC(nfslock_manager_unlock(m, id + 1), 0, "unlock(%u)", id + 1);
+        fflush(stdout);
+        _exit(failures ? 1 : 0);
+    }
+    int st;
+    waitpid(pid, &st, 0);
+    char d[128];
+    if (!(WIFEXITED(st) && WEXITSTATUS(st) <= 1))
+        fail(__FILE__, __LINE__, "calls on unrecoverable lock %u (%s first): the process %s", id,
+             variant == 0 ? "lock" : "timedlock 0", describe_status(st, d, sizeof d));
+    else if (WEXITSTATUS(st) != 0)
+        failures++;
+}
+
+static void mode_unrecoverable(void) {
+    nfslock_manager *m = create(BASE, 64);
+    if (m == NULL)
+        return;
+    snprintf(SEGN, sizeof SEGN, "64");
+    char p[PATH_MAX];
+    int fd = open(shm_path(p, BASE), O_RDWR);
+    unsigned char *base = fd < 0 ? MAP_FAILED : mmap(NULL, total_size(64), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (fd >= 0)
+        close(fd);
+    if (base == MAP_FAILED) {
+        fail(__FILE__, __LINE__, "mapping %s: %s", p, strerror(errno));
+        close_(m);
+        destroy(BASE);
+        return;
+    }
+    static const uint32_t ids[] = {5, 20};
+    for (int variant = 0; variant < 2; variant++) {
+        uint32_t id = ids[variant];
+        struct proc w;
+        char op[32];
+        snprintf(op, sizeof op, "lock:%u", id);
+        if (WORKER(&w, op, "say:H", "pause") != 0)
+            continue;
+        EXPECT_LINE(&w, "open 0", 10000);
+        char want[48];
+        snprintf(want, sizeof want, "lock:%u 0", id);
+        EXPECT_LINE(&w, want, 10000);
+        EXPECT_LINE(&w, "H", 10000);
+        proc_kill(&w);
+        proc_free(&w);
+        int rc = pthread_mutex_lock(raw_mutex(base, id));
+        CHECKF(rc == EOWNERDEAD, "raw pthread_mutex_lock of lock %u after its holder died: %s", id, en(rc));
+        pthread_mutex_unlock(raw_mutex(base, id)); /* not consistent: unusable from now on */
+        unrecoverable_sequence(m, id, variant);
+    }
+    munmap(base, total_size(64));
+    close_(m);
+    destroy(BASE);
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     signal(SIGPIPE, SIG_IGN);
@@ -1981,6 +2110,8 @@ int main(int argc, char **argv) {
         {"signals", mode_signals},
         {"foreign", mode_foreign},
         {"alloc-loop", mode_alloc_loop},
+        {"raw-mutex", mode_raw_mutex},
+        {"unrecoverable", mode_unrecoverable},
     };
     for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++) {
         if (strcmp(argv[1], modes[i].name) == 0) {
