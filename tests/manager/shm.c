@@ -1985,6 +1985,13 @@ static void unrecoverable_sequence(nfslock_manager *m, uint32_t id, int variant)
         if (variant == 0) {
             EXPECT_RC(nfslock_manager_lock(m, id), ENOTRECOVERABLE, "lock(%u) left unrecoverable", id);
             EXPECT_RC(nfslock_manager_unlock(m, id), EPERM, "unlock(%u) left unrecoverable, after lock", id);
+        } else if (variant == 2) {
+            EXPECT_RC(nfslock_manager_timedlock(m, id, 0), ENOTRECOVERABLE, "timedlock(%u, 0) left unrecoverable", id);
+            printf("  (calling close after timedlock(%u, 0))\n", id);
+            fflush(stdout);
+            EXPECT_RC(nfslock_manager_close(m), 0, "close after timedlock(%u, 0) of an unrecoverable lock", id);
+            fflush(stdout);
+            _exit(failures ? 1 : 0);
         } else {
             EXPECT_RC(nfslock_manager_timedlock(m, id, 0), ENOTRECOVERABLE, "timedlock(%u, 0) left unrecoverable", id);
             EXPECT_RC(nfslock_manager_timedlock(m, id, 100), ENOTRECOVERABLE,
@@ -2003,8 +2010,9 @@ static void unrecoverable_sequence(nfslock_manager *m, uint32_t id, int variant)
     waitpid(pid, &st, 0);
     char d[128];
     if (!(WIFEXITED(st) && WEXITSTATUS(st) <= 1))
-        fail(__FILE__, __LINE__, "calls on unrecoverable lock %u (%s first): the process %s", id,
-             variant == 0 ? "lock" : "timedlock 0", describe_status(st, d, sizeof d));
+        fail(__FILE__, __LINE__, "calls on unrecoverable lock %u (%s): the process %s", id,
+             variant == 0 ? "lock first" : variant == 1 ? "timedlock 0, then unlock" : "timedlock 0, then close",
+             describe_status(st, d, sizeof d));
     else if (WEXITSTATUS(st) != 0)
         failures++;
 }
@@ -2025,8 +2033,8 @@ static void mode_unrecoverable(void) {
         destroy(BASE);
         return;
     }
-    static const uint32_t ids[] = {5, 20};
-    for (int variant = 0; variant < 2; variant++) {
+    static const uint32_t ids[] = {5, 20, 40};
+    for (int variant = 0; variant < 3; variant++) {
         uint32_t id = ids[variant];
         struct proc w;
         char op[32];
