@@ -88,13 +88,22 @@ fn name_arg<'a>(op: &'static str, name: *const c_char) -> Result<&'a str, Error>
     std::str::from_utf8(bytes).map_err(|_| Error::invalid(op, "the segment name is not UTF-8"))
 }
 
-/// Writes a new handle to `*out`.
+/// The body of the four openers: `make` opens the manager and makes its handle, which
+/// goes to `*out`.
 ///
 /// # Safety
-/// `out` was checked for NULL and is writable.
-unsafe fn write_handle(out: *mut *mut nfslock_manager, handle: usize) {
-    // SAFETY: per this function's contract.
+/// `out` is NULL or writable.
+unsafe fn open_into(
+    op: &'static str,
+    out: *mut *mut nfslock_manager,
+    make: impl FnOnce() -> crate::Result<Manager>,
+    handle_of: fn(&'static str, Manager) -> Result<usize, Error>,
+) -> Result<(), Error> {
+    out_arg(op, out, "out")?;
+    let handle = handle_of(op, make().map_err(|e| e.in_op(op))?)?;
+    // SAFETY: checked for NULL above; writable per this function's contract.
     unsafe { *out = handle as *mut nfslock_manager };
+    Ok(())
 }
 
 /// Makes a handle for a shared-memory manager: the process's manager of that segment
@@ -138,11 +147,8 @@ pub unsafe extern "C" fn nfslock_manager_create_shm(name: *const c_char, num_loc
     const OP: &str = "nfslock_manager_create_shm";
     ffi_guard(OP, || {
         let name = name_arg(OP, name)?;
-        out_arg(OP, out, "out")?;
-        let handle = shm_handle(OP, Manager::create_shm(name, num_locks).map_err(|e| e.in_op(OP))?)?;
-        // SAFETY: checked above.
-        unsafe { write_handle(out, handle) };
-        Ok(())
+        // SAFETY: per this function's contract.
+        unsafe { open_into(OP, out, || Manager::create_shm(name, num_locks), shm_handle) }
     })
 }
 
@@ -160,11 +166,8 @@ pub unsafe extern "C" fn nfslock_manager_open_shm(name: *const c_char, num_locks
     const OP: &str = "nfslock_manager_open_shm";
     ffi_guard(OP, || {
         let name = name_arg(OP, name)?;
-        out_arg(OP, out, "out")?;
-        let handle = shm_handle(OP, Manager::open_shm(name, num_locks).map_err(|e| e.in_op(OP))?)?;
-        // SAFETY: checked above.
-        unsafe { write_handle(out, handle) };
-        Ok(())
+        // SAFETY: per this function's contract.
+        unsafe { open_into(OP, out, || Manager::open_shm(name, num_locks), shm_handle) }
     })
 }
 
@@ -196,11 +199,8 @@ pub unsafe extern "C" fn nfslock_manager_create_dir(dir: *const c_char, out: *mu
     ffi_guard(OP, || {
         // SAFETY: per this function's contract.
         let dir = unsafe { path_arg(OP, dir)? };
-        out_arg(OP, out, "out")?;
-        let handle = dir_handle(OP, Manager::create_dir(dir).map_err(|e| e.in_op(OP))?)?;
-        // SAFETY: checked above.
-        unsafe { write_handle(out, handle) };
-        Ok(())
+        // SAFETY: per this function's contract.
+        unsafe { open_into(OP, out, || Manager::create_dir(dir), dir_handle) }
     })
 }
 
@@ -217,11 +217,8 @@ pub unsafe extern "C" fn nfslock_manager_open_dir(dir: *const c_char, out: *mut 
     ffi_guard(OP, || {
         // SAFETY: per this function's contract.
         let dir = unsafe { path_arg(OP, dir)? };
-        out_arg(OP, out, "out")?;
-        let handle = dir_handle(OP, Manager::open_dir(dir).map_err(|e| e.in_op(OP))?)?;
-        // SAFETY: checked above.
-        unsafe { write_handle(out, handle) };
-        Ok(())
+        // SAFETY: per this function's contract.
+        unsafe { open_into(OP, out, || Manager::open_dir(dir), dir_handle) }
     })
 }
 

@@ -15,7 +15,6 @@
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -38,8 +37,10 @@ const HEADER_TEXT: &str = "nfslock-manager 1\n\
 const CLAIM_PREFIX: &str = ".claim-";
 /// How many times free removes a name its listing still shows (50 ms apart).
 const FREE_ROUNDS: u32 = 8;
-/// How many times allocate lists the IDs again after losing every candidate it saw.
+/// How many times allocate lists the IDs again after losing the candidates it tried.
 const ALLOCATE_ROUNDS: u32 = 64;
+/// How many candidates of one listing allocate tries before it lists again.
+const ALLOCATE_TRIES_PER_LISTING: u32 = 8;
 
 const OP_CREATE: &str = "Manager::create_dir";
 const OP_OPEN: &str = "Manager::open_dir";
@@ -91,8 +92,8 @@ fn parse_id(name: &OsStr) -> Option<u32> {
     canonical.then(|| std::str::from_utf8(b).ok()?.parse::<u32>().ok()).flatten().filter(|&id| id < u32::MAX)
 }
 
-fn mkdir(path: &Path) -> std::io::Result<()> {
-    std::fs::DirBuilder::new().mode(0o755).create(path)
+fn mkdir(path: &Path) -> nix::Result<()> {
+    nix::unistd::mkdir(path, nix::sys::stat::Mode::from_bits_truncate(0o755))
 }
 
 impl Directory {
@@ -131,40 +132,60 @@ impl Directory {
 
     pub fn create(dir: &Path) -> Result<Directory> {
         let d = Directory::at(absolute(dir));
-        let sys = |e: std::io::Error, on: &Path, call: &str| Error::sys(fsops::io_errno(&e), OP_CREATE, on, call);
-        mkdir(&d.path).map_err(|e| match fsops::io_errno(&e) {
-            Errno::EEXIST => Error::new(Errno::EEXIST, OP_CREATE, Some(&d.path), "something exists at that name"),
-            Errno::ENOENT => Error::new(Errno::ENOENT, OP_CREATE, Some(&d.path), "its parent directory does not exist"),
-            _ => sys(e, &d.path, "mkdir"),
-        })?;
-        let made = (|| {
-            mkdir(&d.ids).map_err(|e| sys(e, &d.ids, "mkdir"))?;
-            mkdir(&d.locks).map_err(|e| sys(e, &d.locks, "mkdir"))?;
-            // The header comes last and whole (a private file linked into place): a
-            // directory that has it is complete.
-            let temp = d.path.join(format!(".{HEADER}-new-{}", crate::random::unpredictable_hex()));
-            let (_fd, st) = fsops::create_private(&temp, HEADER_TEXT.as_bytes(), || fsops::create_fresh(&temp), |_| Ok(()))
-                .map_err(|e| Error::sys(e, OP_CREATE, &temp, "create"))?;
-            let header = d.path.join(HEADER);
-            // Nobody else writes in a directory this call made: a LINK reported EEXIST
-            // is our own, retransmitted after its reply was lost (proven all the same).
-            let linked = match d.link_ours(&temp, &header, FileId::from(&st)) {
-                Ok(true) => Ok(()),
-                Ok(false) => Err(Error::new(Errno::EEXIST, OP_CREATE, Some(&header), "someone else made a header here meanwhile")),
-                Err(e) => Err(Error::sys(e, OP_CREATE, &header, "link")),
-            };
-            let _ = fsops::unlink(&temp);
-            linked
-        })();
+        let exists = || Error::new(Errno::EEXIST, OP_CREATE, Some(&d.path), "something exists at that name");
+        match mkdir(&d.path) {
+            Ok(()) => {}
+            Err(Errno::EEXIST) => return Err(exists()),
+            Err(Errno::ENOENT) => return Err(Error::new(Errno::ENOENT, OP_CREATE, Some(&d.path), "its parent directory does not exist")),
+            // A transient error, then EEXIST: our own first mkdir may have worked. An
+            // empty directory is taken for ours (a concurrent creator of the same name
+            // is told apart at the header's link below).
+            Err(e) if fsops::is_transient(e) => match fsops::retry(|| mkdir(&d.path)) {
+                Ok(()) => {}
+                Err(Errno::EEXIST) if fsops::list(&d.path).is_ok_and(|names| names.is_empty()) => {}
+                Err(Errno::EEXIST) => return Err(exists()),
+                Err(e) => return Err(Error::sys(e, OP_CREATE, &d.path, "mkdir")),
+            },
+            Err(e) => return Err(Error::sys(e, OP_CREATE, &d.path, "mkdir")),
+        }
+        let made = d.populate();
         if let Err(e) = made {
-            // Undo what this call made (the names are ours: the directory was new).
-            let _ = fsops::unlink(&d.path.join(HEADER));
-            let _ = std::fs::remove_dir(&d.ids);
-            let _ = std::fs::remove_dir(&d.locks);
-            let _ = std::fs::remove_dir(&d.path);
+            if e.sys_errno() != Errno::EEXIST {
+                // Undo what this call made; a directory someone else completed (EEXIST
+                // at its header) is theirs and stays.
+                let _ = std::fs::remove_dir(&d.ids);
+                let _ = std::fs::remove_dir(&d.locks);
+                let _ = std::fs::remove_dir(&d.path);
+            }
             return Err(e);
         }
         Ok(d)
+    }
+
+    /// Makes the subdirectories and, last and whole, the header of a new manager
+    /// directory: one that has the header is complete.
+    fn populate(&self) -> Result<()> {
+        for sub in [&self.ids, &self.locks] {
+            match fsops::retry(|| mkdir(sub)) {
+                // EEXIST: our own mkdir retransmitted, or a concurrent creator's.
+                Ok(()) | Err(Errno::EEXIST) if fsops::is_dir(sub) => {}
+                Ok(()) => {}
+                Err(e) => return Err(Error::sys(e, OP_CREATE, sub, "mkdir")),
+            }
+        }
+        let temp = self.path.join(format!(".{HEADER}-new-{}", crate::random::unpredictable_hex()));
+        let (_fd, st) = fsops::create_private(&temp, HEADER_TEXT.as_bytes(), || fsops::create_fresh(&temp), |_| Ok(()))
+            .map_err(|e| Error::sys(e, OP_CREATE, &temp, "create"))?;
+        let header = self.path.join(HEADER);
+        let linked = match self.link_ours(&temp, &header, FileId::from(&st)) {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                Err(Error::new(Errno::EEXIST, OP_CREATE, Some(&self.path), "another process made this manager directory meanwhile"))
+            }
+            Err(e) => Err(Error::sys(e, OP_CREATE, &header, "link")),
+        };
+        let _ = fsops::unlink(&temp);
+        linked
     }
 
     pub fn open(dir: &Path) -> Result<Directory> {
@@ -274,29 +295,34 @@ impl Directory {
     pub fn allocate(&self) -> Result<u32> {
         self.check_open(OP_ALLOCATE)?;
         self.with_claim(OP_ALLOCATE, |claim| {
+            // IDs this call found taken: skipped in later rounds too, even when a stale
+            // listing still shows them free, so every try is a new ID and the loop ends.
+            let mut lost = std::collections::BTreeSet::new();
             for _ in 0..ALLOCATE_ROUNDS {
-                let taken = self.listed(OP_ALLOCATE, &self.ids, b"")?;
-                // The lowest IDs not listed, in order; one another host took meanwhile
-                // is skipped (its link fails), the next one tried.
-                let mut listed = taken.iter().copied().peekable();
-                let mut lost = 0;
+                let mut taken: Vec<u32> = self.listed(OP_ALLOCATE, &self.ids, b"")?;
+                taken.extend(&lost);
+                taken.sort_unstable();
+                // The lowest IDs not taken, in order; one another host took meanwhile is
+                // skipped (its link fails), the next one tried.
+                let mut skip = taken.iter().copied().peekable();
+                let mut tries = 0;
                 for candidate in 0..u32::MAX {
-                    if listed.next_if_eq(&candidate).is_some() {
+                    while skip.next_if(|&t| t < candidate).is_some() {}
+                    if skip.next_if_eq(&candidate).is_some() {
                         continue;
                     }
                     if self.take(OP_ALLOCATE, claim, candidate)? {
                         return Ok(candidate);
                     }
-                    lost += 1;
-                    if lost == 8 {
+                    lost.insert(candidate);
+                    tries += 1;
+                    if tries == ALLOCATE_TRIES_PER_LISTING {
                         break; // many hosts allocate at once: look again
                     }
                 }
-                if taken.len() as u64 >= u64::from(u32::MAX) {
-                    break;
-                }
             }
-            Err(Error::new(Errno::ENOSPC, OP_ALLOCATE, Some(&self.ids), "no free ID could be taken (every one tried was taken first)"))
+            let why = format!("no free ID could be taken: {} were taken first, each just before this call's link", lost.len());
+            Err(Error::new(Errno::ENOSPC, OP_ALLOCATE, Some(&self.ids), why))
         })
     }
 
@@ -316,12 +342,18 @@ impl Directory {
         self.check_open(op)?;
         let name = self.ids.join(id_name(id));
         let listed = |d: &Directory| -> Result<bool> { Ok(d.listed(op, &d.ids, b"")?.binary_search(&id).is_ok()) };
-        match fsops::lstat(&name) {
-            // ENOENT from the unlink: a retransmitted REMOVE, or another process freed it
-            // too; gone either way.
-            Ok(_) => return fsops::unlink(&name).map_err(|e| Error::sys(e, op, &name, "unlink")),
-            Err(Errno::ENOENT) => {}
-            Err(e) => return Err(Error::sys(e, op, &name, "lstat")),
+        // A fresh open, not a lookup: close-to-open consistency asks the server about a
+        // name the client has cached, so a file another host freed meanwhile is not
+        // taken for allocated. Closed before the unlink (NFS would keep an open file's
+        // data under a .nfs name).
+        let seen = fsops::open_existing(&name, false).and_then(|fd| fsops::fstat(&fd));
+        match seen {
+            // Removed only while it is the file we saw: a REMOVE whose reply was lost is
+            // never repeated onto another host's new allocation of the ID; its ENOENT
+            // means ours worked.
+            Ok(st) => return fsops::unlink_if_is(&name, FileId::from(&st)).map(drop).map_err(|e| Error::sys(e, op, &name, "unlink")),
+            Err(Errno::ENOENT | Errno::ESTALE) => {}
+            Err(e) => return Err(Error::sys(e, op, &name, "open")),
         }
         // A lookup can answer from a client's cache of the name's absence (another host
         // may have allocated it since): the listing, read afresh, decides, and says when
@@ -330,7 +362,12 @@ impl Directory {
             if !listed(self)? {
                 return Err(Error::new(Errno::ENOENT, op, Some(&name), format!("lock {id} is not allocated")));
             }
-            fsops::unlink(&name).map_err(|e| Error::sys(e, op, &name, "unlink"))?;
+            // One unlink(2), never repeated blindly (the listing is read again instead).
+            match nix::unistd::unlink(&name) {
+                Ok(()) | Err(Errno::ENOENT) => {}
+                Err(e) if fsops::is_transient(e) => {}
+                Err(e) => return Err(Error::sys(e, op, &name, "unlink")),
+            }
             if !listed(self)? {
                 return Ok(());
             }

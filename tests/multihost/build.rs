@@ -35,3 +35,12 @@ pub fn worker(root: &Path, tmp: &Path) -> PathBuf {
     cdylib::build_c_program(&sources, &exe, &[]).unwrap_or_else(|e| panic!("{e}"));
     exe
 }
+
+/// rig/worker_manager.c, the lock manager's worker: a program of its own.
+pub fn manager_worker(root: &Path, tmp: &Path) -> PathBuf {
+    let work = tmp.join("multihost-bin");
+    std::fs::create_dir_all(&work).expect("creates the rig's bin dir");
+    let exe = work.join("nfslock-rig-manager");
+    cdylib::build_c_program(&[root.join("rig/worker_manager.c")], &exe, &[]).unwrap_or_else(|e| panic!("{e}"));
+    exe
+}

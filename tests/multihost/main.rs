@@ -11,6 +11,7 @@ mod build;
 mod cli;
 mod host;
 mod leases;
+mod manager;
 mod nfs;
 mod sessions;
 
@@ -432,6 +433,10 @@ fn multihost_scenarios() {
         leases::shared_readers_and_writer(&mut rig, "", ff(Faults::default()), 1000, 2, 40);
         let lossy = Faults { lose_replies: 0.2, ..Faults::default() };
         leases::shared_readers_and_writer(&mut rig, ", lost replies 20%", ff(lossy), 1000, 2, 40);
+    }
+    // Issue 12: NFSLOCK_RIG_ONLY=manager, or manager:ids|locks|lease.
+    if want("manager") || only.as_deref().is_some_and(|o| o.starts_with("manager:")) {
+        manager::faultfs(&mut rig, only.as_deref());
     }
     let table = table(&rig.rows);
     println!("\nmulti-host rig, {:.0} s in all:\n\n{table}", started.elapsed().as_secs_f64());

@@ -401,6 +401,8 @@ fn nfs_scenarios() {
             let lossy = Backend::Nfs(tcp(15, 0, ALL));
             super::leases::shared_readers_and_writer(&mut rig, ", TCP, lost replies 15%", lossy, 1000, 2, 15);
         }
+        // Issue 12: the lock manager's directory backend (titles "real NFS: manager: ...").
+        super::manager::nfs(&mut rig, &want);
     }
     let table = table(&rig.rows);
     println!("\nreal-NFS rig, {:.0} s in all:\n\n{table}", started.elapsed().as_secs_f64());
