@@ -475,7 +475,7 @@ int nfslock_critical_section(const char *path,
 
 /**
  * Creates the shared-memory segment `name` ("/name", no further '/', at most 200
- * bytes; the file /dev/shm/name, mode 0600) with `num_locks` locks rounded up to a
+ * bytes, not necessarily UTF-8; the file /dev/shm/name, mode 0600 whatever the umask) with `num_locks` locks rounded up to a
  * multiple of 32 (at most 1,048,576), and opens it into `*out`. The segment is made
  * whole before its name appears.
  *
@@ -506,7 +506,8 @@ int nfslock_manager_open_shm(const char *name,
 
 /**
  * Removes the segment `name` (only a manager segment: EBADMSG for anything else).
- * Processes that have it open go on using it; a new create makes a new one.
+ * Processes that have it open go on using it; a new create makes a new one. This
+ * process's mapping of it goes at once when it has no handle on it.
  *
  * Errors: ENOENT none; EBADMSG not a manager segment; ELOOP a symbolic link; EINVAL a
  * bad name.
@@ -705,11 +706,14 @@ int nfslock_manager_unlock(struct nfslock_manager *m,
 
 /**
  * Closes the manager; the handle is dead afterwards in every case (EINVAL from then on).
- * Releases the locks the calling thread holds: shared memory, every lock of this thread
- * in the segment (through any handle of it); directory, every lock taken through the
- * handle. Locks other threads hold stay theirs. A segment stays mapped in the process
- * (a later open of it reuses the mapping), so other threads' calls and locks go on
- * working, and a thread that dies holding a lock still hands it on as EOWNERDEAD.
+ * Directory: releases every lock taken through the handle. Shared memory: closing the
+ * process's last handle on the segment releases the calling thread's locks in it (locks
+ * other threads hold stay theirs; while another handle on the segment is open nothing is
+ * released). The segment stays mapped while the process has a handle on it, and after
+ * the last close for a later open, until its name is destroyed: so other threads' calls
+ * and locks go on working, and a thread that dies holding a lock still hands it on as
+ * EOWNERDEAD. A destroyed segment's mapping goes with its last handle; no other thread
+ * may be inside a call on that handle then.
  *
  * Errors: EINVAL NULL or not an open handle; ENOLCK (directory) a lock had been
  * removed by someone else.

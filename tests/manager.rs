@@ -376,10 +376,10 @@ fn shm_the_segment_is_0600_whatever_the_umask() {
 }
 
 #[test]
-fn shm_closing_one_handle_releases_the_threads_locks_through_any_handle() {
+fn shm_closing_a_handle_releases_the_threads_locks_only_when_it_is_the_last() {
     shm_check(
         "close-other-handle",
-        "two handles on one segment, one thread: close(A) releases the thread's locks through A and B (documented)",
+        "two handles on one segment, one thread: close(A) keeps the thread's locks while B is open; close(B) releases them",
         30,
     );
 }

@@ -68,6 +68,13 @@ impl<T> Registry<T> {
         self.table().insert(handle, value);
     }
 
+    /// Runs `f` on the table itself, under its lock (a find and an update that must not
+    /// be split).
+    pub fn update<R>(&self, f: impl FnOnce(&mut BTreeMap<usize, T>) -> R) -> R {
+        AT_FORK.call_once(install_at_fork);
+        f(&mut self.table())
+    }
+
     /// The first value that `pred` accepts.
     pub fn find(&self, pred: impl Fn(&T) -> bool) -> Option<T>
     where
@@ -90,16 +97,16 @@ pub static OPTIONS: Registry<std::sync::Arc<std::sync::Mutex<crate::lease::Optio
 pub static SESSIONS: Registry<std::sync::Arc<super::session::Entry>> = Registry::new();
 /// The directory managers behind `nfslock_manager *` handles (see ffi/slots.rs).
 pub static MANAGERS: Registry<std::sync::Arc<crate::manager::Manager>> = Registry::new();
-/// The shared-memory managers the C API opened, one per segment file, kept for the
-/// process's life (see ffi/slots.rs), keyed by the first handle that opened each.
-pub static SEGMENTS: Registry<&'static crate::manager::Manager> = Registry::new();
+/// The shared-memory managers the C API opened, one per segment file, with their count
+/// of live handles (see ffi/manager.rs), keyed by the first handle that opened each.
+pub static SEGMENTS: Registry<&'static super::manager::SharedSegment> = Registry::new();
 
 type Held = (
     Option<MutexGuard<'static, BTreeMap<usize, std::sync::Arc<super::lockfile::Held>>>>,
     Option<MutexGuard<'static, BTreeMap<usize, std::sync::Arc<super::session::Entry>>>>,
     Option<MutexGuard<'static, BTreeMap<usize, std::sync::Arc<std::sync::Mutex<crate::lease::Options>>>>>,
     Option<MutexGuard<'static, BTreeMap<usize, std::sync::Arc<crate::manager::Manager>>>>,
-    Option<MutexGuard<'static, BTreeMap<usize, &'static crate::manager::Manager>>>,
+    Option<MutexGuard<'static, BTreeMap<usize, &'static super::manager::SharedSegment>>>,
 );
 
 thread_local! {

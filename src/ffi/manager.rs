@@ -4,7 +4,9 @@
 //! A manager's lock and unlock are a mutex's: a handle is the address of a slot that is
 //! never freed (ffi/slots.rs), so they find their segment without a registry.
 
-use std::ffi::{c_char, c_int};
+use std::ffi::{c_char, c_int, OsStr};
+use std::os::unix::ffi::OsStrExt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -82,10 +84,9 @@ fn with_manager<R>(op: &'static str, m: *mut nfslock_manager, f: impl FnOnce(&Ma
     f(&manager).map_err(|e| e.in_op(op))
 }
 
-fn name_arg<'a>(op: &'static str, name: *const c_char) -> Result<&'a str, Error> {
+fn name_arg<'a>(op: &'static str, name: *const c_char) -> Result<&'a OsStr, Error> {
     // SAFETY: per the calling function's contract (NULL or a NUL-terminated string).
-    let bytes = unsafe { bytes_arg(op, name, "name")? };
-    std::str::from_utf8(bytes).map_err(|_| Error::invalid(op, "the segment name is not UTF-8"))
+    Ok(OsStr::from_bytes(unsafe { bytes_arg(op, name, "name")? }))
 }
 
 /// The body of the four openers: `make` opens the manager and makes its handle, which
@@ -106,23 +107,96 @@ unsafe fn open_into(
     Ok(())
 }
 
-/// Makes a handle for a shared-memory manager: the process's manager of that segment
-/// file if it has one (this one's mapping then goes), else this one, kept for good.
+/// A segment the C API has mapped: one per segment file in the process, shared by all
+/// the handles opened on it, and kept mapped while any is open (and afterwards, for a
+/// later open, while the segment's name still names it).
+pub struct SharedSegment {
+    manager: Manager,
+    /// Live handles on it.
+    handles: AtomicUsize,
+}
+
+/// Makes a handle for a shared-memory manager: on the process's mapping of that segment
+/// file if it has one (this one's mapping then goes), else on this one, kept.
 fn shm_handle(op: &'static str, manager: Manager) -> Result<usize, Error> {
     let file = manager.segment().map(|s| s.file());
-    let same = |m: &&'static Manager| m.segment().map(|s| s.file()) == file && m.capacity() == manager.capacity();
-    let kept: &'static Manager = match SEGMENTS.find(same) {
+    let capacity = manager.capacity();
+    // Found and counted under the table's lock, so that a close of its last handle
+    // cannot retire it in between.
+    let found = SEGMENTS.update(|table| {
+        let same = table.values().find(|s| s.manager.segment().map(|g| g.file()) == file && s.manager.capacity() == capacity);
+        same.inspect(|existing| {
+            existing.handles.fetch_add(1, Ordering::Relaxed);
+        })
+        .copied()
+    });
+    let shared: &'static SharedSegment = match found {
         Some(existing) => {
             manager.discard();
             existing
         }
-        None => Box::leak(Box::new(manager)),
+        None => Box::leak(Box::new(SharedSegment { manager, handles: AtomicUsize::new(1) })),
     };
-    let handle = slots::open(op, Some(kept))?;
-    if SEGMENTS.find(|m| std::ptr::eq(*m, kept)).is_none() {
-        SEGMENTS.insert_at(handle, kept);
-    }
+    let handle = match slots::open(op, Some(&shared.manager)) {
+        Ok(h) => h,
+        Err(e) => {
+            release_handle(shared);
+            return Err(e);
+        }
+    };
+    SEGMENTS.update(|table| {
+        if !table.values().any(|s| std::ptr::eq(*s, shared)) {
+            table.insert(handle, shared);
+        }
+    });
     Ok(handle)
+}
+
+/// Whether the segment's name no longer names its file (destroyed, or made again).
+fn destroyed(segment: &Segment) -> bool {
+    let path = std::path::Path::new(crate::manager::SHM_DIR)
+        .join(segment.name().as_bytes().strip_prefix(b"/").map_or(segment.name(), OsStr::from_bytes));
+    crate::fsops::id_of(&path).map_or(true, |id| id != segment.file())
+}
+
+/// One handle on `shared` is gone. The last one releases this thread's locks in the
+/// segment; and when the segment was destroyed meanwhile, nobody can open it again: it is
+/// unmapped, so its memory goes (a call another thread makes on the very handle being
+/// closed must not be under way then).
+fn release_handle(shared: &'static SharedSegment) {
+    let Some(segment) = shared.manager.segment() else { return };
+    let retire = SEGMENTS.update(|table| {
+        if shared.handles.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return false;
+        }
+        segment.release_mine();
+        let gone = destroyed(segment);
+        if gone {
+            table.retain(|_, s| !std::ptr::eq(*s, shared));
+        }
+        gone
+    });
+    if retire {
+        segment.retire();
+    }
+}
+
+/// After a destroy: the process's mappings of segments nobody has open any more and
+/// whose name no longer names them are unmapped.
+fn retire_destroyed() {
+    let retired: Vec<&'static SharedSegment> = SEGMENTS.update(|table| {
+        let gone: Vec<usize> = table
+            .iter()
+            .filter(|(_, s)| s.handles.load(Ordering::Acquire) == 0 && s.manager.segment().is_some_and(destroyed))
+            .map(|(&k, _)| k)
+            .collect();
+        gone.iter().filter_map(|k| table.remove(k)).collect()
+    });
+    for shared in retired {
+        if let Some(segment) = shared.manager.segment() {
+            segment.retire();
+        }
+    }
 }
 
 /// Makes a handle for a directory manager.
@@ -133,7 +207,7 @@ fn dir_handle(op: &'static str, manager: Manager) -> Result<usize, Error> {
 }
 
 /// Creates the shared-memory segment `name` ("/name", no further '/', at most 200
-/// bytes; the file /dev/shm/name, mode 0600) with `num_locks` locks rounded up to a
+/// bytes, not necessarily UTF-8; the file /dev/shm/name, mode 0600 whatever the umask) with `num_locks` locks rounded up to a
 /// multiple of 32 (at most 1,048,576), and opens it into `*out`. The segment is made
 /// whole before its name appears.
 ///
@@ -172,7 +246,8 @@ pub unsafe extern "C" fn nfslock_manager_open_shm(name: *const c_char, num_locks
 }
 
 /// Removes the segment `name` (only a manager segment: EBADMSG for anything else).
-/// Processes that have it open go on using it; a new create makes a new one.
+/// Processes that have it open go on using it; a new create makes a new one. This
+/// process's mapping of it goes at once when it has no handle on it.
 ///
 /// Errors: ENOENT none; EBADMSG not a manager segment; ELOOP a symbolic link; EINVAL a
 /// bad name.
@@ -182,7 +257,11 @@ pub unsafe extern "C" fn nfslock_manager_open_shm(name: *const c_char, num_locks
 #[no_mangle]
 pub unsafe extern "C" fn nfslock_manager_destroy_shm(name: *const c_char) -> c_int {
     const OP: &str = "nfslock_manager_destroy_shm";
-    ffi_guard(OP, || Manager::destroy_shm(name_arg(OP, name)?).map_err(|e| e.in_op(OP)))
+    ffi_guard(OP, || {
+        Manager::destroy_shm(name_arg(OP, name)?).map_err(|e| e.in_op(OP))?;
+        retire_destroyed();
+        Ok(())
+    })
 }
 
 /// Creates the manager directory `dir` (mode 0755; its parent must exist): any number
@@ -503,11 +582,14 @@ pub unsafe extern "C" fn nfslock_manager_unlock(m: *mut nfslock_manager, id: u32
 }
 
 /// Closes the manager; the handle is dead afterwards in every case (EINVAL from then on).
-/// Releases the locks the calling thread holds: shared memory, every lock of this thread
-/// in the segment (through any handle of it); directory, every lock taken through the
-/// handle. Locks other threads hold stay theirs. A segment stays mapped in the process
-/// (a later open of it reuses the mapping), so other threads' calls and locks go on
-/// working, and a thread that dies holding a lock still hands it on as EOWNERDEAD.
+/// Directory: releases every lock taken through the handle. Shared memory: closing the
+/// process's last handle on the segment releases the calling thread's locks in it (locks
+/// other threads hold stay theirs; while another handle on the segment is open nothing is
+/// released). The segment stays mapped while the process has a handle on it, and after
+/// the last close for a later open, until its name is destroyed: so other threads' calls
+/// and locks go on working, and a thread that dies holding a lock still hands it on as
+/// EOWNERDEAD. A destroyed segment's mapping goes with its last handle; no other thread
+/// may be inside a call on that handle then.
 ///
 /// Errors: EINVAL NULL or not an open handle; ENOLCK (directory) a lock had been
 /// removed by someone else.
@@ -524,8 +606,9 @@ pub unsafe extern "C" fn nfslock_manager_close(m: *mut nfslock_manager) -> c_int
         }
         match manager {
             Resolved::Shm(manager) => {
-                if let Some(segment) = manager.segment() {
-                    segment.release_mine();
+                let shared = SEGMENTS.find(|s| std::ptr::eq(&s.manager, manager));
+                if let Some(shared) = shared {
+                    release_handle(shared);
                 }
                 Ok(())
             }

@@ -8,12 +8,12 @@
 //!   (EINVAL), and a value that is not a slot's address (another family's handle, a
 //!   stray pointer) is outside the arena or misaligned (EINVAL), found without reading
 //!   through it.
-//! - A shared-memory manager opened through the C API is never unmapped: a call another
-//!   thread is making while the handle is closed still works on mapped memory (a lock
-//!   call blocked in the kernel included). Each segment file is mapped once per process:
-//!   every later open of it reuses that mapping, so opening and closing again and again
-//!   costs nothing more. The price: a segment removed and made again (destroy, create)
-//!   stays mapped in a process that had it open until that process ends.
+//! - A shared-memory segment opened through the C API stays mapped while the process
+//!   has a handle on it, and after its last close too (a later open reuses the mapping:
+//!   one per segment file), so a call another thread makes while a handle is closed
+//!   still works on mapped memory (a lock call blocked in the kernel included). Only a
+//!   segment whose name was destroyed (or made again) is unmapped, once its last handle
+//!   is closed (ffi/manager.rs).
 //! - A directory manager's slot says so; its manager is in `handles::MANAGERS` under
 //!   the handle, and goes when it is closed (its calls are syscalls; one more lookup
 //!   does not show).

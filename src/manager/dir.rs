@@ -61,6 +61,8 @@ enum Hold {
 struct Held {
     /// The thread that took it (`registry::this_thread`): only it releases it.
     thread: u64,
+    /// The fork generation it was taken in: a forked child's copy is its parent's.
+    generation: u64,
     hold: Hold,
 }
 
@@ -205,7 +207,14 @@ impl Directory {
         }
         let header = d.path.join(HEADER);
         let text = match fsops::open_existing(&header, false) {
-            Ok(fd) => fsops::read_capped(&std::fs::File::from(fd), 4096).map_err(|e| Error::sys(e, OP_OPEN, &header, "read"))?,
+            Ok(fd) => {
+                let st = fsops::fstat(&fd).map_err(|e| Error::sys(e, OP_OPEN, &header, "fstat"))?;
+                if !fsops::is_regular(&st) {
+                    return Err(bad(&format!("its {HEADER} is not a regular file")));
+                }
+                fsops::read_capped(&std::fs::File::from(fd), 4096).map_err(|e| Error::sys(e, OP_OPEN, &header, "read"))?
+            }
+            Err(Errno::EISDIR) => return Err(bad(&format!("its {HEADER} is a directory"))),
             Err(Errno::ENOENT) => return Err(bad(&format!("it has no {HEADER} header (or its creation did not finish)"))),
             Err(Errno::ELOOP) => return Err(bad(&format!("its {HEADER} is a symbolic link"))),
             Err(e) => return Err(Error::sys(e, OP_OPEN, &header, "open")),
@@ -427,7 +436,7 @@ impl Directory {
             let options = lease::Options { message: message.into_bytes(), lease, keepalive: true, shared: false };
             Hold::Lease(lease::acquire(&path, &options, timeout).map_err(busy)?)
         };
-        self.held().insert(id, Held { thread: registry::this_thread(), hold });
+        self.held().insert(id, Held { thread: registry::this_thread(), generation: process::fork_generation(), hold });
         Ok(Locked::Clean)
     }
 
@@ -457,7 +466,10 @@ impl Directory {
         }
         let held: Vec<Held> = self.held().drain().map(|(_, h)| h).collect();
         let mut first = Ok(());
-        for h in held {
+        // A forked child's copies of its parent's locks are the parent's: dropped
+        // here without a word (the lock-file layer leaves them alone).
+        let generation = process::fork_generation();
+        for h in held.into_iter().filter(|h| h.generation == generation) {
             let released = release(h.hold).map_err(|e| e.in_op("Manager::close"));
             first = first.and(released);
         }

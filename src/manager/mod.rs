@@ -30,6 +30,7 @@ mod shm_layout;
 #[cfg(test)]
 mod tests;
 
+use std::ffi::OsStr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -81,21 +82,22 @@ impl std::fmt::Debug for Manager {
 }
 
 impl Manager {
-    /// Creates the shared-memory segment `name` ("/name", as shm_open(3) takes it) with
+    /// Creates the shared-memory segment `name` ("/name", as shm_open(3) takes it; bytes,
+    /// not necessarily UTF-8) with
     /// `num_locks` locks, rounded up to a multiple of 32. EEXIST when it exists.
-    pub fn create_shm(name: &str, num_locks: u32) -> Result<Manager> {
-        Ok(Manager { backend: Backend::Shm(shm::Segment::create(name, num_locks)?) })
+    pub fn create_shm(name: impl AsRef<OsStr>, num_locks: u32) -> Result<Manager> {
+        Ok(Manager { backend: Backend::Shm(shm::Segment::create(name.as_ref(), num_locks)?) })
     }
 
     /// Opens the existing segment `name`. ENOENT: none; ERANGE: made with another lock
     /// count; EBADMSG: not a manager segment (or of another layout version).
-    pub fn open_shm(name: &str, num_locks: u32) -> Result<Manager> {
-        Ok(Manager { backend: Backend::Shm(shm::Segment::open(name, num_locks)?) })
+    pub fn open_shm(name: impl AsRef<OsStr>, num_locks: u32) -> Result<Manager> {
+        Ok(Manager { backend: Backend::Shm(shm::Segment::open(name.as_ref(), num_locks)?) })
     }
 
     /// Removes the segment's name; processes that have it open go on using it.
-    pub fn destroy_shm(name: &str) -> Result<()> {
-        shm::Segment::destroy(name)
+    pub fn destroy_shm(name: impl AsRef<OsStr>) -> Result<()> {
+        shm::Segment::destroy(name.as_ref())
     }
 
     /// Creates the manager directory `dir` (its parent must exist). EEXIST when it exists.

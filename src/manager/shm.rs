@@ -10,8 +10,10 @@
 //! A segment is made whole in a temporary file of the segment directory and then linked
 //! to its name, so an opener never sees one half made, and two creators cannot both win.
 
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
@@ -51,7 +53,7 @@ extern "C" {
 
 /// An open segment, mapped into this process.
 pub struct Segment {
-    name: String,
+    name: OsString,
     base: NonNull<u8>,
     len: usize,
     num_locks: u32,
@@ -71,24 +73,25 @@ unsafe impl Send for Segment {}
 unsafe impl Sync for Segment {}
 
 /// The segment file of `name` ("/name").
-fn file_of(op: &'static str, name: &str) -> Result<PathBuf> {
+fn file_of(op: &'static str, name: &OsStr) -> Result<PathBuf> {
     let invalid = |why: &str| Err(Error::invalid(op, format!("segment name {name:?}: {why}")));
-    let Some(rest) = name.strip_prefix('/') else {
+    let bytes = name.as_bytes();
+    let Some(rest) = bytes.strip_prefix(b"/") else {
         return invalid("must start with '/'");
     };
-    if rest.is_empty() || rest == "." || rest == ".." {
+    if rest.is_empty() || rest == b"." || rest == b".." {
         return invalid("needs a name after the '/'");
     }
-    if rest.contains('/') {
+    if rest.contains(&b'/') {
         return invalid("may not contain a '/' after the first");
     }
-    if rest.contains('\0') {
+    if rest.contains(&0) {
         return invalid("contains a NUL byte");
     }
-    if name.len() > NAME_MAX {
+    if bytes.len() > NAME_MAX {
         return invalid(&format!("is longer than {NAME_MAX} bytes"));
     }
-    Ok(Path::new(SHM_DIR).join(rest))
+    Ok(Path::new(SHM_DIR).join(OsStr::from_bytes(rest)))
 }
 
 fn rounded(op: &'static str, num_locks: u32) -> Result<u32> {
@@ -146,7 +149,7 @@ fn unmap(base: NonNull<u8>, len: usize) {
 }
 
 impl Segment {
-    pub fn create(name: &str, num_locks: u32) -> Result<Segment> {
+    pub fn create(name: &OsStr, num_locks: u32) -> Result<Segment> {
         let path = file_of(OP_CREATE, name)?;
         let num_locks = rounded(OP_CREATE, num_locks)?;
         let len = layout::total_size(num_locks);
@@ -160,6 +163,9 @@ impl Segment {
             .open(&temp)
             .map_err(|e| sys(OP_CREATE, &temp, "open", e))?;
         let made = (|| {
+            // 0600 whatever the umask: a segment its owner cannot write is no use.
+            nix::sys::stat::fchmod(&file, nix::sys::stat::Mode::from_bits_truncate(0o600))
+                .map_err(|e| Error::sys(e, OP_CREATE, &temp, "fchmod"))?;
             file.set_len(len as u64).map_err(|e| sys(OP_CREATE, &temp, "ftruncate", e))?;
             let base = map(OP_CREATE, &temp, &file, len)?;
             // SAFETY: a fresh mapping of `len` bytes for `num_locks`, ours alone.
@@ -185,9 +191,9 @@ impl Segment {
         Ok(Segment::mapped(name, base, len, num_locks, FileId::from(&st)))
     }
 
-    fn mapped(name: &str, base: NonNull<u8>, len: usize, num_locks: u32, file: FileId) -> Segment {
+    fn mapped(name: &OsStr, base: NonNull<u8>, len: usize, num_locks: u32, file: FileId) -> Segment {
         let (closed, keep_mapped) = (AtomicBool::new(false), AtomicBool::new(false));
-        Segment { name: name.to_owned(), base, len, num_locks, file, closed, keep_mapped }
+        Segment { name: name.to_os_string(), base, len, num_locks, file, closed, keep_mapped }
     }
 
     /// The segment file this maps (two opens of the same segment agree).
@@ -205,6 +211,7 @@ impl Segment {
             .map_err(|e| match fsops::io_errno(&e) {
                 Errno::ENOENT => Error::new(Errno::ENOENT, op, Some(path), "no segment of that name"),
                 Errno::ELOOP => Error::new(Errno::ELOOP, op, Some(path), "a symbolic link is there, not a segment: refused"),
+                Errno::EISDIR => Error::new(Errno::EBADMSG, op, Some(path), "not a lock manager segment: a directory is there"),
                 _ => sys(op, path, "open", e),
             })?;
         let meta = file.metadata().map_err(|e| sys(op, path, "fstat", e))?;
@@ -230,7 +237,7 @@ impl Segment {
         Ok((file, header))
     }
 
-    pub fn open(name: &str, num_locks: u32) -> Result<Segment> {
+    pub fn open(name: &OsStr, num_locks: u32) -> Result<Segment> {
         let path = file_of(OP_OPEN, name)?;
         let wanted = rounded(OP_OPEN, num_locks)?;
         let (file, header) = Segment::open_checked(OP_OPEN, &path)?;
@@ -244,7 +251,7 @@ impl Segment {
         Ok(Segment::mapped(name, base, len, header.num_locks, FileId::from(&st)))
     }
 
-    pub fn destroy(name: &str) -> Result<()> {
+    pub fn destroy(name: &OsStr) -> Result<()> {
         let path = file_of(OP_DESTROY, name)?;
         // Only a manager segment is removed (a damaged one too, as long as it carries the
         // magic number): never another program's segment of the same name.
@@ -256,7 +263,7 @@ impl Segment {
         fsops::unlink(&path).map_err(|e| Error::sys(e, OP_DESTROY, &path, "unlink"))
     }
 
-    pub fn name(&self) -> &str {
+    pub fn name(&self) -> &OsStr {
         &self.name
     }
 
@@ -324,8 +331,26 @@ impl Segment {
             // SAFETY: we hold `m` (EOWNERDEAD hands it over); consistent is how a robust
             // mutex is made usable again.
             unsafe { libc::pthread_mutex_consistent(m) };
+        } else if rc == libc::ENOTRECOVERABLE {
+            self.undo_unrecoverable_claim(id);
         }
         rc
+    }
+
+    /// glibc's trylock (2.36 at least) of a mutex left unrecoverable writes the caller's
+    /// thread ID into the futex word and then reports ENOTRECOVERABLE: the word would
+    /// then say this thread holds it, so that a later lock says EDEADLK and an unlock
+    /// (or close's release) crashes inside glibc. The word goes back to naming nobody.
+    #[cold]
+    #[inline(never)]
+    fn undo_unrecoverable_claim(&self, id: u32) {
+        // SAFETY: gettid has no preconditions.
+        let me = unsafe { libc::gettid() } as u32;
+        let word = self.word_at(layout::mutex_offset(id) + LOCK_WORD);
+        let now = word.load(Ordering::Relaxed);
+        if now & libc::FUTEX_TID_MASK == me {
+            let _ = word.compare_exchange(now, now & !libc::FUTEX_TID_MASK, Ordering::AcqRel, Ordering::Relaxed);
+        }
     }
 
     /// 0, or an errno value: ERANGE, EINVAL closed, EPERM not held by the calling thread.
@@ -463,8 +488,14 @@ impl Segment {
         self.word_at(layout::mutex_offset(id) + LOCK_WORD).load(Ordering::Relaxed) & libc::FUTEX_TID_MASK
     }
 
+    /// The locks held now, also those whose holder died and that nobody has taken
+    /// since (the kernel leaves FUTEX_OWNER_DIED in the word of those).
     pub fn locks_held(&self) -> Vec<u32> {
-        (0..self.num_locks).filter(|&id| self.holder(id) != 0).collect()
+        let held = |id: u32| {
+            self.word_at(layout::mutex_offset(id) + LOCK_WORD).load(Ordering::Relaxed) & (libc::FUTEX_TID_MASK | libc::FUTEX_OWNER_DIED)
+                != 0
+        };
+        (0..self.num_locks).filter(|&id| held(id)).collect()
     }
 
     /// Releases the locks the calling thread holds in the segment; returns how many
@@ -486,6 +517,16 @@ impl Segment {
             }
         }
         others
+    }
+
+    /// Unmaps a segment the C API kept and nobody can reach any more (its handles are
+    /// closed and its name names another file or none): calls are refused (EINVAL)
+    /// from now on, and its memory goes.
+    pub fn retire(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+        if !self.keep_mapped.swap(true, Ordering::AcqRel) {
+            unmap(self.base, self.len);
+        }
     }
 
     /// Marks an unused segment closed, so that dropping it only unmaps it.

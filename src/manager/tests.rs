@@ -98,8 +98,10 @@ fn a_thread_that_dies_holding_a_segment_lock_hands_it_on_as_owner_dead() {
     std::thread::scope(|s| {
         s.spawn(|| assert_eq!(m.lock(3).unwrap(), Locked::Clean));
     });
+    assert_eq!(m.locks_held().unwrap(), vec![3], "a dead holder's lock counts as held until taken");
     assert_eq!(m.lock(3).unwrap(), Locked::PreviousHolderDied);
     m.unlock(3).unwrap();
+    assert!(m.locks_held().unwrap().is_empty());
     assert_eq!(m.lock(3).unwrap(), Locked::Clean);
     m.close().unwrap();
 }
