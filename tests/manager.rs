@@ -411,6 +411,20 @@ fn shm_ids_are_the_mutexes_where_layout_v1_puts_them() {
 }
 
 #[test]
+fn shm_a_destroyed_segment_stays_mapped_while_a_thread_holds_one_of_its_locks() {
+    shm_check(
+        "retire-held",
+        "destroy and close the last handle while another thread holds lock 3: its next lock works, its death is EOWNERDEAD to others",
+        30,
+    );
+}
+
+#[test]
+fn dir_a_lock_waiting_while_its_handle_is_closed_is_einval_and_holds_nothing() {
+    dir_check("close-during-wait", "close while a thread waits in lock: EINVAL, the lock free", &[], 30);
+}
+
+#[test]
 fn shm_an_unrecoverable_lock_is_enotrecoverable_never_a_crash() {
     shm_check(
         "unrecoverable",

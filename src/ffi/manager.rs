@@ -160,17 +160,20 @@ fn destroyed(segment: &Segment) -> bool {
 }
 
 /// One handle on `shared` is gone. The last one releases this thread's locks in the
-/// segment; and when the segment was destroyed meanwhile, nobody can open it again: it is
-/// unmapped, so its memory goes (a call another thread makes on the very handle being
-/// closed must not be under way then).
+/// segment; and when the segment was destroyed meanwhile (nobody can open it again) and
+/// no thread of this process holds a lock in it, it is unmapped, so its memory goes (a
+/// call another thread makes on the very handle being closed must not be under way then).
 fn release_handle(shared: &'static SharedSegment) {
     let Some(segment) = shared.manager.segment() else { return };
     let retire = SEGMENTS.update(|table| {
         if shared.handles.fetch_sub(1, Ordering::AcqRel) != 1 {
             return false;
         }
-        segment.release_mine();
-        let gone = destroyed(segment);
+        // Another thread's robust list may point into a segment it holds a lock of: then
+        // it stays mapped, so its next lock call and its exit (when the kernel hands the
+        // lock on as EOWNERDEAD) find it there.
+        let others = segment.release_mine();
+        let gone = others == 0 && destroyed(segment);
         if gone {
             table.retain(|_, s| !std::ptr::eq(*s, shared));
         }
@@ -187,7 +190,9 @@ fn retire_destroyed() {
     let retired: Vec<&'static SharedSegment> = SEGMENTS.update(|table| {
         let gone: Vec<usize> = table
             .iter()
-            .filter(|(_, s)| s.handles.load(Ordering::Acquire) == 0 && s.manager.segment().is_some_and(destroyed))
+            .filter(|(_, s)| {
+                s.handles.load(Ordering::Acquire) == 0 && s.manager.segment().is_some_and(|g| g.held_here() == 0 && destroyed(g))
+            })
             .map(|(&k, _)| k)
             .collect();
         gone.iter().filter_map(|k| table.remove(k)).collect()

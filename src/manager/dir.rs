@@ -301,12 +301,24 @@ impl Directory {
             // another host has removed since: a fresh open asks the server (and makes the
             // client drop a stale name), so only an ID really taken is given up.
             match fsops::open_existing(&name, false) {
-                Ok(_) => return Ok(false),
+                Ok(_) => return self.claim_unlinked(op, claim),
                 Err(Errno::ENOENT | Errno::ESTALE) => {}
                 Err(e) => return Err(Error::sys(e, op, &name, "open")),
             }
         }
         Ok(false)
+    }
+
+    /// The claim is tried on the next candidate only while it is linked to nothing else
+    /// (its link count, through a fresh open, is 1): the count is what proves a link
+    /// ours. A count of 2 says our link to `ids/<id>` landed after all: ours (Ok(true)).
+    /// A count that cannot be read ends the allocation (never a guess).
+    fn claim_unlinked(&self, op: &'static str, claim: &(PathBuf, FileId)) -> Result<bool> {
+        let st = fsops::open_existing(&claim.0, false).and_then(|fd| fsops::fstat(&fd)).map_err(|e| Error::sys(e, op, &claim.0, "open"))?;
+        if FileId::from(&st) != claim.1 {
+            return Err(Error::new(Errno::EIO, op, Some(&claim.0), "this call's claim was replaced"));
+        }
+        Ok(st.st_nlink >= 2)
     }
 
     /// Runs `f` with a fresh claim, which is removed afterwards (the ID's name keeps the file).
@@ -383,18 +395,29 @@ impl Directory {
         // A lookup can answer from a client's cache of the name's absence (another host
         // may have allocated it since): the listing, read afresh, decides, and says when
         // the name is really gone.
+        let mut sent = false;
         for _ in 0..FREE_ROUNDS {
             if !listed(self)? {
+                if sent {
+                    return Ok(()); // our unlink, whose reply was lost, worked
+                }
                 return Err(Error::new(Errno::ENOENT, op, Some(&name), format!("lock {id} is not allocated")));
             }
-            // One unlink(2), never repeated blindly (the listing is read again instead).
-            match nix::unistd::unlink(&name) {
-                Ok(()) | Err(Errno::ENOENT) => {}
-                Err(e) if fsops::is_transient(e) => {}
-                Err(e) => return Err(Error::sys(e, op, &name, "unlink")),
+            // Whenever the server can show the file, it goes only while it is that file.
+            match fsops::open_existing(&name, false).and_then(|fd| fsops::fstat(&fd)) {
+                Ok(st) => return fsops::unlink_if_is(&name, FileId::from(&st)).map(drop).map_err(|e| Error::sys(e, op, &name, "unlink")),
+                Err(Errno::ENOENT | Errno::ESTALE) => {}
+                Err(e) => return Err(Error::sys(e, op, &name, "open")),
             }
-            if !listed(self)? {
-                return Ok(());
+            // One blind unlink(2) at most: once one may have worked, another could remove
+            // another host's new allocation of the ID.
+            if !sent {
+                match nix::unistd::unlink(&name) {
+                    Ok(()) => return Ok(()),
+                    Err(Errno::ENOENT) => {}
+                    Err(e) if fsops::is_transient(e) => sent = true,
+                    Err(e) => return Err(Error::sys(e, op, &name, "unlink")),
+                }
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -436,8 +459,17 @@ impl Directory {
             let options = lease::Options { message: message.into_bytes(), lease, keepalive: true, shared: false };
             Hold::Lease(lease::acquire(&path, &options, timeout).map_err(busy)?)
         };
-        self.held().insert(id, Held { thread: registry::this_thread(), generation: process::fork_generation(), hold });
-        Ok(Locked::Clean)
+        {
+            let mut held = self.held();
+            // Closed while this call waited: close released what it found, and a lock
+            // kept in a closed manager would be dropped (released) behind the caller's back.
+            if !self.closed.load(Ordering::Relaxed) {
+                held.insert(id, Held { thread: registry::this_thread(), generation: process::fork_generation(), hold });
+                return Ok(Locked::Clean);
+            }
+        }
+        let _ = release(hold);
+        Err(closed(OP_LOCK))
     }
 
     pub fn unlock(&self, id: u32) -> Result<()> {

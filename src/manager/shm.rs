@@ -498,6 +498,12 @@ impl Segment {
         (0..self.num_locks).filter(|&id| held(id)).collect()
     }
 
+    /// How many locks of the segment threads of this process hold (any thread's robust
+    /// list may point into the segment then: it must stay mapped).
+    pub fn held_here(&self) -> usize {
+        (0..self.num_locks).filter(|&id| is_our_thread(self.holder(id))).count()
+    }
+
     /// Releases the locks the calling thread holds in the segment; returns how many
     /// other threads of this process hold locks in it.
     pub fn release_mine(&self) -> usize {
@@ -511,8 +517,7 @@ impl Segment {
                     // SAFETY: as in `unlock_code`; the calling thread holds it.
                     unsafe { libc::pthread_mutex_unlock(self.mutex(id)) };
                 }
-                // Thread IDs are unique on the machine: one listed here is ours.
-                tid if Path::new(&format!("/proc/self/task/{tid}")).exists() => others += 1,
+                tid if is_our_thread(tid) => others += 1,
                 _ => {}
             }
         }
@@ -557,6 +562,12 @@ impl Drop for Segment {
             unmap(self.base, self.len);
         }
     }
+}
+
+/// Whether `tid` is a live thread of this process (thread IDs are unique on the
+/// machine: one listed in /proc/self/task is ours).
+fn is_our_thread(tid: u32) -> bool {
+    tid != 0 && Path::new(&format!("/proc/self/task/{tid}")).exists()
 }
 
 fn has_magic(path: &Path) -> bool {

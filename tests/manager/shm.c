@@ -2064,6 +2064,73 @@ static void mode_unrecoverable(void) {
     destroy(BASE);
 }
 
+/* A segment destroyed and closed while another thread of the process still holds one of
+ * its locks stays mapped: that thread's robust list points into it. Its next lock call
+ * (of another segment) works, and when it exits holding the lock, another process is
+ * handed the lock as EOWNERDEAD (the review found a crash and a lock wedged for good). */
+static nfslock_manager *rh_a, *rh_b;
+static volatile int rh_stage;
+static int rh_rc[3] = {-1, -1, -1};
+
+static void *rh_holder(void *arg) {
+    (void)arg;
+    rh_rc[0] = nfslock_manager_lock(rh_a, 3);
+    rh_stage = 1;
+    while (rh_stage != 2)
+        usleep(1000);
+    rh_rc[1] = nfslock_manager_lock(rh_b, 0);
+    rh_rc[2] = nfslock_manager_unlock(rh_b, 0);
+    return NULL; /* exits holding lock 3 of the destroyed segment */
+}
+
+static void mode_retire_held(void) {
+    char na[256], nb2[256];
+    const char *name_a = sub(na, "a"), *name_b = sub(nb2, "b");
+    int ready[2], go[2];
+    pthread_t t;
+    pid_t kid;
+    char c;
+    int status = 0;
+    rh_b = create(name_b, 32);
+    rh_a = create(name_a, 32);
+    if (rh_a == NULL || rh_b == NULL || pipe(ready) != 0 || pipe(go) != 0) {
+        fail(__FILE__, __LINE__, "setup failed");
+        return;
+    }
+    pthread_create(&t, NULL, rh_holder, NULL);
+    while (rh_stage != 1)
+        usleep(1000);
+    kid = fork();
+    if (kid == 0) {
+        nfslock_manager *k = NULL;
+        int rc = nfslock_manager_open_shm(name_a, 32, &k);
+        if (write(ready[1], "r", 1) != 1 || rc != 0 || read(go[0], &c, 1) != 1)
+            _exit(3);
+        rc = nfslock_manager_timedlock(k, 3, 3000);
+        if (rc == EOWNERDEAD)
+            nfslock_manager_unlock(k, 3);
+        nfslock_manager_close(k);
+        _exit(rc == EOWNERDEAD ? 0 : rc == ETIMEDOUT ? 4 : 5);
+    }
+    if (read(ready[0], &c, 1) != 1)
+        fail(__FILE__, __LINE__, "the child did not open the segment");
+    destroy(name_a);
+    EXPECT_RC(nfslock_manager_close(rh_a), 0, "close of the destroyed segment's last handle while another thread holds lock 3");
+    rh_stage = 2;
+    pthread_join(t, NULL);
+    EXPECT_RC(rh_rc[0], 0, "the holder's lock(3)");
+    EXPECT_RC(rh_rc[1], 0, "the holder's lock of another segment after the close (its robust list points into the first)");
+    EXPECT_RC(rh_rc[2], 0, "the holder's unlock of the other segment");
+    if (write(go[1], "g", 1) != 1)
+        fail(__FILE__, __LINE__, "cannot signal the child");
+    waitpid(kid, &status, 0);
+    CHECKF(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+           "another process's timedlock(3) after the holder died: want EOWNERDEAD, got child status %d (4: ETIMEDOUT, the lock wedged)",
+           WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+    close_(rh_b);
+    destroy(name_b);
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     signal(SIGPIPE, SIG_IGN);
@@ -2126,6 +2193,7 @@ int main(int argc, char **argv) {
         {"alloc-loop", mode_alloc_loop},
         {"raw-mutex", mode_raw_mutex},
         {"unrecoverable", mode_unrecoverable},
+        {"retire-held", mode_retire_held},
     };
     for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++) {
         if (strcmp(argv[1], modes[i].name) == 0) {
