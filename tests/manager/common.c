@@ -1118,3 +1118,35 @@ static UNUSED void run_allocloop(const char *const backend[], const char *dir, l
     for (int i = 0; i < started; i++)
         proc_free(&w[i]);
 }
+
+/* Four workers already spawned with `argv` (each "wait" then 25 "alloc"): starts them at
+ * once and checks that the 100 IDs they print are 0..99, each handed out once. */
+static UNUSED void expect_100_distinct_allocations(struct proc *w, char *const argv[], int line_timeout_ms) {
+    uint8_t seen[1024] = {0};
+    int total = 0, started = 0;
+    for (int i = 0; i < 4; i++, started++)
+        if (spawn_argv(&w[i], argv) != 0)
+            break;
+    for (int i = 0; i < started; i++)
+        EXPECT_LINE(&w[i], "open 0", 10000);
+    for (int i = 0; i < started; i++)
+        proc_send(&w[i], "\n");
+    for (int i = 0; i < started; i++) {
+        for (int k = 0; k < 25; k++) {
+            char line[256];
+            unsigned id;
+            if (proc_line(&w[i], line, sizeof line, line_timeout_ms) != 0 || sscanf(line, "alloc %u", &id) != 1 || id >= 1024) {
+                fail(__FILE__, __LINE__, "worker %d allocation %d: \"%s\"", i, k, line);
+                break;
+            }
+            CHECKF(!seen[id], "id %u was handed out twice", id);
+            seen[id] = 1;
+            total++;
+        }
+        EXPECT_EXIT0(&w[i], 10000);
+        proc_free(&w[i]);
+    }
+    CHECKF(total == 100, "%d allocations, want 100", total);
+    for (unsigned id = 0; id < 100; id++)
+        CHECKF(seen[id], "id %u was not handed out (100 allocations must take 0..99)", id);
+}

@@ -471,34 +471,7 @@ static void mode_alloc_race(void) {
     for (int i = 0; i < 25; i++)
         argv[n++] = (char *)"alloc";
     argv[n] = NULL;
-    int started = 0;
-    for (int i = 0; i < 4; i++, started++)
-        if (spawn_argv(&w[i], argv) != 0)
-            break;
-    for (int i = 0; i < started; i++)
-        EXPECT_LINE(&w[i], "open 0", 10000);
-    for (int i = 0; i < started; i++)
-        proc_send(&w[i], "\n");
-    uint8_t seen[1024] = {0};
-    int total = 0;
-    for (int i = 0; i < started; i++) {
-        for (int k = 0; k < 25; k++) {
-            char line[256];
-            unsigned id;
-            if (proc_line(&w[i], line, sizeof line, 60000) != 0 || sscanf(line, "alloc %u", &id) != 1 || id >= 1024) {
-                fail(__FILE__, __LINE__, "worker %d allocation %d: \"%s\"", i, k, line);
-                break;
-            }
-            CHECKF(!seen[id], "id %u was handed out twice", id);
-            seen[id] = 1;
-            total++;
-        }
-        EXPECT_EXIT0(&w[i], 10000);
-        proc_free(&w[i]);
-    }
-    CHECKF(total == 100, "%d allocations, want 100", total);
-    for (unsigned id = 0; id < 100; id++)
-        CHECKF(seen[id], "id %u was not handed out (100 allocations must take 0..99)", id);
+    expect_100_distinct_allocations(w, argv, 60000);
     uint32_t ids[256];
     size_t got = 0;
     EXPECT_RC(nfslock_manager_allocated(m, ids, 256, &got), 0, "allocated");
