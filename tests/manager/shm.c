@@ -1908,22 +1908,35 @@ static pthread_mutex_t *raw_mutex(unsigned char *base, uint32_t id) {
                                        (size_t)(id % 32) * sizeof(pthread_mutex_t));
 }
 
-static void mode_raw_mutex(void) {
+/* A 64-lock segment made through the library, and a raw mapping of its file into
+ * `*base` (NULL: it failed, and nothing is left). */
+static nfslock_manager *segment_and_raw_mapping(unsigned char **base) {
     nfslock_manager *m = create(BASE, 64);
-    if (m == NULL)
-        return;
-    snprintf(SEGN, sizeof SEGN, "64");
     char p[PATH_MAX];
-    int fd = open(shm_path(p, BASE), O_RDWR);
-    unsigned char *base = fd < 0 ? MAP_FAILED : mmap(NULL, total_size(64), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    int fd;
+    *base = NULL;
+    if (m == NULL)
+        return NULL;
+    snprintf(SEGN, sizeof SEGN, "64");
+    fd = open(shm_path(p, BASE), O_RDWR);
+    *base = fd < 0 ? MAP_FAILED : mmap(NULL, total_size(64), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (fd >= 0)
         close(fd);
-    if (base == MAP_FAILED) {
+    if (*base == MAP_FAILED) {
         fail(__FILE__, __LINE__, "mapping %s: %s", p, strerror(errno));
         close_(m);
         destroy(BASE);
-        return;
+        *base = NULL;
+        return NULL;
     }
+    return m;
+}
+
+static void mode_raw_mutex(void) {
+    unsigned char *base;
+    nfslock_manager *m = segment_and_raw_mapping(&base);
+    if (m == NULL)
+        return;
     static const uint32_t ids[] = {0, 6, 31, 32, 63};
     for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++) {
         int rc = pthread_mutex_lock(raw_mutex(base, ids[i]));
@@ -1997,21 +2010,10 @@ static void unrecoverable_sequence(nfslock_manager *m, uint32_t id, int variant)
 }
 
 static void mode_unrecoverable(void) {
-    nfslock_manager *m = create(BASE, 64);
+    unsigned char *base;
+    nfslock_manager *m = segment_and_raw_mapping(&base);
     if (m == NULL)
         return;
-    snprintf(SEGN, sizeof SEGN, "64");
-    char p[PATH_MAX];
-    int fd = open(shm_path(p, BASE), O_RDWR);
-    unsigned char *base = fd < 0 ? MAP_FAILED : mmap(NULL, total_size(64), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (fd >= 0)
-        close(fd);
-    if (base == MAP_FAILED) {
-        fail(__FILE__, __LINE__, "mapping %s: %s", p, strerror(errno));
-        close_(m);
-        destroy(BASE);
-        return;
-    }
     static const uint32_t ids[] = {5, 20, 40};
     for (int variant = 0; variant < 3; variant++) {
         uint32_t id = ids[variant];
