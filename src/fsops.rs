@@ -12,7 +12,7 @@
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::fcntl::{self, AtFlags, OFlag};
@@ -219,6 +219,16 @@ pub fn rename_placing(file: &File, from: &Path, to: &Path) -> nix::Result<()> {
 }
 
 /// lstat(2): the identity and type of the name itself.
+/// `path` made absolute against the current directory once (so that a later chdir
+/// cannot make a handle name another file), without `.` components or doubled slashes.
+/// If the current directory is gone, the path is used as given.
+pub fn absolute(path: &Path) -> PathBuf {
+    match path.is_relative().then(std::env::current_dir) {
+        Some(Ok(cwd)) => cwd.join(path).components().collect(),
+        _ => path.components().collect(),
+    }
+}
+
 pub fn lstat(path: &Path) -> nix::Result<stat::FileStat> {
     retry(|| stat::lstat(path))
 }

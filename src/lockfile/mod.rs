@@ -100,11 +100,7 @@ impl Target {
         }
         // A relative path is made absolute once, so that a later chdir cannot make a
         // handle release another file. If the cwd is gone, the path is used as given.
-        let absolute = match path.is_relative().then(std::env::current_dir) {
-            Some(Ok(cwd)) => cwd.join(path),
-            _ => path.to_path_buf(),
-        };
-        let key: PathBuf = absolute.components().collect();
+        let key = fsops::absolute(path);
         let mut lock = key.clone().into_os_string();
         lock.push(LOCK_SUFFIX);
         if lock.len() >= PATH_MAX {

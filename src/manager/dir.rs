@@ -78,13 +78,6 @@ pub struct Directory {
     local: bool,
 }
 
-fn absolute(path: &Path) -> PathBuf {
-    match path.is_relative().then(std::env::current_dir) {
-        Some(Ok(cwd)) => cwd.join(path).components().collect(),
-        _ => path.components().collect(),
-    }
-}
-
 fn id_name(id: u32) -> String {
     id.to_string()
 }
@@ -136,7 +129,7 @@ impl Directory {
     }
 
     pub fn create(dir: &Path) -> Result<Directory> {
-        let d = Directory::at(absolute(dir));
+        let d = Directory::at(fsops::absolute(dir));
         let exists = || Error::new(Errno::EEXIST, OP_CREATE, Some(&d.path), "something exists at that name");
         match mkdir(&d.path) {
             Ok(()) => {}
@@ -173,8 +166,8 @@ impl Directory {
         for sub in [&self.ids, &self.locks] {
             match fsops::retry(|| mkdir(sub)) {
                 // EEXIST: our own mkdir retransmitted, or a concurrent creator's.
-                Ok(()) | Err(Errno::EEXIST) if fsops::is_dir(sub) => {}
                 Ok(()) => {}
+                Err(Errno::EEXIST) if fsops::is_dir(sub) => {}
                 Err(e) => return Err(Error::sys(e, OP_CREATE, sub, "mkdir")),
             }
         }
@@ -194,7 +187,7 @@ impl Directory {
     }
 
     pub fn open(dir: &Path) -> Result<Directory> {
-        let d = Directory::at(absolute(dir));
+        let d = Directory::at(fsops::absolute(dir));
         let bad = |why: &str| Error::new(Errno::EBADMSG, OP_OPEN, Some(&d.path), format!("not a lock manager directory: {why}"));
         match fsops::lstat(&d.path) {
             Err(Errno::ENOENT) => return Err(Error::new(Errno::ENOENT, OP_OPEN, Some(&d.path), "no such directory")),
